@@ -1,0 +1,28 @@
+# Two commands do all set-up: `make run` starts the service, `make test` runs the tests.
+# Both create ./.venv from Pipfile.lock the first time (pipenv, venv inside the project).
+PYTHON ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+SYNCED := $(VENV)/.synced
+PIPENV_VERSION := 2026.10.3
+
+.PHONY: run test bench lock clean
+
+run: $(SYNCED)
+	$(VENV_PYTHON) launch.py
+
+test: $(SYNCED)
+	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+
+$(SYNCED): Pipfile.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
+	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check pipenv==$(PIPENV_VERSION)
+	PIPENV_VENV_IN_PROJECT=1 PIPENV_VERBOSITY=-1 $(VENV_PYTHON) -m pipenv sync --dev
+	touch $(SYNCED)
+
+lock: $(SYNCED)
+	PIPENV_VENV_IN_PROJECT=1 PIPENV_VERBOSITY=-1 $(VENV_PYTHON) -m pipenv lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,233 @@
+"""The HTTP API: submit URLs, read records, batches, jobs and health. JSON in, JSON out."""
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from datetime import datetime, timezone
+
+from flask import Blueprint, current_app, jsonify, request
+from redis import Redis
+from rq import Worker
+from rq.job import JobStatus
+
+from config import Settings
+from errors import ApiError
+from jobs.queues import IN_FLIGHT, QUEUE_NAMES, Submitter, fetch_job, job_id_for, make_queue, public_status
+from sources import GOODREADS, Route, Unsupported, route
+from storage import Storage
+
+api = Blueprint("api", __name__)
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def redis() -> Redis:
+    return current_app.config["REDIS"]
+
+
+def storage() -> Storage:
+    return Storage(redis())
+
+
+# ---- submission ---------------------------------------------------------------------------
+
+
+@api.post("/parse")
+def parse_urls():
+    urls, refresh = read_submission(request.get_json(force=True, silent=True))
+    return submit_batch(urls, refresh)
+
+
+@api.post("/parseGoodreadsLinks")
+def parse_goodreads_links():
+    """Seed-compatible: a JSON list of Goodreads book URLs."""
+    urls, refresh = read_submission(request.get_json(force=True, silent=True))
+    return submit_batch(urls, refresh, only=GOODREADS.name)
+
+
+def read_submission(body: object) -> tuple[list, bool]:
+    """(urls, refresh) from a bare JSON list or {"urls": [...], "refresh": bool, "callback_url": null}."""
+    require_token()
+    if isinstance(body, list):
+        body = {"urls": body}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", 'send JSON: a list of URLs or {"urls": [...]}')
+    unknown = set(body) - {"urls", "refresh", "callback_url"}
+    if unknown:
+        raise ApiError(400, "invalid_body", f"unknown fields: {', '.join(sorted(unknown))}")
+    urls, refresh = body.get("urls"), body.get("refresh", False)
+    if not isinstance(urls, list) or not urls:
+        raise ApiError(400, "invalid_body", '"urls" must be a non-empty list of strings')
+    if not isinstance(refresh, bool):
+        raise ApiError(400, "invalid_body", '"refresh" must be true or false')
+    if body.get("callback_url") is not None:
+        raise ApiError(400, "callbacks_unsupported", "completion callbacks are not available yet; poll /batches/<id>")
+    limit = settings().max_urls_per_request
+    if len(urls) > limit:
+        raise ApiError(413, "too_many_urls", f"{len(urls)} URLs sent; at most {limit} per request")
+    return urls, refresh
+
+
+def require_token() -> None:
+    """Write endpoints need a Bearer token when API_TOKENS is set."""
+    tokens = settings().api_tokens
+    if not tokens:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), t) for t in tokens):
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+
+
+def submit_batch(urls: list, refresh: bool, only: str | None = None):
+    accepted, rejected = [], []
+    submitter = Submitter(redis(), settings())
+    done: dict[str, dict] = {}  # canonical URL -> answer, so two spellings enqueue once
+    for url in urls:
+        try:
+            routed = route_for_submission(url, only)
+        except Unsupported as exc:
+            rejected.append({"url": url, "reason": exc.reason})
+            continue
+        if routed.canonical_url not in done:
+            submission = submitter.submit(routed, refresh)
+            done[routed.canonical_url] = accepted_item(submission)
+        accepted.append({"url": url, **done[routed.canonical_url]})
+    batch_id = save_batch(accepted) if accepted else None
+    status = 202 if accepted else 400
+    return jsonify({"batch_id": batch_id, "accepted": accepted, "rejected": rejected}), status
+
+
+def route_for_submission(url: object, only: str | None) -> Route:
+    routed = route(url, allow_any_site=settings().allow_any_site)
+    if only and routed.source.name != only:
+        raise Unsupported("not a Goodreads book URL (https://www.goodreads.com/book/show/<id>)")
+    return routed
+
+
+def accepted_item(submission) -> dict:
+    return {
+        "canonical_url": submission.route.canonical_url,
+        "source": submission.route.source.name,
+        "queue": submission.route.queue,
+        "job_id": submission.job_id,
+        "status": submission.status,
+    }
+
+
+def save_batch(accepted: list[dict]) -> str:
+    batch_id = uuid.uuid4().hex
+    items = [{key: item[key] for key in ("url", "canonical_url", "source", "job_id")} for item in accepted]
+    storage().save_batch({"id": batch_id, "created_at": datetime.now(timezone.utc), "items": items})
+    return batch_id
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+@api.get("/info")
+def info():
+    return record_response(request.args.get("url"))
+
+
+@api.get("/getBookInfo")
+def get_book_info():
+    """Seed-compatible alias of /info."""
+    return record_response(request.args.get("url"))
+
+
+def record_response(url: str | None):
+    if not url:
+        raise ApiError(400, "missing_url", "pass the page as ?url=...")
+    try:
+        canonical = route(url, allow_any_site=True).canonical_url
+    except Unsupported as exc:
+        raise ApiError(400, "invalid_url", exc.reason) from None
+    state = url_state(canonical, storage().load_record(canonical))
+    if state is None:
+        raise ApiError(404, "not_found", f"{canonical} has never been submitted; POST it to /parse")
+    return jsonify(state), 202 if state["status"] in ("queued", "started") else 200
+
+
+def url_state(canonical: str, record: dict | None) -> dict | None:
+    """The record (with any refresh in flight), else the job's state, else None."""
+    job = fetch_job(redis(), job_id_for(canonical))
+    job_status = job.get_status(refresh=False) if job is not None else None
+    if record is not None:
+        body = record_json(record)
+        if job_status in IN_FLIGHT:
+            body["refresh"] = public_status(job_status)
+        return body
+    if job_status in IN_FLIGHT:
+        return {"url": canonical, "status": public_status(job_status), "job_id": job.id}
+    if job_status == JobStatus.FAILED:  # the job died without saving a record (worker killed)
+        return {"url": canonical, "status": "failed", "job_id": job.id, "error": job_error(job)}
+    return None
+
+
+def record_json(record: dict) -> dict:
+    fetched_at = record.get("fetched_at")
+    return {**record, "fetched_at": fetched_at.isoformat() if isinstance(fetched_at, datetime) else fetched_at}
+
+
+def job_error(job) -> dict:
+    result = job.latest_result()
+    text = (result.exc_string or "").strip() if result is not None else ""
+    return {"code": "job_failed", "message": text.splitlines()[-1] if text else "the job failed"}
+
+
+@api.get("/batches/<batch_id>")
+def batch(batch_id: str):
+    found = storage().load_batch(batch_id) if BATCH_ID.match(batch_id) else None
+    if found is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id!r} (batches are kept for 7 days)")
+    items = batch_items(found["items"])
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item["status"]] = counts.get(item["status"], 0) + 1
+    created = found["created_at"].isoformat()
+    return jsonify({"batch_id": batch_id, "created_at": created, "total": len(items), "counts": counts, "items": items})
+
+
+def batch_items(items: list[dict]) -> list[dict]:
+    records = storage().load_records([item["canonical_url"] for item in items])
+    answer = []
+    for item, record in zip(items, records):
+        state = url_state(item["canonical_url"], record)
+        status = state["status"] if state else "expired"
+        answer.append({**item, "status": status, "error": (state or {}).get("error")})
+    return answer
+
+
+@api.get("/jobs/<job_id>")
+def job_view(job_id: str):
+    job = fetch_job(redis(), job_id) if JOB_ID.match(job_id) else None
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r} (finished jobs are kept for a day)")
+    status = job.get_status(refresh=False)
+    return jsonify({
+        "job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
+        "queue": job.origin, "url": job.args[0] if job.args else None, "step": job.meta.get("step"),
+        "created_at": iso(job.created_at), "enqueued_at": iso(job.enqueued_at),
+        "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
+        "attempts": len(job.results()), "retries_left": job.retries_left,
+        "error": job_error(job) if status == JobStatus.FAILED else None,
+    })
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@api.get("/healthz")
+def healthz():
+    connection = redis()
+    connection.ping()
+    depths = {name: make_queue(name, connection).count for name in QUEUE_NAMES}
+    workers = Worker.count(connection=connection)
+    status = "ok" if workers else "degraded"
+    return jsonify({"status": status, "redis": "ok", "queues": depths, "workers": workers})

@@ -1,0 +1,174 @@
+"""Every setting, read from the environment (and an optional .env) in one place.
+
+load_settings() validates everything up front; a bad value raises ConfigError with one
+line that names the variable, and the entry points print that line and exit.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+MIB = 1024 * 1024
+# curl --connect-to syntax: HOST:PORT:CONNECT_ADDR:CONNECT_PORT ([v6] addresses in brackets).
+CONNECT_TO_ITEM = re.compile(r"^(?P<host>[^:\s]+):(?P<port>\d+):(?P<addr>\[[0-9a-fA-F:.]+\]|[^:\s]+):(?P<cport>\d+)$")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# `make run` starts an embedded Redis and sets REDIS_URL; anything else started by hand uses this.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    port: int = 8000
+    bind: str = "127.0.0.1"
+    workers: int = 2
+    web_workers: int = 2
+    web_threads: int = 4
+    rqstatus_user: str | None = None
+    rqstatus_password: str | None = None
+    api_tokens: frozenset[str] = frozenset()
+    allow_any_site: bool = False
+    fetch_connect_to: Mapping[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    fetch_ca_bundle: str | None = None
+    max_body_bytes: int = 5 * MIB
+    fetch_deadline: float = 20.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    max_redirects: int = 5
+    max_urls_per_request: int = 500
+    max_request_bytes: int = 64 * 1024
+    job_timeout: int = 60
+    fetch_retries: int = 3
+    record_retention: int = 30 * 86400
+    user_agent: str = "metaparse/1.0 (+metadata parser service)"
+    log_level: str = "INFO"
+
+    @property
+    def listens_beyond_loopback(self) -> bool:
+        return self.bind not in ("127.0.0.1", "localhost", "::1")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from environ (default: os.environ over ./.env); ConfigError on a bad value."""
+    env = _environment() if environ is None else environ
+    reader = _Reader(env)
+    settings = Settings(
+        redis_url=reader.redis_url("REDIS_URL", DEFAULT_REDIS_URL),
+        port=reader.integer("PORT", 8000, 1, 65535),
+        bind=reader.text("BIND", "127.0.0.1"),
+        workers=reader.integer("WORKERS", 2, 1, 64),
+        web_workers=reader.integer("WEB_WORKERS", 2, 1, 64),
+        web_threads=reader.integer("WEB_THREADS", 4, 1, 64),
+        rqstatus_user=reader.optional("RQSTATUS_USER"),
+        rqstatus_password=reader.optional("RQSTATUS_PASSWORD"),
+        api_tokens=frozenset(t for t in reader.text("API_TOKENS", "").split(",") if t.strip()),
+        allow_any_site=reader.boolean("ALLOW_ANY_SITE", False),
+        fetch_connect_to=reader.connect_to("FETCH_CONNECT_TO"),
+        fetch_ca_bundle=reader.existing_file("FETCH_CA_BUNDLE"),
+        max_body_bytes=reader.integer("MAX_BODY_BYTES", 5 * MIB, 1024, 512 * MIB),
+        fetch_deadline=reader.number("FETCH_DEADLINE", 20.0, 0.1, 600),
+        connect_timeout=reader.number("FETCH_CONNECT_TIMEOUT", 5.0, 0.1, 120),
+        read_timeout=reader.number("FETCH_READ_TIMEOUT", 10.0, 0.1, 600),
+        max_redirects=reader.integer("FETCH_MAX_REDIRECTS", 5, 0, 30),
+        max_urls_per_request=reader.integer("MAX_URLS_PER_REQUEST", 500, 1, 100_000),
+        max_request_bytes=reader.integer("MAX_REQUEST_BYTES", 64 * 1024, 1024, 64 * MIB),
+        job_timeout=reader.integer("JOB_TIMEOUT", 60, 5, 3600),
+        fetch_retries=reader.integer("FETCH_RETRIES", 3, 0, 20),
+        record_retention=reader.integer("RECORD_RETENTION", 30 * 86400, 60, 10 * 365 * 86400),
+        user_agent=reader.text("USER_AGENT", Settings.user_agent),
+        log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+    _check_consistency(settings)
+    return settings
+
+
+def _environment() -> dict[str, str]:
+    dotenv = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
+    return {**dotenv, **os.environ}
+
+
+def _check_consistency(settings: Settings) -> None:
+    if bool(settings.rqstatus_user) != bool(settings.rqstatus_password):
+        raise ConfigError("RQSTATUS_USER and RQSTATUS_PASSWORD must be set together")
+    if settings.listens_beyond_loopback and not settings.rqstatus_user:
+        raise ConfigError(f"BIND={settings.bind} exposes /rqstatus: set RQSTATUS_USER and RQSTATUS_PASSWORD")
+    if settings.fetch_deadline < settings.connect_timeout:
+        raise ConfigError("FETCH_DEADLINE must be at least FETCH_CONNECT_TIMEOUT")
+    if settings.job_timeout <= settings.fetch_deadline:
+        raise ConfigError("JOB_TIMEOUT must be longer than FETCH_DEADLINE so a fetch can fail cleanly first")
+
+
+class _Reader:
+    """Typed reads of environment variables; each error names the variable and the rule."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        return int(self._bounded(name, default, low, high, int))
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        return float(self._bounded(name, default, low, high, float))
+
+    def _bounded(self, name: str, default: float, low: float, high: float, kind: type) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            noun = "whole number" if kind is int else "number"
+            raise ConfigError(f"{name}={raw!r} is not a {noun}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={raw} is out of range ({low} to {high})")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = (self.optional(name) or str(default)).lower()
+        if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+        return raw in ("1", "true", "yes", "on")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).upper()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def redis_url(self, name: str, default: str) -> str:
+        url = self.text(name, default)
+        if urlsplit(url).scheme not in REDIS_SCHEMES:
+            raise ConfigError(f"{name} must start with redis://, rediss:// or unix://")
+        return url
+
+    def existing_file(self, name: str) -> str | None:
+        path = self.optional(name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{name}={path} does not exist")
+        return path
+
+    def connect_to(self, name: str) -> dict[tuple[str, int], tuple[str, int]]:
+        mapping = {}
+        for item in filter(None, (i.strip() for i in self.text(name, "").split(","))):
+            match = CONNECT_TO_ITEM.match(item)
+            if match is None:
+                raise ConfigError(f"{name} item {item!r} is not HOST:PORT:ADDRESS:PORT")
+            key = (match["host"].lower(), int(match["port"]))
+            mapping[key] = (match["addr"].strip("[]"), int(match["cport"]))
+        return mapping

@@ -1,0 +1,86 @@
+"""The service's error vocabulary: one home for every failure a caller can see.
+
+Two families:
+- ApiError: what the HTTP API answers (a stable code, an HTTP status, a reason).
+- JobError: why one job failed. `transient` decides whether RQ retries it.
+ParseError (a JobError) is raised by parsers when a page is not what its URL promises.
+"""
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An HTTP error answered as {"error": {"code", "message"}}."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class JobError(Exception):
+    """A job failure with a short machine-readable code; permanent unless a subclass says otherwise."""
+
+    code = "job_failed"
+    transient = False
+
+
+class ParseError(JobError):
+    """The page is not what the URL promises (soft 404, login wall, wrong layout)."""
+
+    code = "parse_error"
+
+
+class FetchError(JobError):
+    """The page could not be fetched; permanent (4xx, refused, too big) unless marked transient."""
+
+    code = "fetch_failed"
+
+
+class TransientFetchError(FetchError):
+    """Worth another try later: network errors, timeouts, 429 and 5xx answers."""
+
+    code = "fetch_transient"
+    transient = True
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FetchTimeout(TransientFetchError):
+    code = "fetch_timeout"
+
+
+class HttpStatusError(FetchError):
+    code = "http_status"
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class BlockedAddress(FetchError):
+    """The SSRF guard refused the target: loopback, private, reserved or an odd spelling."""
+
+    code = "blocked_address"
+
+
+class BodyTooLarge(FetchError):
+    code = "body_too_large"
+
+
+class NotHtml(FetchError):
+    code = "not_html"
+
+
+class TooManyRedirects(FetchError):
+    code = "too_many_redirects"
+
+
+class ConfigError(Exception):
+    """A bad setting: start-up stops with this one line."""

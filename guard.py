@@ -1,0 +1,106 @@
+"""The SSRF guard: which URLs and addresses the service may ever fetch.
+
+Used twice: at submission (sources.route refuses a bad URL with its reason) and at
+every fetch hop (jobs.fetch re-checks the URL and pins the connection to an address
+that passed `check_address`, so a second DNS answer cannot redirect it).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from urllib.parse import SplitResult, urlsplit
+
+from errors import BlockedAddress
+
+MAX_URL_LENGTH = 2048
+ALLOWED_SCHEMES = ("http", "https")
+# Names that always mean "this machine" or an internal network, whatever DNS says.
+BLOCKED_NAME_SUFFIXES = ("localhost", ".localhost", ".local", ".internal", ".home.arpa")
+# A host made only of digits, hex and dots is an IPv4 spelling (2130706433, 0x7f.1, 0177.0.0.1).
+NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$", re.IGNORECASE)
+FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def check_url_shape(url: str) -> SplitResult:
+    """Refuse a URL whose spelling alone is unsafe or ambiguous; return its parts."""
+    if len(url) > MAX_URL_LENGTH:
+        raise BlockedAddress(f"URL is longer than {MAX_URL_LENGTH} characters")
+    if FORBIDDEN_CHARS.search(url):
+        raise BlockedAddress("URL contains whitespace, control characters or a backslash")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        raise BlockedAddress(f"scheme {parts.scheme or '(none)'!r} is not allowed; use http or https")
+    if "@" in parts.netloc:
+        raise BlockedAddress("URLs with a user name or password are not allowed")
+    _check_port(parts)
+    check_host(parts.hostname or "")
+    return parts
+
+
+def _check_port(parts: SplitResult) -> None:
+    try:
+        parts.port
+    except ValueError as exc:
+        raise BlockedAddress(f"invalid port: {exc}") from None
+
+
+def check_host(host: str) -> None:
+    """Refuse empty hosts, local names, odd numeric spellings and non-public IP literals."""
+    host = host.lower().rstrip(".")
+    if not host:
+        raise BlockedAddress("URL has no host")
+    if host.endswith(BLOCKED_NAME_SUFFIXES):
+        raise BlockedAddress(f"host {host!r} names a local or internal network")
+    literal = _ip_literal(host)
+    if literal is not None:
+        check_address(literal)
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise BlockedAddress(f"invalid IPv6 address {host!r}") from None
+    if not NUMERIC_HOST.match(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(host)
+    except ValueError:
+        raise BlockedAddress(f"ambiguous numeric host {host!r}; write IPv4 as a.b.c.d") from None
+
+
+def check_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> None:
+    """Refuse every address that is not a public unicast one."""
+    ip = ipaddress.ip_address(ip)
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        return check_address(embedded)
+    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        raise BlockedAddress(f"address {ip} is not public (loopback, private, link-local or reserved)")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address hidden in an IPv4-mapped, 6to4 or NAT64 IPv6 address."""
+    if ip.version != 6:
+        return None
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip in ipaddress.IPv6Network("64:ff9b::/96"):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def resolve_public(host: str, port: int) -> str:
+    """Resolve host once and return an address to connect to; refuse if any answer is not public."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise BlockedAddress(f"cannot resolve {host!r}: {exc}") from None
+    addresses = [info[4][0] for info in infos]
+    for address in addresses:
+        check_address(address.split("%")[0])
+    return addresses[0]

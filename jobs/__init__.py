@@ -1,0 +1,1 @@
+"""Background work: queue names and enqueueing, the job function, and safe fetching."""

@@ -1,0 +1,169 @@
+"""Safe fetching: every hop re-validated, connections pinned, size and time bounded.
+
+One Fetcher per worker process keeps its pinned adapters (and their keep-alive
+connections) between jobs. fetch(url) follows redirects by hand so that each hop passes
+the SSRF guard again, reads at most max_body_bytes of decoded body (a gzip bomb counts
+by what it inflates to) and gives up when the fetch's wall-clock deadline is spent.
+"""
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult, urljoin
+
+import requests
+
+from config import Settings
+from errors import (
+    BodyTooLarge,
+    FetchError,
+    FetchTimeout,
+    HttpStatusError,
+    NotHtml,
+    TooManyRedirects,
+    TransientFetchError,
+)
+from guard import check_url_shape, resolve_public
+from jobs.pinning import Deadline, PinnedAdapter
+
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+CHUNK_BYTES = 64 * 1024
+MAX_CACHED_ADAPTERS = 64  # one per (host, address): keep-alive connections live in them
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass
+class Page:
+    url: str  # the final URL, after redirects
+    status: int
+    content_type: str | None
+    body: bytes
+    redirects: list[str] = field(default_factory=list)
+
+
+class Fetcher:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.verify: str | bool = settings.fetch_ca_bundle or True
+        self.headers = {
+            "User-Agent": settings.user_agent,
+            "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+            "Accept-Encoding": "gzip, deflate",
+        }
+        self._adapters: dict[tuple, PinnedAdapter] = {}
+
+    def fetch(self, url: str) -> Page:
+        """The page at url, or a FetchError that says why not."""
+        with Deadline(self.settings.fetch_deadline) as deadline:
+            try:
+                return self._follow(url, deadline)
+            except FetchError:
+                raise
+            except (requests.RequestException, OSError) as exc:
+                raise self._network_error(exc, deadline) from None
+
+    def _follow(self, url: str, deadline: Deadline) -> Page:
+        seen: list[str] = []
+        for _ in range(self.settings.max_redirects + 1):
+            if url in seen:
+                raise TooManyRedirects(f"redirect loop back to {url}")
+            seen.append(url)
+            response = self._send(url)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECT_STATUSES or not location:
+                return self._page(response, url, seen[:-1], deadline)
+            response.close()
+            url = urljoin(url, location.strip())
+        raise TooManyRedirects(f"more than {self.settings.max_redirects} redirects")
+
+    def _send(self, url: str) -> requests.Response:
+        parts = check_url_shape(url)
+        adapter = self._adapter(parts)
+        request = requests.Request("GET", url, headers=self.headers).prepare()
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        return adapter.send(request, stream=True, timeout=timeout, verify=self.verify)
+
+    def _adapter(self, parts: SplitResult) -> PinnedAdapter:
+        """The adapter pinned to this host's approved address (DNS asked once per fetch)."""
+        host = (parts.hostname or "").lower()
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+        address = self.settings.fetch_connect_to.get((host, port)) or (resolve_public(host, port), port)
+        key = (parts.scheme, host, port, address)
+        if key not in self._adapters:
+            if len(self._adapters) >= MAX_CACHED_ADAPTERS:
+                self._adapters.pop(next(iter(self._adapters))).close()
+            self._adapters[key] = PinnedAdapter(address)
+        return self._adapters[key]
+
+    def _page(self, response: requests.Response, url: str, redirects: list[str], deadline: Deadline) -> Page:
+        with response:
+            check_status(response)
+            content_type = response.headers.get("Content-Type")
+            check_content_type(content_type)
+            body = self._read_body(response, deadline)
+        return Page(url=url, status=response.status_code, content_type=content_type, body=body, redirects=redirects)
+
+    def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"Content-Length {declared} is over the {limit} byte limit")
+        chunks, size = [], 0
+        while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"body is over the {limit} byte limit (decoded)")
+            if deadline.expired:
+                raise FetchTimeout(f"no complete page within {deadline.seconds:g} s")
+            chunks.append(chunk)
+        if deadline.expired:
+            raise FetchTimeout(f"no complete page within {deadline.seconds:g} s")
+        return b"".join(chunks)
+
+    def _network_error(self, exc: Exception, deadline: Deadline) -> FetchError:
+        if deadline.expired:
+            return FetchTimeout(f"no complete page within {deadline.seconds:g} s")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return FetchError(f"TLS error: {_first_line(exc)}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return FetchTimeout(f"timed out: {_first_line(exc)}")
+        return TransientFetchError(f"network error: {_first_line(exc)}")
+
+    def close(self) -> None:
+        for adapter in self._adapters.values():
+            adapter.close()
+        self._adapters.clear()
+
+
+def check_status(response: requests.Response) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status in TRANSIENT_STATUSES:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise TransientFetchError(f"HTTP {status} from {response.url}", retry_after=retry_after)
+    raise HttpStatusError(status, f"HTTP {status} from {response.url}")
+
+
+def check_content_type(content_type: str | None) -> None:
+    """Only HTML is parsed; a missing Content-Type is given the benefit of the doubt."""
+    media_type = (content_type or "text/html").split(";")[0].strip().lower()
+    if media_type not in HTML_TYPES:
+        raise NotHtml(f"content type {media_type!r} is not HTML")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    parsed = email.utils.parsedate_tz(value)
+    return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

@@ -1,0 +1,49 @@
+"""The worker process: `python -m jobs.worker` runs an RQ worker pool with its scheduler.
+
+The pool keeps WORKERS RQ workers alive (it respawns any that die); each forks a
+work-horse per job, so a crash or a runaway page costs one job, never the worker.
+The pool's workers also run RQ's scheduler, which delayed retries need.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+
+from redis import Redis
+from rq.serializers import JSONSerializer
+from rq.worker_pool import WorkerPool
+
+from config import Settings, load_settings
+from errors import ConfigError
+from jobs.queues import QUEUE_NAMES
+
+MIB = 1024 * 1024
+# Address-space cap per worker process: a backstop under the per-fetch body limit, so a
+# parser blow-up on a hostile page fails that job with MemoryError instead of the host.
+ADDRESS_SPACE_LIMIT = 2048 * MIB
+
+
+def limit_memory(limit: int = ADDRESS_SPACE_LIMIT) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or hard > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit if hard == resource.RLIM_INFINITY else hard))
+
+
+def build_pool(settings: Settings) -> WorkerPool:
+    connection = Redis.from_url(settings.redis_url)
+    return WorkerPool(QUEUE_NAMES, connection=connection, num_workers=settings.workers, serializer=JSONSerializer)
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_memory()
+    build_pool(settings).start(logging_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

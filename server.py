@@ -1,0 +1,106 @@
+"""create_app(config=None): the Flask app with the API, JSON errors and the /rqstatus dashboard.
+
+gunicorn serves `server:create_app()`; `flask --app server parse-file PAGE --url URL` parses
+a saved page and prints its data as JSON.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import click
+from flask import Flask, jsonify
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+import parsers
+from api import api
+from config import Settings, load_settings
+from dashboard import mount_dashboard
+from errors import ApiError, ConfigError, ParseError
+
+log = logging.getLogger(__name__)
+REDIS_RETRY_AFTER = "5"
+
+
+def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["REDIS"] = connect_redis(settings.redis_url)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    app.register_blueprint(api)
+    mount_dashboard(app, settings)
+    register_error_handlers(app)
+    app.cli.add_command(parse_file)
+    return app
+
+
+def connect_redis(url: str) -> Redis:
+    """Short timeouts: an API call should fail fast with 503, not hang, when Redis is away."""
+    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, api_error)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(RedisConnectionError, redis_unavailable)
+    app.register_error_handler(RedisTimeoutError, redis_unavailable)
+    app.register_error_handler(RedisError, redis_unavailable)
+    app.register_error_handler(Exception, internal_error)
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
+
+
+def api_error(exc: ApiError):
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+def http_error(exc: HTTPException):
+    code = (exc.name or "error").lower().replace(" ", "_")
+    headers = dict(exc.get_headers()) if exc.code == 405 else {}
+    headers.pop("Content-Type", None)
+    if exc.code == 413:
+        return error_response(413, "body_too_large", "the request body is over the size limit")
+    return error_response(exc.code or 500, code, exc.description or exc.name, headers)
+
+
+def redis_unavailable(exc: Exception):
+    log.error("redis unavailable: %s", exc)
+    return error_response(503, "redis_unavailable", "storage is unavailable; try again shortly",
+                          {"Retry-After": REDIS_RETRY_AFTER})
+
+
+def internal_error(exc: Exception):
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+@click.command("parse-file")
+@click.argument("page", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", required=True, help="The URL the page was saved from (picks the parser).")
+@click.option("--content-type", default=None, help="The Content-Type header it was served with, if known.")
+def parse_file(page: Path, url: str, content_type: str | None) -> None:
+    """Parse a saved PAGE as if fetched from URL and print the data as JSON."""
+    try:
+        data = parsers.parse(page.read_bytes(), url, content_type)
+    except ParseError as exc:
+        raise click.ClickException(f"not parsed: {exc}") from None
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def main_config_check() -> None:
+    """Print one clear line and exit when a setting is bad (used by gunicorn.conf.py)."""
+    try:
+        load_settings()
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")

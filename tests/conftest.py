@@ -1,0 +1,46 @@
+"""Shared fixtures: a real redis-server for the session, a clean database per test, the app."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+
+from server import create_app
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when set (its database is flushed per test: point it at a scratch one), else our own server."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = RedisServer(appendonly=False).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def base_env(redis_url: str) -> dict[str, str]:
+    """The environment a test service runs with; tests add to it."""
+    return {"REDIS_URL": redis_url, "FETCH_RETRIES": "0"}
+
+
+@pytest.fixture
+def app(base_env: dict[str, str], redis_client: Redis):
+    return create_app(base_env)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -1,0 +1,56 @@
+"""A real redis-server for the test session: REDIS_URL when given, else one of our own."""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from launch import find_redis_server, free_port
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, AOF on, in its own temp dir."""
+
+    def __init__(self, appendonly: bool = True, data_dir: Path | None = None, port: int | None = None):
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="metaparse-redis-"))
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        command = [
+            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, seconds: float = 10) -> None:
+        client = Redis.from_url(self.url, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return
+            except RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
