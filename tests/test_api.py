@@ -1,0 +1,246 @@
+"""The HTTP API through Flask's test client, on a real Redis."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from rq.job import JobStatus
+
+import parsers
+from jobs.queues import fetch_job, job_id_for, make_queue
+from server import create_app
+from storage import Storage, make_record
+
+BOOK = "https://www.goodreads.com/book/show/5907"
+SPELLINGS = [
+    "https://www.goodreads.com/book/show/5907.The_Hobbit",
+    "http://m.goodreads.com/book/show/5907-the-hobbit?from_search=true#reviews",
+    "https://goodreads.com/book/show/5907",
+]
+
+
+def queue_length(redis_client, name: str = "goodreads") -> int:
+    return make_queue(name, redis_client).count
+
+
+def save_done(redis_client, url: str = BOOK, age: timedelta = timedelta(0)) -> None:
+    record = make_record(url, "goodreads_book", "done", parsers.PARSER_VERSION, data={"title": "The Hobbit"})
+    record["fetched_at"] -= age
+    Storage(redis_client).save_record(record, 3600)
+
+
+# ---- POST /parse --------------------------------------------------------------------------
+
+
+def test_accepts_a_bare_list_and_reports_every_rejection(client, redis_client):
+    response = client.post("/parse", json=[SPELLINGS[0], "http://127.0.0.1/admin", "https://example.com/", 7])
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["batch_id"]
+    [accepted] = body["accepted"]
+    assert accepted == {
+        "url": SPELLINGS[0], "canonical_url": BOOK, "source": "goodreads", "queue": "goodreads",
+        "job_id": job_id_for(BOOK), "status": "queued",
+    }
+    reasons = {item["url"]: item["reason"] for item in body["rejected"]}
+    assert "not public" in reasons["http://127.0.0.1/admin"]
+    assert "unsupported site" in reasons["https://example.com/"]
+    assert "string" in reasons[7]
+    assert queue_length(redis_client) == 1
+
+
+def test_accepts_an_object_with_refresh(client, redis_client):
+    save_done(redis_client)
+    body = client.post("/parse", json={"urls": [BOOK], "refresh": True}).get_json()
+    assert body["accepted"][0]["status"] == "queued" and queue_length(redis_client) == 1
+
+
+def test_nothing_accepted_is_a_400_with_the_same_shape(client):
+    response = client.post("/parse", json=["ftp://example.com/x", "https://www.goodreads.com/author/show/1"])
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["accepted"] == [] and body["batch_id"] is None and len(body["rejected"]) == 2
+
+
+def test_spellings_of_one_page_make_one_job(client, redis_client):
+    body = client.post("/parse", json=SPELLINGS).get_json()
+    assert {item["job_id"] for item in body["accepted"]} == {job_id_for(BOOK)}
+    assert queue_length(redis_client) == 1
+
+
+def test_a_url_in_flight_is_not_queued_twice(client, redis_client):
+    client.post("/parse", json=[BOOK])
+    again = client.post("/parse", json=[SPELLINGS[1]]).get_json()
+    assert again["accepted"][0]["status"] == "queued" and queue_length(redis_client) == 1
+
+
+def test_a_fresh_record_is_cached_and_not_fetched(client, redis_client):
+    save_done(redis_client)
+    body = client.post("/parse", json=[SPELLINGS[2]]).get_json()
+    assert body["accepted"][0]["status"] == "cached" and queue_length(redis_client) == 0
+
+
+def test_a_stale_record_is_fetched_again(client, redis_client):
+    save_done(redis_client, age=timedelta(days=8))  # Goodreads records are fresh for 7 days
+    body = client.post("/parse", json=[BOOK]).get_json()
+    assert body["accepted"][0]["status"] == "queued" and queue_length(redis_client) == 1
+
+
+def test_a_failed_job_does_not_block_resubmission(client, redis_client):
+    client.post("/parse", json=[BOOK])
+    job = fetch_job(redis_client, job_id_for(BOOK))
+    make_queue("goodreads", redis_client).remove(job)
+    job.set_status(JobStatus.FAILED)
+    body = client.post("/parse", json=[BOOK]).get_json()
+    assert body["accepted"][0]["status"] == "queued" and queue_length(redis_client) == 1
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"urls": "https://www.bbc.com/news"}, "invalid_body"),
+    ({"urls": []}, "invalid_body"),
+    ({"urls": [BOOK], "refresh": "yes"}, "invalid_body"),
+    ({"urls": [BOOK], "colour": "red"}, "invalid_body"),
+    ({"urls": [BOOK], "callback_url": "https://example.com/hook"}, "callbacks_unsupported"),
+    ("just a string", "invalid_body"),
+    (42, "invalid_body"),
+    (None, "invalid_body"),
+])
+def test_malformed_bodies_get_a_json_reason(client, body, code):
+    response = client.post("/parse", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_broken_json_and_other_content_types(client):
+    for data, content_type in [("{not json", "application/json"), ("url=x", "application/x-www-form-urlencoded")]:
+        response = client.post("/parse", data=data, content_type=content_type)
+        assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_body"
+
+
+def test_a_plain_text_json_list_is_read(client):
+    response = client.post("/parse", data=f'["{BOOK}"]', content_type="text/plain")
+    assert response.status_code == 202
+
+
+def test_too_many_urls_is_413(redis_client, base_env):
+    client = create_app({**base_env, "MAX_URLS_PER_REQUEST": "3"}).test_client()
+    response = client.post("/parse", json=[BOOK] * 4)
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "too_many_urls"
+    assert queue_length(redis_client) == 0
+
+
+def test_a_body_over_the_limit_is_413_json(client, redis_client):
+    response = client.post("/parse", data="[" + " " * (64 * 1024) + "]", content_type="application/json")
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "body_too_large"
+
+
+def test_seed_alias_accepts_only_goodreads_books(client):
+    response = client.post("/parseGoodreadsLinks", json=[BOOK, "https://www.bbc.com/news"])
+    body = response.get_json()
+    assert response.status_code == 202 and len(body["accepted"]) == 1
+    assert "Goodreads" in body["rejected"][0]["reason"]
+
+
+def test_any_site_needs_allow_any_site(redis_client, base_env):
+    client = create_app({**base_env, "ALLOW_ANY_SITE": "true"}).test_client()
+    body = client.post("/parse", json=["https://example.com/post?utm_source=x"]).get_json()
+    assert body["accepted"][0]["source"] == "generic"
+    assert body["accepted"][0]["canonical_url"] == "https://example.com/post"
+
+
+def test_api_tokens_guard_writes(redis_client, base_env):
+    client = create_app({**base_env, "API_TOKENS": "alpha,beta"}).test_client()
+    refused = client.post("/parse", json=[BOOK])
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+    assert client.post("/parse", json=[BOOK], headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/parse", json=[BOOK], headers={"Authorization": "Bearer beta"}).status_code == 202
+    assert client.get(f"/info?url={BOOK}").status_code == 202  # reads stay open
+
+
+# ---- GET /info ----------------------------------------------------------------------------
+
+
+def test_info_unknown_queued_done_for_any_spelling(client, redis_client):
+    assert client.get("/info", query_string={"url": BOOK}).status_code == 404
+    client.post("/parse", json=[BOOK])
+    queued = client.get("/info", query_string={"url": SPELLINGS[1]})
+    assert queued.status_code == 202 and queued.get_json()["status"] == "queued"
+    save_done(redis_client)
+    for spelling in SPELLINGS:
+        done = client.get("/info", query_string={"url": spelling})
+        assert done.status_code == 200
+        record = done.get_json()
+        assert record["status"] == "done" and record["url"] == BOOK and record["data"]["title"] == "The Hobbit"
+        assert datetime.fromisoformat(record["fetched_at"]).tzinfo == timezone.utc
+
+
+def test_info_shows_a_failed_record_with_its_error(client, redis_client):
+    record = make_record(BOOK, "goodreads_book", "failed", "1", error={"code": "http_status", "message": "HTTP 404"})
+    Storage(redis_client).save_record(record, 3600)
+    response = client.get("/getBookInfo", query_string={"url": SPELLINGS[0]})
+    assert response.status_code == 200 and response.get_json()["error"]["code"] == "http_status"
+
+
+def test_info_reports_a_job_that_died_without_a_record(client, redis_client):
+    client.post("/parse", json=[BOOK])
+    fetch_job(redis_client, job_id_for(BOOK)).set_status(JobStatus.FAILED)
+    body = client.get("/info", query_string={"url": BOOK}).get_json()
+    assert body["status"] == "failed" and body["error"]["code"] == "job_failed"
+
+
+@pytest.mark.parametrize("query,status,code", [
+    ({}, 400, "missing_url"), ({"url": "javascript:alert(1)"}, 400, "invalid_url"),
+    ({"url": "http://[::1]/"}, 400, "invalid_url"), ({"url": "https://www.bbc.com/news"}, 404, "not_found"),
+])
+def test_info_errors(client, query, status, code):
+    response = client.get("/info", query_string=query)
+    assert response.status_code == status and response.get_json()["error"]["code"] == code
+
+
+# ---- batches, jobs, health, errors ------------------------------------------------------------
+
+
+def test_batch_counts_statuses(client, redis_client):
+    save_done(redis_client)
+    body = client.post("/parse", json=[BOOK, "https://www.bbc.com/news", "https://www.wsj.com/"]).get_json()
+    batch = client.get(f"/batches/{body['batch_id']}").get_json()
+    assert batch["total"] == 3 and batch["counts"] == {"done": 1, "queued": 2}
+    assert [item["canonical_url"] for item in batch["items"]] == [BOOK, "https://www.bbc.com/news", "https://www.wsj.com/"]
+
+
+@pytest.mark.parametrize("path", ["/batches/0123456789abcdef0123456789abcdef", "/batches/../../etc", "/jobs/nope", "/jobs/a%20b"])
+def test_unknown_batches_and_jobs_are_404_json(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and "error" in response.get_json()
+
+
+def test_job_view(client):
+    client.post("/parse", json=[BOOK])
+    job = client.get(f"/jobs/{job_id_for(BOOK)}").get_json()
+    assert job["status"] == "queued" and job["queue"] == "goodreads" and job["url"] == BOOK
+    assert job["retries_left"] is None and job["attempts"] == 0 and job["error"] is None
+
+
+def test_healthz(client, redis_client):
+    client.post("/parse", json=[BOOK])
+    body = client.get("/healthz").get_json()
+    assert body["redis"] == "ok" and body["queues"]["goodreads"] == 1 and body["workers"] == 0
+    assert body["status"] == "degraded"
+
+
+def test_redis_down_is_503_json(base_env):
+    client = create_app({**base_env, "REDIS_URL": "redis://127.0.0.1:1/0"}).test_client()
+    for method, path, kwargs in [("get", "/healthz", {}), ("post", "/parse", {"json": [BOOK]}),
+                                 ("get", "/info", {"query_string": {"url": BOOK}})]:
+        response = getattr(client, method)(path, **kwargs)
+        assert response.status_code == 503, path
+        assert response.get_json()["error"]["code"] == "redis_unavailable"
+        assert response.headers["Retry-After"]
+
+
+def test_wrong_method_and_unknown_route_are_json(client):
+    wrong = client.get("/parse")
+    assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["Allow"]
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.is_json

@@ -1,0 +1,71 @@
+"""rq-dashboard at /rqstatus: reachable, reads JSON-serialised jobs, guarded on every rule."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from server import create_app
+
+BOOK = "https://www.goodreads.com/book/show/5907"
+CREDENTIALS = {"RQSTATUS_USER": "operator", "RQSTATUS_PASSWORD": "s3cret"}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def dashboard_paths(app) -> list[str]:
+    """One concrete URL per dashboard rule, static files included."""
+    paths = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("rq_dashboard."):
+            continue
+        values = {arg: {"instance_number": "0", "filename": "css/main.css", "page": "1"}.get(arg, "x") for arg in rule.arguments}
+        path = rule.rule
+        for arg, value in values.items():
+            path = path.replace(f"<int:{arg}>", value).replace(f"<path:{arg}>", value).replace(f"<{arg}>", value)
+        paths.append(path)
+    return paths
+
+
+def test_dashboard_lists_json_serialised_jobs(client):
+    client.post("/parse", json=[BOOK])
+    assert client.get("/rqstatus/").status_code == 200
+    queues = client.get("/rqstatus/0/data/queues.json").get_json()
+    assert {"name": "goodreads", "count": 1} in [{"name": q["name"], "count": q["count"]} for q in queues["queues"]]
+    listing = client.get("/rqstatus/0/data/jobs/goodreads/queued/8/asc/1.json").get_json()
+    assert listing["jobs"][0]["description"] == BOOK
+
+
+def test_every_dashboard_rule_needs_basic_auth_when_configured(redis_client, base_env):
+    app = create_app({**base_env, **CREDENTIALS})
+    client = app.test_client()
+    paths = dashboard_paths(app) + ["/rqstatus", "/rqstatus/no-such-page", "/rqstatus/0/view/queues"]
+    assert any(path.startswith("/rqstatus/static/") for path in paths)
+    for path in paths:
+        for headers in ({}, basic("operator", "wrong"), basic("intruder", "s3cret")):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 401, path
+            assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert client.get("/rqstatus/", headers=basic("operator", "s3cret")).status_code == 200
+    assert client.get("/rqstatus/static/css/main.css", headers=basic("operator", "s3cret")).status_code in (200, 404)
+
+
+def test_api_stays_outside_dashboard_auth(redis_client, base_env):
+    client = create_app({**base_env, **CREDENTIALS}).test_client()
+    assert client.get("/healthz").status_code == 200
+
+
+def test_state_changing_get_is_refused(client):
+    response = client.get("/rqstatus/requeue/goodreads")
+    assert response.status_code == 405
+
+
+def test_listening_beyond_loopback_requires_credentials(base_env):
+    from errors import ConfigError
+
+    with pytest.raises(ConfigError, match="RQSTATUS_USER"):
+        create_app({**base_env, "BIND": "0.0.0.0"})
+    assert create_app({**base_env, "BIND": "0.0.0.0", **CREDENTIALS})

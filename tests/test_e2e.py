@@ -1,0 +1,119 @@
+"""End to end through real processes: gunicorn, an RQ worker pool, real Redis, a local HTTPS site.
+
+The "Goodreads" site is a fixture HTTPS server on 127.0.0.1 with a test CA; the service
+reaches it through FETCH_CONNECT_TO, so TLS and Host still say www.goodreads.com.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from launch import free_port
+from tests.pages import PAGES_DIR, SKIP_REASON, manifest
+from tests.support import processes
+from tests.support.fixture_server import FixtureServer, Reply
+
+pytestmark = pytest.mark.e2e
+FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html"
+POLL_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def site():
+    server = FixtureServer(["www.goodreads.com", "www.bbc.com"]).start()
+    server.routes["/book/show/1"] = Reply(body=FIXTURE_BOOK.read_bytes())
+    server.routes["/book/show/404"] = Reply(404, b"<html>not here</html>")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(site, redis_url, tmp_path_factory):
+    """gunicorn + `python -m jobs.worker`, as the Procfile runs them; yields the base URL."""
+    logs = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    marker = f"METAPARSE_E2E_{uuid.uuid4().hex}"
+    env = processes.service_env(
+        REDIS_URL=redis_url, PORT=str(port), WORKERS="1", WEB_WORKERS="1", FETCH_RETRIES="0",
+        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com", "www.bbc.com"),
+        FETCH_CA_BUNDLE=str(site.write_ca_bundle(logs / "ca.pem")), **{marker: "1"},
+    )
+    web = processes.start(["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"], env, logs / "web.log")
+    worker = processes.start([str(processes.VENV_BIN / "python"), "-m", "jobs.worker"], env, logs / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    processes.wait_for_http(f"{base}/healthz", web, logs / "web.log")
+    wait_for_workers(base, worker, logs / "worker.log")
+    yield base
+    for process in (web, worker):
+        processes.stop(process)
+    assert processes.wait_until_gone(marker) == [], "processes left behind after SIGTERM"
+
+
+def wait_for_workers(base: str, worker, log_path: Path) -> None:
+    deadline = time.monotonic() + POLL_SECONDS
+    while time.monotonic() < deadline:
+        if requests.get(f"{base}/healthz", timeout=5).json()["workers"] >= 1:
+            return
+        assert worker.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError("no worker registered:\n" + log_path.read_text()[-3000:])
+
+
+def wait_for_record(base: str, url: str) -> dict:
+    deadline = time.monotonic() + POLL_SECONDS
+    while time.monotonic() < deadline:
+        response = requests.get(f"{base}/info", params={"url": url}, timeout=5)
+        if response.status_code == 200:
+            return response.json()
+        assert response.status_code == 202, response.text
+        time.sleep(0.2)
+    raise AssertionError(f"no record for {url} within {POLL_SECONDS} s")
+
+
+def test_a_fixture_book_goes_from_post_to_record(service):
+    response = requests.post(f"{service}/parse", json=["https://www.goodreads.com/book/show/1-the-lighthouse"], timeout=5)
+    assert response.status_code == 202
+    record = wait_for_record(service, "https://m.goodreads.com/book/show/1?utm_source=e2e")
+    assert record["status"] == "done", record
+    data = record["data"]
+    assert data["kind"] == "goodreads_book" and data["book_id"] == "1"
+    assert data["title"] == "The Lighthouse Keeper's Almanac"
+    assert data["authors"] == ["Imaginary Author"]
+    assert data["rating"] == 4.12 and data["ratings_count"] == 1534 and data["isbn13"] == "9780000000002"
+    assert data["url"] == "https://www.goodreads.com/book/show/1"
+
+
+def test_a_real_saved_goodreads_page_end_to_end(service, site):
+    if not (PAGES_DIR / "MANIFEST.json").is_file():
+        pytest.skip(SKIP_REASON)
+    entry = next(e for e in manifest() if e["layout"] == "goodreads-next-2025" and e["facts"].get("isbn13"))
+    book_path = "/" + entry["url"].split("/", 3)[3]
+    site.routes[book_path] = Reply(body=(PAGES_DIR / entry["file"]).read_bytes())
+    requests.post(f"{service}/parse", json=[entry["url"]], timeout=5).raise_for_status()
+    record = wait_for_record(service, entry["url"])
+    assert record["status"] == "done", record
+    facts, data = entry["facts"], record["data"]
+    assert data["title"] == facts["title"]
+    assert facts["author"] in data["authors"]
+    assert data["isbn13"] == facts["isbn13"]
+    assert data["rating"] == float(facts["rating"]) and data["ratings_count"] == facts["ratings_count"]
+
+
+def test_a_failed_fetch_is_a_failed_record_and_visible_everywhere(service):
+    batch = requests.post(f"{service}/parse", json=["https://www.goodreads.com/book/show/404"], timeout=5).json()
+    record = wait_for_record(service, "https://www.goodreads.com/book/show/404")
+    assert record["status"] == "failed" and record["error"]["code"] == "http_status"
+    job = requests.get(f"{service}/jobs/{batch['accepted'][0]['job_id']}", timeout=5).json()
+    assert job["status"] == "failed" and "404" in job["error"]["message"]
+    counts = requests.get(f"{service}/batches/{batch['batch_id']}", timeout=5).json()["counts"]
+    assert counts == {"failed": 1}
+
+
+def test_dashboard_and_health_are_served(service):
+    assert requests.get(f"{service}/rqstatus/", timeout=5).status_code == 200
+    health = requests.get(f"{service}/healthz", timeout=5).json()
+    assert health["status"] == "ok" and health["workers"] >= 1

@@ -1,0 +1,105 @@
+"""`make run`'s launcher: embedded Redis with AOF, honcho with web and workers, clean stops."""
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from redis import Redis
+
+from launch import free_port, redis_command
+from tests.support import processes
+
+pytestmark = pytest.mark.e2e
+# Workers must never reach the real web: the sites these tests submit lead to a closed local port.
+NO_WEB = "www.bbc.com:443:127.0.0.1:9,www.wsj.com:443:127.0.0.1:9"
+
+
+def launch(tmp_path: Path, marker: str):
+    port = free_port()
+    env = processes.service_env(PORT=str(port), WORKERS="1", WEB_WORKERS="1", DATA_DIR=str(tmp_path / "var"),
+                                FETCH_CONNECT_TO=NO_WEB, FETCH_RETRIES="0", **{marker: "1"})
+    log_path = tmp_path / "launch.log"
+    process = processes.start([sys.executable, "launch.py"], env, log_path)
+    base = f"http://127.0.0.1:{port}"
+    processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=90)
+    return process, base, log_path
+
+
+def embedded_redis_url(log_path: Path) -> str:
+    match = re.search(r"embedded Redis on (redis://\S+),", log_path.read_text())
+    assert match, log_path.read_text()
+    return match.group(1)
+
+
+def wait_for_worker(base: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while requests.get(f"{base}/healthz", timeout=5).json()["workers"] < 1:
+        assert time.monotonic() < deadline, "no worker registered"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_launch_runs_everything_and_stops_without_orphans(tmp_path, stop_signal):
+    marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
+    process, base, log_path = launch(tmp_path, marker)
+    url = embedded_redis_url(log_path)
+    assert not url.endswith(":6379/0"), "the embedded Redis must not take the standard port"
+    wait_for_worker(base)
+    accepted = requests.post(f"{base}/parse", json=["https://www.bbc.com/news"], timeout=5)
+    assert accepted.status_code == 202
+    assert Redis.from_url(url).config_get("appendfsync") == {"appendfsync": "everysec"}
+    # SIGINT to the whole group is what Ctrl-C in a terminal does; SIGTERM is what a supervisor sends.
+    if stop_signal == signal.SIGINT:
+        processes.stop(process, signal.SIGINT, seconds=40)
+    else:
+        process.send_signal(signal.SIGTERM)
+        process.wait(40)
+    assert processes.wait_until_gone(marker) == [], "a process outlived the launcher"
+    assert list((tmp_path / "var").rglob("appendonly.aof*")), "Redis kept no append-only file"
+
+
+def test_data_survives_a_restart(tmp_path):
+    marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
+    process, base, log_path = launch(tmp_path, marker)
+    requests.post(f"{base}/parse", json=["https://www.wsj.com/"], timeout=5).raise_for_status()
+    process.send_signal(signal.SIGTERM)
+    process.wait(40)
+    process, base, log_path = launch(tmp_path, marker)
+    status = requests.get(f"{base}/info", params={"url": "https://wsj.com"}, timeout=5).status_code
+    process.send_signal(signal.SIGTERM)
+    process.wait(40)
+    assert status in (200, 202), "the accepted URL was forgotten across a restart"
+
+
+def test_second_launch_on_the_same_data_dir_is_refused(tmp_path):
+    marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
+    process, _, _ = launch(tmp_path, marker)
+    try:
+        env = processes.service_env(PORT=str(free_port()), DATA_DIR=str(tmp_path / "var"))
+        second = processes.start([sys.executable, "launch.py"], env, tmp_path / "second.log")
+        assert second.wait(30) != 0
+        assert "another `make run`" in (tmp_path / "second.log").read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(40)
+
+
+def test_bad_setting_stops_with_one_line(tmp_path):
+    env = processes.service_env(PORT="eighty", DATA_DIR=str(tmp_path / "var"))
+    process = processes.start([sys.executable, "launch.py"], env, tmp_path / "bad.log")
+    assert process.wait(30) != 0
+    output = (tmp_path / "bad.log").read_text().strip()
+    assert output == "configuration error: PORT='eighty' is not a whole number"
+
+
+def test_redis_command_uses_aof_everysec(tmp_path):
+    command = redis_command("redis-server", 7000, tmp_path)
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert command[command.index("--port") + 1] == "7000"
