@@ -1,5 +1,8 @@
 """The worker process: `python -m jobs.worker` runs an RQ worker pool with its scheduler.
 
+`python -m jobs.worker --check` is the container health check: exit 0 when a worker of
+this host is registered (RQ drops workers whose heartbeat stops).
+
 The pool keeps WORKERS RQ workers alive (it respawns any that die); each forks a
 work-horse per job, so a crash or a runaway page costs one job, never the worker.
 The pool's workers also run RQ's scheduler, which delayed retries need.
@@ -8,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import resource
+import socket
 import sys
 
 from redis import Redis
+from rq import Worker
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
@@ -35,11 +40,19 @@ def build_pool(settings: Settings) -> WorkerPool:
     return WorkerPool(QUEUE_NAMES, connection=connection, num_workers=settings.workers, serializer=JSONSerializer)
 
 
+def worker_alive_here(settings: Settings) -> bool:
+    """Health check: does a live RQ worker of this host (container) have a fresh heartbeat?"""
+    connection = Redis.from_url(settings.redis_url, socket_timeout=5)
+    return any(worker.hostname == socket.gethostname() for worker in Worker.all(connection=connection))
+
+
 def main() -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(0 if worker_alive_here(settings) else "no live worker on this host")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_memory()
     build_pool(settings).start(logging_level=settings.log_level)
