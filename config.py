@@ -71,7 +71,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         web_threads=reader.integer("WEB_THREADS", 4, 1, 64),
         rqstatus_user=reader.optional("RQSTATUS_USER"),
         rqstatus_password=reader.optional("RQSTATUS_PASSWORD"),
-        api_tokens=frozenset(t for t in reader.text("API_TOKENS", "").split(",") if t.strip()),
+        api_tokens=frozenset(t.strip() for t in reader.text("API_TOKENS", "").split(",") if t.strip()),
         allow_any_site=reader.boolean("ALLOW_ANY_SITE", False),
         fetch_connect_to=reader.connect_to("FETCH_CONNECT_TO"),
         fetch_ca_bundle=reader.existing_file("FETCH_CA_BUNDLE"),
@@ -171,6 +171,8 @@ class _Reader:
             match = CONNECT_TO_ITEM.match(item)
             if match is None:
                 raise ConfigError(f"{name} item {item!r} is not HOST:PORT:ADDRESS:PORT")
-            key = (match["host"].lower(), int(match["port"]))
-            mapping[key] = (match["addr"].strip("[]"), int(match["cport"]))
+            port, connect_port = int(match["port"]), int(match["cport"])
+            if not (0 < port < 65536 and 0 < connect_port < 65536):
+                raise ConfigError(f"{name} item {item!r} has a port outside 1-65535")
+            mapping[(match["host"].lower(), port)] = (match["addr"].strip("[]"), connect_port)
         return mapping

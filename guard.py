@@ -28,26 +28,32 @@ def check_url_shape(url: str) -> SplitResult:
         raise BlockedAddress(f"URL is longer than {MAX_URL_LENGTH} characters")
     if FORBIDDEN_CHARS.search(url):
         raise BlockedAddress("URL contains whitespace, control characters or a backslash")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname or ""
+    except ValueError as exc:  # e.g. an unclosed or invalid [IPv6] literal
+        raise BlockedAddress(f"malformed URL: {exc}") from None
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
         raise BlockedAddress(f"scheme {parts.scheme or '(none)'!r} is not allowed; use http or https")
     if "@" in parts.netloc:
         raise BlockedAddress("URLs with a user name or password are not allowed")
     _check_port(parts)
-    check_host(parts.hostname or "")
+    check_host(hostname)
     return parts
 
 
 def _check_port(parts: SplitResult) -> None:
     try:
-        parts.port
+        port = parts.port
     except ValueError as exc:
         raise BlockedAddress(f"invalid port: {exc}") from None
+    if port == 0:
+        raise BlockedAddress("invalid port: 0")
 
 
 def check_host(host: str) -> None:
     """Refuse empty hosts, local names, odd numeric spellings and non-public IP literals."""
-    host = host.lower().rstrip(".")
+    host = ascii_host(host).lower().rstrip(".")
     if not host:
         raise BlockedAddress("URL has no host")
     if host.endswith(BLOCKED_NAME_SUFFIXES):
@@ -55,6 +61,17 @@ def check_host(host: str) -> None:
     literal = _ip_literal(host)
     if literal is not None:
         check_address(literal)
+
+
+def ascii_host(host: str) -> str:
+    """The host as DNS and the fetcher will see it: IDNA maps look-alikes (fullwidth
+    digits, circled numbers) to ASCII, so "１２７.0.0.1" is judged as 127.0.0.1."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise BlockedAddress(f"invalid international host name {host!r}") from None
 
 
 def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

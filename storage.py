@@ -74,8 +74,8 @@ class Storage:
         """Many records in one round trip."""
         if not canonical_urls:
             return []
-        raws = self.redis.mget([record_key(url) for url in canonical_urls])
-        return [self._decode(key, raw, dict) for key, raw in zip(canonical_urls, raws)]
+        keys = [record_key(url) for url in canonical_urls]
+        return [self._decode(key, raw, dict) for key, raw in zip(keys, self.redis.mget(keys))]
 
     def save_batch(self, batch: dict) -> None:
         self.redis.set(batch_key(batch["id"]), dumps(batch), ex=BATCH_TTL)

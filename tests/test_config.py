@@ -1,0 +1,301 @@
+"""config.load_settings: defaults, typed parsing, one-line errors naming the variable, consistency rules."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import config
+from config import DEFAULT_REDIS_URL, MIB, Settings, load_settings
+from errors import ConfigError
+
+# Every variable load_settings reads; cleared from os.environ when a test reads the real environment.
+ALL_VARIABLES = (
+    "REDIS_URL", "PORT", "BIND", "WORKERS", "WEB_WORKERS", "WEB_THREADS", "RQSTATUS_USER",
+    "RQSTATUS_PASSWORD", "API_TOKENS", "ALLOW_ANY_SITE", "FETCH_CONNECT_TO", "FETCH_CA_BUNDLE",
+    "MAX_BODY_BYTES", "FETCH_DEADLINE", "FETCH_CONNECT_TIMEOUT", "FETCH_READ_TIMEOUT",
+    "FETCH_MAX_REDIRECTS", "MAX_URLS_PER_REQUEST", "MAX_REQUEST_BYTES", "JOB_TIMEOUT",
+    "FETCH_RETRIES", "RECORD_RETENTION", "USER_AGENT", "LOG_LEVEL",
+)
+
+
+def config_error(env: dict[str, str]) -> str:
+    """The message of the ConfigError load_settings raises for env (fails the test if none)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert message and "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+# --- defaults -------------------------------------------------------------------------------------
+
+
+def test_empty_mapping_gives_documented_defaults():
+    s = load_settings({})
+    assert s == Settings(redis_url=DEFAULT_REDIS_URL)
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert (s.port, s.bind, s.workers, s.web_workers, s.web_threads) == (8000, "127.0.0.1", 2, 2, 4)
+    assert s.rqstatus_user is None and s.rqstatus_password is None
+    assert s.api_tokens == frozenset()
+    assert s.allow_any_site is False
+    assert dict(s.fetch_connect_to) == {}
+    assert s.fetch_ca_bundle is None
+    assert s.max_body_bytes == 5 * MIB
+    assert (s.fetch_deadline, s.connect_timeout, s.read_timeout) == (20.0, 5.0, 10.0)
+    assert (s.max_redirects, s.max_urls_per_request, s.max_request_bytes) == (5, 500, 64 * 1024)
+    assert (s.job_timeout, s.fetch_retries, s.record_retention) == (60, 3, 30 * 86400)
+    assert s.user_agent.startswith("metaparse/")
+    assert s.log_level == "INFO"
+    assert s.listens_beyond_loopback is False
+
+
+@pytest.mark.parametrize("name", ["PORT", "WORKERS", "REDIS_URL", "LOG_LEVEL", "ALLOW_ANY_SITE", "USER_AGENT"])
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_blank_value_means_default(name, blank):
+    assert load_settings({name: blank}) == load_settings({})
+
+
+def test_settings_are_frozen():
+    s = load_settings({})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
+
+
+# --- typed values ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env, attribute, expected", [
+    ({"PORT": "8080"}, "port", 8080),
+    ({"PORT": " 8080 "}, "port", 8080),
+    ({"PORT": "1"}, "port", 1),
+    ({"PORT": "65535"}, "port", 65535),
+    ({"WORKERS": "64"}, "workers", 64),
+    ({"WEB_WORKERS": "3"}, "web_workers", 3),
+    ({"WEB_THREADS": "8"}, "web_threads", 8),
+    ({"FETCH_MAX_REDIRECTS": "0"}, "max_redirects", 0),
+    ({"FETCH_RETRIES": "0"}, "fetch_retries", 0),
+    ({"MAX_BODY_BYTES": "1024"}, "max_body_bytes", 1024),
+    ({"FETCH_DEADLINE": "30.5", "JOB_TIMEOUT": "60"}, "fetch_deadline", 30.5),
+    ({"FETCH_READ_TIMEOUT": "2.5"}, "read_timeout", 2.5),
+    ({"FETCH_CONNECT_TIMEOUT": "0.1"}, "connect_timeout", 0.1),
+    ({"RECORD_RETENTION": "60"}, "record_retention", 60),
+    ({"USER_AGENT": "bot/2"}, "user_agent", "bot/2"),
+    ({"LOG_LEVEL": "debug"}, "log_level", "DEBUG"),
+    ({"LOG_LEVEL": "Warning"}, "log_level", "WARNING"),
+    ({"REDIS_URL": "rediss://h:6380/1"}, "redis_url", "rediss://h:6380/1"),
+    ({"REDIS_URL": "unix:///tmp/redis.sock"}, "redis_url", "unix:///tmp/redis.sock"),
+    ({"BIND": "::1"}, "bind", "::1"),
+])
+def test_typed_values_parse(env, attribute, expected):
+    value = getattr(load_settings(env), attribute)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "On", " on "])
+def test_allow_any_site_true(raw):
+    assert load_settings({"ALLOW_ANY_SITE": raw}).allow_any_site is True
+
+
+@pytest.mark.parametrize("raw", ["0", "false", "False", "no", "OFF"])
+def test_allow_any_site_false(raw):
+    assert load_settings({"ALLOW_ANY_SITE": raw}).allow_any_site is False
+
+
+@pytest.mark.parametrize("name, raw", [
+    ("PORT", "abc"),
+    ("PORT", "70000"),
+    ("PORT", "0"),
+    ("PORT", "-1"),
+    ("PORT", "80.5"),
+    ("WORKERS", "0"),
+    ("WORKERS", "65"),
+    ("WEB_WORKERS", "0"),
+    ("WEB_THREADS", "many"),
+    ("MAX_BODY_BYTES", "1023"),
+    ("FETCH_DEADLINE", "abc"),
+    ("FETCH_DEADLINE", "0"),
+    ("FETCH_DEADLINE", "nan"),
+    ("FETCH_DEADLINE", "inf"),
+    ("FETCH_CONNECT_TIMEOUT", "-5"),
+    ("FETCH_READ_TIMEOUT", "601"),
+    ("FETCH_MAX_REDIRECTS", "31"),
+    ("MAX_URLS_PER_REQUEST", "0"),
+    ("MAX_REQUEST_BYTES", "10"),
+    ("JOB_TIMEOUT", "4"),
+    ("FETCH_RETRIES", "21"),
+    ("RECORD_RETENTION", "59"),
+    ("ALLOW_ANY_SITE", "maybe"),
+    ("ALLOW_ANY_SITE", "2"),
+    ("LOG_LEVEL", "verbose"),
+    ("REDIS_URL", "http://x"),
+    ("REDIS_URL", "localhost:6379"),
+    ("REDIS_URL", "127.0.0.1:6379"),
+    ("FETCH_CONNECT_TO", "example.com:443:1.2.3.4"),
+    ("FETCH_CONNECT_TO", "example.com:https:1.2.3.4:443"),
+    ("FETCH_CONNECT_TO", "example.com:443:::1:443"),
+    ("FETCH_CONNECT_TO", "example.com:443:1.2.3.4:443,garbage"),
+    ("FETCH_CONNECT_TO", "example.com:443:1.2.3.4:443:5"),
+    ("FETCH_CONNECT_TO", "example.com:99999:1.2.3.4:443"),
+    ("FETCH_CONNECT_TO", "example.com:443:1.2.3.4:70000"),
+    ("FETCH_CA_BUNDLE", "/nonexistent/ca-bundle.pem"),
+])
+def test_bad_value_refused_naming_variable(name, raw):
+    message = config_error({name: raw})
+    assert name in message
+
+
+def test_error_quotes_bad_value():
+    assert "abc" in config_error({"PORT": "abc"})
+    assert "70000" in config_error({"PORT": "70000"})
+    assert "maybe" in config_error({"ALLOW_ANY_SITE": "maybe"})
+    assert "garbage" in config_error({"FETCH_CONNECT_TO": "garbage"})
+
+
+def test_ca_bundle_existing_file_accepted(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_settings({"FETCH_CA_BUNDLE": str(bundle)}).fetch_ca_bundle == str(bundle)
+
+
+def test_ca_bundle_directory_refused(tmp_path):
+    assert "FETCH_CA_BUNDLE" in config_error({"FETCH_CA_BUNDLE": str(tmp_path)})
+
+
+# --- FETCH_CONNECT_TO -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("example.com:443:127.0.0.1:8443", {("example.com", 443): ("127.0.0.1", 8443)}),
+    ("Example.COM:80:10.0.0.5:8080", {("example.com", 80): ("10.0.0.5", 8080)}),
+    ("a.test:443:[::1]:8443", {("a.test", 443): ("::1", 8443)}),
+    ("a.test:443:[2001:db8::1]:443", {("a.test", 443): ("2001:db8::1", 443)}),
+    ("a.test:443:backend.internal:9000", {("a.test", 443): ("backend.internal", 9000)}),
+    (
+        "a.test:443:127.0.0.1:1001, b.test:80:[::1]:1002 ,,a.test:80:127.0.0.2:1003",
+        {
+            ("a.test", 443): ("127.0.0.1", 1001),
+            ("b.test", 80): ("::1", 1002),
+            ("a.test", 80): ("127.0.0.2", 1003),
+        },
+    ),
+    (" , ", {}),
+])
+def test_connect_to_parsed(raw, expected):
+    assert dict(load_settings({"FETCH_CONNECT_TO": raw}).fetch_connect_to) == expected
+
+
+# --- API_TOKENS -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("", frozenset()),
+    ("tok1", {"tok1"}),
+    ("tok1,tok2", {"tok1", "tok2"}),
+    ("tok1,,tok2,", {"tok1", "tok2"}),
+    (" , ,", frozenset()),
+    ("tok1, tok2 ,tok3", {"tok1", "tok2", "tok3"}),
+    ("tok1,tok1", {"tok1"}),
+])
+def test_api_tokens_split(raw, expected):
+    tokens = load_settings({"API_TOKENS": raw}).api_tokens
+    assert isinstance(tokens, frozenset)
+    assert tokens == frozenset(expected)
+
+
+# --- consistency rules ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", [
+    {"RQSTATUS_USER": "admin"},
+    {"RQSTATUS_PASSWORD": "secret"},
+    {"RQSTATUS_USER": "admin", "RQSTATUS_PASSWORD": "   "},
+])
+def test_rqstatus_credentials_must_come_together(env):
+    message = config_error(env)
+    assert "RQSTATUS_USER" in message and "RQSTATUS_PASSWORD" in message
+
+
+def test_rqstatus_credentials_accepted_together():
+    s = load_settings({"RQSTATUS_USER": "admin", "RQSTATUS_PASSWORD": "secret"})
+    assert (s.rqstatus_user, s.rqstatus_password) == ("admin", "secret")
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "192.168.1.10"])
+def test_public_bind_needs_rqstatus_credentials(bind):
+    message = config_error({"BIND": bind})
+    assert "BIND" in message and bind in message and "RQSTATUS_USER" in message
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::"])
+def test_public_bind_with_credentials_accepted(bind):
+    s = load_settings({"BIND": bind, "RQSTATUS_USER": "u", "RQSTATUS_PASSWORD": "p"})
+    assert s.bind == bind
+    assert s.listens_beyond_loopback is True
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "localhost", "::1"])
+def test_loopback_bind_needs_no_credentials(bind):
+    s = load_settings({"BIND": bind})
+    assert s.listens_beyond_loopback is False
+
+
+@pytest.mark.parametrize("env", [
+    {"JOB_TIMEOUT": "20"},  # equal to the default FETCH_DEADLINE
+    {"JOB_TIMEOUT": "10"},
+    {"FETCH_DEADLINE": "60"},  # equal to the default JOB_TIMEOUT
+    {"FETCH_DEADLINE": "100", "JOB_TIMEOUT": "99"},
+])
+def test_job_timeout_must_exceed_fetch_deadline(env):
+    message = config_error(env)
+    assert "JOB_TIMEOUT" in message and "FETCH_DEADLINE" in message
+
+
+def test_job_timeout_just_above_fetch_deadline_accepted():
+    s = load_settings({"JOB_TIMEOUT": "21", "FETCH_DEADLINE": "20.5"})
+    assert (s.job_timeout, s.fetch_deadline) == (21, 20.5)
+
+
+def test_fetch_deadline_below_connect_timeout_refused():
+    message = config_error({"FETCH_DEADLINE": "4", "FETCH_CONNECT_TIMEOUT": "5"})
+    assert "FETCH_DEADLINE" in message and "FETCH_CONNECT_TIMEOUT" in message
+
+
+# --- where values come from -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def project_dotenv(tmp_path, monkeypatch):
+    """A .env in a stand-in project root holding PORT=9999, with no config variable in os.environ."""
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
+    for name in ALL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text("PORT=9999\nUSER_AGENT=from-dotenv\n")
+    return tmp_path
+
+
+def test_dotenv_read_without_mapping(project_dotenv):
+    # Control for the next test: the .env really is picked up when no mapping is given.
+    s = load_settings()
+    assert (s.port, s.user_agent) == (9999, "from-dotenv")
+
+
+def test_os_environ_overrides_dotenv(project_dotenv, monkeypatch):
+    monkeypatch.setenv("PORT", "7000")
+    s = load_settings()
+    assert (s.port, s.user_agent) == (7000, "from-dotenv")
+
+
+def test_dotenv_not_read_with_explicit_mapping(project_dotenv):
+    s = load_settings({})
+    assert s.port == 8000
+    assert s.user_agent == Settings.user_agent
+
+
+def test_os_environ_not_read_with_explicit_mapping(monkeypatch):
+    monkeypatch.setenv("PORT", "7000")
+    monkeypatch.setenv("ALLOW_ANY_SITE", "maybe")
+    assert os.environ["PORT"] == "7000"
+    s = load_settings({"WORKERS": "3"})
+    assert (s.port, s.workers, s.allow_any_site) == (8000, 3, False)

@@ -1,0 +1,314 @@
+"""storage: pickled records and batches in Redis, loaded with an unpickler that refuses code."""
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import pickle
+import shlex
+import subprocess
+from collections import OrderedDict
+from datetime import date, datetime, timedelta, timezone
+
+import fakeredis
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import storage
+from storage import (
+    BATCH_TTL, RECORD_KEYS, Storage, batch_key, dumps, make_record, record_key, safe_loads,
+)
+
+URL = "https://www.goodreads.com/book/show/5907"
+OTHER = "https://www.bbc.com/news"
+
+
+@pytest.fixture
+def redis():
+    client = fakeredis.FakeRedis()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(redis):
+    return Storage(redis)
+
+
+def a_record(url: str = URL, **data) -> dict:
+    return make_record(url, "goodreads_book", "ok", "1", data={"title": "The Hobbit", **data})
+
+
+# --- hostile pickles ------------------------------------------------------------------------------
+
+
+class ShellPayload:
+    """Unpickling runs os.system(command)."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class EvalPayload:
+    """Unpickling runs builtins.eval(source)."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __reduce__(self):
+        return builtins.eval, (self.source,)
+
+
+class PopenPayload:
+    """Unpickling calls the class subprocess.Popen via REDUCE."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+
+    def __reduce__(self):
+        return subprocess.Popen, (self.argv,)
+
+
+class Plain:
+    """An ordinary user class: not on the allow list either."""
+
+    def __init__(self):
+        self.x = 1
+
+
+def shell_payload(marker, protocol: int = storage.PICKLE_PROTOCOL) -> bytes:
+    return pickle.dumps(ShellPayload(f"echo hacked > {shlex.quote(str(marker))}"), protocol=protocol)
+
+
+def hostile_payloads(marker) -> dict[str, bytes]:
+    """Each payload, if executed, creates marker."""
+    return {
+        "os.system": shell_payload(marker),
+        "builtins.eval": pickle.dumps(EvalPayload(f"open({str(marker)!r}, 'w').write('hacked')"), protocol=5),
+        "subprocess.Popen class": pickle.dumps(PopenPayload(["touch", str(marker)]), protocol=5),
+        "hand-written protocol 0": b"cos\nsystem\n(S'echo hacked > " + shlex.quote(str(marker)).encode() + b"'\ntR.",
+    }
+
+
+PAYLOAD_NAMES = ["os.system", "builtins.eval", "subprocess.Popen class", "hand-written protocol 0"]
+
+
+@pytest.mark.parametrize("name", PAYLOAD_NAMES)
+def test_payloads_are_live(tmp_path, name):
+    # Control: the ordinary unpickler really runs each payload, so the refusals below mean something.
+    marker = tmp_path / "control"
+    result = pickle.loads(hostile_payloads(marker)[name])
+    if isinstance(result, subprocess.Popen):
+        result.wait(timeout=10)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("name", PAYLOAD_NAMES)
+def test_safe_loads_refuses_code(tmp_path, name):
+    marker = tmp_path / "pwned"
+    with pytest.raises(pickle.UnpicklingError, match="refused global"):
+        safe_loads(hostile_payloads(marker)[name])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_safe_loads_refuses_os_system_in_every_protocol(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    with pytest.raises(pickle.UnpicklingError):
+        safe_loads(shell_payload(marker, protocol))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("value", [
+    Plain(),
+    OrderedDict(a=1),
+    {"nested": [1, {"deep": Plain()}]},
+    ValueError("boom"),
+])
+def test_safe_loads_refuses_other_classes(value):
+    with pytest.raises(pickle.UnpicklingError, match="refused global"):
+        safe_loads(dumps(value))
+
+
+@pytest.mark.parametrize("raw", [b"", b"not a pickle", b"\x80\x05", dumps({"a": 1})[:-3], b"P0\n."])
+def test_safe_loads_raises_on_garbage(raw):
+    with pytest.raises(Exception):
+        safe_loads(raw)
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 0, -7, 2**80, 1.5, "text", "ünïcødé", b"\x00bytes", [1, [2, [3]]], (1, "a"), {1, 2},
+    frozenset({"a"}), {"k": {"nested": [None]}},
+    datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc),
+    datetime(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(2024, 5, 1, 12, 30),
+    date(2024, 5, 1),
+    timedelta(days=2, seconds=5),
+    timezone.utc,
+])
+def test_safe_loads_accepts_plain_data_and_datetime_types(value):
+    loaded = safe_loads(dumps(value))
+    assert loaded == value
+    assert type(loaded) is type(value)
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary()
+    | st.datetimes(timezones=st.sampled_from([None, timezone.utc, timezone(timedelta(hours=-3))])),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_like)
+def test_safe_loads_round_trips_any_plain_value(value):
+    assert safe_loads(dumps(value)) == value
+
+
+# --- records through Redis ------------------------------------------------------------------------
+
+
+def test_make_record_shape():
+    before = datetime.now(timezone.utc)
+    record = make_record(URL, "goodreads_book", "ok", "3", data={"title": "x"})
+    after = datetime.now(timezone.utc)
+    assert tuple(record) == RECORD_KEYS
+    assert record["url"] == URL and record["kind"] == "goodreads_book" and record["status"] == "ok"
+    assert record["parser_version"] == "3" and record["data"] == {"title": "x"} and record["error"] is None
+    assert record["fetched_at"].utcoffset() == timedelta(0)
+    assert before <= record["fetched_at"] <= after
+
+
+def test_key_names():
+    assert record_key(URL) == f"metaparse:record:{URL}"
+    assert batch_key("abc") == "metaparse:batch:abc"
+
+
+def test_record_round_trip_keeps_aware_datetime(store, redis):
+    fetched = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    record = {**a_record(), "fetched_at": fetched, "error": {"code": "x", "message": "y"}}
+    store.save_record(record, ttl=3600)
+    loaded = store.load_record(URL)
+    assert loaded == record
+    assert loaded is not record
+    assert loaded["fetched_at"].tzinfo is not None
+    assert loaded["fetched_at"].utcoffset() == timedelta(hours=2)
+    assert loaded["fetched_at"] == fetched
+    assert redis.exists(record_key(URL))
+
+
+def test_save_record_sets_ttl(store, redis):
+    store.save_record(a_record(), ttl=120)
+    assert 110 <= redis.ttl(record_key(URL)) <= 120
+
+
+def test_save_record_overwrites_and_refreshes_ttl(store, redis):
+    store.save_record(a_record(title="old"), ttl=60)
+    store.save_record(a_record(title="new"), ttl=5000)
+    assert store.load_record(URL)["data"]["title"] == "new"
+    assert redis.ttl(record_key(URL)) > 60
+
+
+def test_load_missing_record_is_none(store):
+    assert store.load_record("https://example.com/missing") is None
+
+
+def test_load_records_in_one_call_keeps_order_and_gaps(store, redis, monkeypatch):
+    first, second = a_record(URL), a_record(OTHER)
+    store.save_record(first, ttl=60)
+    store.save_record(second, ttl=60)
+
+    calls = []
+    real_mget, real_get = redis.mget, redis.get
+    monkeypatch.setattr(redis, "mget", lambda *a, **k: calls.append("mget") or real_mget(*a, **k))
+    monkeypatch.setattr(redis, "get", lambda *a, **k: calls.append("get") or real_get(*a, **k))
+
+    loaded = store.load_records([OTHER, "https://example.com/missing", URL, OTHER])
+    assert loaded == [second, None, first, second]
+    assert calls == ["mget"]
+
+
+def test_load_records_empty_list_makes_no_call(store, redis, monkeypatch):
+    monkeypatch.setattr(redis, "mget", lambda *a, **k: pytest.fail("no Redis call expected"))
+    assert store.load_records([]) == []
+
+
+def test_batch_round_trip_and_ttl(store, redis):
+    batch = {"id": "b1", "urls": [URL, OTHER], "created_at": datetime.now(timezone.utc)}
+    store.save_batch(batch)
+    assert store.load_batch("b1") == batch
+    assert BATCH_TTL - 10 <= redis.ttl(batch_key("b1")) <= BATCH_TTL
+    assert store.load_batch("nope") is None
+
+
+# --- tampered values in Redis ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PAYLOAD_NAMES)
+def test_tampered_record_refused_and_logged(store, redis, tmp_path, caplog, name):
+    marker = tmp_path / "pwned"
+    redis.set(record_key(URL), hostile_payloads(marker)[name])
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(URL) is None
+    assert not marker.exists()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == storage.__name__]
+    assert len(errors) == 1
+    assert record_key(URL) in errors[0].getMessage()
+    assert "refused" in errors[0].getMessage()
+
+
+def test_tampered_record_among_good_ones(store, redis, tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    good = a_record(OTHER)
+    store.save_record(good, ttl=60)
+    redis.set(record_key(URL), shell_payload(marker))
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_records([URL, OTHER]) == [None, good]
+    assert not marker.exists()
+    assert any(record_key(URL) in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+def test_tampered_batch_refused(store, redis, tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    redis.set(batch_key("b1"), shell_payload(marker))
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_batch("b1") is None
+    assert not marker.exists()
+    assert batch_key("b1") in caplog.text
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b"", dumps(a_record())[:20]])
+def test_corrupt_record_refused_and_logged(store, redis, caplog, raw):
+    redis.set(record_key(URL), raw)
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(URL) is None
+    assert record_key(URL) in caplog.text
+
+
+@pytest.mark.parametrize("value, type_name", [
+    (["a", "list"], "list"),
+    ("a string", "str"),
+    (42, "int"),
+    (None, "NoneType"),
+    ((URL,), "tuple"),
+])
+def test_non_dict_record_refused(store, redis, caplog, value, type_name):
+    redis.set(record_key(URL), dumps(value))
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(URL) is None
+        assert store.load_records([URL]) == [None]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(messages) == 2
+    assert all(type_name in m and "not a dict" in m for m in messages)
+
+
+def test_non_dict_batch_refused(store, redis, caplog):
+    redis.set(batch_key("b1"), dumps(["x"]))
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_batch("b1") is None
+    assert "not a dict" in caplog.text
