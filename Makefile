@@ -26,3 +26,6 @@ lock: $(SYNCED)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+bench: $(SYNCED)
+	$(VENV_PYTHON) -m bench.parse_bench
