@@ -5,14 +5,19 @@ reaches it through FETCH_CONNECT_TO, so TLS and Host still say www.goodreads.com
 """
 from __future__ import annotations
 
+import subprocess
 import time
+from dataclasses import dataclass
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from config import PROJECT_ROOT
 from launch import free_port
+from sources import route
 from tests.pages import PAGES_DIR, SKIP_REASON, manifest
 from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply
@@ -31,9 +36,15 @@ def site():
     server.stop()
 
 
+@dataclass
+class Service:
+    base: str  # http://127.0.0.1:PORT
+    env: dict[str, str]  # the environment web and worker run with
+
+
 @pytest.fixture(scope="module")
 def service(site, redis_url, tmp_path_factory):
-    """gunicorn + `python -m jobs.worker`, as the Procfile runs them; yields the base URL."""
+    """gunicorn + `python -m jobs.worker`, as the Procfile runs them."""
     logs = tmp_path_factory.mktemp("e2e")
     port = free_port()
     marker = f"METAPARSE_E2E_{uuid.uuid4().hex}"
@@ -47,7 +58,7 @@ def service(site, redis_url, tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     processes.wait_for_http(f"{base}/healthz", web, logs / "web.log")
     wait_for_workers(base, worker, logs / "worker.log")
-    yield base
+    yield Service(base, env)
     for process in (web, worker):
         processes.stop(process)
     assert processes.wait_until_gone(marker) == [], "processes left behind after SIGTERM"
@@ -75,9 +86,9 @@ def wait_for_record(base: str, url: str) -> dict:
 
 
 def test_a_fixture_book_goes_from_post_to_record(service):
-    response = requests.post(f"{service}/parse", json=["https://www.goodreads.com/book/show/1-the-lighthouse"], timeout=5)
+    response = requests.post(f"{service.base}/parse", json=["https://www.goodreads.com/book/show/1-the-lighthouse"], timeout=5)
     assert response.status_code == 202
-    record = wait_for_record(service, "https://m.goodreads.com/book/show/1?utm_source=e2e")
+    record = wait_for_record(service.base, "https://m.goodreads.com/book/show/1?utm_source=e2e")
     assert record["status"] == "done", record
     data = record["data"]
     assert data["kind"] == "goodreads_book" and data["book_id"] == "1"
@@ -91,10 +102,10 @@ def test_a_real_saved_goodreads_page_end_to_end(service, site):
     if not (PAGES_DIR / "MANIFEST.json").is_file():
         pytest.skip(SKIP_REASON)
     entry = next(e for e in manifest() if e["layout"] == "goodreads-next-2025" and e["facts"].get("isbn13"))
-    book_path = "/" + entry["url"].split("/", 3)[3]
+    book_path = urlsplit(route(entry["url"]).canonical_url).path  # the service fetches the canonical URL
     site.routes[book_path] = Reply(body=(PAGES_DIR / entry["file"]).read_bytes())
-    requests.post(f"{service}/parse", json=[entry["url"]], timeout=5).raise_for_status()
-    record = wait_for_record(service, entry["url"])
+    requests.post(f"{service.base}/parse", json=[entry["url"]], timeout=5).raise_for_status()
+    record = wait_for_record(service.base, entry["url"])
     assert record["status"] == "done", record
     facts, data = entry["facts"], record["data"]
     assert data["title"] == facts["title"]
@@ -104,16 +115,22 @@ def test_a_real_saved_goodreads_page_end_to_end(service, site):
 
 
 def test_a_failed_fetch_is_a_failed_record_and_visible_everywhere(service):
-    batch = requests.post(f"{service}/parse", json=["https://www.goodreads.com/book/show/404"], timeout=5).json()
-    record = wait_for_record(service, "https://www.goodreads.com/book/show/404")
+    batch = requests.post(f"{service.base}/parse", json=["https://www.goodreads.com/book/show/404"], timeout=5).json()
+    record = wait_for_record(service.base, "https://www.goodreads.com/book/show/404")
     assert record["status"] == "failed" and record["error"]["code"] == "http_status"
-    job = requests.get(f"{service}/jobs/{batch['accepted'][0]['job_id']}", timeout=5).json()
+    job = requests.get(f"{service.base}/jobs/{batch['accepted'][0]['job_id']}", timeout=5).json()
     assert job["status"] == "failed" and "404" in job["error"]["message"]
-    counts = requests.get(f"{service}/batches/{batch['batch_id']}", timeout=5).json()["counts"]
+    counts = requests.get(f"{service.base}/batches/{batch['batch_id']}", timeout=5).json()["counts"]
     assert counts == {"failed": 1}
 
 
+def test_worker_health_check_sees_the_live_worker(service):
+    check = subprocess.run([str(processes.VENV_BIN / "python"), "-m", "jobs.worker", "--check"],
+                           env=service.env, cwd=PROJECT_ROOT, capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+
+
 def test_dashboard_and_health_are_served(service):
-    assert requests.get(f"{service}/rqstatus/", timeout=5).status_code == 200
-    health = requests.get(f"{service}/healthz", timeout=5).json()
+    assert requests.get(f"{service.base}/rqstatus/", timeout=5).status_code == 200
+    health = requests.get(f"{service.base}/healthz", timeout=5).json()
     assert health["status"] == "ok" and health["workers"] >= 1
