@@ -20,6 +20,7 @@ from storage import Storage
 api = Blueprint("api", __name__)
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_PAGE = 1000
 
 
 def settings() -> Settings:
@@ -163,7 +164,8 @@ def url_state(canonical: str, record: dict | None) -> dict | None:
             body["refresh"] = public_status(job_status)
         return body
     if job_status in IN_FLIGHT:
-        return {"url": canonical, "status": public_status(job_status), "job_id": job.id}
+        step = job.meta.get("step") if job_status == JobStatus.STARTED else None
+        return {"url": canonical, "status": public_status(job_status), "step": step, "job_id": job.id}
     if job_status == JobStatus.FAILED:  # the job died without saving a record (worker killed)
         return {"url": canonical, "status": "failed", "job_id": job.id, "error": job_error(job)}
     return None
@@ -198,9 +200,31 @@ def batch_items(items: list[dict]) -> list[dict]:
     answer = []
     for item, record in zip(items, records):
         state = url_state(item["canonical_url"], record)
-        status = state["status"] if state else "expired"
-        answer.append({**item, "status": status, "error": (state or {}).get("error")})
+        state = state or {"status": "expired"}
+        answer.append({**item, "status": state["status"], "step": state.get("step"), "error": state.get("error")})
     return answer
+
+
+@api.get("/records")
+def records():
+    """All records page by page (?cursor=), or every record of one batch (?batch=)."""
+    batch_id = request.args.get("batch")
+    if batch_id is not None:
+        return jsonify({"records": batch_records(batch_id), "next_cursor": None})
+    cursor = request.args.get("cursor", "0")
+    limit = request.args.get("limit", "100")
+    if not (cursor.isdigit() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        raise ApiError(400, "invalid_query", f"cursor must be a whole number and limit 1 to {MAX_PAGE}")
+    next_cursor, page = storage().scan_records(int(cursor), int(limit))
+    return jsonify({"records": [record_json(r) for r in page], "next_cursor": next_cursor or None})
+
+
+def batch_records(batch_id: str) -> list[dict]:
+    found = storage().load_batch(batch_id) if BATCH_ID.match(batch_id) else None
+    if found is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id!r} (batches are kept for 7 days)")
+    urls = list(dict.fromkeys(item["canonical_url"] for item in found["items"]))
+    return [record_json(r) for r in storage().load_records(urls) if r is not None]
 
 
 @api.get("/jobs/<job_id>")

@@ -77,6 +77,16 @@ class Storage:
         keys = [record_key(url) for url in canonical_urls]
         return [self._decode(key, raw, dict) for key, raw in zip(keys, self.redis.mget(keys))]
 
+    def scan_records(self, cursor: int = 0, count: int = 100) -> tuple[int, list[dict]]:
+        """One page of all records: (next cursor, records); cursor 0 starts, and ends, the walk.
+
+        Redis SCAN may return a record twice across pages; callers de-duplicate by url.
+        """
+        cursor, keys = self.redis.scan(cursor=cursor, match=f"{PREFIX}:record:*", count=count)
+        raws = self.redis.mget(keys) if keys else []
+        records = [self._decode(key.decode(), raw, dict) for key, raw in zip(keys, raws)]
+        return int(cursor), [record for record in records if record is not None]
+
     def save_batch(self, batch: dict) -> None:
         self.redis.set(batch_key(batch["id"]), dumps(batch), ex=BATCH_TTL)
 
