@@ -13,7 +13,8 @@ from rq.job import JobStatus
 
 from config import Settings
 from errors import ApiError
-from jobs.queues import IN_FLIGHT, QUEUE_NAMES, Submitter, fetch_job, job_id_for, make_queue, public_status
+from batches import batch_summary, job_error, record_json, url_state
+from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
 from sources import GOODREADS, Route, Unsupported, route
 from storage import Storage
 
@@ -148,61 +149,22 @@ def record_response(url: str | None):
         canonical = route(url, allow_any_site=True).canonical_url
     except Unsupported as exc:
         raise ApiError(400, "invalid_url", exc.reason) from None
-    state = url_state(canonical, storage().load_record(canonical))
+    state = url_state(redis(), canonical, storage().load_record(canonical))
     if state is None:
         raise ApiError(404, "not_found", f"{canonical} has never been submitted; POST it to /parse")
     return jsonify(state), 202 if state["status"] in ("queued", "started") else 200
 
 
-def url_state(canonical: str, record: dict | None) -> dict | None:
-    """The record (with any refresh in flight), else the job's state, else None."""
-    job = fetch_job(redis(), job_id_for(canonical))
-    job_status = job.get_status(refresh=False) if job is not None else None
-    if record is not None:
-        body = record_json(record)
-        if job_status in IN_FLIGHT:
-            body["refresh"] = public_status(job_status)
-        return body
-    if job_status in IN_FLIGHT:
-        step = job.meta.get("step") if job_status == JobStatus.STARTED else None
-        return {"url": canonical, "status": public_status(job_status), "step": step, "job_id": job.id}
-    if job_status == JobStatus.FAILED:  # the job died without saving a record (worker killed)
-        return {"url": canonical, "status": "failed", "job_id": job.id, "error": job_error(job)}
-    return None
-
-
-def record_json(record: dict) -> dict:
-    fetched_at = record.get("fetched_at")
-    return {**record, "fetched_at": fetched_at.isoformat() if isinstance(fetched_at, datetime) else fetched_at}
-
-
-def job_error(job) -> dict:
-    result = job.latest_result()
-    text = (result.exc_string or "").strip() if result is not None else ""
-    return {"code": "job_failed", "message": text.splitlines()[-1] if text else "the job failed"}
-
-
 @api.get("/batches/<batch_id>")
 def batch(batch_id: str):
+    return jsonify(batch_summary(redis(), load_batch_or_404(batch_id)))
+
+
+def load_batch_or_404(batch_id: str) -> dict:
     found = storage().load_batch(batch_id) if BATCH_ID.match(batch_id) else None
     if found is None:
         raise ApiError(404, "not_found", f"no batch {batch_id!r} (batches are kept for 7 days)")
-    items = batch_items(found["items"])
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item["status"]] = counts.get(item["status"], 0) + 1
-    created = found["created_at"].isoformat()
-    return jsonify({"batch_id": batch_id, "created_at": created, "total": len(items), "counts": counts, "items": items})
-
-
-def batch_items(items: list[dict]) -> list[dict]:
-    records = storage().load_records([item["canonical_url"] for item in items])
-    answer = []
-    for item, record in zip(items, records):
-        state = url_state(item["canonical_url"], record)
-        state = state or {"status": "expired"}
-        answer.append({**item, "status": state["status"], "step": state.get("step"), "error": state.get("error")})
-    return answer
+    return found
 
 
 @api.get("/records")
@@ -220,9 +182,7 @@ def records():
 
 
 def batch_records(batch_id: str) -> list[dict]:
-    found = storage().load_batch(batch_id) if BATCH_ID.match(batch_id) else None
-    if found is None:
-        raise ApiError(404, "not_found", f"no batch {batch_id!r} (batches are kept for 7 days)")
+    found = load_batch_or_404(batch_id)
     urls = list(dict.fromkeys(item["canonical_url"] for item in found["items"]))
     return [record_json(r) for r in storage().load_records(urls) if r is not None]
 
