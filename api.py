@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify, request
@@ -11,11 +12,15 @@ from redis import Redis
 from rq import Worker
 from rq.job import JobStatus
 
+import snapshots
 from config import Settings
-from errors import ApiError
+from errors import ApiError, BlockedAddress
+from guard import check_url_shape
+from jobs import callbacks, recrawl
+from jobs.ticker import ensure_ticking
 from batches import batch_summary, job_error, record_json, url_state
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
-from sources import GOODREADS, Route, Unsupported, route
+from sources import GOODREADS, NEWS, Route, Unsupported, route
 from storage import Storage
 
 api = Blueprint("api", __name__)
@@ -39,21 +44,26 @@ def storage() -> Storage:
 # ---- submission ---------------------------------------------------------------------------
 
 
+@dataclass
+class Submission:
+    urls: list
+    refresh: bool = False
+    callback_url: str | None = None
+
+
 @api.post("/parse")
 def parse_urls():
-    urls, refresh = read_submission(request.get_json(force=True, silent=True))
-    return submit_batch(urls, refresh)
+    return submit_batch(read_submission(request.get_json(force=True, silent=True)))
 
 
 @api.post("/parseGoodreadsLinks")
 def parse_goodreads_links():
     """Seed-compatible: a JSON list of Goodreads book URLs."""
-    urls, refresh = read_submission(request.get_json(force=True, silent=True))
-    return submit_batch(urls, refresh, only=GOODREADS.name)
+    return submit_batch(read_submission(request.get_json(force=True, silent=True)), only=GOODREADS.name)
 
 
-def read_submission(body: object) -> tuple[list, bool]:
-    """(urls, refresh) from a bare JSON list or {"urls": [...], "refresh": bool, "callback_url": null}."""
+def read_submission(body: object) -> Submission:
+    """A bare JSON list of URLs, or {"urls": [...], "refresh": bool, "callback_url": str | null}."""
     require_token()
     if isinstance(body, list):
         body = {"urls": body}
@@ -67,12 +77,25 @@ def read_submission(body: object) -> tuple[list, bool]:
         raise ApiError(400, "invalid_body", '"urls" must be a non-empty list of strings')
     if not isinstance(refresh, bool):
         raise ApiError(400, "invalid_body", '"refresh" must be true or false')
-    if body.get("callback_url") is not None:
-        raise ApiError(400, "callbacks_unsupported", "completion callbacks are not available yet; poll /batches/<id>")
     limit = settings().max_urls_per_request
     if len(urls) > limit:
         raise ApiError(413, "too_many_urls", f"{len(urls)} URLs sent; at most {limit} per request")
-    return urls, refresh
+    return Submission(urls, refresh, read_callback_url(body.get("callback_url")))
+
+
+def read_callback_url(url: object) -> str | None:
+    """A callback URL must pass the same SSRF guard as pages, and needs CALLBACK_SECRET to sign."""
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        raise ApiError(400, "invalid_callback_url", '"callback_url" must be a string or null')
+    if not settings().callback_secret:
+        raise ApiError(400, "callbacks_unavailable", "this server has no CALLBACK_SECRET; poll /batches/<id> instead")
+    try:
+        check_url_shape(url)
+    except BlockedAddress as exc:
+        raise ApiError(400, "invalid_callback_url", f"callback_url refused: {exc}") from None
+    return url
 
 
 def require_token() -> None:
@@ -85,21 +108,22 @@ def require_token() -> None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
 
 
-def submit_batch(urls: list, refresh: bool, only: str | None = None):
+def submit_batch(submission: Submission, only: str | None = None):
     accepted, rejected = [], []
     submitter = Submitter(redis(), settings())
     done: dict[str, dict] = {}  # canonical URL -> answer, so two spellings enqueue once
-    for url in urls:
+    for url in submission.urls:
         try:
             routed = route_for_submission(url, only)
         except Unsupported as exc:
             rejected.append({"url": url, "reason": exc.reason})
             continue
         if routed.canonical_url not in done:
-            submission = submitter.submit(routed, refresh)
-            done[routed.canonical_url] = accepted_item(submission)
+            done[routed.canonical_url] = accepted_item(submitter.submit(routed, submission.refresh))
+            recrawl.client_wants(storage(), routed, settings())
         accepted.append({"url": url, **done[routed.canonical_url]})
-    batch_id = save_batch(accepted) if accepted else None
+    batch_id = save_batch(accepted, submission.callback_url) if accepted else None
+    ensure_ticking(redis(), settings().tick_seconds)
     status = 202 if accepted else 400
     return jsonify({"batch_id": batch_id, "accepted": accepted, "rejected": rejected}), status
 
@@ -121,10 +145,14 @@ def accepted_item(submission) -> dict:
     }
 
 
-def save_batch(accepted: list[dict]) -> str:
+def save_batch(accepted: list[dict], callback_url: str | None) -> str:
     batch_id = uuid.uuid4().hex
     items = [{key: item[key] for key in ("url", "canonical_url", "source", "job_id")} for item in accepted]
-    storage().save_batch({"id": batch_id, "created_at": datetime.now(timezone.utc), "items": items})
+    batch = {"id": batch_id, "created_at": datetime.now(timezone.utc), "items": items, "callback_url": callback_url}
+    storage().save_batch(batch)
+    if callback_url:
+        storage().watch_batch(batch_id, [item["canonical_url"] for item in items])
+        callbacks.check_batch(redis(), batch_id)  # every URL may already be cached
     return batch_id
 
 
@@ -133,25 +161,38 @@ def save_batch(accepted: list[dict]) -> str:
 
 @api.get("/info")
 def info():
-    return record_response(request.args.get("url"))
+    return record_response(request.args.get("url"), read_since(request.args.get("since")))
 
 
 @api.get("/getBookInfo")
 def get_book_info():
     """Seed-compatible alias of /info."""
-    return record_response(request.args.get("url"))
+    return record_response(request.args.get("url"), read_since(request.args.get("since")))
 
 
-def record_response(url: str | None):
+def read_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "invalid_since", "since must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    return since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+
+
+def record_response(url: str | None, since: datetime | None = None):
     if not url:
         raise ApiError(400, "missing_url", "pass the page as ?url=...")
     try:
         canonical = route(url, allow_any_site=True).canonical_url
     except Unsupported as exc:
         raise ApiError(400, "invalid_url", exc.reason) from None
-    state = url_state(redis(), canonical, storage().load_record(canonical))
+    record = storage().load_record(canonical)
+    state = url_state(redis(), canonical, record)
     if state is None:
         raise ApiError(404, "not_found", f"{canonical} has never been submitted; POST it to /parse")
+    if since is not None and record is not None and record["kind"] == NEWS.kind and record["status"] == "done":
+        state.update(snapshots.new_since(record["data"]["headlines"], storage().load_snapshots(canonical), since))
     return jsonify(state), 202 if state["status"] in ("queued", "started") else 200
 
 

@@ -51,6 +51,11 @@ class Settings:
     record_retention: int = 30 * 86400
     user_agent: str = "metaparse/1.0 (+metadata parser service)"
     log_level: str = "INFO"
+    callback_secret: str | None = None
+    news_recrawl_interval: int = 900
+    news_recrawl_for: int = 7 * 86400
+    snapshots_kept: int = 20
+    tick_seconds: int = 5
     data_dir: Path = PROJECT_ROOT / "var"
 
     @property
@@ -87,6 +92,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         record_retention=reader.integer("RECORD_RETENTION", 30 * 86400, 60, 10 * 365 * 86400),
         user_agent=reader.text("USER_AGENT", Settings.user_agent),
         log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        callback_secret=reader.optional("CALLBACK_SECRET"),
+        news_recrawl_interval=reader.integer("NEWS_RECRAWL_INTERVAL", 900, 60, 7 * 86400),
+        news_recrawl_for=reader.integer("NEWS_RECRAWL_FOR", 7 * 86400, 0, 365 * 86400),
+        snapshots_kept=reader.integer("SNAPSHOTS_KEPT", 20, 1, 1000),
+        tick_seconds=reader.integer("TICK_SECONDS", 5, 1, 300),
         data_dir=Path(reader.text("DATA_DIR", str(PROJECT_ROOT / "var"))).resolve(),
     )
     _check_consistency(settings)

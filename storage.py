@@ -53,6 +53,14 @@ def batch_key(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}"
 
 
+WATCHERS = f"{PREFIX}:batch-watchers:"  # + canonical URL: batches waiting on it for a callback
+CALLBACKS_PENDING = f"{PREFIX}:callbacks-pending"  # zset: batch id -> created at
+CALLBACK_CLAIM = f"{PREFIX}:callback-claimed:"  # + batch id: set once its callback is enqueued
+RECRAWL_DUE = f"{PREFIX}:recrawl-due"  # zset: news URL -> next re-crawl time
+RECRAWL_WANTED = f"{PREFIX}:recrawl-wanted"  # zset: news URL -> last time a client submitted it
+SNAPSHOTS = f"{PREFIX}:snapshots:"  # + canonical URL: newest-first list of headline snapshots
+
+
 def make_record(url: str, kind: str, status: str, parser_version: str, data: dict | None = None,
                 error: dict | None = None) -> dict:
     """A record as the design card defines it; fetched_at is now, in UTC."""
@@ -92,6 +100,72 @@ class Storage:
 
     def load_batch(self, batch_id: str) -> dict | None:
         return self._load(batch_key(batch_id), dict)
+
+    # ---- completion callbacks --------------------------------------------------------------
+
+    def watch_batch(self, batch_id: str, canonical_urls: list[str]) -> None:
+        """Remember that batch_id wants a callback when all its URLs are finished."""
+        with self.redis.pipeline() as pipe:
+            for url in set(canonical_urls):
+                pipe.sadd(WATCHERS + url, batch_id)
+                pipe.expire(WATCHERS + url, BATCH_TTL)
+            pipe.zadd(CALLBACKS_PENDING, {batch_id: datetime.now(timezone.utc).timestamp()})
+            pipe.execute()
+
+    def batches_watching(self, canonical_url: str) -> list[str]:
+        return [member.decode() for member in self.redis.smembers(WATCHERS + canonical_url)]
+
+    def pending_callbacks(self, limit: int = 500) -> list[str]:
+        return [member.decode() for member in self.redis.zrange(CALLBACKS_PENDING, 0, limit - 1)]
+
+    def claim_callback(self, batch_id: str) -> bool:
+        """True exactly once per batch, for whoever enqueues its callback."""
+        claimed = self.redis.set(CALLBACK_CLAIM + batch_id, 1, nx=True, ex=BATCH_TTL)
+        self.redis.zrem(CALLBACKS_PENDING, batch_id)
+        return bool(claimed)
+
+    def drop_pending_callback(self, batch_id: str) -> None:
+        self.redis.zrem(CALLBACKS_PENDING, batch_id)
+
+    # ---- news re-crawl ---------------------------------------------------------------------
+
+    def want_recrawl(self, canonical_url: str, due_at: float, now: float) -> None:
+        """A client asked for this news page: re-crawl it on schedule (first due at due_at)."""
+        with self.redis.pipeline() as pipe:
+            pipe.zadd(RECRAWL_DUE, {canonical_url: due_at}, nx=True)
+            pipe.zadd(RECRAWL_WANTED, {canonical_url: now})
+            pipe.execute()
+
+    def due_recrawls(self, now: float, limit: int = 100) -> list[tuple[str, float]]:
+        """(URL, last time a client wanted it) for pages whose re-crawl is due."""
+        urls = [url.decode() for url in self.redis.zrangebyscore(RECRAWL_DUE, "-inf", now, start=0, num=limit)]
+        wanted = self.redis.zmscore(RECRAWL_WANTED, urls) if urls else []
+        return [(url, score or 0.0) for url, score in zip(urls, wanted)]
+
+    def schedule_recrawl(self, canonical_url: str, due_at: float) -> None:
+        self.redis.zadd(RECRAWL_DUE, {canonical_url: due_at})
+
+    def forget_recrawl(self, canonical_url: str) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(RECRAWL_DUE, canonical_url)
+            pipe.zrem(RECRAWL_WANTED, canonical_url)
+            pipe.execute()
+
+    # ---- headline snapshots ----------------------------------------------------------------
+
+    def push_snapshot(self, canonical_url: str, snapshot: dict, keep: int, ttl: int) -> None:
+        key = SNAPSHOTS + canonical_url
+        with self.redis.pipeline() as pipe:
+            pipe.lpush(key, dumps(snapshot))
+            pipe.ltrim(key, 0, keep - 1)
+            pipe.expire(key, ttl)
+            pipe.execute()
+
+    def load_snapshots(self, canonical_url: str) -> list[dict]:
+        """Newest first."""
+        key = SNAPSHOTS + canonical_url
+        decoded = (self._decode(key, raw, dict) for raw in self.redis.lrange(key, 0, -1))
+        return [snapshot for snapshot in decoded if snapshot is not None]
 
     def _load(self, key: str, kind: type) -> object | None:
         return self._decode(key, self.redis.get(key), kind)

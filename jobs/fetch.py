@@ -65,6 +65,21 @@ class Fetcher:
             except (requests.RequestException, OSError) as exc:
                 raise self._network_error(exc, deadline) from None
 
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST body to url under the same guard and deadline; redirects are not followed.
+
+        Returns the 2xx status; raises TransientFetchError (network, 429, 5xx) or FetchError.
+        """
+        with Deadline(self.settings.fetch_deadline) as deadline:
+            try:
+                with self._send(url, "POST", body, headers) as response:
+                    check_status(response)
+                    return response.status_code
+            except FetchError:
+                raise
+            except (requests.RequestException, OSError) as exc:
+                raise self._network_error(exc, deadline) from None
+
     def _follow(self, url: str, deadline: Deadline) -> Page:
         seen: list[str] = []
         for _ in range(self.settings.max_redirects + 1):
@@ -79,10 +94,11 @@ class Fetcher:
             url = urljoin(url, location.strip())
         raise TooManyRedirects(f"more than {self.settings.max_redirects} redirects")
 
-    def _send(self, url: str) -> requests.Response:
+    def _send(self, url: str, method: str = "GET", body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> requests.Response:
         parts = check_url_shape(url)
         adapter = self._adapter(parts)
-        request = requests.Request("GET", url, headers=self.headers).prepare()
+        request = requests.Request(method, url, headers={**self.headers, **(headers or {})}, data=body).prepare()
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         return adapter.send(request, stream=True, timeout=timeout, verify=self.verify)
 
@@ -139,6 +155,7 @@ class Fetcher:
 
 
 def check_status(response: requests.Response) -> None:
+    """Return for 2xx; a redirect reaching here was not followed, so it fails like a 4xx."""
     status = response.status_code
     if 200 <= status < 300:
         return

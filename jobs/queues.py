@@ -19,8 +19,11 @@ from config import Settings
 from sources import SOURCES, Route
 from storage import Storage
 
-# Workers listen in this order: book pages first (users wait on them), then news, then any page.
-QUEUE_NAMES = [source.queue for source in SOURCES.values()]
+MAINTENANCE_QUEUE = "maintenance"  # the ticker: re-crawls and callback sweeps, each a few ms
+CALLBACK_QUEUE = "callbacks"
+# Workers listen in this order: the quick ticker, callbacks, then book pages (users wait on
+# them), news and any page.
+QUEUE_NAMES = [MAINTENANCE_QUEUE, CALLBACK_QUEUE] + [source.queue for source in SOURCES.values()]
 JOB_FUNCTION = "jobs.tasks.fetch_and_parse"
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 RETRY_INTERVALS = [10, 60, 300]  # seconds before the 1st, 2nd, 3rd retry of a transient failure

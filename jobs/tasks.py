@@ -2,56 +2,69 @@
 
 A failure that will be retried (transient, retries left) leaves storage alone; a final
 one saves a failed record with the error, so GET /info shows it. Either way the exception
-reaches RQ, so the failed registry and /rqstatus see it.
+reaches RQ, so the failed registry and /rqstatus see it. A finished URL then lets any
+batch waiting on it send its completion callback.
 """
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 from rq import get_current_job
 from rq.job import Job
 
 import parsers
+import snapshots
 from config import Settings, load_settings
 from errors import JobError
+from jobs import callbacks
 from jobs.fetch import Fetcher
-from sources import SOURCES
+from sources import NEWS, SOURCES
 from storage import Storage, make_record
 
 log = logging.getLogger(__name__)
 
 
-class _ProcessContext:
-    """Settings and the Fetcher (with its keep-alive connections), one per process."""
+@dataclass
+class ProcessContext:
+    """Settings and the Fetcher (with its keep-alive connections) of one process."""
 
-    pid: int | None = None
+    pid: int
     settings: Settings
     fetcher: Fetcher
 
-    @classmethod
-    def get(cls) -> "_ProcessContext":
-        if cls.pid != os.getpid():  # a forked child must not share its parent's sockets
-            cls.settings = load_settings()
-            cls.fetcher = Fetcher(cls.settings)
-            cls.pid = os.getpid()
-        return cls
+
+_context: ProcessContext | None = None
+
+
+def process_context() -> ProcessContext:
+    global _context
+    if _context is None or _context.pid != os.getpid():  # a forked child must not share sockets
+        settings = load_settings()
+        _context = ProcessContext(os.getpid(), settings, Fetcher(settings))
+    return _context
 
 
 def fetch_and_parse(canonical_url: str, source_name: str) -> dict:
     """Run inside an RQ worker; returns a short summary as the job's result."""
     job = get_current_job()
-    context = _ProcessContext.get()
+    context = process_context()
     source = SOURCES[source_name]
     storage = Storage(job.connection)
     ttl = source.ttl + context.settings.record_retention
     try:
         data = _fetch_and_parse(context.fetcher, canonical_url, source_name, job)
     except Exception as exc:
-        _record_failure(job, storage, canonical_url, source.kind, exc, ttl)
+        if _record_failure(job, storage, canonical_url, source.kind, exc, ttl):
+            callbacks.url_finished(job.connection, canonical_url)
         raise
     _set_step(job, "saving")
-    storage.save_record(make_record(canonical_url, source.kind, "done", parsers.PARSER_VERSION, data=data), ttl)
+    record = make_record(canonical_url, source.kind, "done", parsers.PARSER_VERSION, data=data)
+    storage.save_record(record, ttl)
+    if source is NEWS:
+        storage.push_snapshot(canonical_url, snapshots.take(record), context.settings.snapshots_kept, ttl)
+    callbacks.url_finished(job.connection, canonical_url)
     return {"url": canonical_url, "status": "done"}
 
 
@@ -62,16 +75,21 @@ def _fetch_and_parse(fetcher: Fetcher, canonical_url: str, source_name: str, job
     return parsers.parse(page.body, page.url, page.content_type, source=source_name)
 
 
-def _record_failure(job: Job, storage: Storage, url: str, kind: str, exc: Exception, ttl: int) -> None:
-    """Save a failed record when this failure is final; stop RQ retrying permanent ones."""
-    transient = isinstance(exc, JobError) and exc.transient
-    if not transient:
-        job.retries_left = 0  # RQ reads this when it handles the failure: no retry
-    elif job.retries_left:
+def _record_failure(job: Job, storage: Storage, url: str, kind: str, exc: Exception, ttl: int) -> bool:
+    """Save a failed record when this failure is final (and say so); RQ retries the others."""
+    if will_retry(job, exc):
         log.warning("transient failure of %s, will retry: %s", url, exc)
-        return
+        return False
     error = {"code": getattr(exc, "code", "internal_error"), "message": str(exc) or type(exc).__name__}
     storage.save_record(make_record(url, kind, "failed", parsers.PARSER_VERSION, error=error), ttl)
+    return True
+
+
+def will_retry(job: Job, exc: Exception) -> bool:
+    """Whether RQ will retry after exc; a permanent error spends the retries left."""
+    if not (isinstance(exc, JobError) and exc.transient):
+        job.retries_left = 0  # RQ reads this when it handles the failure: no retry
+    return bool(job.retries_left)
 
 
 def _set_step(job: Job, step: str) -> None:

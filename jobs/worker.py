@@ -22,6 +22,7 @@ from rq.worker_pool import WorkerPool
 from config import Settings, load_settings
 from errors import ConfigError
 from jobs.queues import QUEUE_NAMES
+from jobs.ticker import ensure_ticking
 
 MIB = 1024 * 1024
 # Address-space cap per worker process: a backstop under the per-fetch body limit, so a
@@ -55,6 +56,7 @@ def main() -> None:
         sys.exit(0 if worker_alive_here(settings) else "no live worker on this host")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_memory()
+    ensure_ticking(Redis.from_url(settings.redis_url), settings.tick_seconds)
     build_pool(settings).start(logging_level=settings.log_level)
 
 

@@ -100,7 +100,7 @@ def test_a_failed_job_does_not_block_resubmission(client, redis_client):
     ({"urls": []}, "invalid_body"),
     ({"urls": [BOOK], "refresh": "yes"}, "invalid_body"),
     ({"urls": [BOOK], "colour": "red"}, "invalid_body"),
-    ({"urls": [BOOK], "callback_url": "https://example.com/hook"}, "callbacks_unsupported"),
+    ({"urls": [BOOK], "callback_url": "https://example.com/hook"}, "callbacks_unavailable"),
     ("just a string", "invalid_body"),
     (42, "invalid_body"),
     (None, "invalid_body"),

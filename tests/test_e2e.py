@@ -5,6 +5,7 @@ reaches it through FETCH_CONNECT_TO, so TLS and Host still say www.goodreads.com
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,9 +30,10 @@ POLL_SECONDS = 60
 
 @pytest.fixture(scope="module")
 def site():
-    server = FixtureServer(["www.goodreads.com", "www.bbc.com"]).start()
+    server = FixtureServer(["www.goodreads.com", "www.bbc.com", "hooks.example.com"]).start()
     server.routes["/book/show/1"] = Reply(body=FIXTURE_BOOK.read_bytes())
     server.routes["/book/show/404"] = Reply(404, b"<html>not here</html>")
+    server.routes["/hook"] = Reply(204, b"", {})
     yield server
     server.stop()
 
@@ -50,7 +52,8 @@ def service(site, redis_url, tmp_path_factory):
     marker = f"METAPARSE_E2E_{uuid.uuid4().hex}"
     env = processes.service_env(
         REDIS_URL=redis_url, PORT=str(port), WORKERS="1", WEB_WORKERS="1", FETCH_RETRIES="0",
-        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com", "www.bbc.com"),
+        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com", "www.bbc.com", "hooks.example.com"),
+        CALLBACK_SECRET="e2e-secret",
         FETCH_CA_BUNDLE=str(site.write_ca_bundle(logs / "ca.pem")), **{marker: "1"},
     )
     web = processes.start(["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"], env, logs / "web.log")
@@ -122,6 +125,19 @@ def test_a_failed_fetch_is_a_failed_record_and_visible_everywhere(service):
     assert job["status"] == "failed" and "404" in job["error"]["message"]
     counts = requests.get(f"{service.base}/batches/{batch['batch_id']}", timeout=5).json()["counts"]
     assert counts == {"failed": 1}
+
+
+def test_completion_callback_reaches_the_receiver(service, site):
+    body = {"urls": ["https://www.goodreads.com/book/show/1", "https://www.goodreads.com/book/show/404"],
+            "callback_url": "https://hooks.example.com/hook"}
+    batch_id = requests.post(f"{service.base}/parse", json=body, timeout=5).json()["batch_id"]
+    deadline = time.monotonic() + POLL_SECONDS
+    while not site.posts.get("/hook") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [(headers, payload)] = site.posts["/hook"]
+    assert headers["X-Metaparse-Signature"].startswith("sha256=")
+    summary = json.loads(payload)
+    assert summary["batch_id"] == batch_id and summary["finished"] and sum(summary["counts"].values()) == 2
 
 
 def test_worker_health_check_sees_the_live_worker(service):

@@ -12,7 +12,7 @@ import parsers
 from config import load_settings
 from errors import ParseError
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, job_id_for, make_queue
-from jobs.tasks import _ProcessContext
+import jobs.tasks
 from sources import route
 from storage import Storage
 from tests.support.fixture_server import FixtureServer, Reply
@@ -38,7 +38,7 @@ def worker_env(server, redis_url, tmp_path: Path, monkeypatch) -> dict[str, str]
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     server.hits.clear()
-    monkeypatch.setattr(_ProcessContext, "pid", None)  # rebuild settings from this env
+    monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings from this env
     return env
 
 

@@ -25,11 +25,13 @@ class Reply:
 
 
 class FixtureServer:
-    """Serves `routes` ({path: Reply | handler}); counts requests per path in `hits`."""
+    """Serves `routes` ({path: Reply | handler}); counts requests per path in `hits` and
+    keeps each POST as (headers, body) in `posts[path]`."""
 
     def __init__(self, hostnames: list[str], ca: trustme.CA | None = None, tls: bool = True):
         self.routes: dict[str, Reply | Handler] = {}
         self.hits: dict[str, int] = {}
+        self.posts: dict[str, list[tuple[dict[str, str], bytes]]] = {}
         self.ca = ca or trustme.CA()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -73,6 +75,11 @@ class FixtureServer:
                     route(self)
                 else:
                     send_reply(self, route)
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.posts.setdefault(self.path.split("?")[0], []).append((dict(self.headers), body))
+                self.do_GET()
 
             def log_message(self, *args: object) -> None:
                 pass  # keep test output quiet

@@ -1,0 +1,48 @@
+"""The ticker: a short job every TICK_SECONDS that re-crawls due news pages and sweeps callbacks.
+
+Each tick schedules the next one through RQ's scheduler (which the worker pool runs).
+Tick job ids are the tick's own time, enqueued with unique=True, so however many places
+call ensure_ticking (worker start, each API submission) there is one chain, never two.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+
+from redis import Redis
+from rq import get_current_job
+from rq.exceptions import DuplicateJobError
+
+from jobs import callbacks, recrawl
+from jobs.queues import MAINTENANCE_QUEUE, make_queue
+
+log = logging.getLogger(__name__)
+TICK_FUNCTION = "jobs.ticker.tick"
+TICK_TIMEOUT = 30
+
+
+def ensure_ticking(connection: Redis, every: int) -> None:
+    """Schedule the next aligned tick unless it is already scheduled."""
+    at = (int(time.time()) // every + 1) * every
+    try:
+        make_queue(MAINTENANCE_QUEUE, connection).enqueue_at(
+            datetime.fromtimestamp(at, tz=timezone.utc), TICK_FUNCTION,
+            job_id=f"tick-{at}", unique=True, result_ttl=0, failure_ttl=3600, job_timeout=TICK_TIMEOUT,
+        )
+    except DuplicateJobError:
+        pass  # this tick is already scheduled: the chain is alive
+
+
+def tick() -> dict:
+    """RQ job: one round of maintenance, then the next tick."""
+    from jobs.tasks import process_context  # tasks imports callbacks, which this module imports
+
+    job = get_current_job()
+    settings = process_context().settings
+    try:
+        recrawled = recrawl.run_due(job.connection, settings)
+        called_back = callbacks.sweep(job.connection)
+    finally:
+        ensure_ticking(job.connection, settings.tick_seconds)
+    return {"recrawled": recrawled, "callbacks": called_back}

@@ -1,0 +1,26 @@
+"""Headline snapshots of news front pages: what was on the page, and what is new since a time.
+
+Each successful news fetch pushes a snapshot (fetched_at, headlines); storage keeps the
+newest N. GET /info?url=...&since=T compares the current headlines with the snapshot that
+was current at T.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+
+def take(record: dict) -> dict:
+    return {"fetched_at": record["fetched_at"], "headlines": record["data"]["headlines"]}
+
+
+def new_since(current: list[dict], history: list[dict], since: datetime) -> dict:
+    """Headlines of `current` absent from the snapshot current at `since` (all, if none was)."""
+    before = next((snap for snap in history if snap["fetched_at"] <= since), None)
+    known = {headline["url"] for headline in before["headlines"]} if before else set()
+    return {
+        "since": since.isoformat(),
+        "compared_with": before["fetched_at"].isoformat() if before else None,
+        "new_headlines": [headline for headline in current if headline["url"] not in known],
+        "snapshots": [{"fetched_at": snap["fetched_at"].isoformat(), "headline_count": len(snap["headlines"])}
+                      for snap in history],
+    }
