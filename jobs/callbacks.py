@@ -86,7 +86,7 @@ def deliver(batch_id: str) -> dict:
     try:
         status = context.fetcher.post(batch["callback_url"], body, headers)
     except Exception as exc:
-        retrying = will_retry(job, exc)
+        retrying = will_retry(job, exc, len(DELIVERY_RETRY_INTERVALS))
         log.warning("callback for batch %s failed (%s): %s", batch_id, "will retry" if retrying else "final", exc)
         raise
     log.info("callback for batch %s delivered to %s: HTTP %s", batch_id, batch["callback_url"], status)

@@ -6,6 +6,7 @@ is already in flight ("queued"/"started"), or was enqueued now ("queued").
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -26,7 +27,12 @@ CALLBACK_QUEUE = "callbacks"
 QUEUE_NAMES = [MAINTENANCE_QUEUE, CALLBACK_QUEUE] + [source.queue for source in SOURCES.values()]
 JOB_FUNCTION = "jobs.tasks.fetch_and_parse"
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
-RETRY_INTERVALS = [10, 60, 300]  # seconds before the 1st, 2nd, 3rd retry of a transient failure
+# Seconds before the 1st, 2nd, 3rd retry when a job dies without saying why (its work-horse
+# was killed); a transient fetch error sets its own delay with backoff_seconds().
+RETRY_INTERVALS = [2, 10, 60]
+BACKOFF_BASE_SECONDS = 5
+BACKOFF_CAP_SECONDS = 600
+MAX_RETRY_AFTER_SECONDS = 3600
 RESULT_TTL = 86400
 FAILURE_TTL = 7 * 86400
 
@@ -50,6 +56,16 @@ def fetch_job(connection: Redis, job_id: str) -> Job | None:
 def public_status(job_status: JobStatus | str) -> str:
     """What clients see: queued (waiting or waiting to retry) or started."""
     return "started" if job_status == JobStatus.STARTED else "queued"
+
+
+def backoff_seconds(failures: int, retry_after: float | None = None, rng: random.Random | None = None) -> int:
+    """Exponential backoff with full jitter around it (x0.5 to x1.5), never sooner than
+    the server's Retry-After (capped at an hour)."""
+    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(failures - 1, 0))
+    delay *= (rng or random).uniform(0.5, 1.5)
+    if retry_after:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+    return max(1, round(delay))
 
 
 def is_fresh(record: dict | None, ttl: int, now: datetime | None = None) -> bool:

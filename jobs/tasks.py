@@ -20,6 +20,7 @@ from config import Settings, load_settings
 from errors import JobError
 from jobs import callbacks
 from jobs.fetch import Fetcher
+from jobs.queues import backoff_seconds
 from sources import NEWS, SOURCES
 from storage import Storage, make_record
 
@@ -77,18 +78,22 @@ def _fetch_and_parse(fetcher: Fetcher, canonical_url: str, source_name: str, job
 
 def _record_failure(job: Job, storage: Storage, url: str, kind: str, exc: Exception, ttl: int) -> bool:
     """Save a failed record when this failure is final (and say so); RQ retries the others."""
-    if will_retry(job, exc):
-        log.warning("transient failure of %s, will retry: %s", url, exc)
+    if will_retry(job, exc, process_context().settings.fetch_retries):
+        log.warning("transient failure of %s, retry in %s s: %s", url, job.retry_intervals[0], exc)
         return False
     error = {"code": getattr(exc, "code", "internal_error"), "message": str(exc) or type(exc).__name__}
     storage.save_record(make_record(url, kind, "failed", parsers.PARSER_VERSION, error=error), ttl)
     return True
 
 
-def will_retry(job: Job, exc: Exception) -> bool:
-    """Whether RQ will retry after exc; a permanent error spends the retries left."""
+def will_retry(job: Job, exc: Exception, max_retries: int) -> bool:
+    """Whether RQ will retry after exc, and when: RQ reads retries_left and retry_intervals
+    from this very job object when it handles the failure."""
     if not (isinstance(exc, JobError) and exc.transient):
-        job.retries_left = 0  # RQ reads this when it handles the failure: no retry
+        job.retries_left = 0  # a permanent error: no retry
+    if job.retries_left:
+        failures = max_retries - job.retries_left + 1
+        job.retry_intervals = [backoff_seconds(failures, getattr(exc, "retry_after", None))]
     return bool(job.retries_left)
 
 

@@ -1,17 +1,20 @@
 """The job function run by a real RQ worker (in-process SimpleWorker) on a real Redis."""
 from __future__ import annotations
 
+import random
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from rq import SimpleWorker
 from rq.job import JobStatus
+from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 import parsers
 from config import load_settings
 from errors import ParseError
-from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, job_id_for, make_queue
+from jobs.queues import QUEUE_NAMES, Submitter, backoff_seconds, fetch_job, job_id_for, make_queue
 import jobs.tasks
 from sources import route
 from storage import Storage
@@ -107,3 +110,20 @@ def test_transient_failure_is_retried_and_only_the_last_one_is_recorded(server, 
     run_worker(redis_client)
     assert Storage(redis_client).load_record(BOOK_URL)["error"]["code"] == "fetch_transient"
     assert server.hits["/book/show/42"] == 2
+
+
+def test_transient_retry_waits_with_backoff_and_honours_retry_after(server, worker_env, redis_client, fake_book_parser):
+    server.routes["/book/show/42"] = Reply(429, b"slow down", {"Content-Type": "text/html", "Retry-After": "120"})
+    submission = submit(redis_client, worker_env)
+    run_worker(redis_client)
+    job = fetch_job(redis_client, submission.job_id)
+    assert job.get_status() == JobStatus.SCHEDULED
+    scheduled_at = ScheduledJobRegistry("goodreads", connection=redis_client).get_scheduled_time(job)
+    wait = (scheduled_at - datetime.now(timezone.utc)).total_seconds()
+    assert 110 <= wait <= 121  # Retry-After beats the short first backoff
+
+
+@pytest.mark.parametrize("failures,low,high", [(1, 2, 8), (2, 5, 15), (3, 10, 30), (12, 300, 900)])
+def test_backoff_grows_exponentially_with_jitter(failures, low, high):
+    delays = {backoff_seconds(failures, rng=random.Random(seed)) for seed in range(50)}
+    assert all(low <= d <= high for d in delays) and len(delays) > 1
