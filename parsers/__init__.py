@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from errors import ParseError
 from parsers import generic, goodreads, news
+from parsers.base import bounded_html
 from parsers.encoding import decode_html
 from sources import source_for_url
 
@@ -30,6 +31,7 @@ def parse(html: str | bytes, url: str, content_type: str | None = None, source: 
     """
     if isinstance(html, bytes):
         html = decode_html(html, content_type)
+    html = bounded_html(html)  # size cap, no lone surrogates, nesting past 64 levels flattened
     return PARSERS[source or source_for_url(url).name](html, url)
 
 

@@ -1,0 +1,849 @@
+"""Metadata of any web page: title, description, site, image, author, dates, language, size.
+
+parse(html, url) is pure: no network, no clock, no Redis. Every field falls through its
+own list of sources, independently of the others, in this order:
+
+    JSON-LD -> OpenGraph -> Twitter cards -> Dublin Core -> other <meta> -> plain HTML
+
+with three documented exceptions: site_name reads og:site_name before JSON-LD (an Article
+names its publisher, not the site), language reads <html lang> first (what browsers and
+screen readers use; og:locale is often a template default), and canonical_url reads only
+<link rel=canonical> and og:url before falling back to the given url.
+
+Conventions of the output:
+- type is in the Open Graph vocabulary, lowercase: "article", "website", "video.other",
+  "book", "profile", "product", ... JSON-LD and microdata @types are mapped onto it
+  (NewsArticle, ReportageNewsArticle, BlogPosting -> "article"; WebPage -> "website").
+  A specific JSON-LD type beats og:type; og:type beats a generic JSON-LD WebPage.
+- published keeps the page's own clock, normalised to ISO 8601 without fractions:
+  "2024-02-24T11:42:23+00:00" with an offset (Z, UTC, GMT, EST... become offsets),
+  "2013-06-06T07:34:00" when the page gives none, "2019-11-21" for a bare date. A bare
+  date is upgraded by a later source that gives a time on the same day.
+- author is a name; several names are joined with ", ". URLs and @handles are not names.
+- language is a BCP 47 tag: "en", "en-GB" (og:locale "en_US" becomes "en-US").
+- word_count counts the words of the main text; each CJK character counts as one word,
+  since those scripts do not separate words with spaces.
+- Text is entity-decoded (once more than the HTML parser does, for double-escaped meta
+  content) and whitespace-collapsed; URLs are absolute (against <base href> if any).
+
+Raises ParseError only when the input is not an HTML page at all: empty, binary, no tag,
+or neither a title nor any text.
+"""
+from __future__ import annotations
+
+import datetime
+import html as html_lib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from itertools import islice
+from urllib.parse import urlsplit
+
+from bs4 import BeautifulSoup, Tag
+from bs4.exceptions import ParserRejectedMarkup
+
+from errors import ParseError
+from parsers.base import (
+    absolute_url,
+    clean_text,
+    jsonld_in_scripts,
+    jsonld_types,
+    make_bounded_soup,
+    meta_index,
+    node_text,
+)
+
+# ---------------------------------------------------------------------------------------
+# Where each field is looked for. Meta keys are matched lowercase against name, property
+# and http-equiv; "itemprop:x" is a microdata <meta itemprop=x>. Order = priority.
+# ---------------------------------------------------------------------------------------
+JSONLD_KEYS = {
+    "title": ("headline", "name"),
+    "description": ("description",),
+    "author": ("author", "creator"),
+    "published": ("datePublished", "dateCreated", "uploadDate"),
+    "image": ("image", "thumbnailUrl", "primaryImageOfPage"),
+    "language": ("inLanguage",),
+}
+META_KEYS = {
+    "title": (
+        "og:title", "twitter:title", "dc.title", "dcterms.title",
+        "parsely-title", "sailthru.title", "title", "itemprop:headline",
+    ),
+    "description": (
+        "og:description", "twitter:description", "dc.description", "dcterms.description",
+        "dcterms.abstract", "description", "sailthru.description",
+    ),
+    "site_name": ("og:site_name",),  # before JSON-LD; the rest come after it
+    "site_name_late": ("dc.publisher", "dcterms.publisher", "application-name"),
+    "image": (
+        "og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src",
+        "parsely-image-url", "sailthru.image.full", "sailthru.image", "thumbnail", "itemprop:image",
+    ),
+    "author": (
+        "article:author", "book:author", "dc.creator", "dcterms.creator", "author",
+        "parsely-author", "sailthru.author", "byl", "itemprop:author",
+    ),
+    "published": (
+        "article:published_time", "og:published_time", "og:article:published_time",
+        "dcterms.issued", "dc.date.issued", "dcterms.date", "dc.date", "itemprop:datepublished",
+        "parsely-pub-date", "sailthru.date", "article.published", "publishdate", "publish-date",
+        "publish_date", "pubdate", "date",
+    ),
+    # "created" is not "published": read only after every HTML date.
+    "created": ("dcterms.created", "dc.date.created", "itemprop:datecreated"),
+    "canonical": ("og:url",),
+    "type": ("og:type",),
+    "language": ("og:locale", "content-language", "dc.language", "dcterms.language", "language"),
+}
+# HTML fallbacks, as CSS selectors. They run only on the elements one walk over the tree
+# marks (MARKED_*): soupsieve on every element of a 3 MB page would take seconds each.
+TITLE_SELECTORS = ("[itemprop=headline]",)  # microdata headline, before <title>
+H1_SELECTORS = ("article h1", "main h1", "[role=main] h1", "h1")
+PUBLISHED_SELECTORS = (
+    "time[itemprop=datePublished]", "[itemprop=datePublished]", "time[pubdate]",
+    "article time[datetime]", "main time[datetime]", "time[datetime]",
+    ".pubTime", ".pubtime", ".publish-date", ".published", ".post-date", ".entry-date",
+    ".article-date", ".date-published",
+)
+AUTHOR_SELECTORS = (
+    "[rel~=author]", "[itemprop=author] [itemprop=name]", "[itemprop=author]",
+    ".byline__name", ".author-name", ".byline .author", ".author", ".byline", ".entry-author",
+    ".post-author",
+)
+# What the walk marks: every element one of the selectors above could match.
+MARKED_TAGS = frozenset({"h1", "time"})
+MARKED_ATTRS = frozenset({"itemprop", "datetime", "pubdate"})
+MARKED_RELS = frozenset({"author"})
+MARKED_CLASSES = frozenset({
+    "byline__name", "author-name", "byline", "author", "entry-author", "post-author", "pubTime",
+    "pubtime", "publish-date", "published", "post-date", "entry-date", "article-date",
+    "date-published",
+})
+# Elements whose text is never the page's main text.
+BOILERPLATE_TAGS = frozenset({
+    "script", "style", "noscript", "template", "svg", "nav", "header", "footer", "aside",
+    "form", "iframe", "button",
+})
+CONTAINER_TAGS = frozenset({"article", "main"})
+NAMED_TAGS = frozenset({"title", "link", "base", "img", "script"})  # read by name, found by the walk
+CONTAINER_KINDS = (  # main-text containers, best kind first
+    lambda tag: tag.get("itemprop") == "articleBody",
+    lambda tag: tag.name == "article",
+    lambda tag: tag.name == "main" or tag.get("role") == "main",
+)
+MAX_MATCHES = 20  # elements read per selector: enough for any real byline, bounded on junk
+MAX_MARKED = 2000  # elements kept per kind by the walk: real pages have far fewer
+MAX_AUTHORS = 10
+MAX_TEXT_CHARS = 2000  # longest title/description/... kept; junk pages can have megabytes
+MAX_URL_CHARS = 2048
+MIN_IMAGE_PIXELS = 100  # declared width/height under this: an icon, avatar or tracking pixel
+
+# ---------------------------------------------------------------------------------------
+# schema.org @type -> Open Graph type.
+# ---------------------------------------------------------------------------------------
+ARTICLE_TYPE = re.compile(r"(?:article|posting|report)$|^(?:review|recipe|howto)$")
+SCHEMA_TO_OG = {
+    "videoobject": "video.other", "movie": "video.movie", "tvepisode": "video.episode",
+    "episode": "video.episode", "book": "book", "profilepage": "profile", "product": "product",
+    "musicrecording": "music.song", "musicalbum": "music.album", "musicplaylist": "music.playlist",
+    "website": "website",
+}
+GENERIC_OG_TYPES = {"website"}  # JSON-LD WebPage says little: og:type may say more
+OG_TYPE = re.compile(r"^[a-z][a-z0-9_.:-]{0,40}$")
+
+# ---------------------------------------------------------------------------------------
+# Text patterns.
+# ---------------------------------------------------------------------------------------
+HTML_TAG = re.compile(r"<[a-zA-Z!?/]")
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
+BINARY_SAMPLE_CHARS = 65536
+BINARY_CONTROL_RATIO = 0.02  # real pages have none; decoded binary has ~10%
+MARKUP = re.compile(r"</?[a-zA-Z][^<>]{0,300}>")  # tags inside JSON-LD strings, not "x < y > z"
+ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+WORD = re.compile(rf"[{CJK}]|[^\s{CJK}]*[^\W_][^\s{CJK}]*")  # a CJK char, or a token with a letter/digit
+TITLE_SEPARATOR = re.compile(r"\s+(?:[-|–—·•»:~/]{1,2})\s+|\s*[|_]\s*")
+AUTHOR_PREFIX = re.compile(r"^(?:by|posted by|written by|\(c\)|©)\s*[:\-]?\s+", re.IGNORECASE)
+LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})*$", re.IGNORECASE)
+NOT_LANGUAGES = {"und", "zxx", "mul"}
+
+# ---------------------------------------------------------------------------------------
+# Dates.
+# ---------------------------------------------------------------------------------------
+ISO_DATE = re.compile(
+    r"(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})"
+    r"(?:[T\s]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?(?:[.,]\d+)?)?"
+    r"(?:\s*(?P<ampm>[AaPp])\.?[Mm]\.?)?"
+    r"\s*(?P<tz>Z|[+-]\d{2}(?::?\d{2})?|[A-Z]{2,5})?(?![\w])"
+)
+COMPACT_DATE = re.compile(r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})(?:T?(?P<H>\d{2})(?P<M>\d{2})(?P<S>\d{2})?)?$")
+CJK_DATE = re.compile(
+    r"(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})\s*日"
+    r"\s*(?:(?P<H>\d{1,2})[:：](?P<M>\d{2})(?:[:：](?P<S>\d{2}))?)?"
+)
+MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",),
+         ("jun", "june"), ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"),
+         ("oct", "october"), ("nov", "november"), ("dec", "december")],
+        start=1,
+    )
+    for name in names
+}
+MONTH = r"(?P<mon>[A-Za-z]{3,9})\.?"
+TEXT_DATES = (  # "June 6, 2013" and "21 November 2019": a bare date, the time is too varied
+    re.compile(rf"\b{MONTH}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>\d{{4}})\b"),
+    re.compile(rf"\b(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\s+{MONTH},?\s+(?P<y>\d{{4}})\b"),
+)
+TIMEZONES = {  # abbreviations with one meaning; "ET"/"IST" are ambiguous and left out
+    "Z": "+00:00", "UTC": "+00:00", "GMT": "+00:00", "UT": "+00:00",
+    "EST": "-05:00", "EDT": "-04:00", "CST": "-06:00", "CDT": "-05:00", "MST": "-07:00",
+    "MDT": "-06:00", "PST": "-08:00", "PDT": "-07:00", "BST": "+01:00", "CET": "+01:00",
+    "CEST": "+02:00", "EET": "+02:00", "EEST": "+03:00", "JST": "+09:00", "KST": "+09:00",
+    "AEST": "+10:00", "AEDT": "+11:00",
+}
+YEARS = range(1900, 2201)  # outside this a "date" is a number that happens to fit the pattern
+
+
+def parse(html: str, url: str) -> dict:
+    """The metadata dict of the page at url (see the module docstring for each field)."""
+    soup = _soup_or_raise(html)
+    page = Page(soup, url)
+    data = {
+        "kind": "page",
+        "title": find_title(page),
+        "description": _first_text(_description_candidates(page)),
+        "site_name": page.site_name,
+        "image": _first_url(page, _image_candidates(page)),
+        "author": find_author(page),
+        "published": find_published(page),
+        "canonical_url": find_canonical(page),
+        "type": find_type(page),
+        "language": find_language(page),
+    }
+    # From here on the tree loses its boilerplate: every metadata lookup is done.
+    content = main_content(page)
+    data["word_count"] = count_words(content.get_text(" "))
+    if data["image"] is None:
+        data["image"] = first_content_image(page, content)
+    if data["title"] is None and data["word_count"] == 0:
+        raise ParseError("no title and no text: not an HTML page")
+    return data
+
+
+def _soup_or_raise(html: str) -> BeautifulSoup:
+    """The parsed page, or ParseError for input that is not HTML at all."""
+    if not isinstance(html, str):
+        raise ParseError(f"expected the page as text, got {type(html).__name__}")
+    if not html.strip():
+        raise ParseError("empty page")
+    if not HTML_TAG.search(html):
+        raise ParseError("no HTML tag in the page")
+    sample = html[:BINARY_SAMPLE_CHARS]
+    if len(CONTROL_CHARS.findall(sample)) > BINARY_CONTROL_RATIO * len(sample):
+        raise ParseError("binary content, not an HTML page")
+    try:
+        return make_bounded_soup(html)
+    except ParserRejectedMarkup as exc:
+        raise ParseError(f"unparseable page: {exc}") from None
+
+
+@dataclass
+class TreeIndex:
+    """What one walk over the tree finds, so no later lookup has to walk it again."""
+
+    marked: list[Tag] = field(default_factory=list)  # what the HTML fallback selectors may match
+    containers: list[Tag] = field(default_factory=list)  # article, main, [itemprop=articleBody]
+    items: list[Tag] = field(default_factory=list)  # microdata items (itemtype=...)
+    boilerplate: list[Tag] = field(default_factory=list)  # nav, header, script...: never main text
+    named: dict[str, list[Tag]] = field(default_factory=dict)  # <title>, <link>, <script>...
+
+
+def index_tree(soup: BeautifulSoup) -> TreeIndex:
+    index = TreeIndex()
+    for tag in soup.find_all(True):  # bs4's fastest walk: about 0.2 s per million elements
+        name, attrs = tag.name, tag.attrs
+        if name in BOILERPLATE_TAGS:
+            index.boilerplate.append(tag)
+        if name in CONTAINER_TAGS or attrs.get("itemprop") == "articleBody" or attrs.get("role") == "main":
+            _append_capped(index.containers, tag)
+        if "itemtype" in attrs:
+            _append_capped(index.items, tag)
+        if _is_marked(name, attrs):
+            _append_capped(index.marked, tag)
+        if name in NAMED_TAGS:
+            _append_capped(index.named.setdefault(name, []), tag)
+    return index
+
+
+def _is_marked(name: str, attrs: dict) -> bool:
+    if name in MARKED_TAGS or not MARKED_ATTRS.isdisjoint(attrs):
+        return True
+    rel, classes = attrs.get("rel"), attrs.get("class")
+    return bool(
+        (isinstance(rel, list) and not MARKED_RELS.isdisjoint(rel))
+        or (isinstance(classes, list) and not MARKED_CLASSES.isdisjoint(classes))
+    )
+
+
+def _append_capped(found: list[Tag], tag: Tag) -> None:
+    if len(found) < MAX_MARKED:
+        found.append(tag)
+
+
+@dataclass
+class Page:
+    """The parsed page with its lookups computed once: meta index, JSON-LD nodes, tree index."""
+
+    soup: BeautifulSoup
+    url: str
+    meta: dict[str, list[str]] = field(init=False)
+    tree: TreeIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meta = meta_index(self.soup)
+        self.tree = index_tree(self.soup)
+
+    @cached_property
+    def base_url(self) -> str:
+        """Where relative URLs point: <base href> (itself relative to the page) or the page URL."""
+        base = next(iter(self.tree.named.get("base", [])), None)
+        return absolute_url(_attr(base, "href"), self.url) or self.url
+
+    def tags(self, name: str, **attrs: str) -> Iterator[Tag]:
+        """The indexed <name> elements (see NAMED_TAGS) whose attributes contain attrs' values."""
+        for tag in self.tree.named.get(name, []):
+            if all(value in (_attr(tag, key) or "").lower().split() for key, value in attrs.items()):
+                yield tag
+
+    @cached_property
+    def jsonld_nodes(self) -> list[dict]:
+        return list(islice(_jsonld_nodes(self.tree.named.get("script", [])), MAX_MARKED))
+
+    @cached_property
+    def jsonld_ids(self) -> dict[str, dict]:
+        """Nodes by @id, so {"@id": ...} references (Yoast @graph authors) can be followed."""
+        return {
+            node["@id"]: node
+            for node in self.jsonld_nodes
+            if isinstance(node.get("@id"), str) and len(node) > 1
+        }
+
+    @cached_property
+    def jsonld_main(self) -> list[dict]:
+        """The node the page is about, then the other WebPage-like nodes that describe it."""
+        ranked = sorted(
+            (node for node in self.jsonld_nodes if _content_rank(jsonld_types(node)) is not None),
+            key=lambda node: _content_rank(jsonld_types(node)),
+        )
+        if not ranked:
+            return []
+        pages = [node for node in ranked[1:] if _content_rank(jsonld_types(node)) == 1]
+        return [ranked[0], *pages]
+
+    def jsonld_values(self, key: str) -> Iterator[object]:
+        """key's value in each main JSON-LD node, main node first, references followed."""
+        for node in self.jsonld_main:
+            if key in node:
+                yield self.resolve(node[key])
+
+    def resolve(self, value: object) -> object:
+        if isinstance(value, dict) and isinstance(value.get("@id"), str) and len(value) <= 2:
+            return self.jsonld_ids.get(value["@id"], value)
+        return value
+
+    def meta_values(self, *keys: str) -> Iterator[str]:
+        """The first value of each meta key that the page has, in key order."""
+        for key in keys:
+            values = self.meta.get(key.lower())
+            if values:
+                yield values[0]
+
+    def select(self, *selectors: str) -> Iterator[Tag]:
+        """Marked elements matching each selector in turn, at most MAX_MATCHES per selector."""
+        for selector in selectors:
+            yield from islice((tag for tag in self.tree.marked if tag.css.match(selector)), MAX_MATCHES)
+
+    @cached_property
+    def title_tag(self) -> str | None:
+        """The <title> text; a <title> inside inline SVG is an icon's label, not the page's."""
+        for tag in self.tags("title"):
+            if tag.find_parent("svg") is None:
+                return _text(tag.get_text(" "))
+        return None
+
+    @cached_property
+    def headlines(self) -> list[str]:
+        """Every spelling of the headline the page gives, to recognise it inside <title>."""
+        candidates = [
+            *(_ld_text(value) for value in self.jsonld_values("headline")),
+            *self.meta_values("og:title", "twitter:title", "dc.title"),
+            *(node_text(tag) for tag in self.select(*TITLE_SELECTORS) if tag.name != "meta"),
+            *(node_text(tag) for tag in self.select("h1") if not is_logo(tag)),
+        ]
+        return _unique(_text(c) for c in candidates if c)
+
+    @cached_property
+    def site_name(self) -> str | None:
+        return _first_text(_site_name_candidates(self))
+
+
+# ---------------------------------------------------------------------------------------
+# Fields. Each *_candidates generator yields raw values best first; the first usable wins.
+# Generators keep it lazy: the HTML fallbacks are only searched when needed.
+# ---------------------------------------------------------------------------------------
+def find_title(page: Page) -> str | None:
+    return _first_text(_title_candidates(page))
+
+
+def _title_candidates(page: Page) -> Iterator[object]:
+    yield from (_ld_text(value) for value in page.jsonld_values("headline"))
+    yield from (_ld_text(value) for value in page.jsonld_values("name"))
+    yield from page.meta_values(*META_KEYS["title"])
+    yield from (node_text(tag) for tag in page.select(*TITLE_SELECTORS) if tag.name != "meta")
+    if page.title_tag:
+        yield strip_title_affixes(page.title_tag, page.site_name, page.headlines)
+    yield from (node_text(tag) for tag in page.select(*H1_SELECTORS) if not is_logo(tag))
+
+
+def _description_candidates(page: Page) -> Iterator[object]:
+    yield from (_ld_text(value) for value in page.jsonld_values("description"))
+    yield from page.meta_values(*META_KEYS["description"])
+
+
+def _site_name_candidates(page: Page) -> Iterator[object]:
+    yield from page.meta_values(*META_KEYS["site_name"])
+    for node in page.jsonld_nodes:
+        if "website" in jsonld_types(node):
+            yield _ld_text(node.get("name"))
+    for publisher in page.jsonld_values("publisher"):
+        yield _ld_name(page.resolve(_first_item(publisher)))
+    yield from page.meta_values(*META_KEYS["site_name_late"])
+    if page.title_tag:
+        yield site_from_title(page.title_tag, page.headlines)
+
+
+def _image_candidates(page: Page) -> Iterator[object]:
+    for key in JSONLD_KEYS["image"]:
+        yield from (_ld_url(page, value) for value in page.jsonld_values(key))
+    yield from page.meta_values(*META_KEYS["image"])
+    yield from (_attr(tag, "href") for tag in page.tags("link", rel="image_src"))
+
+
+def find_author(page: Page) -> str | None:
+    for names in _author_candidates(page):
+        names = _unique(name for name in map(clean_author, names) if name)
+        if names:
+            return ", ".join(names[:MAX_AUTHORS])
+    return None
+
+
+def _author_candidates(page: Page) -> Iterator[list[str]]:
+    """Lists of names: one list per source, as a source may name several authors."""
+    for key in JSONLD_KEYS["author"]:
+        for value in page.jsonld_values(key):
+            yield [_ld_name(page.resolve(item)) or "" for item in _items(value)]
+    for value in page.meta_values(*META_KEYS["author"]):
+        yield [value]
+    for selector in AUTHOR_SELECTORS:
+        yield [node_text(tag) or "" for tag in page.select(selector) if tag.name not in ("meta", "link")]
+
+
+def find_published(page: Page) -> str | None:
+    """The first date found; a bare date gives way to a later timestamp on the same day."""
+    bare_date = None
+    for value in filter(None, map(normalize_date, _published_candidates(page))):
+        if "T" not in value:
+            bare_date = bare_date or value
+        elif bare_date is None or value.startswith(bare_date):
+            return value
+    return bare_date
+
+
+def _published_candidates(page: Page) -> Iterator[object]:
+    for key in JSONLD_KEYS["published"]:
+        yield from (_ld_text(value) for value in page.jsonld_values(key))
+    yield from page.meta_values(*META_KEYS["published"])
+    for tag in page.select(*PUBLISHED_SELECTORS):
+        yield _attr(tag, "datetime") or _attr(tag, "content") or node_text(tag)
+    yield from page.meta_values(*META_KEYS["created"])
+
+
+def find_canonical(page: Page) -> str:
+    """<link rel=canonical>, then og:url, else the URL the page was fetched from."""
+    links = (_attr(tag, "href") for tag in page.tags("link", rel="canonical"))
+    return _first_url(page, [*links, *page.meta_values(*META_KEYS["canonical"])]) or page.url
+
+
+def find_type(page: Page) -> str | None:
+    """A specific JSON-LD type, then og:type, then a generic JSON-LD type, then microdata."""
+    main = page.jsonld_main[0] if page.jsonld_main else None
+    schema_type = og_type_for_schema(jsonld_types(main)) if main else None
+    if schema_type and schema_type not in GENERIC_OG_TYPES:
+        return schema_type
+    og_type = next((t.lower() for t in page.meta_values(*META_KEYS["type"]) if OG_TYPE.match(t.lower())), None)
+    return og_type or schema_type or microdata_type(page.tree.items)
+
+
+def find_language(page: Page) -> str | None:
+    return next(filter(None, map(normalize_language, _language_candidates(page))), None)
+
+
+def _language_candidates(page: Page) -> Iterator[object]:
+    html = page.soup.find("html")
+    if html is not None:
+        yield _attr(html, "lang")
+        yield _attr(html, "xml:lang")
+    yield from page.meta_values(*META_KEYS["language"])
+    yield from (_ld_text(value) for value in page.jsonld_values("inLanguage"))
+
+
+# ---------------------------------------------------------------------------------------
+# Main text.
+# ---------------------------------------------------------------------------------------
+def main_content(page: Page) -> Tag:
+    """The element holding the main text, boilerplate removed (this changes the tree).
+
+    [itemprop=articleBody], then <article>, then <main>: the one with the most paragraph
+    text among its kind; failing those, the element whose own <p> children hold the most
+    text; failing that, <body>.
+    """
+    for tag in page.tree.boilerplate:
+        if not tag.decomposed:
+            tag.decompose()
+    containers = [tag for tag in page.tree.containers if not tag.decomposed and node_text(tag)]
+    for is_kind in CONTAINER_KINDS:
+        candidates = [tag for tag in containers if is_kind(tag)]
+        if candidates:
+            return max(candidates, key=_paragraph_chars)
+    return _densest_paragraph_parent(page.soup) or page.soup.body or page.soup
+
+
+def _paragraph_chars(tag: Tag) -> int:
+    paragraphs = tag.find_all("p")
+    if not paragraphs:
+        return len(tag.get_text())
+    return sum(len(p.get_text()) for p in paragraphs)
+
+
+def _densest_paragraph_parent(soup: BeautifulSoup) -> Tag | None:
+    scores: dict[int, list] = {}  # id(parent) -> [parent, chars]
+    for paragraph in soup.find_all("p"):
+        parent = paragraph.parent
+        if parent is not None:
+            scores.setdefault(id(parent), [parent, 0])[1] += len(paragraph.get_text())
+    best = max(scores.values(), key=lambda entry: entry[1], default=None)
+    return best[0] if best and best[1] > 0 else None
+
+
+def count_words(text: str) -> int:
+    return sum(1 for _ in WORD.finditer(text))
+
+
+def first_content_image(page: Page, content: Tag) -> str | None:
+    """The first <img> of the main text that is not an icon, avatar or tracking pixel."""
+    for img in page.tags("img"):
+        if img.decomposed or _declared_size(img) < MIN_IMAGE_PIXELS or content not in img.parents:
+            continue
+        src = _attr(img, "src") or _attr(img, "data-src")
+        url = _url(page, src)
+        if url:
+            return url
+    return None
+
+
+def _declared_size(img: Tag) -> int:
+    """The smaller of the declared width and height; large when undeclared."""
+    sizes = []
+    for attr in ("width", "height"):
+        match = re.match(r"\s*(\d+)", _attr(img, attr) or "")
+        if match:
+            sizes.append(int(match.group(1)))
+    return min(sizes, default=MIN_IMAGE_PIXELS)
+
+
+# ---------------------------------------------------------------------------------------
+# Title and site name from <title>.
+# ---------------------------------------------------------------------------------------
+def strip_title_affixes(title: str, site_name: str | None, headlines: list[str]) -> str:
+    """<title> without its " | Section | Site" tail.
+
+    When the title starts with a headline the page gives elsewhere (an <h1>) followed by
+    a separator, the headline is the title; else a first or last segment naming the site
+    is dropped.
+    """
+    for headline in headlines:
+        if title != headline and title.startswith(headline) and TITLE_SEPARATOR.match(title, len(headline)):
+            return headline
+    separators = list(TITLE_SEPARATOR.finditer(title))
+    if site_name and separators:
+        last, first = separators[-1], separators[0]
+        if _same_name(title[last.end():], site_name):
+            return title[: last.start()]
+        if _same_name(title[: first.start()], site_name):
+            return title[first.end():]
+    return title
+
+
+def site_from_title(title: str, headlines: list[str]) -> str | None:
+    """The last segment of "<headline> | ... | Site" when the page states the headline."""
+    for headline in headlines:
+        if title != headline and title.startswith(headline) and TITLE_SEPARATOR.match(title, len(headline)):
+            rest = title[len(headline):]
+            separators = list(TITLE_SEPARATOR.finditer(rest))
+            return _text(rest[separators[-1].end():]) if separators else None
+    return None
+
+
+def _same_name(a: str, b: str) -> bool:
+    """"the Guardian" and "The Guardian" name the same site."""
+    def key(name: str) -> str:
+        return re.sub(r"\W+", "", re.sub(r"^\s*the\s+", "", name.casefold()))
+    return bool(key(a)) and key(a) == key(b)
+
+
+# ---------------------------------------------------------------------------------------
+# Types.
+# ---------------------------------------------------------------------------------------
+def og_type_for_schema(types: set[str]) -> str | None:
+    """The Open Graph type for a set of lowercase schema.org types, or None if unmapped."""
+    if any(ARTICLE_TYPE.search(t) for t in types):
+        return "article"
+    mapped = [SCHEMA_TO_OG[t] for t in types if t in SCHEMA_TO_OG]
+    if mapped:
+        return mapped[0]
+    return "website" if any(t.endswith("page") for t in types) else None
+
+
+def _content_rank(types: set[str]) -> int | None:
+    """0 for an article, 1 for a web page, 2 for other content; None for people, logos, lists."""
+    og_type = og_type_for_schema(types - {"website"})
+    if og_type == "article":
+        return 0
+    if og_type == "website":
+        return 1
+    return 2 if og_type else None
+
+
+def microdata_type(items: list[Tag]) -> str | None:
+    """The type of the page's main microdata item (itemscope itemtype="…/BlogPosting")."""
+    found = []
+    for tag in items:
+        types = {t.rstrip("/").split("/")[-1].lower() for t in (_attr(tag, "itemtype") or "").split()}
+        rank = _content_rank(types)
+        if rank is not None:
+            found.append((rank, og_type_for_schema(types)))
+    return min(found, key=lambda pair: pair[0])[1] if found else None
+
+
+def is_logo(h1: Tag) -> bool:
+    """An <h1> holding the site's logo: in a page header/nav/footer, or linking home."""
+    if h1.find_parent(["header", "nav", "footer"]) and not h1.find_parent(["article", "main"]):
+        return True
+    for link in h1.find_all("a", href=True, limit=3):
+        href = _attr(link, "href") or ""
+        if "logo" in (_attr(link, "class") or "") or urlsplit(href).path in ("", "/"):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# Values: dates, languages, names, URLs.
+# ---------------------------------------------------------------------------------------
+def normalize_date(raw: object) -> str | None:
+    """ISO 8601 from the ways pages write dates; None when raw holds no valid date."""
+    text = _text(raw)
+    if not text or len(text) > 200:
+        return None
+    match = COMPACT_DATE.match(text) or ISO_DATE.search(text) or CJK_DATE.search(text)
+    if match:
+        return _format_date(match.groupdict())
+    rfc = _rfc2822(text)
+    if rfc:
+        return rfc
+    for pattern in TEXT_DATES:
+        match = pattern.search(text)
+        if match and match.group("mon").lower() in MONTHS:
+            return _format_date({**match.groupdict(), "m": MONTHS[match.group("mon").lower()]})
+    return None
+
+
+def _format_date(parts: dict) -> str | None:
+    """"2024-02-24", or "2024-02-24T10:31:00" plus the offset, from a pattern's groups."""
+    try:
+        date = datetime.date(int(parts["y"]), int(parts["m"]), int(parts["d"]))
+    except ValueError:
+        return None  # 2023-02-29, month 13...
+    if date.year not in YEARS:
+        return None
+    if parts.get("H") is None:
+        return date.isoformat()
+    hour = int(parts["H"]) % 12 + 12 if (parts.get("ampm") or "").lower() == "p" else int(parts["H"])
+    if (parts.get("ampm") or "").lower() == "a" and hour == 12:
+        hour = 0
+    try:
+        time = datetime.time(hour, int(parts["M"]), int(parts.get("S") or 0))
+    except ValueError:
+        return date.isoformat()  # 25:00: keep the day, drop the impossible time
+    return f"{date.isoformat()}T{time.isoformat()}{_offset(parts.get('tz'))}"
+
+
+def _offset(zone: str | None) -> str:
+    """"+05:30" for +0530/+05:30/+05, "+00:00" for Z/UTC/GMT, "" when unknown or absent."""
+    if not zone:
+        return ""
+    if zone in TIMEZONES:
+        return TIMEZONES[zone]
+    match = re.fullmatch(r"([+-])(\d{2}):?(\d{2})?", zone)
+    if not match or int(match.group(2)) > 14 or int(match.group(3) or 0) > 59:
+        return ""
+    return f"{match.group(1)}{match.group(2)}:{match.group(3) or '00'}"
+
+
+def _rfc2822(text: str) -> str | None:
+    """"Thu, 06 Jun 2013 07:34:00 GMT", as RSS and HTTP write dates."""
+    if not re.search(r"\d{1,2}:\d{2}", text):
+        return None
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment is None or moment.year not in YEARS:
+        return None
+    return moment.replace(microsecond=0).isoformat()
+
+
+def normalize_language(raw: object) -> str | None:
+    """A BCP 47 tag with conventional case: "en", "en-US", "zh-Hant-TW"; None if not a tag."""
+    text = _text(raw)
+    if not text:
+        return None
+    tag = text.split(",")[0].split(";")[0].strip().replace("_", "-")
+    if not LANGUAGE_TAG.match(tag) or tag.lower() in NOT_LANGUAGES:
+        return None
+    first, *rest = tag.split("-")
+    return "-".join([first.lower(), *(_subtag_case(part) for part in rest)])
+
+
+def _subtag_case(part: str) -> str:
+    if len(part) == 2:
+        return part.upper()  # region: US, GB
+    if len(part) == 4 and part.isalpha():
+        return part.title()  # script: Hant, Latn
+    return part.lower()
+
+
+def clean_author(raw: str | None) -> str | None:
+    """A person's or organisation's name from a byline, or None for URLs, handles and junk."""
+    text = _text(raw)
+    if not text:
+        return None
+    text = AUTHOR_PREFIX.sub("", text).strip(" ,;:|-–—")
+    if not text or len(text) > 100 or text.startswith("@") or re.match(r"^\w+://|^www\.", text):
+        return None
+    return text
+
+
+def _ld_text(value: object) -> str | None:
+    """Text from a JSON-LD value: a string, the first usable item of a list, a {"@value"}."""
+    value = _first_item(value)
+    if isinstance(value, dict):
+        value = value.get("@value", value.get("name"))
+    if not isinstance(value, str):
+        return None
+    return MARKUP.sub(" ", decode_entities(value))
+
+
+def _ld_name(value: object) -> str | None:
+    """The name of a JSON-LD Person/Organization (or a bare string naming one)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict):
+        return None
+    name = _ld_text(value.get("name"))
+    if name:
+        return name
+    parts = [_ld_text(value.get(key)) for key in ("givenName", "familyName")]
+    return " ".join(p for p in parts if p) or None
+
+
+def _ld_url(page: Page, value: object) -> str | None:
+    """The URL of a JSON-LD image: a string, an ImageObject's url/contentUrl, or a list's first."""
+    value = page.resolve(_first_item(value))
+    if isinstance(value, dict):
+        value = value.get("url") or value.get("contentUrl")
+        value = _first_item(value)
+    return value if isinstance(value, str) else None
+
+
+def _first_item(value: object) -> object:
+    """The first non-empty item of a list, or value itself when it is not a list."""
+    if isinstance(value, list):
+        return next((item for item in value if item), None)
+    return value
+
+
+def _items(value: object) -> list:
+    return value[:MAX_AUTHORS * 2] if isinstance(value, list) else [value]
+
+
+def _jsonld_nodes(scripts: list[Tag]) -> Iterator[dict]:
+    """Every JSON-LD node, plus a node nested as a WebPage's mainEntity."""
+    for node in jsonld_in_scripts(scripts):
+        yield node
+        if isinstance(node.get("mainEntity"), dict):
+            yield node["mainEntity"]
+
+
+def _url(page: Page, raw: object) -> str | None:
+    """raw made absolute against the page's base; None for data:, javascript: and junk."""
+    if not isinstance(raw, str) or raw.strip().lower().startswith("data:"):
+        return None
+    # As browsers do: tabs and newlines dropped, spaces escaped. Only &amp; is decoded again
+    # (double-escaped CMS output): html.unescape would read "&not=1" in a query as "¬=1".
+    href = re.sub(r"[\t\n\r]", "", raw.strip()).replace(" ", "%20").replace("&amp;", "&")
+    url = absolute_url(href, page.base_url)
+    return url if url and len(url) <= MAX_URL_CHARS else None
+
+
+def _first_url(page: Page, candidates: Iterable[object]) -> str | None:
+    return next(filter(None, (_url(page, raw) for raw in candidates)), None)
+
+
+def _text(raw: object) -> str | None:
+    """Entity-decoded, whitespace-collapsed text, cut to MAX_TEXT_CHARS; None when empty."""
+    if not isinstance(raw, str):
+        return None
+    return clean_text(decode_entities(raw[: MAX_TEXT_CHARS * 2])[:MAX_TEXT_CHARS])
+
+
+def decode_entities(text: str) -> str:
+    """Decode entities written with their semicolon ("&amp;#39;" double-escaped by a CMS).
+
+    Entities without one are left alone: "R&D" or "&copy" in plain text stay as written.
+    """
+    return ENTITY.sub(lambda match: html_lib.unescape(match.group()), text)
+
+
+def _first_text(candidates: Iterable[object]) -> str | None:
+    return next(filter(None, map(_text, candidates)), None)
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    """Values without repeats (compared case-insensitively), in first-seen order."""
+    seen, unique = set(), []
+    for value in values:
+        if value and value.casefold() not in seen:
+            seen.add(value.casefold())
+            unique.append(value)
+    return unique
+
+
+def _attr(tag: Tag | None, name: str) -> str | None:
+    """An attribute as one string (bs4 gives lists for multi-valued ones like rel/class)."""
+    value = tag.get(name) if isinstance(tag, Tag) else None
+    return " ".join(value) if isinstance(value, list) else value

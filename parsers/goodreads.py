@@ -1,0 +1,1011 @@
+"""Goodreads book page -> the `goodreads_book` data dict.
+
+Goodreads has served book pages in several layouts since 2018, often several at once:
+
+  JSON-LD   <script type="application/ld+json"> Book object (2022+ pages)
+  Apollo    the Next.js <script id="__NEXT_DATA__"> cache, props.pageProps.apolloState (2022+)
+  testid    the 2022+ server-rendered markup (h1[data-testid=bookTitle], ContributorLink, ...)
+  legacy    the pre-2022 markup (h1#bookTitle, #bookAuthors, #details, #bookDataBox, itemprop=...)
+  og        <meta property="og:..."> tags, trusted only when og:type is books.book
+
+Every field is read from the best source that holds it and falls through, independently of
+the other fields, to the next one (a field's sources, best first):
+
+  title             Apollo title, testid h1, legacy h1, JSON-LD name*, og:title*  (*series suffix cut)
+  authors           Apollo contributor edges, testid contributor links, legacy #bookAuthors,
+                    JSON-LD author[] (last: it says nothing about roles, so it cannot drop translators)
+  rating, counts    JSON-LD aggregateRating, Apollo Work.stats, testid statistics, legacy itemprop/text
+  description       Apollo description (HTML), testid description, legacy #description (never the
+                    og/meta description: a cut-off teaser, or the site's slogan when the book has none)
+  isbn, isbn13      JSON-LD isbn, Apollo details, "Book details" <dl>, legacy #bookDataBox, itemprop, meta
+  asin              Apollo details, "Book details" <dl>, legacy #bookDataBox
+  pages, format     JSON-LD, Apollo details, testid pagesFormat, "Book details" <dl>, legacy itemprop
+  language          JSON-LD inLanguage, Apollo details, "Book details" <dl>, legacy itemprop/#bookDataBox
+  publisher         JSON-LD, Apollo details, "Book details" <dl>, legacy "Published ... by X" row
+  published         JSON-LD, Apollo Book details, "Book details" <dl>, testid "Published ...", legacy row
+  first_published   Apollo Work details, testid "First published ...", legacy "(first published ...)"
+  genres            Apollo bookGenres, testid genresList, legacy genre box
+  series            Apollo bookSeries, testid h3 series link, legacy series link/#bookDataBox,
+                    the "(Series, #n)" suffix of the full title
+  cover_url         JSON-LD image, Apollo imageUrl, testid cover, legacy #coverImage, og:image
+  book_id           Apollo legacyId, canonical link, og:url, al:ios:url, then the requested URL
+
+Conventions:
+- Dates are "YYYY-MM-DD" when the day is known, "YYYY-MM" or "YYYY" when the page only gives
+  a month or a year ("first published November 1968" -> "1968-11"). Apollo dates are epoch
+  milliseconds at midnight Pacific time (07:00 or 08:00 UTC), so their UTC calendar date is
+  the date the page shows.
+- first_published is None when the page states no first publication (it then shows only
+  "Published <date>", the date of this edition, which goes to `published`).
+- isbn is an ISBN-10 the page states; it is never derived from isbn13 or from a numeric ASIN.
+- description is plain text: <br> becomes "\\n", paragraphs are separated by "\\n\\n".
+- series is the book's primary series: {"name": str, "position": str or None}.
+
+Refusals: ParseError for a soft 404 or sign-in page without book data, and for any page
+where no source gives a title. Any other input gives the full key set (None or [] when
+missing): each source is read under a guard, so a malformed part only loses that source.
+"""
+from __future__ import annotations
+
+import html as html_entities
+import re
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+from bs4 import BeautifulSoup, Comment, Tag
+
+from errors import ParseError
+from parsers.base import (
+    absolute_url,
+    clean_text,
+    first_jsonld,
+    load_json,
+    make_soup,
+    node_text,
+    to_float,
+    to_int,
+)
+from sources import goodreads_book_url
+
+KIND = "goodreads_book"
+
+# --- JSON-LD: the Book object and where each field sits in it ----------------------------
+JSONLD_BOOK_TYPES = ("Book",)
+JSONLD_PATHS: dict[str, tuple[str, ...]] = {
+    "title": ("name",),
+    "authors": ("author",),
+    "rating": ("aggregateRating", "ratingValue"),
+    "ratings_count": ("aggregateRating", "ratingCount"),
+    "reviews_count": ("aggregateRating", "reviewCount"),
+    "isbn": ("isbn",),
+    "pages": ("numberOfPages",),
+    "format": ("bookFormat",),
+    "language": ("inLanguage",),
+    "publisher": ("publisher",),
+    "published": ("datePublished",),
+    "cover_url": ("image",),
+}
+
+# --- Next.js Apollo cache: where it lives and the key names read from it ----------------
+NEXT_DATA_SCRIPT = "script#__NEXT_DATA__"
+APOLLO_PATHS = (("props", "pageProps", "apolloState"), ("props", "apolloState"))
+APOLLO_REF = "__ref"
+APOLLO_BOOK_PREFIX = "Book:"
+APOLLO_ROOT_QUERY = "ROOT_QUERY"
+APOLLO_BOOK_QUERY = "getBookByLegacyId("
+APOLLO_MAX_REF_HOPS = 4  # refs may point at refs; a bound keeps a cyclic cache harmless
+BOOK_LEGACY_ID, BOOK_TITLE = "legacyId", "title"
+BOOK_WORK = "work"
+BOOK_DESCRIPTION = "description"  # also stored under argument keys: description({"stripped":true})
+STRIPPED_ARGUMENT = '"stripped":true'
+BOOK_PATHS: dict[str, tuple[str, ...]] = {
+    "title": (BOOK_TITLE,),
+    "title_complete": ("titleComplete",),
+    "cover_url": ("imageUrl",),
+    "isbn": ("details", "isbn"),
+    "isbn13": ("details", "isbn13"),
+    "asin": ("details", "asin"),
+    "pages": ("details", "numPages"),
+    "format": ("details", "format"),
+    "language": ("details", "language"),  # {"name": ...}
+    "publisher": ("details", "publisher"),
+    "published": ("details", "publicationTime"),
+}
+BOOK_GENRES, GENRE_NAME_PATH = "bookGenres", ("genre", "name")
+BOOK_SERIES, SERIES_POSITION, SERIES_TITLE_PATH = "bookSeries", "userPosition", ("series", "title")
+PRIMARY_EDGE, SECONDARY_EDGES = "primaryContributorEdge", "secondaryContributorEdges"
+EDGE_ROLE, EDGE_NAME_PATH = "role", ("node", "name")
+WORK_PATHS: dict[str, tuple[str, ...]] = {
+    "rating": ("stats", "averageRating"),
+    "ratings_count": ("stats", "ratingsCount"),
+    "reviews_count": ("stats", "textReviewsCount"),
+    "first_published": ("details", "publicationTime"),
+}
+
+# --- 2022+ data-testid markup ----------------------------------------------------------
+TESTID = {
+    "title": "h1[data-testid=bookTitle]",
+    "contributor_lists": (".BookPageMetadataSection__contributor", ".ContributorLinksList"),
+    "contributor_link": "a.ContributorLink",
+    "contributor_name": "[data-testid=name], .ContributorLink__name",
+    "contributor_role": "[data-testid=role], .ContributorLink__role",
+    "rating": "div.RatingStatistics__rating",
+    "ratings_count": "[data-testid=ratingsCount]",
+    "reviews_count": "[data-testid=reviewsCount]",
+    "description": ("[data-testid=description] .Formatted", "[data-testid=description]"),
+    "genres": "[data-testid=genresList] a[href*='/genres/']",
+    "pages_format": "[data-testid=pagesFormat]",
+    "publication": "[data-testid=publicationInfo]",
+    "series": (".BookPageTitleSection h3 a[href*='/series/']", "h3.Text__italic a[href*='/series/']"),
+    "cover": (".BookCover img", ".BookPage__bookCover img"),
+    "error": ("[data-testid=errorText]", ".ErrorPage__title"),
+}
+# The "Book details & editions" list (<dt>label</dt><dd>value</dd>) when it is server-rendered.
+EDITION_DETAIL_LABELS = (".EditionDetails dt", ".DescListItem dt")
+EDITION_LABELS = {"format": "format", "published": "published", "isbn": "isbn", "asin": "asin",
+                  "language": "language"}
+
+# --- legacy (pre-2022) markup ------------------------------------------------------------
+LEGACY = {
+    "title": "h1#bookTitle",
+    "series": ("h1#bookTitle a[href*='/series/']", "#bookSeries a[href*='/series/']"),
+    "author_areas": ("#bookAuthors", "[itemprop=author]"),
+    "author_link": "a.authorName",
+    "aggregate": ("[itemprop=aggregateRating]", "#bookMeta"),
+    "rating": ("[itemprop=aggregateRating] [itemprop=ratingValue]",
+               "#bookMeta [itemprop=ratingValue]"),
+    "ratings_count": ("[itemprop=aggregateRating] [itemprop=ratingCount]",
+                      "#bookMeta [itemprop=ratingCount]"),
+    "reviews_count": ("[itemprop=aggregateRating] [itemprop=reviewCount]",
+                      "#bookMeta [itemprop=reviewCount]"),
+    "description": "#description",
+    "details_rows": "#details .row",
+    "data_rows": "#bookDataBox .clearFloats",
+    "data_row_title": ".infoBoxRowTitle",
+    "data_row_item": ".infoBoxRowItem",
+    "pages": "[itemprop=numberOfPages]",
+    "format": "[itemprop=bookFormat]",
+    "language": "[itemprop=inLanguage]",
+    "isbn": "[itemprop=isbn]",
+    "genre_rows": ".elementList .left",
+    "genre_link": "a[href*='/genres/']",
+    "cover": ("img#coverImage",),
+}
+# <a class="authorName">Fen Hollis</a> <span class="authorName greyText smallText role">(Translator)</span>
+LEGACY_AUTHOR_LINK_CLASS, LEGACY_ROLE_CLASS = "authorName", "role"
+# #bookDataBox row titles, lower-cased.
+DATA_ROW_LABELS = {"isbn": ("isbn", "isbn13"), "asin": ("asin",), "language": ("edition language",),
+                   "series": ("series",)}
+
+# --- meta tags ---------------------------------------------------------------------------
+GOODREADS_ROOT = "https://www.goodreads.com/"  # base for relative URLs when the page URL is unusable
+OG_TYPE, OG_BOOK_TYPE = "og:type", "books.book"
+CANONICAL_LINK = "canonical"
+META_ISBN, META_PAGES = "books:isbn", "books:page_count"
+ID_META_KEYS = ("og:url", "al:ios:url", "al:android:url")
+
+# --- page-wide lookups ------------------------------------------------------------------
+# Attributes the element index keys on. A page-wide selector's first compound (text before
+# the first space, so it must not contain one) must name one of them: #id, .class,
+# [data-testid=x] or [itemprop=x]; other selectors fall back to a whole-tree select.
+INDEXED_ATTRIBUTES = ("id", "class", "data-testid", "itemprop")
+INDEXED_TAGS = ("meta", "link", "title")  # looked up by tag name
+META_KEY_ATTRIBUTES = ("property", "name", "itemprop")  # as parsers.base.meta_content reads them
+ANCHOR_KEY = re.compile(
+    r"#(?P<id>[\w-]+)|\.(?P<class>[\w-]+)|\[(?P<attr>data-testid|itemprop)=['\"]?(?P<value>[\w-]+)['\"]?\]")
+
+# --- refusal markers ---------------------------------------------------------------------
+ERROR_TITLE = re.compile(r"page not found|^\s*(?:sign in|sign up|log in)\b|\b404\b", re.I)
+
+# --- text rules ----------------------------------------------------------------------------
+BOOK_ID_IN_URL = re.compile(r"/book/show/([0-9]{1,18})(?![0-9])")  # ASCII digits, int()-safe length
+BOOK_ID_DIGITS = re.compile(r"[0-9]{1,18}")
+# " (A Song of Ice and Fire, #5)" / " (Earthsea Cycle #1)" at the end of a full title.
+TITLE_SERIES_SUFFIX = re.compile(r"^(?P<title>.*?\S)\s*\((?P<series>[^()]*#[^()]*)\)\s*$")
+# "A Song of Ice and Fire #5", "(Earthsea Cycle #1)", "Series, #1-3"
+SERIES_TEXT = re.compile(r"^\(?\s*(?P<name>.*?)\s*,?\s*#\s*(?P<position>[^()]*?)\s*\)?$")
+COUNT_TEXT = {"ratings_count": re.compile(r"(\d[\d,]*)\s+ratings?\b", re.I),
+              "reviews_count": re.compile(r"(\d[\d,]*)\s+reviews?\b", re.I)}
+# "1,125 pages, Kindle Edition" / "279 pages" / "Unknown Binding"
+PAGES_AND_FORMAT = re.compile(r"^(?:(?P<pages>\d[\d,.]*)\s*pages?\b)?[\s,]*(?P<format>.*?)$", re.I | re.S)
+PUBLICATION_LINE = re.compile(
+    r"^\s*(?P<label>first\s+published|published|expected\s+publication)\s*:?\s*(?P<rest>.*)$", re.I | re.S)
+FIRST_PUBLISHED_NOTE = re.compile(r"\(\s*first\s+published\s*:?\s*(?P<date>[^)]*?)\s*\)", re.I)
+DATE_AND_PUBLISHER = re.compile(r"^(?P<date>.*?)\s*(?:\bby\s+(?P<publisher>.+))?$", re.I | re.S)
+ISBN13_TEXT = re.compile(r"(?<![0-9X])97[89][0-9]{10}(?![0-9X])")
+ISBN10_TEXT = re.compile(r"(?<![0-9X])[0-9]{9}[0-9X](?![0-9X])")
+ASIN_TEXT = re.compile(r"(?<![A-Z0-9])[A-Z0-9]{10}(?![A-Z0-9])")
+NO_COVER = re.compile(r"nophoto|no-cover", re.I)
+AUTHOR_ROLES = {"", "author", "goodreads author", "writer", "co-author", "coauthor"}
+ROLE_SEPARATORS = re.compile(r"[,/&]")
+
+MONTHS = {name: number for number, name in enumerate(
+    ("january", "february", "march", "april", "may", "june", "july", "august",
+     "september", "october", "november", "december"), start=1)}
+MONTHS.update({name[:3]: number for name, number in list(MONTHS.items())})
+MONTHS["sept"] = 9
+DATE_MONTH_FIRST = re.compile(
+    r"\b(?P<month>[a-z]{3,9})\.?\s+(?:(?P<day>\d{1,2})(?:st|nd|rd|th)?\s*,?\s+)?(?P<year>\d{4})\b", re.I)
+DATE_DAY_FIRST = re.compile(
+    r"\b(?P<day>\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<month>[a-z]{3,9})\.?,?\s+(?P<year>\d{4})\b", re.I)
+DATE_NUMERIC = re.compile(r"\b(?P<year>\d{4})(?:-(?P<month>\d{1,2})(?:-(?P<day>\d{1,2}))?)?\b")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Description HTML -> text: which tags end a line or a paragraph.
+BLOCK_TAGS = ("p", "div", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr")
+DROPPED_TAGS = ("script", "style", "template", "noscript", "button")
+INLINE_SPACE = re.compile(r"[^\S\n]+")
+TEXT_WHITESPACE = re.compile(r"\s+")
+EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# ============================================================================================
+# Entry point
+# ============================================================================================
+
+def parse(html: str, url: str) -> dict:
+    """The goodreads_book dict of a book page; ParseError when the page is not a book page."""
+    page = _load_page(html, url)
+    _refuse_non_book(page)
+    series = _safe(_series, page)
+    title = _safe(_title, page, series)
+    if not title:
+        raise ParseError("no book title on the page (not a Goodreads book page)")
+    book_id = _safe(_book_id, page)
+    published, publisher = _safe(_published_and_publisher, page) or (None, None)
+    isbn, isbn13 = _safe(_isbns, page) or (None, None)
+    pages, book_format = _safe(_pages_and_format, page) or (None, None)
+    return {
+        "kind": KIND,
+        "book_id": book_id,
+        "title": title,
+        "authors": _safe(_authors, page) or [],
+        "rating": _safe(_rating, page),
+        "ratings_count": _safe(_count, page, "ratings_count"),
+        "reviews_count": _safe(_count, page, "reviews_count"),
+        "description": _safe(_description, page),
+        "isbn": isbn,
+        "isbn13": isbn13,
+        "asin": _safe(_asin, page),
+        "pages": pages,
+        "format": book_format,
+        "language": _safe(_language, page),
+        "publisher": publisher,
+        "published": published,
+        "first_published": _safe(_first_published, page),
+        "genres": _safe(_genres, page) or [],
+        "series": series,
+        "cover_url": _safe(_cover_url, page),
+        "url": _safe(goodreads_book_url, book_id) if book_id else None,
+    }
+
+
+class Page:
+    """One page, parsed once, with the structured data found in it."""
+
+    def __init__(self, html: str, url: str):
+        self.url = url if isinstance(url, str) else ""
+        self.url_id = _book_id_in(_url_path(self.url))
+        self.soup: BeautifulSoup = make_soup(html)
+        self.index = ElementIndex(self.soup)
+        self.jsonld: dict = _safe(first_jsonld, self.soup, *JSONLD_BOOK_TYPES) or {}
+        self.state: dict = _safe(_apollo_state, self) or {}
+        self.book: dict = _safe(_pick_book, self.state, self.url_id) or {}
+        self.work: dict = _safe(_resolve, self.state, self.book.get(BOOK_WORK)) or {}
+        self.og_is_book = (_safe(self.meta, OG_TYPE) or "").lower() == OG_BOOK_TYPE
+        self.edition_rows: dict[str, Tag] = _safe(_edition_rows, self) or {}
+        self.data_rows: dict[str, Tag] = _safe(_legacy_data_rows, self) or {}
+
+    def jsonld_value(self, field: str) -> object:
+        return _dig({}, self.jsonld, JSONLD_PATHS[field])
+
+    def book_value(self, field: str) -> object:
+        return _dig(self.state, self.book, BOOK_PATHS[field])
+
+    def work_value(self, field: str) -> object:
+        return _dig(self.state, self.work, WORK_PATHS[field])
+
+    def select_text(self, selectors: str | Iterable[str]) -> str | None:
+        return node_text(self.select(selectors))
+
+    def select(self, selectors: str | Iterable[str]) -> Tag | None:
+        """The first node matching the first selector that matches anything."""
+        for selector in [selectors] if isinstance(selectors, str) else selectors:
+            nodes = self.index.select(selector)
+            if nodes:
+                return nodes[0]
+        return None
+
+    def select_all(self, selector: str) -> list[Tag]:
+        return self.index.select(selector)
+
+    def meta(self, key: str) -> str | None:
+        """parsers.base.meta_content over the indexed <meta> tags (it would walk the whole tree)."""
+        for attribute in META_KEY_ATTRIBUTES:
+            for tag in self.index.tags.get("meta", []):
+                if str(tag.get(attribute) or "").lower() == key.lower() and clean_text(tag.get("content")):
+                    return clean_text(tag.get("content"))
+        return None
+
+    def og(self, key: str) -> str | None:
+        # og: tags describe the site on error and sign-in pages; only a books.book page's are the book's.
+        return self.meta(key) if self.og_is_book else None
+
+
+class ElementIndex:
+    """Elements by id, class, data-testid, itemprop and a few tag names, gathered in one walk.
+
+    A page-wide soupsieve select walks every element, and a page needs about forty of them:
+    a minute on a 5 MB page of junk. Through the index, a select only looks inside the
+    elements its first compound names.
+    """
+
+    def __init__(self, soup: BeautifulSoup):
+        self.soup = soup
+        self.elements: dict[tuple[str, str], list[Tag]] = {}
+        self.tags: dict[str, list[Tag]] = {}
+        for tag in soup.find_all(True):
+            if tag.name in INDEXED_TAGS:
+                self.tags.setdefault(tag.name, []).append(tag)
+            for attribute in INDEXED_ATTRIBUTES:
+                value = tag.attrs.get(attribute)
+                tokens = value if isinstance(value, list) else [value] if value else []  # class is a list
+                for token in tokens:
+                    self.elements.setdefault((attribute, token), []).append(tag)
+
+    def select(self, selector: str) -> list[Tag]:
+        """soup.select(selector), for a selector of descendant compounds."""
+        compound, _, rest = selector.strip().partition(" ")
+        key = _anchor_key(compound)
+        if key is None:
+            return self.soup.select(selector)
+        found: list[Tag] = []
+        for anchor in self.elements.get(key, []):
+            if anchor.css.match(compound):
+                found.extend(anchor.select(rest) if rest.strip() else [anchor])
+        return list({id(tag): tag for tag in found}.values())  # nested anchors find a node twice
+
+
+def _anchor_key(compound: str) -> tuple[str, str] | None:
+    match = ANCHOR_KEY.search(compound)
+    if match is None:
+        return None
+    for attribute in ("id", "class"):
+        if match.group(attribute):
+            return attribute, match.group(attribute)
+    return match.group("attr"), match.group("value")
+
+
+def _load_page(html: object, url: object) -> Page:
+    if isinstance(html, bytes):
+        html = html.decode("utf-8", errors="replace")
+    if not isinstance(html, str) or not html.strip():
+        raise ParseError("empty page")
+    html = LONE_SURROGATE.sub("\ufffd", html)  # lxml refuses text that cannot be UTF-8 encoded
+    try:
+        return Page(html, url if isinstance(url, str) else "")
+    except Exception as exc:  # the tree builder gave up: no page to read, hence no book
+        raise ParseError(f"unreadable page: {type(exc).__name__}") from exc
+
+
+def _refuse_non_book(page: Page) -> None:
+    """Soft 404s and sign-in walls come with HTTP 200; refuse them unless book data is present."""
+    has_book = bool(page.jsonld or page.book or page.select([TESTID["title"], LEGACY["title"]]))
+    if has_book:
+        return
+    title = node_text(next(iter(page.index.tags.get("title", [])), None)) or ""
+    if page.select(TESTID["error"]) is not None or ERROR_TITLE.search(title):
+        raise ParseError(f"not a book page: {title or 'error page'}")
+
+
+# ============================================================================================
+# Guards and structured-data access
+# ============================================================================================
+
+def _safe(function: Callable, *args: object, default: object = None) -> object:
+    """function(*args), or default when it fails.
+
+    The contract is "the full key set or ParseError, for any input": a malformed part of a
+    page (odd JSON types, a truncated tree) must only lose the source it broke, never the page.
+    """
+    try:
+        return function(*args)
+    except Exception:
+        return default
+
+
+def _first(*sources: Callable[[], object]) -> object:
+    """The first non-empty value among the sources, each tried under a guard, in order."""
+    for source in sources:
+        value = _safe(source)
+        if value is not None and value != "" and value != []:
+            return value
+    return None
+
+
+def _resolve(state: dict, value: object) -> object:
+    """Follow Apollo {"__ref": "Type:id"} links to the cached object."""
+    for _ in range(APOLLO_MAX_REF_HOPS):
+        if not (isinstance(value, dict) and isinstance(value.get(APOLLO_REF), str)):
+            return value
+        value = state.get(value[APOLLO_REF])
+    return None
+
+
+def _dig(state: dict, value: object, path: Iterable[str]) -> object:
+    """The value at path through nested dicts, resolving Apollo refs on the way."""
+    for key in path:
+        value = _resolve(state, value)
+        value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    return _resolve(state, value)
+
+
+def _apollo_state(page: Page) -> dict | None:
+    script = page.select(NEXT_DATA_SCRIPT)
+    data = load_json(script.string or script.get_text()) if script is not None else None
+    for path in APOLLO_PATHS:
+        state = _dig({}, data, path)
+        if isinstance(state, dict):
+            return state
+    return None
+
+
+def _pick_book(state: dict, url_id: str | None) -> dict | None:
+    """The page's Book: the one whose legacyId is the URL's id, else the one the root query names."""
+    books = [v for k, v in state.items() if k.startswith(APOLLO_BOOK_PREFIX) and isinstance(v, dict)]
+    by_id = [b for b in books if url_id and str(b.get(BOOK_LEGACY_ID)) == url_id]
+    if by_id:
+        return by_id[0]
+    root = state.get(APOLLO_ROOT_QUERY)
+    for key, value in (root.items() if isinstance(root, dict) else ()):
+        book = _resolve(state, value) if key.startswith(APOLLO_BOOK_QUERY) else None
+        if isinstance(book, dict):
+            return book
+    return next((b for b in books if b.get(BOOK_TITLE)), None)
+
+
+def _edition_rows(page: Page) -> dict[str, Tag]:
+    """The server-rendered "Book details" list: {label: <dd>}."""
+    rows: dict[str, Tag] = {}
+    for label in [dt for selector in EDITION_DETAIL_LABELS for dt in page.select_all(selector)]:
+        value = label.find_next_sibling("dd")
+        key = (node_text(label) or "").lower()
+        if value is not None and key and key not in rows:
+            rows[key] = value
+    return rows
+
+
+def _legacy_data_rows(page: Page) -> dict[str, Tag]:
+    """The legacy #bookDataBox: {row title: row item}."""
+    rows: dict[str, Tag] = {}
+    for row in page.select_all(LEGACY["data_rows"]):
+        title, item = row.select_one(LEGACY["data_row_title"]), row.select_one(LEGACY["data_row_item"])
+        key = (node_text(title) or "").lower()
+        if item is not None and key and key not in rows:
+            rows[key] = item
+    return rows
+
+
+def _row_text(rows: dict[str, Tag], labels: Iterable[str]) -> str | None:
+    return next((node_text(rows[label]) for label in labels if label in rows), None)
+
+
+# ============================================================================================
+# Fields
+# ============================================================================================
+
+def _book_id(page: Page) -> str | None:
+    links = page.index.tags.get("link", [])
+    canonical = next((link for link in links if CANONICAL_LINK in (link.get("rel") or [])), None)
+    return _first(
+        lambda: _digits(page.book.get(BOOK_LEGACY_ID)),
+        lambda: _book_id_in(canonical.get("href")),
+        *[lambda key=key: _book_id_in(page.meta(key)) for key in ID_META_KEYS],
+        lambda: page.url_id,
+    )
+
+
+def _title(page: Page, series: dict | None) -> str | None:
+    return _first(
+        lambda: clean_text(page.book_value("title")),
+        lambda: page.select_text(TESTID["title"]),
+        lambda: _legacy_title(page),
+        lambda: _strip_series(_plain(page.jsonld_value("title")), series),
+        lambda: _strip_series(page.og("og:title"), series),
+    )
+
+
+def _legacy_title(page: Page) -> str | None:
+    """h1#bookTitle without the nested series link of the 2018 layout."""
+    heading = page.select(LEGACY["title"])
+    if heading is None:
+        return None
+    parts = [s for s in heading.find_all(string=True) if not _inside_series_link(s, heading)]
+    return _strip_series(clean_text(" ".join(parts)), None)
+
+
+def _inside_series_link(text: object, stop: Tag) -> bool:
+    for parent in text.parents:
+        if parent is stop:
+            return False
+        if parent.name == "a" and "/series/" in (parent.get("href") or ""):
+            return True
+    return False
+
+
+def _strip_series(title: str | None, series: dict | None) -> str | None:
+    """"A Dance with Dragons (A Song of Ice and Fire, #5)" -> "A Dance with Dragons"."""
+    if not title:
+        return None
+    match = TITLE_SERIES_SUFFIX.match(title)
+    if match:
+        return match.group("title")
+    suffix = f"({series['name']})" if series else None
+    if suffix and title.endswith(suffix) and len(title) > len(suffix):
+        return title[: -len(suffix)].strip() or title
+    return title
+
+
+def _series(page: Page) -> dict | None:
+    return _first(
+        lambda: _apollo_series(page),
+        lambda: _series_from_text(page.select_text(TESTID["series"])),
+        lambda: _series_from_text(page.select_text(LEGACY["series"])),
+        lambda: _series_from_text(_legacy_data_series(page)),
+        lambda: _series_from_suffix(clean_text(page.book_value("title_complete"))),
+        lambda: _series_from_suffix(_plain(page.jsonld_value("title"))),
+        lambda: _series_from_suffix(page.og("og:title")),
+    )
+
+
+def _apollo_series(page: Page) -> dict | None:
+    """The first (primary) entry of bookSeries."""
+    for entry in page.book.get(BOOK_SERIES) or []:
+        name = clean_text(_dig(page.state, entry, SERIES_TITLE_PATH))
+        if name:
+            position = clean_text(str(_dig(page.state, entry, (SERIES_POSITION,)) or ""))
+            return {"name": name, "position": position}
+    return None
+
+
+def _legacy_data_series(page: Page) -> str | None:
+    item = next((page.data_rows[k] for k in DATA_ROW_LABELS["series"] if k in page.data_rows), None)
+    link = item.find("a") if item is not None else None
+    return node_text(link if link is not None else item)
+
+
+def _series_from_text(text: str | None) -> dict | None:
+    """"A Song of Ice and Fire #5" / "(Earthsea Cycle #1)" / "Discworld" -> {"name", "position"}."""
+    text = clean_text(text)
+    if not text:
+        return None
+    match = SERIES_TEXT.match(text)
+    if match and match.group("name"):
+        return {"name": match.group("name"), "position": match.group("position") or None}
+    name = clean_text(text.strip("()"))
+    return {"name": name, "position": None} if name else None
+
+
+def _series_from_suffix(title: str | None) -> dict | None:
+    match = TITLE_SERIES_SUFFIX.match(title or "")
+    return _series_from_text(match.group("series")) if match else None
+
+
+def _authors(page: Page) -> list[str]:
+    return _first(
+        lambda: _apollo_authors(page),
+        lambda: _testid_authors(page),
+        lambda: _legacy_authors(page),
+        lambda: _names(page.jsonld_value("authors")),
+    ) or []
+
+
+def _apollo_authors(page: Page) -> list[str]:
+    edges = [page.book.get(PRIMARY_EDGE)] + list(page.book.get(SECONDARY_EDGES) or [])
+    names = []
+    for edge in edges:
+        role = _dig(page.state, edge, (EDGE_ROLE,))
+        name = clean_text(_dig(page.state, edge, EDGE_NAME_PATH))
+        if name and _is_author_role(role):
+            names.append(name)
+    return _unique(names)
+
+
+def _testid_authors(page: Page) -> list[str]:
+    area = page.select(TESTID["contributor_lists"])
+    names = []
+    for link in area.select(TESTID["contributor_link"]) if area is not None else []:
+        name = node_text(link.select_one(TESTID["contributor_name"]))
+        if name and _is_author_role(node_text(link.select_one(TESTID["contributor_role"]))):
+            names.append(name)
+    return _unique(names)
+
+
+def _legacy_authors(page: Page) -> list[str]:
+    for selector in LEGACY["author_areas"]:
+        links = [a for area in page.select_all(selector) for a in area.select(LEGACY["author_link"])]
+        names = [node_text(a) for a in links if _is_author_role(_legacy_role(a))]
+        if names:
+            return _unique([n for n in names if n])
+    return []
+
+
+def _legacy_role(link: Tag) -> str | None:
+    """The "(Translator)" span that follows an author link, before the next author link."""
+    for sibling in link.find_next_siblings():
+        classes = sibling.get("class") or []
+        if sibling.name == "a" and LEGACY_AUTHOR_LINK_CLASS in classes:
+            return None
+        if LEGACY_ROLE_CLASS in classes:
+            return node_text(sibling)
+    return None
+
+
+def _is_author_role(role: object) -> bool:
+    """No role, "Author", "(Goodreads Author)", "Author, Illustrator" count; "Translator" does not."""
+    text = (clean_text(str(role)) if role is not None else "") or ""
+    parts = [p.strip(" ()\u00a0").lower() for p in ROLE_SEPARATORS.split(text.strip("()"))]
+    return any(part in AUTHOR_ROLES for part in parts)
+
+
+def _names(value: object) -> list[str]:
+    """Names from a JSON-LD author value: a string, a Person, or a list of either."""
+    items = value if isinstance(value, list) else [value]
+    return _unique([_plain(i.get("name") if isinstance(i, dict) else i) for i in items])
+
+
+def _rating(page: Page) -> float | None:
+    value = _first(
+        lambda: page.jsonld_value("rating"),
+        lambda: page.work_value("rating"),
+        lambda: page.select_text(TESTID["rating"]),
+        lambda: _itemprop_value(page, LEGACY["rating"]),
+    )
+    rating = to_float(value)
+    return rating if rating is not None and 0 <= rating <= 5 else None
+
+
+def _count(page: Page, field: str) -> int | None:
+    """ratings_count or reviews_count."""
+    value = _first(
+        lambda: page.jsonld_value(field),
+        lambda: page.work_value(field),
+        lambda: page.select_text(TESTID[field]),
+        lambda: _itemprop_value(page, LEGACY[field]),
+        lambda: _legacy_count_text(page, COUNT_TEXT[field]),
+    )
+    return to_int(value)
+
+
+def _itemprop_value(page: Page, selectors: Iterable[str]) -> str | None:
+    """A microdata value of the aggregate-rating block: <meta content> or the element's text."""
+    node = page.select(selectors)
+    return (clean_text(node.get("content")) or node_text(node)) if node is not None else None
+
+
+def _legacy_count_text(page: Page, pattern: re.Pattern) -> str | None:
+    """"178,681 Ratings" in the legacy rating block's visible text."""
+    match = pattern.search(page.select_text(LEGACY["aggregate"]) or "")
+    return match.group(1) if match else None
+
+
+def _description(page: Page) -> str | None:
+    return _first(
+        lambda: _apollo_description(page),
+        lambda: _node_to_text(page.select(TESTID["description"])),
+        lambda: _legacy_description(page),
+    )
+
+
+def _apollo_description(page: Page) -> str | None:
+    """Book.description is HTML; its description({"stripped":true}) twin is plain text."""
+    keys = [k for k in page.book if k == BOOK_DESCRIPTION or k.startswith(BOOK_DESCRIPTION + "(")]
+    for key in sorted(keys, key=lambda k: STRIPPED_ARGUMENT in k.replace(" ", "")):
+        value = page.book.get(key)
+        if isinstance(value, str) and value.strip():
+            return _tidy_lines(value) if STRIPPED_ARGUMENT in key.replace(" ", "") else _html_to_text(value)
+    return None
+
+
+def _legacy_description(page: Page) -> str | None:
+    """#description holds a truncated span and a hidden full one: the longer is the description."""
+    box = page.select(LEGACY["description"])
+    if box is None:
+        return None
+    spans = box.find_all("span") or [box]
+    return _node_to_text(max(spans, key=lambda span: len(span.get_text())))
+
+
+def _isbns(page: Page) -> tuple[str | None, str | None]:
+    """(ISBN-10, ISBN-13) the page states; ASINs and "null" placeholders are not ISBNs."""
+    texts = [
+        lambda: page.jsonld_value("isbn"),
+        lambda: page.book_value("isbn"),
+        lambda: page.book_value("isbn13"),
+        lambda: _row_text(page.edition_rows, (EDITION_LABELS["isbn"],)),
+        lambda: _row_text(page.data_rows, DATA_ROW_LABELS["isbn"]),
+        lambda: page.select_text(LEGACY["isbn"]),
+        lambda: page.meta(META_ISBN),
+    ]
+    isbn10 = _first(*[lambda t=t: _find(ISBN10_TEXT, t()) for t in texts])
+    isbn13 = _first(*[lambda t=t: _find(ISBN13_TEXT, t()) for t in texts])
+    return isbn10, isbn13
+
+
+def _find(pattern: re.Pattern, value: object) -> str | None:
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    match = pattern.search(str(value).replace("-", "").upper())
+    return match.group() if match else None
+
+
+def _asin(page: Page) -> str | None:
+    value = _first(
+        lambda: page.book_value("asin"),
+        lambda: _row_text(page.edition_rows, (EDITION_LABELS["asin"],)),
+        lambda: _row_text(page.data_rows, DATA_ROW_LABELS["asin"]),
+    )
+    return _find(ASIN_TEXT, value)
+
+
+def _pages_and_format(page: Page) -> tuple[int | None, str | None]:
+    testid = _safe(_split_pages_format, page.select_text(TESTID["pages_format"])) or (None, None)
+    edition_format = _row_text(page.edition_rows, (EDITION_LABELS["format"],))
+    edition = _safe(_split_pages_format, edition_format) or (None, None)
+    pages = _first(
+        lambda: _positive(to_int(page.jsonld_value("pages"))),
+        lambda: _positive(to_int(page.book_value("pages"))),
+        lambda: testid[0],
+        lambda: edition[0],
+        lambda: _positive(to_int(page.select_text(LEGACY["pages"]))),
+        lambda: _positive(to_int(page.meta(META_PAGES))),
+    )
+    book_format = _first(
+        lambda: _schema_name(page.jsonld_value("format")),
+        lambda: clean_text(page.book_value("format")),
+        lambda: testid[1],
+        lambda: edition[1],
+        lambda: page.select_text(LEGACY["format"]),
+    )
+    return pages, book_format
+
+
+def _split_pages_format(text: str | None) -> tuple[int | None, str | None]:
+    """"1125 pages, Kindle Edition" -> (1125, "Kindle Edition"); "Unknown Binding" -> (None, ...)."""
+    match = PAGES_AND_FORMAT.match(clean_text(text) or "")
+    if not match:
+        return None, None
+    return _positive(to_int(match.group("pages"))), clean_text(match.group("format"))
+
+
+def _language(page: Page) -> str | None:
+    return _first(
+        lambda: _schema_name(page.jsonld_value("language")),
+        lambda: _schema_name(page.book_value("language")),
+        lambda: _row_text(page.edition_rows, (EDITION_LABELS["language"],)),
+        lambda: page.select_text(LEGACY["language"]),
+        lambda: _row_text(page.data_rows, DATA_ROW_LABELS["language"]),
+    )
+
+
+def _published_and_publisher(page: Page) -> tuple[str | None, str | None]:
+    edition = _safe(_split_date_publisher, _row_text(page.edition_rows, (EDITION_LABELS["published"],)))
+    edition = edition or (None, None)
+    legacy = _safe(_legacy_publication, page) or (None, None, None)
+    published = _first(
+        lambda: _parse_date(page.jsonld_value("published")),
+        lambda: _date_from_ms(page.book_value("published")),
+        lambda: _parse_date(edition[0]),
+        lambda: _testid_publication(page, first=False),
+        lambda: _parse_date(legacy[0]),
+    )
+    publisher = _first(
+        lambda: _schema_name(page.jsonld_value("publisher")),
+        lambda: clean_text(page.book_value("publisher")),
+        lambda: edition[1],
+        lambda: legacy[1],
+    )
+    return published, publisher
+
+
+def _first_published(page: Page) -> str | None:
+    return _first(
+        lambda: _date_from_ms(page.work_value("first_published")),
+        lambda: _testid_publication(page, first=True),
+        lambda: _parse_date(_legacy_publication(page)[2]),
+    )
+
+
+def _testid_publication(page: Page, first: bool) -> str | None:
+    """"First published July 12, 2011" is the work's date; "Published ..." is this edition's."""
+    match = PUBLICATION_LINE.match(page.select_text(TESTID["publication"]) or "")
+    if not match or match.group("label").lower().startswith("first") != first:
+        return None
+    return _parse_date(_split_date_publisher(match.group("rest"))[0])
+
+
+def _legacy_publication(page: Page) -> tuple[str | None, str | None, str | None]:
+    """(date, publisher, first-published date) of the #details row
+    "Published <date> by <publisher> (first published <date>)"."""
+    for row in page.select_all(LEGACY["details_rows"]):
+        text = node_text(row) or ""
+        note = FIRST_PUBLISHED_NOTE.search(text)
+        match = PUBLICATION_LINE.match(FIRST_PUBLISHED_NOTE.sub("", text))
+        if match:
+            date_text, publisher = _split_date_publisher(match.group("rest"))
+            return date_text, publisher, note.group("date") if note else None
+    return None, None, None
+
+
+def _split_date_publisher(text: str | None) -> tuple[str | None, str | None]:
+    """"July 12, 2011 by Random House Worlds" -> ("July 12, 2011", "Random House Worlds")."""
+    match = DATE_AND_PUBLISHER.match(clean_text(text) or "")
+    if not match:
+        return None, None
+    return clean_text(match.group("date")), clean_text(match.group("publisher"))
+
+
+def _genres(page: Page) -> list[str]:
+    return _first(
+        lambda: _apollo_genres(page),
+        lambda: _unique([node_text(link) for link in page.select_all(TESTID["genres"])]),
+        lambda: _legacy_genres(page),
+    ) or []
+
+
+def _apollo_genres(page: Page) -> list[str]:
+    entries = page.book.get(BOOK_GENRES) or []
+    return _unique([_plain(_dig(page.state, entry, GENRE_NAME_PATH)) for entry in entries])
+
+
+def _legacy_genres(page: Page) -> list[str]:
+    """One genre per row; "Fantasy > Magic" rows link both, and the last link is the row's genre."""
+    names = []
+    for row in page.select_all(LEGACY["genre_rows"]):
+        links = row.select(LEGACY["genre_link"])
+        if links:
+            names.append(node_text(links[-1]))
+    return _unique(names)
+
+
+def _cover_url(page: Page) -> str | None:
+    image = page.jsonld_value("cover_url")
+    return _first(
+        lambda: _cover(page, image.get("url") if isinstance(image, dict) else image),
+        lambda: _cover(page, page.book_value("cover_url")),
+        lambda: _cover(page, page.select(TESTID["cover"]).get("src")),
+        lambda: _cover(page, page.select(LEGACY["cover"]).get("src")),
+        lambda: _cover(page, page.og("og:image")),
+    )
+
+
+def _cover(page: Page, src: object) -> str | None:
+    src = src[0] if isinstance(src, list) and src else src
+    if not isinstance(src, str) or NO_COVER.search(src):
+        return None  # Goodreads' "no cover" placeholder is not the book's cover
+    return absolute_url(src, page.url or GOODREADS_ROOT)
+
+
+# ============================================================================================
+# Small value helpers
+# ============================================================================================
+
+def _url_path(url: str) -> str:
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
+
+
+def _book_id_in(text: object) -> str | None:
+    match = BOOK_ID_IN_URL.search(text) if isinstance(text, str) else None
+    return match.group(1) if match else None
+
+
+def _digits(value: object) -> str | None:
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    return text if BOOK_ID_DIGITS.fullmatch(text) else None
+
+
+def _positive(value: int | None) -> int | None:
+    return value if value is not None and value > 0 else None
+
+
+def _schema_name(value: object) -> str | None:
+    """A plain string, a {"name": ...} object, or a schema.org URL ("https://schema.org/Paperback")."""
+    if isinstance(value, dict):
+        value = value.get("name")
+    if not isinstance(value, str):
+        return None
+    return _plain(value.rsplit("/", 1)[-1] if "schema.org/" in value else value)
+
+
+def _plain(value: object) -> str | None:
+    """A structured-data string, entity-decoded ("Hitchhiker&#39;s" -> "Hitchhiker's") and trimmed."""
+    return clean_text(html_entities.unescape(value)) if isinstance(value, str) else None
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    """Non-empty values in order, first occurrence kept."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if isinstance(value, str) and value:
+            seen.setdefault(value, None)
+    return list(seen)
+
+
+def _date_from_ms(value: object) -> str | None:
+    """Epoch milliseconds -> "YYYY-MM-DD" (UTC calendar date; see the module docstring)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return (EPOCH + timedelta(milliseconds=float(value))).date().isoformat()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _parse_date(text: object) -> str | None:
+    """"September 28th 2004" -> "2004-09-28"; "November 1968" -> "1968-11"; "2011" -> "2011"."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    # Day-first goes first: month-first would read "1 January 2001" as just "January 2001".
+    for pattern in (DATE_DAY_FIRST, DATE_MONTH_FIRST):
+        for match in pattern.finditer(text):
+            month = MONTHS.get(match.group("month").lower())
+            if month:
+                return _format_date(int(match.group("year")), month, match.group("day"))
+    match = DATE_NUMERIC.search(text)
+    if match:
+        return _format_date(int(match.group("year")), to_int(match.group("month")), match.group("day"))
+    return None
+
+
+def _format_date(year: int, month: int | None, day: str | None) -> str | None:
+    """The most precise of YYYY-MM-DD, YYYY-MM and YYYY that is a real date."""
+    if not 1 <= year <= 9999:
+        return None
+    if not month or not 1 <= month <= 12:
+        return f"{year:04d}"
+    try:
+        return date(year, month, int(day)).isoformat() if day else f"{year:04d}-{month:02d}"
+    except ValueError:
+        return f"{year:04d}-{month:02d}"
+
+
+def _node_to_text(node: Tag | None) -> str | None:
+    # Converted from a fresh copy: the conversion rewrites the tree it works on.
+    return _html_to_text(str(node)) if node is not None else None
+
+
+def _html_to_text(html: str | None) -> str | None:
+    """Description HTML -> plain text: <br> ends a line, block elements end a paragraph."""
+    if not html:
+        return None
+    body = make_soup(html).body
+    if body is None:
+        return None
+    for node in body.find_all(DROPPED_TAGS):
+        node.decompose()
+    for text in body.find_all(string=True):
+        # Source line breaks are only spaces in HTML; the <br>s below are the real ones.
+        if isinstance(text, Comment):
+            text.extract()
+        else:
+            text.replace_with(TEXT_WHITESPACE.sub(" ", text))
+    for br in body.find_all("br"):
+        br.replace_with("\n")
+    for block in body.find_all(BLOCK_TAGS):
+        block.insert_before("\n\n")
+        block.insert_after("\n\n")
+    return _tidy_lines(body.get_text(""))
+
+
+def _tidy_lines(text: str) -> str | None:
+    """Spaces collapsed and trimmed per line, at most one blank line between paragraphs."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = [INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n")]
+    return EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() or None

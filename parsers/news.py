@@ -1,0 +1,760 @@
+"""News front pages -> {"kind": "news_headlines", "site", "headlines": [{"title", "url"}]}.
+
+A headline is one story on the page: its bare title (no kicker, "Live"/"Analysis" label,
+video length, byline or comment count) and its absolute URL, in page order, each URL once.
+
+Three extractors, tried in turn:
+1. SITE_RULES: per-site CSS selectors for the layouts we know (several years per site);
+2. JSON-LD: ItemList / NewsArticle lists that some fronts embed;
+3. a generic extractor for unknown markup: links to article-like URLs of the same site whose
+   text reads like a headline, preferring the text of a heading element in or around the link.
+The site rules win when they find enough stories; otherwise (markup changed, unknown site)
+the extractor that finds the most stories wins.
+
+Pure: no network, no clock. Raises ParseError when the page yields no headline at all, and
+never anything else: every tree walk below is bounded so hostile input ends in bounded time.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from urllib.parse import urlsplit
+
+from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
+
+from errors import ParseError
+from parsers.base import absolute_url, clean_text, jsonld_objects, jsonld_types, make_bounded_soup
+from sources import NEWS_HOSTS
+
+KIND = "news_headlines"
+
+
+# --- Per-site rules: data, not code --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteRule:
+    """Where one site's layouts (all known years together) put its story headlines."""
+
+    headlines: str  # CSS: each match is one story headline: a link, or an element in or beside one
+    title: str = ""  # CSS inside a match: the element holding the bare title, when there is one
+
+
+BBC = SiteRule(
+    headlines=", ".join([
+        ".gs-c-promo-heading__title",  # GEL 2016-2023: a.gs-c-promo-heading > h3.gs-c-promo-heading__title
+        "[data-testid=card-headline]",  # Next.js 2023-: <a data-testid=internal-link> ... h2[card-headline]
+    ]),
+)
+GUARDIAN = SiteRule(
+    headlines=", ".join([
+        "a.fc-item__link",  # frontend 2014-2019: kicker span + span.js-headline-text
+        'a[data-link-name*="card"][aria-label]',  # dotcom-rendering 2019-: empty overlay <a> per card,
+        ".card-headline",  # beside h3.card-headline (a kicker <div> + span.show-underline)
+    ]),
+    title=".js-headline-text, .show-underline",
+)
+WASHINGTON_POST = SiteRule(
+    headlines=", ".join([
+        'a[data-pb-local-content-field="web_headline"]',  # PageBuilder 2018-
+        '[data-feature-id="homepage/story"] .headline a',
+    ]),
+)
+WSJ = SiteRule(
+    headlines=", ".join([
+        ".wsj-headline a",  # React 2016-2019: h3.wsj-headline > a.wsj-headline-link
+        "a.wsj-headline-link",
+        "a .wsj-headline",  # "Trending" items: a.pop-item-link > h3.wsj-headline
+        '[class*="WSJTheme--headline"]',  # 2019-2022: h3.WSJTheme--headline-… > a > span
+        '[data-testid="flexcard-headline"]',  # 2023-: emotion classes named after components
+        '[class*="HeadlineTextBlock"]',
+    ]),
+    title='[class*="headlineText"], [class*="HeadlineTextBlock"]',
+)
+FOX_NEWS = SiteRule(
+    # article.article > .info > header.info-header > (.meta .eyebrow) + h2/h3.title > a
+    headlines="article .info-header .title a, article .title a",
+)
+SITE_RULES: dict[str, SiteRule] = {
+    "bbc.com": BBC,
+    "bbc.co.uk": BBC,
+    "theguardian.com": GUARDIAN,
+    "washingtonpost.com": WASHINGTON_POST,
+    "wsj.com": WSJ,
+    "foxnews.com": FOX_NEWS,
+}
+# Domains one site links to as its own (the generic extractor keeps only same-site stories).
+SITE_FAMILIES = ({"bbc.com", "bbc.co.uk"},)
+
+# --- Tuning ----------------------------------------------------------------------------------
+
+ENOUGH_HEADLINES = 10  # a site rule finding fewer may mean the markup changed: compare with the others
+SITE_SHARE = 0.5  # ... and still wins when it finds at least this share of what they find
+MAX_HEADLINES = 500
+MAX_ELEMENTS = 5_000  # candidate elements examined per extractor (real fronts have < 2,000)
+MAX_CHROME = 100  # <header>/<footer> elements examined as possible page chrome
+MAX_CARD_HEADINGS = 1_000  # headings examined for an overlay-card link (real fronts: < 300)
+MAX_TITLE_CHARS = 300  # longer "titles" are summaries or whole cards
+MIN_TITLE_CHARS = 10
+SITE_MIN_WORDS = 2  # site selectors are precise: only reject fragments
+HEADING_MIN_WORDS = 3  # generic, text from a heading element
+LINK_MIN_WORDS = 4  # generic, bare link text: nav items and labels are shorter
+CHROME_LINKS = 10  # a <header>/<footer> with this many links is page chrome, not a card's
+CHROME_SCAN = 5_000  # descendants of a <header>/<footer> looked at to count its links
+CARD_LINKS = 3  # a sponsored card holds a few links (image, title, "more"); a list holds more
+CLIMB = 8  # ancestor levels searched for a headline's link or heading
+CARD_CLIMB = 6  # ancestor levels searched for an overlay-link card's link
+CARD_SCAN = 200  # descendants scanned per card level, or for a heading inside a link
+TITLE_SCAN = 200  # nodes walked to build one title
+
+# --- Vocabulary --------------------------------------------------------------------------------
+
+HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+HEADLINE_TOKENS = {"headline", "headlines", "title", "hed", "heading"}
+# Class / data-testid tokens of elements glued to a title that are not the title.
+NOISE_TOKENS = {
+    "kicker", "eyebrow", "label", "badge", "pill", "flag", "tag", "live", "pulse", "duration",
+    "runtime", "timestamp", "time", "date", "byline", "author", "comment", "comments", "count",
+    "indicator", "icon", "vh", "offscreen", "sr", "visually", "screen", "screenreader", "prefix",
+    "standfirst", "summary", "dek", "description", "trail", "meta",
+}
+AD_TOKENS = {
+    "ad", "ads", "advert", "adverts", "advertisement", "advertising", "adslot", "adunit", "dfp",
+    "gpt", "sponsor", "sponsored", "outbrain", "taboola", "promoted", "paid", "paidpost", "commercial",
+}
+# ARIA roles of page-level regions: navigation, search, the site header and the site footer.
+CHROME_ROLES = {"navigation", "search", "banner", "contentinfo"}
+SKIP_TEXT_TAGS = {"script", "style", "template", "noscript", "svg", "button", "select", "figcaption", "time"}
+INLINE_TAGS = {"i", "em", "b", "strong", "cite", "q", "mark", "abbr", "a", "sup", "sub"}
+
+# Labels glued in front of a title: "Live:", "Analysis |", "LIVE " ...
+LABEL_PREFIX = re.compile(
+    r"^(?:live(?:\s+(?:updates?|briefing|blog|coverage|now))?|analysis|opinion|perspective|commentary"
+    r"|editorial|breaking(?:\s+news)?|developing(?:\s+story)?|just\s+in|updated?)\s*(?::|\||–|—|-|/|•)\s*",
+    re.IGNORECASE,
+)
+CAPS_LABEL_PREFIX = re.compile(
+    r"^(?:LIVE(?: UPDATES| BRIEFING| COVERAGE| BLOG| NOW)?|WATCH LIVE|BREAKING(?: NEWS)?|ANALYSIS"
+    r"|OPINION|PERSPECTIVE|DEVELOPING|EXCLUSIVE|WATCH|VIDEO|AUDIO|PODCAST|GALLERY)\s+(?=\S)"
+)
+DURATION = re.compile(
+    r"^(?:(?:video|watch|play|audio|listen)\s*)?\(?\d{1,2}:\d{2}(?::\d{2})?\)?(?:\s*[-–—|•:])?\s*"
+    r"|\s*[-–—|•]?\s*\(?\d{1,2}:\d{2}(?::\d{2})?\)?$",
+    re.IGNORECASE,
+)
+# An advertiser's label: alone on an element it marks its card as an ad; glued in front of a
+# title ("Sponsored: ..."), the title. "Promoted Leeds eye new signings" is neither.
+SPONSOR_LABEL = re.compile(
+    r"(?:sponsored|paid content|paid post|promoted|partner content)(?: by .*)?(?:\s*[:|–—-].*)?$"
+    r"|(?:paid for|brought to you|presented) by .*|in partnership with .*",
+    re.IGNORECASE,
+)
+COMMENT_COUNT = re.compile(r"\s+\d[\d,.]*k?\s+comments?$", re.IGNORECASE)
+EDGE_PUNCTUATION = " \t|•·–—-:/"
+# Whole texts that are navigation, promotion or furniture rather than a story.
+NON_STORY_TEXTS = (
+    r"(?:read|see|view|show|load|watch|listen|get)?\s*(?:more|all|the latest|full (?:story|coverage))(?:\s+\S+){0,3}",
+    r"(?:continue reading|find out more|skip to|back to top)\b.*",
+    r"(?:sign ?up|sign in|log ?in|subscribe|register|join now|download the)\b.*",  # calls to action
+    r".{0,60}\W(?:sign ?up|subscribe)(?: now| today| here)?\W*",  # "The Recap sports email - sign up"
+    r"advertisement",
+    r"(?:terms|conditions) of .*|privacy(?: policy| notice| settings)?|cookies?(?: policy| settings)?",
+    r"contact us|about us|newsletters?(?: (?:&|and) alerts)?|most (?:read|popular|viewed|watched)",
+    r"\d+\s+\w+\s+ago",  # a timestamp: "5 minutes ago"
+)
+NON_STORY_TEXT = re.compile("|".join(f"(?:{p})" for p in NON_STORY_TEXTS), re.IGNORECASE)
+BYLINE = re.compile(r"^By [A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){0,3}(?:,? and [A-Z].*)?$")
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+# URLs: what an article looks like, and what is never a story.
+DATE_IN_PATH = re.compile(
+    r"/(?:19|20)\d{2}/(?:\d{1,2}|[a-z]{3})/\d{1,2}(?:/|$)|/(?:19|20)\d{2}/\d{2}/|(?:^|[/_-])(?:19|20)\d{6}(?:[/_-]|$)",
+    re.IGNORECASE,
+)
+ID_IN_SEGMENT = re.compile(r"\d{5,}")
+ID_IN_QUERY = re.compile(r"(?:^|&)(?:id|p|story|storyid|article|articleid|aid|sid)=\d+", re.IGNORECASE)
+ARTICLE_FILE = re.compile(r"\.(?:s?html?|php|aspx?|cms)$", re.IGNORECASE)
+INDEX_FILE = re.compile(r"^(?:index|default|home|main)\.\w+$", re.IGNORECASE)
+STORY_SEGMENTS = {"article", "articles", "story", "stories"}
+SLUG_WORDS = 4  # a path segment of this many hyphenated words is an article slug
+NON_STORY_SEGMENTS = {
+    "author", "authors", "people", "person", "profile", "profiles", "contributor", "contributors",
+    "topic", "topics", "tag", "tags", "category", "categories", "search", "login", "signin",
+    "sign-in", "logout", "register", "signup", "sign-up", "account", "accounts", "subscribe",
+    "subscription", "subscriptions", "newsletter", "newsletters", "membership", "offers", "shop",
+    "store", "about", "about-us", "contact", "contact-us", "help", "faq", "terms", "terms-of-service",
+    "terms-of-use", "privacy", "privacy-policy", "cookies", "cookie-policy", "careers", "jobs",
+    "advertising", "advertise", "sitemap", "rss", "sponsored", "advertiser-content", "brand-studio",
+    "partner-content", "paid-content", "paidpost",
+}
+NON_STORY_HOST_PREFIXES = (
+    "help.", "helpcenter.", "support.", "subscribe.", "subscription.", "account.", "accounts.",
+    "login.", "shop.", "store.", "jobs.", "careers.", "classifieds.", "ads.", "ad.",
+)
+TRACKING_PARAM = re.compile(
+    r"^(?:utm_\w+|mod|itid|src_origin|cmpid|cmp|intcmp|ns_\w+|at_\w+|ocid|fbclid|gclid|xtor|s_cid|ref|reflink)$",
+    re.IGNORECASE,
+)
+SECOND_LEVEL_LABELS = {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go"}
+
+
+# --- Entry point -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    url: str  # the page URL as given
+    base: str  # what relative links resolve against: <base href>, else the page URL
+    site: str  # the registered site name, e.g. "bbc.co.uk"
+    domains: frozenset[str]  # registrable domains that count as this site
+
+
+def parse(html: str, url: str) -> dict:
+    """The stories on a news front page, in page order; ParseError when there are none."""
+    if isinstance(html, bytes):
+        html = html.decode("utf-8", errors="replace")
+    if not isinstance(html, str) or not isinstance(url, str):
+        raise ParseError("a news page is parsed from text and a URL string")
+    try:
+        site = site_name(url)
+        soup = make_bounded_soup(html)  # cut and flattened when huge or absurdly deep
+        page = Page(url, base_url(soup, url), site, same_site_domains(site))
+        headlines = extract_headlines(soup, page)
+    except (ValueError, RecursionError) as exc:
+        # A malformed URL or a pathological document: refuse the page rather than crash the job.
+        raise ParseError(f"unreadable news page: {exc.__class__.__name__}") from None
+    if not headlines:
+        raise ParseError("no headlines found on the news page")
+    return {"kind": KIND, "site": site, "headlines": headlines}
+
+
+def extract_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+    """Site rules when they find enough stories, else the extractor that finds the most."""
+    if soup.find("a", href=True) is None:  # no link, no story in the markup (and junk ends fast)
+        return jsonld_headlines(soup, page)
+    strip_chrome(soup)
+    found = site_headlines(soup, page)
+    if len(found) >= ENOUGH_HEADLINES:
+        return found
+    others = max((jsonld_headlines(soup, page), generic_headlines(soup, page)), key=len)
+    # On a small page of a known layout the site rules still hold, and the guesses add
+    # sub-links they skip; markup that changed leaves the rules only a stray few.
+    return found if found and len(found) >= SITE_SHARE * len(others) else max((found, others), key=len)
+
+
+def site_name(url: str) -> str:
+    """The registered site for the URL's host ("www.bbc.co.uk" -> "bbc.co.uk")."""
+    host = (urlsplit(url.strip()).hostname or "").rstrip(".")
+    if not host:
+        raise ParseError("the page URL has no host")
+    return NEWS_HOSTS.get(host, host).removeprefix("www.")
+
+
+def base_url(soup: BeautifulSoup, url: str) -> str:
+    base = soup.find("base", href=True)
+    return (resolve(base["href"], url) or url) if base is not None else url
+
+
+def registrable_domain(host: str) -> str:
+    """example.co.uk / www.example.com -> the part a publisher registers (no public-suffix list)."""
+    labels = host.lower().rstrip(".").split(".")
+    if len(labels) >= 3 and labels[-2] in SECOND_LEVEL_LABELS and len(labels[-1]) == 2:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def same_site_domains(site: str) -> frozenset[str]:
+    domain = registrable_domain(site)
+    family = next((f for f in SITE_FAMILIES if domain in f), {domain})
+    return frozenset(family)
+
+
+def strip_chrome(soup: BeautifulSoup) -> None:
+    """Remove navigation, page header/footer and ad slots: their links are never the stories."""
+    chrome: list[Tag] = []
+    landmarks_left = MAX_CHROME
+    for tag in soup.find_all(True):
+        if tag.name == "nav" or tag.get("role") in CHROME_ROLES:
+            chrome.append(tag)
+        elif _is_ad(tag):
+            chrome.append(_ad_region(tag))
+        elif tag.name in ("header", "footer"):
+            landmarks_left -= 1
+            if landmarks_left >= 0 and _is_page_chrome(tag):
+                chrome.append(tag)
+    for tag in chrome:
+        if not tag.decomposed:  # not already gone with an ancestor
+            tag.decompose()
+
+
+def _is_page_chrome(tag: Tag) -> bool:
+    # A card's own <header>/<footer> holds a couple of links; the page's holds dozens.
+    links = (node for node in descendants(tag, CHROME_SCAN) if _is_link(node))
+    return sum(1 for _ in islice(links, CHROME_LINKS)) >= CHROME_LINKS
+
+
+def _is_ad(tag: Tag) -> bool:
+    return bool(attribute_tokens(tag, "class", "data-testid") & AD_TOKENS)
+
+
+def _ad_region(tag: Tag) -> Tag:
+    """What an ad element takes with it: a "Sponsored" label marks its whole card (a parent with
+    few links) as an ad; anything else (ad slots, "Advertisement" captions) only itself."""
+    parent = tag.parent
+    if parent is None or parent.name == "[document]" or first_link(tag) is not None:
+        return tag
+    label = clean_text(" ".join(t for t in descendants(tag) if type(t) is NavigableString)) or ""
+    if not SPONSOR_LABEL.match(label):
+        return tag
+    links = sum(1 for node in descendants(parent, CARD_SCAN) if _is_link(node))
+    return parent if links <= CARD_LINKS else tag
+
+
+# --- Extractor 1: site rules ---------------------------------------------------------------------
+
+
+def site_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+    rule = SITE_RULES.get(registrable_domain(page.site))
+    if rule is None:
+        return []
+    return merge(filter(None, (_site_candidate(match, rule, page) for match in
+                               islice(soup.select(rule.headlines), MAX_ELEMENTS))))
+
+
+def _site_candidate(match: Tag, rule: SiteRule, page: Page) -> tuple[str, str | None] | None:
+    link = link_for(match)
+    url = story_url(link, page) if link is not None else None
+    if url is None:
+        return None
+    title_element = _first_match(match, rule.title) if rule.title else match
+    text = title_text(title_element) or (_label_of(match) if match is link else None)
+    return url, headline_or_none(text, SITE_MIN_WORDS)
+
+
+def _first_match(element: Tag, selector: str) -> Tag:
+    """The first descendant matching selector, else element itself (bounded, unlike select_one)."""
+    found = (t for t in descendants(element) if isinstance(t, Tag) and t.css.match(selector))
+    return next(found, element)
+
+
+# --- Extractor 2: JSON-LD lists -------------------------------------------------------------------
+
+
+def jsonld_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+    """Stories listed in JSON-LD (ItemList, NewsArticle...); untitled items take a page link's title."""
+    listed = [(url, name) for url, name in jsonld_stories(soup, page) if is_same_site(url, page)]
+    if not listed:
+        return []
+    titles = link_titles(soup, page)
+    return merge((url, headline_or_none(name, HEADING_MIN_WORDS) or titles.get(url_key(url)))
+                 for url, name in listed)
+
+
+def jsonld_stories(soup: BeautifulSoup, page: Page) -> Iterator[tuple[str, str | None]]:
+    for obj in jsonld_objects(soup):
+        if "itemlist" in jsonld_types(obj):
+            yield from _list_items(obj, page, depth=0)
+        elif jsonld_types(obj) & {"newsarticle", "article", "reportagenewsarticle", "analysisnewsarticle"}:
+            story = _jsonld_story(obj, page)
+            if story is not None and url_key(story[0]) != url_key(page.url):  # not the page itself
+                yield story
+
+
+def _list_items(obj: dict, page: Page, depth: int) -> Iterator[tuple[str, str | None]]:
+    items = obj.get("itemListElement")
+    if depth > 4 or not isinstance(items, list):  # nested lists of lists: bounded
+        return
+    for item in items[:MAX_HEADLINES]:
+        inner = item.get("item") if isinstance(item, dict) else None
+        if isinstance(inner, dict) and isinstance(inner.get("itemListElement"), list):
+            yield from _list_items(inner, page, depth + 1)
+        elif isinstance(item, dict):
+            story = _list_item_story(item, inner, page)
+            if story is not None:
+                yield story
+
+
+def _list_item_story(item: dict, inner: object, page: Page) -> tuple[str, str | None] | None:
+    """A ListItem's story: its "item" object, else its own url (or an "item" that is a URL)."""
+    story = _jsonld_story(inner, page) if isinstance(inner, dict) else None
+    href = inner if isinstance(inner, str) else item.get("url")
+    return story or _jsonld_story({"url": href, "name": item.get("name")}, page)
+
+
+def _jsonld_story(obj: dict, page: Page) -> tuple[str, str | None] | None:
+    url = resolve(obj.get("url") or obj.get("@id"), page.base)
+    if url is None:
+        return None
+    name = obj.get("headline") or obj.get("name")
+    return url, clean_text(name) if isinstance(name, str) else None
+
+
+def link_titles(soup: BeautifulSoup, page: Page) -> dict[str, str]:
+    """url key -> the first headline-like text of a link to it anywhere on the page."""
+    titles: dict[str, str] = {}
+    for link in islice(soup.find_all("a", href=True), MAX_ELEMENTS):
+        url = resolve(link["href"], page.base)
+        if url is not None and url_key(url) not in titles:
+            title = link_title(link)
+            if title:
+                titles[url_key(url)] = title
+    return titles
+
+
+# --- Extractor 3: generic ---------------------------------------------------------------------------
+
+
+def generic_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+    """Links to same-site article URLs whose text reads like a headline, in page order;
+    and headings beside a card's bare link (overlay cards), which cost more: fewer of those."""
+    candidates = []
+    headings_left = MAX_CARD_HEADINGS
+    for element in islice(soup.find_all(_is_generic_element), MAX_ELEMENTS):
+        if _is_link(element):
+            candidates.append(_generic_link(element, page))
+        elif headings_left > 0:
+            headings_left -= 1
+            candidates.append(_generic_heading(element, page))
+    return merge(filter(None, candidates))
+
+
+def _is_generic_element(tag: Tag) -> bool:
+    return _is_link(tag) or is_headline_element(tag)
+
+
+def _generic_link(link: Tag, page: Page) -> tuple[str, str | None] | None:
+    url = story_url(link, page)
+    if url is None or not is_article_url(url, page):
+        return None
+    return url, link_title(link)
+
+
+def link_title(link: Tag) -> str | None:
+    """A link's headline: its heading's text, else its own text (stricter outside a heading)."""
+    inside = title_inside(link)
+    if inside:
+        return inside
+    text = title_text(link) or _label_of(link)
+    return headline_or_none(text, HEADING_MIN_WORDS if _inside_heading(link) else LINK_MIN_WORDS)
+
+
+def _generic_heading(heading: Tag, page: Page) -> tuple[str, str | None] | None:
+    """A heading that is neither in nor around a link: the title of an overlay-link card."""
+    if first_link(heading) is not None or _ancestor(heading, _is_link) is not None:
+        return None
+    link = card_link(heading)
+    if link is None:
+        return None
+    url = story_url(link, page)
+    if url is None or not is_article_url(url, page):
+        return None
+    return url, headline_or_none(title_text(heading), HEADING_MIN_WORDS)
+
+
+def _inside_heading(link: Tag) -> bool:
+    return _ancestor(link, is_headline_element, levels=3) is not None
+
+
+def _label_of(link: Tag) -> str | None:
+    """aria-label / title of a link with no text (overlay links, icon links)."""
+    label = clean_text(link.get("aria-label") or link.get("title"))
+    return re.sub(r"\s*\(opens in (?:a )?new (?:tab|window)\)$", "", label) if label else None
+
+
+# --- Links and URLs -----------------------------------------------------------------------------------
+
+
+def link_for(element: Tag) -> Tag | None:
+    """The link a headline element belongs to: itself, an ancestor, a descendant, or its card's."""
+    if _is_link(element):
+        return element
+    return _ancestor(element, _is_link) or first_link(element) or card_link(element)
+
+
+def first_link(element: Tag) -> Tag | None:
+    """The first link inside element, looking at a bounded number of descendants."""
+    return next((t for t in descendants(element) if _is_link(t)), None)
+
+
+def _is_link(node: object) -> bool:
+    return isinstance(node, Tag) and node.name == "a" and node.has_attr("href")
+
+
+def card_link(heading: Tag) -> Tag | None:
+    """The link of a card whose heading sits beside it, not inside it (overlay-link cards).
+
+    Climbs to the first container holding any link and decides there, never higher (a section
+    heading must not borrow a story from the next section). Only bare links count (an empty
+    overlay, an image, "Read more"): a link with a headline of its own is another story. The
+    nearest bare link before the heading opens the card (overlays come first); bare links after
+    it count only when they all point to one URL.
+    """
+    node = heading
+    for _ in range(CARD_CLIMB):
+        node = node.parent
+        if node is None:
+            return None
+        around = _links_around(node, heading)
+        if around is None:
+            return None  # the heading lies beyond what we scan: too big to be a card
+        before, after = around
+        if before or after:
+            return _bare_card_link(before, after)
+    return None
+
+
+def _bare_card_link(before: list[Tag], after: list[Tag]) -> Tag | None:
+    before = [a for a in before if _is_bare(a)]
+    after = [a for a in after if _is_bare(a)]
+    if before:
+        return before[-1]
+    return after[0] if after and len({a["href"] for a in after}) == 1 else None
+
+
+def _is_bare(link: Tag) -> bool:
+    return not headline_or_none(title_text(link), SITE_MIN_WORDS)
+
+
+def _links_around(container: Tag, heading: Tag) -> tuple[list[Tag], list[Tag]] | None:
+    """Links of container before and after heading; None when heading is not reached."""
+    before: list[Tag] = []
+    after: list[Tag] = []
+    seen_heading = False
+    for node in descendants(container):
+        if node is heading:
+            seen_heading = True
+        elif _is_link(node):
+            (after if seen_heading else before).append(node)
+    return (before, after) if seen_heading else None
+
+
+def story_url(link: Tag, page: Page) -> str | None:
+    """The link's absolute URL, unless it points at account, newsletter or similar pages."""
+    url = resolve(link.get("href"), page.base)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host or host.startswith(NON_STORY_HOST_PREFIXES):
+        return None
+    segments = {s.lower() for s in parts.path.split("/") if s}
+    return None if segments & NON_STORY_SEGMENTS else url
+
+
+def resolve(href: object, base: str) -> str | None:
+    """absolute_url that also survives hrefs urljoin refuses ("http://[oops")."""
+    try:
+        return absolute_url(href, base) if isinstance(href, str) else None
+    except ValueError:
+        return None
+
+
+def is_same_site(url: str, page: Page) -> bool:
+    return registrable_domain(urlsplit(url).hostname or "") in page.domains
+
+
+def is_article_url(url: str, page: Page) -> bool:
+    """Same site, not the page itself, and a path that names one story (date, id, slug...)."""
+    if not is_same_site(url, page) or url_key(url) == url_key(page.url):
+        return False
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if DATE_IN_PATH.search(parts.path) or ID_IN_QUERY.search(parts.query):
+        return True
+    return any(_is_article_segment(s, i, segments) for i, s in enumerate(segments))
+
+
+def _is_article_segment(segment: str, index: int, segments: list[str]) -> bool:
+    if ID_IN_SEGMENT.search(segment) or (segment.lower() in STORY_SEGMENTS and index + 1 < len(segments)):
+        return True
+    if ARTICLE_FILE.search(segment) and not INDEX_FILE.match(segment):
+        return True
+    words = [w for w in re.split(r"[-_]+", segment) if re.search(r"[^\W\d]", w)]
+    return len(words) >= SLUG_WORDS
+
+
+def url_key(url: str) -> str:
+    """What makes two links the same story: host without www, path, non-tracking query."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").removeprefix("www.")
+    query = sorted(p for p in parts.query.split("&") if p and not TRACKING_PARAM.match(p.split("=")[0]))
+    return f"{host}{parts.path.rstrip('/') or '/'}?{'&'.join(query)}"
+
+
+# --- Titles -------------------------------------------------------------------------------------------
+
+
+def is_headline_element(tag: Tag) -> bool:
+    if tag.name in HEADING_TAGS or tag.get("itemprop") == "headline":
+        return True
+    return bool(attribute_tokens(tag, "class", "data-testid") & HEADLINE_TOKENS)
+
+
+def title_inside(link: Tag) -> str | None:
+    """The text of the first heading / headline-classed element inside a link that reads as one.
+
+    The first is not always it: a "section-title" label can come before the card's <h3>.
+    """
+    headings = (t for t in descendants(link) if isinstance(t, Tag) and is_headline_element(t))
+    return next(filter(None, (headline_or_none(title_text(h), HEADING_MIN_WORDS) for h in headings)), None)
+
+
+def title_text(element: Tag) -> str | None:
+    """The element's title text: noise elements and a leading kicker dropped, labels stripped."""
+    text = clean_text(" ".join(text for _, text in _drop_kicker(_title_parts(element))))
+    return strip_labels(text) if text else None
+
+
+def _title_parts(element: Tag) -> list[tuple[Tag | None, str]]:
+    """(child, its text) per child of element that shows text; bare strings have child None."""
+    parts: list[tuple[Tag | None, list[str]]] = []
+    for top, text in _visible_strings(element):
+        if parts and top is not None and parts[-1][0] is top:
+            parts[-1][1].append(text)
+        else:
+            parts.append((top, [text]))
+    return [(top, clean_text(" ".join(texts)) or "") for top, texts in parts]
+
+
+def _drop_kicker(parts: list[tuple[Tag | None, str]]) -> list[tuple[Tag | None, str]]:
+    """Without a leading kicker: a short line before a <br>, or a short separate element
+    ("Live", "'Witch hunt'") before the title. Kickers with a telling class are already gone;
+    this catches the unlabelled ones. Inline formatting (<em>Dune</em> tops box office) stays.
+    """
+    lines = [i for i, (tag, _) in enumerate(parts) if tag is not None and tag.name == "br"]
+    if lines and _is_kicker(parts[: lines[0]], parts[lines[0] + 1:]):
+        return parts[lines[0] + 1:]
+    first = parts[0][0] if parts else None
+    if first is None or first.name in INLINE_TAGS or first.name == "br" or is_headline_element(first):
+        return parts
+    return parts[1:] if _is_kicker(parts[:1], parts[1:]) else parts
+
+
+def _is_kicker(head: list[tuple[Tag | None, str]], rest: list[tuple[Tag | None, str]]) -> bool:
+    head_text = " ".join(text for _, text in head)
+    rest_words = sum(word_count(text) for _, text in rest)
+    return 0 < word_count(head_text) <= 4 and len(head_text) <= 40 and rest_words >= 3
+
+
+def _visible_strings(element: Tag) -> Iterator[tuple[Tag | None, str]]:
+    """(top-level child of element, string) for each string a reader sees, noise skipped.
+
+    Walks at most TITLE_SCAN nodes: a title is a few elements, and hostile nesting stays cheap.
+    """
+    stack: list[tuple[Iterator, Tag | None]] = [(iter(element.children), None)]
+    for _ in range(TITLE_SCAN):
+        if not stack:
+            return
+        children, top = stack[-1]
+        node = next(children, None)
+        if node is None:
+            stack.pop()
+        elif isinstance(node, Tag):
+            if node.name == "br" and top is None:
+                yield node, ""  # a line break between kicker and title
+            elif not is_noise(node):
+                stack.append((iter(node.children), node if top is None else top))
+        elif type(node) is NavigableString and node.strip():
+            yield top, str(node)
+
+
+def is_noise(tag: Tag) -> bool:
+    """Kickers, badges, bylines, timestamps, screen-reader labels: never part of a title."""
+    if tag.name in SKIP_TEXT_TAGS:
+        return True
+    tokens = attribute_tokens(tag, "class", "data-testid")
+    return bool(tokens & NOISE_TOKENS) and not tokens & HEADLINE_TOKENS
+
+
+def strip_labels(text: str) -> str | None:
+    """Remove "Live:", "Analysis:", "LIVE ", "Video 2:34", trailing comment counts."""
+    for _ in range(3):  # labels can stack: "LIVE Analysis: ..."
+        stripped = LABEL_PREFIX.sub("", text, count=1)
+        stripped = CAPS_LABEL_PREFIX.sub("", stripped, count=1)
+        stripped = DURATION.sub("", stripped)
+        stripped = COMMENT_COUNT.sub("", stripped).strip(EDGE_PUNCTUATION)
+        if stripped == text:
+            break
+        text = stripped
+    return text or None
+
+
+def headline_or_none(text: str | None, min_words: int) -> str | None:
+    return text if text and looks_like_headline(text, min_words) else None
+
+
+def looks_like_headline(text: str, min_words: int) -> bool:
+    if not MIN_TITLE_CHARS <= len(text) <= MAX_TITLE_CHARS or word_count(text) < min_words:
+        return False
+    if NON_STORY_TEXT.fullmatch(text) or BYLINE.match(text) or SPONSOR_LABEL.match(text):
+        return False
+    letters = [c for c in text if c.isalpha()]
+    all_caps = bool(letters) and all(c.isupper() for c in letters)
+    return not (all_caps and word_count(text) <= 6)  # "MORE ON THE PANDEMIC" is a section label
+
+
+def word_count(text: str) -> int:
+    words = sum(1 for w in text.split() if any(c.isalnum() for c in w))
+    return max(words, len(CJK.findall(text)) // 2)  # CJK titles have no spaces
+
+
+# --- Shared helpers -------------------------------------------------------------------------------------
+
+
+def attribute_tokens(tag: Tag, *names: str) -> set[str]:
+    """Lower-case words of class-like attributes: "gs-c-promo-heading__title" -> {gs, c, promo, ...}."""
+    tokens: set[str] = set()
+    for name in names:
+        value = tag.get(name)
+        if isinstance(value, list):
+            value = " ".join(value)
+        if isinstance(value, str) and value:
+            value = re.sub(r"([a-z])([A-Z])", r"\1 \2", value[:500])  # camelCase: kickerText
+            tokens.update(t for t in re.split(r"[^a-z0-9]+", value.lower()) if t)
+    return tokens
+
+
+def descendants(element: Tag, limit: int = CARD_SCAN) -> Iterator[PageElement]:
+    """element's first `limit` descendants in document order.
+
+    bs4's own .descendants first walks the whole subtree to find where it ends, which makes
+    "look at the first few descendants" quadratic on deeply nested pages; this walk is not.
+    """
+    stack = [iter(element.contents)]
+    while stack and limit > 0:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        limit -= 1
+        yield node
+        if isinstance(node, Tag):
+            stack.append(iter(node.contents))
+
+
+def _ancestor(tag: Tag, predicate: Callable[[Tag], bool], levels: int = CLIMB) -> Tag | None:
+    """The nearest ancestor (at most `levels` up) matching predicate: bounded, unlike find_parent."""
+    node = tag.parent
+    for _ in range(levels):
+        if node is None or not isinstance(node, Tag) or node.name == "[document]":
+            return None
+        if predicate(node):
+            return node
+        node = node.parent
+    return None
+
+
+def merge(candidates: Iterable[tuple[str, str | None]]) -> list[dict]:
+    """One headline per story URL at its first position, titled by the first usable title."""
+    stories: dict[str, list] = {}
+    for url, title in candidates:
+        story = stories.setdefault(url_key(url), [url, title])
+        if story[1] is None:
+            story[1] = title
+    titled = ({"title": title, "url": url} for url, title in stories.values() if title)
+    return list(islice(titled, MAX_HEADLINES))
+
+
+__all__ = ["SITE_RULES", "parse"]
