@@ -12,13 +12,15 @@ run: $(SYNCED)
 	$(VENV_PYTHON) launch.py
 
 test: $(SYNCED)
+	./scripts/ensure-browser
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
-$(SYNCED): Pipfile.lock
+$(SYNCED): Pipfile.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
 	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check pipenv==$(PIPENV_VERSION)
 	PIPENV_VENV_IN_PROJECT=1 PIPENV_VERBOSITY=-1 $(VENV_PYTHON) -m pipenv sync --dev
+	$(VENV_PYTHON) -m pip install --quiet --no-deps --editable .
 	touch $(SYNCED)
 
 lock: $(SYNCED)

@@ -31,9 +31,9 @@ def redis_client(redis_url: str) -> Iterator[Redis]:
 
 
 @pytest.fixture
-def base_env(redis_url: str) -> dict[str, str]:
-    """The environment a test service runs with; tests add to it."""
-    return {"REDIS_URL": redis_url, "FETCH_RETRIES": "0"}
+def base_env(redis_url: str, tmp_path_factory) -> dict[str, str]:
+    """The environment a test service runs with (its own DATA_DIR); tests add to it."""
+    return {"REDIS_URL": redis_url, "FETCH_RETRIES": "0", "DATA_DIR": str(tmp_path_factory.mktemp("data"))}
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +17,10 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def service_env(**overrides: str) -> dict[str, str]:
+    """The environment of a test's service processes; each gets its own DATA_DIR unless given,
+    so no state (embedded Redis data, the accepted-URL journal) is shared between tests."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["DATA_DIR"] = tempfile.mkdtemp(prefix="metaparse-data-")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
