@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hmac
+import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -20,13 +22,17 @@ from jobs import callbacks, recrawl
 from jobs.ticker import ensure_ticking
 from batches import batch_summary, job_error, record_json, url_state
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
+import journal
+import metrics
 from sources import GOODREADS, NEWS, Route, Unsupported, route
 from storage import Storage
 
 api = Blueprint("api", __name__)
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")  # \Z: "$" would also match before a final newline
 BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_PAGE = 1000
+MAX_CURSOR = 2**64 - 1  # Redis SCAN cursors are unsigned 64-bit; a bigger one is a Redis error
+MAX_JSON_DEPTH = 64  # a submission nests 3 deep; see json_body()
 
 
 def settings() -> Settings:
@@ -53,13 +59,49 @@ class Submission:
 
 @api.post("/parse")
 def parse_urls():
-    return submit_batch(read_submission(request.get_json(force=True, silent=True)))
+    return submit_batch(read_submission(json_body()))
 
 
 @api.post("/parseGoodreadsLinks")
 def parse_goodreads_links():
     """Seed-compatible: a JSON list of Goodreads book URLs."""
-    return submit_batch(read_submission(request.get_json(force=True, silent=True)), only=GOODREADS.name)
+    return submit_batch(read_submission(json_body()), only=GOODREADS.name)
+
+
+def json_body() -> object:
+    """The body as JSON whatever its Content-Type; None when it is not JSON (RFC 8259) or
+    is nested deeper than MAX_JSON_DEPTH.
+
+    Stricter than json.loads: NaN, Infinity and numbers past a float (1e999) are not JSON,
+    and echoed in "rejected" they would make the answer invalid JSON. Nested deeper than
+    the recursion limit, json.loads raises RecursionError; a little less deep, it parses but
+    echoing the item in "rejected" overflows the encoder (a 500): hence the depth limit."""
+    try:
+        body = json.loads(request.get_data(), parse_constant=_not_json, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        return None
+    return body if _depth(body) <= MAX_JSON_DEPTH else None
+
+
+def _depth(value: object) -> int:
+    """How deep lists and objects nest in value (a scalar is 1); without recursion."""
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        level = [child for node in level if isinstance(node, (list, dict))
+                 for child in (node.values() if isinstance(node, dict) else node)]
+    return depth
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large for a number")
+    return number
 
 
 def read_submission(body: object) -> Submission:
@@ -104,7 +146,8 @@ def require_token() -> None:
     if not tokens:
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), t) for t in tokens):
+    # bytes: compare_digest raises TypeError (a 500) on str with non-ASCII characters
+    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip().encode(), t.encode()) for t in tokens):
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
 
 
@@ -120,10 +163,13 @@ def submit_batch(submission: Submission, only: str | None = None):
             continue
         if routed.canonical_url not in done:
             done[routed.canonical_url] = accepted_item(submitter.submit(routed, submission.refresh))
+            metrics.job_submitted(done[routed.canonical_url])
             recrawl.client_wants(storage(), routed, settings())
         accepted.append({"url": url, **done[routed.canonical_url]})
+    journal.record_accepted(redis(), settings(), done.values())  # durable before the 202: journal.py
     batch_id = save_batch(accepted, submission.callback_url) if accepted else None
-    ensure_ticking(redis(), settings().tick_seconds)
+    if accepted:  # a request refused whole writes nothing to RQ, not even the ticker
+        ensure_ticking(redis(), settings().tick_seconds)
     status = 202 if accepted else 400
     return jsonify({"batch_id": batch_id, "accepted": accepted, "rejected": rejected}), status
 
@@ -214,12 +260,20 @@ def records():
     batch_id = request.args.get("batch")
     if batch_id is not None:
         return jsonify({"records": batch_records(batch_id), "next_cursor": None})
-    cursor = request.args.get("cursor", "0")
-    limit = request.args.get("limit", "100")
-    if not (cursor.isdigit() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+    cursor = whole_number(request.args.get("cursor", "0"), MAX_CURSOR)
+    limit = whole_number(request.args.get("limit", "100"), MAX_PAGE)
+    if cursor is None or not limit:
         raise ApiError(400, "invalid_query", f"cursor must be a whole number and limit 1 to {MAX_PAGE}")
-    next_cursor, page = storage().scan_records(int(cursor), int(limit))
+    next_cursor, page = storage().scan_records(cursor, limit)
     return jsonify({"records": [record_json(r) for r in page], "next_cursor": next_cursor or None})
+
+
+def whole_number(text: str, most: int) -> int | None:
+    """text as a whole number from 0 to most, in ASCII digits ("²".isdigit() is true too), else None."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(most)):
+        return None  # the length check first: int() refuses over 4300 digits
+    number = int(text)
+    return number if number <= most else None
 
 
 def batch_records(batch_id: str) -> list[dict]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from limits import parse_many
 
 from errors import ConfigError
 
@@ -44,6 +45,10 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     max_redirects: int = 5
+    fetch_host_concurrency: int = 2  # fetches in flight to one host, across all workers
+    fetch_host_delay: float = 1.0  # seconds between request starts to one host; 0: no spacing
+    robots_txt: bool = True
+    robots_cache_seconds: int = 3600
     max_urls_per_request: int = 500
     max_request_bytes: int = 64 * 1024
     job_timeout: int = 60
@@ -51,12 +56,17 @@ class Settings:
     record_retention: int = 30 * 86400
     user_agent: str = "metaparse/1.0 (+metadata parser service)"
     log_level: str = "INFO"
+    log_format: str = "json"  # json (one object per line) or text, for people
     callback_secret: str | None = None
     news_recrawl_interval: int = 900
     news_recrawl_for: int = 7 * 86400
     snapshots_kept: int = 20
     tick_seconds: int = 5
     data_dir: Path = PROJECT_ROOT / "var"
+    rate_limits: bool = True  # per-client limits in Redis (ratelimit.py)
+    rate_limit_write: str = "60/minute"  # POST /parse and /parseGoodreadsLinks, per client
+    rate_limit_read: str = "600/minute"  # GET endpoints, per client
+    trusted_proxies: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto
 
     @property
     def listens_beyond_loopback(self) -> bool:
@@ -85,6 +95,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=reader.number("FETCH_CONNECT_TIMEOUT", 5.0, 0.1, 120),
         read_timeout=reader.number("FETCH_READ_TIMEOUT", 10.0, 0.1, 600),
         max_redirects=reader.integer("FETCH_MAX_REDIRECTS", 5, 0, 30),
+        fetch_host_concurrency=reader.integer("FETCH_HOST_CONCURRENCY", 2, 1, 64),
+        fetch_host_delay=reader.number("FETCH_HOST_DELAY", 1.0, 0, 60),
+        robots_txt=reader.boolean("ROBOTS_TXT", True),
+        robots_cache_seconds=reader.integer("ROBOTS_CACHE_SECONDS", 3600, 1, 86400),  # RFC 9309: a day at most
         max_urls_per_request=reader.integer("MAX_URLS_PER_REQUEST", 500, 1, 100_000),
         max_request_bytes=reader.integer("MAX_REQUEST_BYTES", 64 * 1024, 1024, 64 * MIB),
         job_timeout=reader.integer("JOB_TIMEOUT", 60, 5, 3600),
@@ -92,12 +106,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         record_retention=reader.integer("RECORD_RETENTION", 30 * 86400, 60, 10 * 365 * 86400),
         user_agent=reader.text("USER_AGENT", Settings.user_agent),
         log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        log_format=reader.choice("LOG_FORMAT", "JSON", ("JSON", "TEXT")).lower(),
         callback_secret=reader.optional("CALLBACK_SECRET"),
         news_recrawl_interval=reader.integer("NEWS_RECRAWL_INTERVAL", 900, 60, 7 * 86400),
         news_recrawl_for=reader.integer("NEWS_RECRAWL_FOR", 7 * 86400, 0, 365 * 86400),
         snapshots_kept=reader.integer("SNAPSHOTS_KEPT", 20, 1, 1000),
         tick_seconds=reader.integer("TICK_SECONDS", 5, 1, 300),
         data_dir=Path(reader.text("DATA_DIR", str(PROJECT_ROOT / "var"))).resolve(),
+        rate_limits=reader.boolean("RATE_LIMITS", True),
+        rate_limit_write=reader.rate_limit("RATE_LIMIT_WRITE", Settings.rate_limit_write),
+        rate_limit_read=reader.rate_limit("RATE_LIMIT_READ", Settings.rate_limit_read),
+        trusted_proxies=reader.integer("TRUSTED_PROXIES", 0, 0, 10),
     )
     _check_consistency(settings)
     return settings
@@ -174,6 +193,17 @@ class _Reader:
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{name}={path} does not exist")
         return path
+
+    def rate_limit(self, name: str, default: str) -> str:
+        """A flask-limiter limit such as "60/minute" or "10/second;500/hour"."""
+        value = self.text(name, default)
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ConfigError(f"{name}={value!r} is not a rate limit (e.g. 60/minute or 10/second;500/hour)")
+        return value
 
     def connect_to(self, name: str) -> dict[tuple[str, int], tuple[str, int]]:
         mapping = {}

@@ -1,45 +1,205 @@
-"""rq-dashboard mounted at /rqstatus inside the service's own Flask app.
+"""rq-dashboard mounted at /rqstatus inside the service's own Flask app, hardened.
 
-Every path under /rqstatus (rules, static files, even routing redirects and 404s) sits
-behind HTTP Basic auth when RQSTATUS_USER/RQSTATUS_PASSWORD are set: the check wraps the
-WSGI app, before Flask routes anything. config.py refuses to listen beyond loopback
-without credentials. The dashboard reads jobs with the same JSON serializer as the
-queues, and its one state-changing GET rule answers 405.
+Each measure closes one way in:
+- Auth: every path under /rqstatus (rules, static files, even routing redirects and 404s)
+  sits behind HTTP Basic auth when RQSTATUS_USER/RQSTATUS_PASSWORD are set: the check
+  wraps the WSGI app, before Flask routes anything. config.py refuses to listen beyond
+  loopback without credentials.
+- No state change by GET or HEAD: a dashboard rule that accepts POST changes state
+  (requeue, requeue all, delete, empty, compact) and answers 405 to a safe method
+  (requeue_all also accepts GET upstream). Every other rule only reads.
+- CSRF: browsers send cached Basic credentials along with any site's request, so a POST
+  under /rqstatus needs `X-Requested-With: XMLHttpRequest`, which jQuery adds to the
+  dashboard's own same-origin $.post calls, and must not be marked cross-site by
+  Sec-Fetch-Site. An HTML form cannot set that header, and a script of another site
+  cannot without a CORS preflight, which this app never grants. Else 403.
+- Page text: descriptions, exception text (a ParseError quotes the fetched page's title),
+  results and meta come from the web. rq-dashboard's job view, worker list and queue list
+  put JSON fields into innerHTML unescaped (`<%= %>` underscore templates), so the JSON
+  those views read is HTML-escaped here (ESCAPED_JSON_VIEWS). The job list escapes its own
+  fields (jQuery .text().html()) and is left alone, else it would show `&lt;`.
+- URL values: rq-dashboard puts the queue name of a jobs page raw into an inline script
+  (scripts/jobs.js is not autoescaped), so names, registries and job ids in dashboard URLs
+  must be plain (NAME) or the answer is 404: a crafted link cannot inject script.
+- Content-Security-Policy on every /rqstatus response: scripts only from the dashboard's
+  files and its inline script (by hash), no inline event handlers, so an injected
+  `onerror=` runs nothing should escaping ever slip. 'unsafe-eval' because underscore's
+  _.template compiles with new Function; style attributes are allowed (layout only).
+- Redis: the dashboard uses the service's own client (REDIS_URL with its password and
+  TLS, short timeouts) instead of the one rq-dashboard builds on every request, without
+  timeouts; there is one instance, 0. The REDIS_URL it displays has no password or query.
+The dashboard reads jobs with the same JSON serializer as the queues.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import json
+import re
 from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 import rq_dashboard
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, current_app, jsonify, request
+from markupsafe import escape
+from rq.exceptions import NoSuchJobError
 from rq.serializers import JSONSerializer
 from rq_dashboard import web as dashboard_web
 from werkzeug.datastructures import Authorization
 
 from config import Settings
+from errors import ApiError
 
 URL_PREFIX = "/rqstatus"
-# Endpoints rq-dashboard serves over GET although they change state.
-STATE_CHANGING_GET = {"rq_dashboard.requeue_all"}
+BLUEPRINT = "rq_dashboard"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # queue names, job ids, orders
+REGISTRIES = frozenset({"queued", "failed", "deferred", "started", "finished", "scheduled", "canceled"})
+NUMBERS = frozenset({"page", "per_page"})  # rq-dashboard int()s these: a word would be a 500
+# JSON views whose templates insert fields unescaped -> keys whose template escapes them itself.
+ESCAPED_JSON_VIEWS = {
+    f"{BLUEPRINT}.job_info": frozenset(),  # job.html: every field, into innerHTML
+    f"{BLUEPRINT}.list_workers": frozenset({"description"}),  # workers.html escapes only this one
+    f"{BLUEPRINT}.list_queues": frozenset(),  # queues.html: names and links
+}
+INLINE_SCRIPT = re.compile(r"<script(?P<attrs>[^>]*)>(?P<body>.*?)</script\s*>", re.S | re.I)
+SCRIPT_TYPE = re.compile(r"""\btype\s*=\s*["']?(?P<type>[^"'\s>]+)""", re.I)
+JS_TYPES = frozenset({"", "text/javascript", "application/javascript", "module"})
+CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval' {hashes}; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
 
 
 def mount_dashboard(app: Flask, settings: Settings) -> None:
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     dashboard_web.config.serializer = JSONSerializer
-    # rq-dashboard opens its Redis connection here; it must run before the blueprint is used.
+    # rq-dashboard's own set-up (it builds a client we then replace); before the blueprint is used.
     dashboard_web.setup_rq_connection(app)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = (displayed_redis_url(settings.redis_url),)  # shown in its navbar
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
+    use_service_redis(app)
     app.before_request(refuse_state_changing_get)
+    app.before_request(refuse_cross_site_post)
+    app.before_request(refuse_odd_url_values)
+    app.after_request(secure_response)
+    app.register_error_handler(NoSuchJobError, no_such_job)  # the job view fetches it unguarded: not a 500
     if settings.rqstatus_user:
         app.wsgi_app = BasicAuthGate(app.wsgi_app, settings.rqstatus_user, settings.rqstatus_password)
 
 
-def refuse_state_changing_get() -> Response | None:
-    if request.method == "GET" and request.endpoint in STATE_CHANGING_GET:
-        return Response("use POST\n", 405, {"Allow": "POST"}, mimetype="text/plain")
-    return None
+def under_dashboard(path: str) -> bool:
+    return path == URL_PREFIX or path.startswith(URL_PREFIX + "/")
+
+
+# ---- Redis ------------------------------------------------------------------------------
+
+
+def displayed_redis_url(url: str) -> str:
+    """REDIS_URL without user, password or query (which may hold a password or file paths)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def use_service_redis(app: Flask) -> None:
+    """Swap rq-dashboard's per-request connection hook for one that hands it our client."""
+    app.redis_conn = app.config["REDIS"]
+    hooks = app.before_request_funcs.get(BLUEPRINT, [])
+    hooks[:] = [service_redis if hook is dashboard_web.push_rq_connection else hook for hook in hooks]
+
+
+def service_redis() -> None:
+    if (request.view_args or {}).get("instance_number", 0) != 0:
+        abort(404)  # rq-dashboard can list several Redis instances; this service has one
+    current_app.redis_conn = current_app.config["REDIS"]
+
+
+# ---- requests ---------------------------------------------------------------------------
+
+
+def refuse_state_changing_get() -> None:
+    """GET/HEAD on a rule that also takes POST (a state-changing one) answers 405."""
+    rule = request.url_rule
+    if request.blueprint == BLUEPRINT and request.method in ("GET", "HEAD") and rule is not None \
+            and rule.methods - SAFE_METHODS:
+        raise ApiError(405, "method_not_allowed", "this action changes state: use POST", {"Allow": "POST"})
+
+
+def refuse_cross_site_post() -> None:
+    if request.method in SAFE_METHODS or not under_dashboard(request.path):
+        return
+    if request.headers.get("X-Requested-With") != "XMLHttpRequest":
+        raise ApiError(403, "csrf_refused", "dashboard actions are taken from the dashboard's own page "
+                                            "(send X-Requested-With: XMLHttpRequest)")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin":
+        raise ApiError(403, "csrf_refused", "dashboard actions are not accepted from another site")
+
+
+def refuse_odd_url_values() -> None:
+    """404 for a dashboard URL whose names are not plain: they reach an inline script raw."""
+    if request.blueprint != BLUEPRINT or request.endpoint == f"{BLUEPRINT}.static":
+        return
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and not plain_url_value(name, value):
+            abort(404)
+
+
+def plain_url_value(name: str, value: str) -> bool:
+    if name in NUMBERS:
+        return value.isascii() and value.isdigit()
+    if name == "registry_name":
+        return value in REGISTRIES
+    return bool(NAME.match(value))
+
+
+def no_such_job(exc: NoSuchJobError) -> tuple[Response, int]:
+    return jsonify({"error": {"code": "not_found", "message": "no such job (finished jobs are kept for a day)"}}), 404
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+def secure_response(response: Response) -> Response:
+    if not under_dashboard(request.path):
+        return response
+    if request.endpoint in ESCAPED_JSON_VIEWS and response.is_json and response.status_code == 200:
+        keep_raw = ESCAPED_JSON_VIEWS[request.endpoint]
+        response.set_data(json.dumps(html_escaped(response.get_json(), keep_raw)))
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Content-Security-Policy"] = CSP.format(hashes=" ".join(inline_script_hashes(response)))
+    return response
+
+
+def html_escaped(value: object, keep_raw: frozenset[str], key: str | None = None) -> object:
+    """Every string in value HTML-escaped, but those under a key in keep_raw."""
+    if isinstance(value, str):
+        return value if key in keep_raw else str(escape(value))
+    if isinstance(value, list):
+        return [html_escaped(item, keep_raw, key) for item in value]
+    if isinstance(value, dict):
+        return {k: html_escaped(v, keep_raw, k) for k, v in value.items()}
+    return value
+
+
+def inline_script_hashes(response: Response) -> list[str]:
+    """CSP hash sources of the page's own inline scripts (not of <script type=text/template>)."""
+    if response.mimetype != "text/html" or response.direct_passthrough or response.is_streamed:
+        return []
+    hashes = []
+    for match in INLINE_SCRIPT.finditer(response.get_data(as_text=True)):
+        attrs = match["attrs"]
+        script_type = SCRIPT_TYPE.search(attrs)
+        if "src=" in attrs.lower() or (script_type["type"].lower() if script_type else "") not in JS_TYPES:
+            continue
+        digest = hashlib.sha256(match["body"].encode()).digest()
+        hashes.append(f"'sha256-{base64.b64encode(digest).decode()}'")
+    return hashes
+
+
+# ---- Basic auth -------------------------------------------------------------------------
 
 
 class BasicAuthGate:

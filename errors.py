@@ -82,5 +82,17 @@ class TooManyRedirects(FetchError):
     code = "too_many_redirects"
 
 
+class RobotsDisallowed(FetchError):
+    """The site's robots.txt forbids this page to our User-Agent (or forbids all crawling)."""
+
+    code = "robots_disallowed"
+
+
+class HostBusy(TransientFetchError):
+    """Our own per-host limits (concurrency, spacing) are full: try the job again later."""
+
+    code = "host_busy"
+
+
 class ConfigError(Exception):
     """A bad setting: start-up stops with this one line."""

@@ -20,6 +20,8 @@ BLOCKED_NAME_SUFFIXES = ("localhost", ".localhost", ".local", ".internal", ".hom
 # A host made only of digits, hex and dots is an IPv4 spelling (2130706433, 0x7f.1, 0177.0.0.1).
 NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$", re.IGNORECASE)
 FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+# Lone surrogates (JSON can carry "\ud800") are not text: no UTF-8, so no Redis key, job id or request.
+SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def check_url_shape(url: str) -> SplitResult:
@@ -28,6 +30,8 @@ def check_url_shape(url: str) -> SplitResult:
         raise BlockedAddress(f"URL is longer than {MAX_URL_LENGTH} characters")
     if FORBIDDEN_CHARS.search(url):
         raise BlockedAddress("URL contains whitespace, control characters or a backslash")
+    if SURROGATES.search(url):
+        raise BlockedAddress("URL is not valid Unicode (it contains a lone surrogate)")
     try:
         parts = urlsplit(url)
         hostname = parts.hostname or ""

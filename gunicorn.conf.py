@@ -1,6 +1,8 @@
 """gunicorn settings, derived from config.py so every setting has one home."""
 import sys
 
+import logs
+import metrics
 from config import load_settings
 from errors import ConfigError
 
@@ -8,6 +10,8 @@ try:
     _settings = load_settings()
 except ConfigError as exc:
     sys.exit(f"configuration error: {exc}")
+logs.configure_logging(_settings.log_level, _settings.log_format)  # the app's own lines (workers inherit it)
+metrics.setup_multiprocess_dir(_settings.data_dir)  # before the workers fork, so they share it
 
 _host = f"[{_settings.bind}]" if ":" in _settings.bind else _settings.bind
 bind = f"{_host}:{_settings.port}"
@@ -20,3 +24,7 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+
+
+def child_exit(server, worker):  # gunicorn hook, in the master
+    metrics.mark_process_dead(worker.pid)

@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from redis import Redis
 from redis.exceptions import RedisError
 
+import metrics
 from config import PROJECT_ROOT, load_settings
 from errors import ConfigError
 
@@ -130,6 +131,7 @@ def main() -> int:
         settings = load_settings({**env, "REDIS_URL": env.get("REDIS_URL") or "redis://placeholder"})
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
+    metrics.setup_multiprocess_dir(settings.data_dir, env)  # web and workers share it; cleaned here only
     if env.get("REDIS_URL"):
         return run_honcho(env, settings.port)
     _lock = lock_data_dir(settings.data_dir)

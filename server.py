@@ -21,9 +21,13 @@ from werkzeug.exceptions import HTTPException
 
 import parsers
 from api import api
+from apidocs import apidocs
 from config import Settings, load_settings
 from dashboard import mount_dashboard
 from errors import ApiError, ConfigError, ParseError
+import metrics
+import ratelimit
+from webpage import webpage
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
@@ -37,8 +41,12 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     app.register_blueprint(api)
+    app.register_blueprint(apidocs)
+    app.register_blueprint(webpage)
     mount_dashboard(app, settings)
     register_error_handlers(app)
+    metrics.init_app(app)
+    ratelimit.init_app(app, settings)  # per-client limits in Redis; TRUSTED_PROXIES
     app.cli.add_command(parse_file)
     return app
 

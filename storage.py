@@ -61,6 +61,23 @@ RECRAWL_WANTED = f"{PREFIX}:recrawl-wanted"  # zset: news URL -> last time a cli
 SNAPSHOTS = f"{PREFIX}:snapshots:"  # + canonical URL: newest-first list of headline snapshots
 
 
+# ---- fetch politeness (jobs/politeness.py) -------------------------------------------------
+
+def host_slots_key(host: str) -> str:
+    """zset: lease token -> expiry (ms, Redis clock) of the fetches in flight to a lowercase host."""
+    return f"{PREFIX}:host-slots:{host}"
+
+
+def host_next_start_key(host: str) -> str:
+    """The earliest time (ms, Redis clock) the next request to a lowercase host may start."""
+    return f"{PREFIX}:host-next-start:{host}"
+
+
+def robots_key(origin: str) -> str:
+    """An origin's (scheme://host:port) cached robots.txt verdict: "kind\\ntext", plain UTF-8."""
+    return f"{PREFIX}:robots:{origin}"
+
+
 def make_record(url: str, kind: str, status: str, parser_version: str, data: dict | None = None,
                 error: dict | None = None) -> dict:
     """A record as the design card defines it; fetched_at is now, in UTC."""

@@ -7,12 +7,15 @@ by what it inflates to) and gives up when the fetch's wall-clock deadline is spe
 """
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urljoin
 
 import requests
+from urllib3 import exceptions as urllib3_errors
 
 from config import Settings
 from errors import (
@@ -26,6 +29,9 @@ from errors import (
 )
 from guard import check_url_shape, resolve_public
 from jobs.pinning import Deadline, PinnedAdapter
+
+if TYPE_CHECKING:  # politeness needs Redis; a Fetcher without it works alone
+    from jobs.politeness import Politeness
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
@@ -45,8 +51,9 @@ class Page:
 
 
 class Fetcher:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, politeness: Politeness | None = None):
         self.settings = settings
+        self.politeness = politeness  # per-host limits and robots.txt for fetch(); never for post()
         self.verify: str | bool = settings.fetch_ca_bundle or True
         self.headers = {
             "User-Agent": settings.user_agent,
@@ -80,17 +87,32 @@ class Fetcher:
             except (requests.RequestException, OSError) as exc:
                 raise self._network_error(exc, deadline) from None
 
-    def _follow(self, url: str, deadline: Deadline) -> Page:
+    def fetch_robots(self, url: str, deadline: Deadline) -> Page:
+        """A robots.txt within the caller's deadline, by the same guard, pinning and body cap;
+        any status and content type come back for jobs.politeness to judge."""
+        try:
+            return self._follow(url, deadline, robots_file=True)
+        except FetchError:
+            raise
+        except (requests.RequestException, OSError) as exc:
+            raise self._network_error(exc, deadline) from None
+
+    def check_target(self, url: str) -> None:
+        """BlockedAddress unless the guard lets url be fetched now (its host is resolved)."""
+        self._adapter(check_url_shape(url))
+
+    def _follow(self, url: str, deadline: Deadline, robots_file: bool = False) -> Page:
         seen: list[str] = []
         for _ in range(self.settings.max_redirects + 1):
             if url in seen:
                 raise TooManyRedirects(f"redirect loop back to {url}")
             seen.append(url)
-            response = self._send(url)
-            location = response.headers.get("Location")
-            if response.status_code not in REDIRECT_STATUSES or not location:
-                return self._page(response, url, seen[:-1], deadline)
-            response.close()
+            with self._polite(url, deadline, robots_file):  # held until the hop's body is read
+                response = self._send(url)
+                location = response.headers.get("Location")
+                if response.status_code not in REDIRECT_STATUSES or not location:
+                    return self._page(response, url, seen[:-1], deadline, checked=not robots_file)
+                response.close()
             url = urljoin(url, location.strip())
         raise TooManyRedirects(f"more than {self.settings.max_redirects} redirects")
 
@@ -114,11 +136,18 @@ class Fetcher:
             self._adapters[key] = PinnedAdapter(address)
         return self._adapters[key]
 
-    def _page(self, response: requests.Response, url: str, redirects: list[str], deadline: Deadline) -> Page:
+    def _polite(self, url: str, deadline: Deadline, robots_file: bool) -> contextlib.AbstractContextManager[None]:
+        if self.politeness is None:
+            return contextlib.nullcontext()
+        return self.politeness.hop(self, url, deadline, robots_file)
+
+    def _page(self, response: requests.Response, url: str, redirects: list[str], deadline: Deadline,
+              checked: bool = True) -> Page:
         with response:
-            check_status(response)
             content_type = response.headers.get("Content-Type")
-            check_content_type(content_type)
+            if checked:  # a robots.txt is judged by jobs.politeness, whatever its status and type
+                check_status(response)
+                check_content_type(content_type)
             body = self._read_body(response, deadline)
         return Page(url=url, status=response.status_code, content_type=content_type, body=body, redirects=redirects)
 
@@ -128,13 +157,16 @@ class Fetcher:
         if declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(f"Content-Length {declared} is over the {limit} byte limit")
         chunks, size = [], 0
-        while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"body is over the {limit} byte limit (decoded)")
-            if deadline.expired:
-                raise FetchTimeout(f"no complete page within {deadline.seconds:g} s")
-            chunks.append(chunk)
+        try:
+            while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body is over the {limit} byte limit (decoded)")
+                if deadline.expired:
+                    raise FetchTimeout(f"no complete page within {deadline.seconds:g} s")
+                chunks.append(chunk)
+        except urllib3_errors.HTTPError as exc:  # raw reads raise urllib3's own: reset, truncated, undecodable
+            raise self._network_error(exc, deadline) from None
         if deadline.expired:
             raise FetchTimeout(f"no complete page within {deadline.seconds:g} s")
         return b"".join(chunks)
@@ -142,9 +174,11 @@ class Fetcher:
     def _network_error(self, exc: Exception, deadline: Deadline) -> FetchError:
         if deadline.expired:
             return FetchTimeout(f"no complete page within {deadline.seconds:g} s")
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, urllib3_errors.DecodeError):  # corrupt gzip, too many Content-Encodings
+            return FetchError(f"undecodable body: {_first_line(exc)}")
+        if isinstance(exc, (requests.exceptions.SSLError, urllib3_errors.SSLError)):
             return FetchError(f"TLS error: {_first_line(exc)}")
-        if isinstance(exc, requests.exceptions.Timeout):
+        if isinstance(exc, (requests.exceptions.Timeout, urllib3_errors.TimeoutError)):
             return FetchTimeout(f"timed out: {_first_line(exc)}")
         return TransientFetchError(f"network error: {_first_line(exc)}")
 

@@ -16,6 +16,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+import metrics
 from config import Settings
 from sources import SOURCES, Route
 from storage import Storage
@@ -109,6 +110,7 @@ class Submitter:
                 job_timeout=self.settings.job_timeout, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
                 retry=self._retry(),
             )
+            metrics.job_enqueued(route, job_id)
         except DuplicateJobError:
             pass  # another request enqueued it a moment ago: it is in flight either way
         return "queued"

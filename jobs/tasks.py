@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from rq import get_current_job
 from rq.job import Job
 
+import metrics
 import parsers
 import snapshots
 from config import Settings, load_settings
 from errors import JobError
-from jobs import callbacks
+from jobs import callbacks, crashsafe
 from jobs.fetch import Fetcher
+from jobs.politeness import Politeness
 from jobs.queues import backoff_seconds
 from sources import NEWS, SOURCES
 from storage import Storage, make_record
@@ -43,17 +45,21 @@ def process_context() -> ProcessContext:
     global _context
     if _context is None or _context.pid != os.getpid():  # a forked child must not share sockets
         settings = load_settings()
-        _context = ProcessContext(os.getpid(), settings, Fetcher(settings))
+        # Politeness shares per-host limits and robots.txt with every worker through Redis.
+        _context = ProcessContext(os.getpid(), settings, Fetcher(settings, Politeness.connect(settings)))
     return _context
 
 
 def fetch_and_parse(canonical_url: str, source_name: str) -> dict:
     """Run inside an RQ worker; returns a short summary as the job's result."""
     job = get_current_job()
+    metrics.job_started(job, canonical_url, source_name)
     context = process_context()
     source = SOURCES[source_name]
     storage = Storage(job.connection)
     ttl = source.ttl + context.settings.record_retention
+    if (saved := crashsafe.rerun_after_save(job, canonical_url)) is not None:
+        return saved  # an earlier run saved the record, then died before RQ knew
     try:
         data = _fetch_and_parse(context.fetcher, canonical_url, source_name, job)
     except Exception as exc:
@@ -62,7 +68,8 @@ def fetch_and_parse(canonical_url: str, source_name: str) -> dict:
         raise
     _set_step(job, "saving")
     record = make_record(canonical_url, source.kind, "done", parsers.PARSER_VERSION, data=data)
-    storage.save_record(record, ttl)
+    crashsafe.save_once(job, storage, record, ttl)  # with a guard against a re-run saving twice
+    metrics.job_done()
     if source is NEWS:
         storage.push_snapshot(canonical_url, snapshots.take(record), context.settings.snapshots_kept, ttl)
     callbacks.url_finished(job.connection, canonical_url)
@@ -72,6 +79,7 @@ def fetch_and_parse(canonical_url: str, source_name: str) -> dict:
 def _fetch_and_parse(fetcher: Fetcher, canonical_url: str, source_name: str, job: Job) -> dict:
     _set_step(job, "fetching")
     page = fetcher.fetch(canonical_url)
+    metrics.fetch_done(page)
     _set_step(job, "parsing")
     return parsers.parse(page.body, page.url, page.content_type, source=source_name)
 
@@ -80,9 +88,11 @@ def _record_failure(job: Job, storage: Storage, url: str, kind: str, exc: Except
     """Save a failed record when this failure is final (and say so); RQ retries the others."""
     if will_retry(job, exc, process_context().settings.fetch_retries):
         log.warning("transient failure of %s, retry in %s s: %s", url, job.retry_intervals[0], exc)
+        metrics.job_retrying(exc)
         return False
     error = {"code": getattr(exc, "code", "internal_error"), "message": str(exc) or type(exc).__name__}
-    storage.save_record(make_record(url, kind, "failed", parsers.PARSER_VERSION, error=error), ttl)
+    metrics.job_failed(exc, error["code"])
+    crashsafe.save_once(job, storage, make_record(url, kind, "failed", parsers.PARSER_VERSION, error=error), ttl)
     return True
 
 
@@ -98,5 +108,6 @@ def will_retry(job: Job, exc: Exception, max_retries: int) -> bool:
 
 
 def _set_step(job: Job, step: str) -> None:
+    metrics.job_step(step)
     job.meta["step"] = step
     job.save_meta()

@@ -9,7 +9,6 @@ The pool's workers also run RQ's scheduler, which delayed retries need.
 """
 from __future__ import annotations
 
-import logging
 import resource
 import socket
 import sys
@@ -19,8 +18,11 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
+import logs
+import metrics
 from config import Settings, load_settings
 from errors import ConfigError
+from jobs import crashsafe
 from jobs.queues import QUEUE_NAMES
 from jobs.ticker import ensure_ticking
 
@@ -37,8 +39,9 @@ def limit_memory(limit: int = ADDRESS_SPACE_LIMIT) -> None:
 
 
 def build_pool(settings: Settings) -> WorkerPool:
-    connection = Redis.from_url(settings.redis_url)
-    return WorkerPool(QUEUE_NAMES, connection=connection, num_workers=settings.workers, serializer=JSONSerializer)
+    # Crash safety (claimed dequeues, job leases, horse watchdog, no orphans): jobs/crashsafe.py
+    return crashsafe.worker_pool(settings, QUEUE_NAMES,
+                                 worker_class=logs.JobLogWorker)  # RQ's own lines about a job carry job_id and url
 
 
 def worker_alive_here(settings: Settings) -> bool:
@@ -54,7 +57,8 @@ def main() -> None:
         sys.exit(f"configuration error: {exc}")
     if sys.argv[1:] == ["--check"]:
         sys.exit(0 if worker_alive_here(settings) else "no live worker on this host")
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure_logging(settings.log_level, settings.log_format)
+    metrics.setup_multiprocess_dir(settings.data_dir)  # before any metric, so work-horses share it
     limit_memory()
     ensure_ticking(Redis.from_url(settings.redis_url), settings.tick_seconds)
     build_pool(settings).start(logging_level=settings.log_level)

@@ -25,13 +25,14 @@ class Reply:
 
 
 class FixtureServer:
-    """Serves `routes` ({path: Reply | handler}); counts requests per path in `hits` and
-    keeps each POST as (headers, body) in `posts[path]`."""
+    """Serves `routes` ({path: Reply | handler}), and `fallback` (when set) for any other path;
+    counts requests per path in `hits` and keeps each POST as (headers, body) in `posts[path]`."""
 
     def __init__(self, hostnames: list[str], ca: trustme.CA | None = None, tls: bool = True):
         self.routes: dict[str, Reply | Handler] = {}
         self.hits: dict[str, int] = {}
         self.posts: dict[str, list[tuple[dict[str, str], bytes]]] = {}
+        self.fallback: Reply | Handler | None = None  # serves paths no route names (else 404)
         self.ca = ca or trustme.CA()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -70,7 +71,8 @@ class FixtureServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 path = self.path.split("?")[0]
                 server.hits[path] = server.hits.get(path, 0) + 1
-                route = server.routes.get(path, Reply(404, b"not found", {"Content-Type": "text/plain"}))
+                route = (server.routes.get(path) or server.fallback
+                         or Reply(404, b"not found", {"Content-Type": "text/plain"}))
                 if callable(route):
                     route(self)
                 else:

@@ -1,0 +1,556 @@
+"""Crash safety of the RQ workers: no job lost, none run twice at once, each saved once.
+
+`jobs.worker` runs `worker_pool(settings)`: RQ's WorkerPool with the CrashSafeWorker,
+ClaimingQueue and scheduler below. What each piece closes, in the order a job meets them:
+
+1. Dequeue. RQ pops a job id with BLPOP when a worker listens on several queues; a worker
+   killed between that pop and registering the job in the StartedJobRegistry loses the job
+   (it is in no list and no registry). ClaimingQueue pops with a Lua script that moves the
+   id into a *claim* in the same step (`metaparse:claim:<job id>` and a deadline in
+   `metaparse:claims`). The worker turns its claim into a started execution in one
+   WATCH/MULTI transaction (prepare_execution); a claim still there after CLAIM_SECONDS is
+   taken back, and the job put at the head of its queue, by any worker's maintenance
+   (sweep_claims, one Lua script). Exactly one of the two happens, so a claimed job runs
+   once or goes back once, whatever dies when. The same transaction sets the job STARTED: RQ's
+   StartedJobRegistry.cleanup ignores (and drops) entries of jobs that are not STARTED, so a
+   worker killed before its horse said STARTED would otherwise lose the job too.
+
+2. The lease. RQ treats a job as abandoned once its StartedJobRegistry entry's score (a
+   unix time) has passed, and StartedJobRegistry.cleanup (run by clean_registries in every
+   worker's maintenance) then retries it (or fails it when no retries are left). We set the
+   score, in get_heartbeat_ttl, to a lease measured from the start of the execution:
+
+       lease expires at  T0 + timeout + LEASE_GRACE - 1     (or later; never earlier)
+
+   T0 is when the worker began preparing the execution, timeout the job's own timeout,
+   and -1 is RQ's truncation of the registry score to whole seconds. Heartbeats rewrite the
+   score with the same expression (remaining time + grace), so they never shorten it.
+
+3. The horse's life is bounded by three mechanisms, whichever comes first:
+   * RQ's death penalty: SIGALRM in the horse after `timeout` (a clean failure);
+   * a watchdog thread in the worker kills the horse's process group (SIGKILL) at
+     T0 + timeout + HARD_KILL_GRACE, whatever the horse is doing (stuck in C code, or in a
+     Redis call that hangs);
+   * the horse dies with its worker: PR_SET_PDEATHSIG=SIGKILL, set in the horse right after
+     fork (and the parent checked, to close the race), so a SIGKILLed worker leaves no
+     orphan horse that nobody watches.
+
+INVARIANT (no job runs twice at once). For every execution, its horse has exited before
+any worker can see the execution as abandoned:
+
+    HARD_KILL_GRACE + KILL_SLACK  <  LEASE_GRACE - 1
+
+where KILL_SLACK bounds the time between the watchdog's deadline and the worker having
+recorded the horse's end (timer wake-up on a loaded host, SIGKILL delivery, RQ's
+failure bookkeeping) and the difference between the worker's and the cleaner's clocks.
+Then the horse ends by T0 + timeout + HARD_KILL_GRACE + KILL_SLACK, before the lease
+expires, whether its worker is alive (watchdog), dead (PDEATHSIG) or blocked on Redis (the
+watchdog is a thread, the lease does not depend on heartbeats). timings_hold() checks it;
+tests/test_crash.py asserts it for every timeout the service enqueues with.
+
+Assumptions: Linux (PDEATHSIG); a worker's process not frozen (SIGSTOP) while its horse
+runs; hosts' clocks within KILL_SLACK of each other; Redis does not lose acknowledged
+writes. The last one fails on a Redis crash with `appendfsync everysec` (up to ~1 s of
+writes): afterwards a job may run again (at least once, never lost: see journal.py).
+
+4. Abandoned-job detection delay: a job whose worker and horse die at time t is retried by
+   the first maintenance pass after its lease ends, at most
+   T0 + timeout + LEASE_GRACE + MAINTENANCE_INTERVAL; then RQ's retry interval and the
+   scheduler's one-second poll (recovery_bound()). Maintenance runs every
+   MAINTENANCE_INTERVAL seconds on every worker, idle ones included (a dequeue waits no
+   longer than that), and RQ's 15-minute registry-cleaning lock is cut to
+   CLEANING_LOCK_SECONDS so a worker killed while cleaning cannot stall cleaning for long.
+   Concurrent cleaners are harmless here: every retry interval is positive, so a retry is
+   a ZADD of the same member into the scheduled registry, never a second push on a queue.
+
+5. Saved once. A horse killed after saving its record but before RQ marked the job
+   finished is retried; save_once() writes the record together with a guard naming the job
+   generation (its created_at), so the re-run sees the guard (already_saved) and neither
+   fetches nor saves again. A final crash (no retries left) saves a `failed` record with
+   code `worker_crashed`, so a job never ends without a record.
+
+Also: a worker dies with its pool (PDEATHSIG=SIGTERM: warm shutdown), the scheduler
+process with its worker (SIGTERM: it releases its locks, so another worker's maintenance
+takes over within a few seconds), heartbeat and maintenance failures while Redis is away
+are logged instead of ending the worker, and reconnect back-off is capped at
+MAX_RECONNECT_WAIT seconds.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.exceptions import RedisError, WatchError
+from rq import Queue, Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import AbandonedJobError, DequeueTimeout
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
+from rq.utils import now
+from rq.worker import WorkerStatus
+from rq.worker_pool import WorkerPool
+
+from config import Settings
+from storage import PREFIX, Storage
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+JOB_FUNCTION = "jobs.tasks.fetch_and_parse"  # jobs.queues.JOB_FUNCTION (not imported: no cycle)
+
+HARD_KILL_GRACE = 3  # s after a job's timeout before its horse is SIGKILLed
+LEASE_GRACE = 15  # s after a job's timeout before its execution counts as abandoned
+KILL_SLACK = 10  # s allowed for a kill to land and be recorded, and for clock differences
+MAINTENANCE_INTERVAL = 5  # s between maintenance passes (registry cleaning, claim sweep)
+JOB_HEARTBEAT_INTERVAL = 10  # s between a busy worker's heartbeats
+WORKER_TTL = 60  # s an idle worker's key outlives its last heartbeat (+60 s, RQ's margin)
+CLAIM_SECONDS = 30  # s before a popped but unstarted job goes back to its queue
+DEQUEUE_POLL_SECONDS = 0.2  # the claiming pop polls (a Lua script cannot block)
+MAX_RECONNECT_WAIT = 2  # s, cap of the worker's back-off while Redis is away
+CLEANING_LOCK_SECONDS = 30  # RQ holds its registry-cleaning lock 899 s
+SCHEDULER_POLL_SECONDS = 1  # RQScheduler's interval
+SAVE_GUARD_SECONDS = 86400  # as long as a job (and any re-run of it) is kept: RESULT_TTL
+DEFAULT_JOB_TIMEOUT = Queue.DEFAULT_TIMEOUT  # what RQ applies to a job enqueued without one
+
+CLAIMS = f"{PREFIX}:claims"  # zset: job id -> time its claim may be taken back
+CLAIM = f"{PREFIX}:claim:"  # + job id: the queue key the job was popped from
+SAVED_BY = f"{PREFIX}:saved-by:"  # + job id: the generation (created_at) that saved its record
+
+# KEYS[1] = CLAIMS, KEYS[2:] = queue keys in priority order; ARGV[1] = claim deadline,
+# ARGV[2] = CLAIM prefix. Pops the first job found and claims it, in one atomic step.
+CLAIMING_POP = """
+for i = 2, #KEYS do
+  local job_id = redis.call('LPOP', KEYS[i])
+  if job_id then
+    redis.call('SET', ARGV[2] .. job_id, KEYS[i])
+    redis.call('ZADD', KEYS[1], ARGV[1], job_id)
+    return {KEYS[i], job_id}
+  end
+end
+return false
+"""
+# KEYS[1] = CLAIMS, KEYS[2] = the claim, KEYS[3] = the job's hash; ARGV[1] = job id.
+# Takes the claim back; puts the job at the head of its queue if it still waits for a run
+# (exists, still "queued", not on the queue already). Atomic, so exactly one of this and
+# the worker's start (a transaction watching the claim) happens.
+TAKE_BACK = """
+local queue_key = redis.call('GET', KEYS[2])
+if not queue_key then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[3], 'status') == 'queued' and not redis.call('LPOS', queue_key, ARGV[1]) then
+  redis.call('LPUSH', queue_key, ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The worker's clocks; see the module docstring for how they relate."""
+
+    hard_kill_grace: float = HARD_KILL_GRACE
+    lease_grace: int = LEASE_GRACE
+    kill_slack: float = KILL_SLACK
+    maintenance_interval: int = MAINTENANCE_INTERVAL
+    heartbeat_interval: int = JOB_HEARTBEAT_INTERVAL
+    worker_ttl: int = WORKER_TTL
+    claim_seconds: int = CLAIM_SECONDS
+
+    def lease_seconds(self, timeout: float, working: float = 0.0) -> int:
+        """TTL of a started execution `working` seconds in: the rest of its timeout, plus grace."""
+        return max(0, math.ceil(timeout - working)) + self.lease_grace
+
+    def earliest_abandonment(self, timeout: float) -> float:
+        """Seconds after T0 before the execution can be seen as abandoned (-1: RQ truncates)."""
+        return timeout + self.lease_grace - 1
+
+    def hard_kill_after(self, timeout: float) -> float:
+        """Seconds after T0 when the watchdog SIGKILLs a horse still running."""
+        return timeout + self.hard_kill_grace
+
+    def longest_horse_life(self, timeout: float) -> float:
+        """Seconds after T0 by which the horse is gone and its end recorded, at the latest."""
+        return self.hard_kill_after(timeout) + self.kill_slack
+
+    def holds_for(self, timeout: float) -> bool:
+        """The invariant: a horse is gone before its execution can be seen as abandoned."""
+        return self.longest_horse_life(timeout) < self.earliest_abandonment(timeout)
+
+    def recovery_bound(self, timeout: float, retry_interval: float) -> float:
+        """Seconds after T0 by which a job whose worker died is queued again, at the latest."""
+        return (timeout + self.lease_grace + self.maintenance_interval + retry_interval
+                + SCHEDULER_POLL_SECONDS)
+
+
+TIMINGS = Timings()
+
+
+def timings_hold(settings: Settings, timings: Timings = TIMINGS) -> bool:
+    """The invariant for every timeout the service enqueues jobs with."""
+    from jobs.ticker import TICK_TIMEOUT
+
+    timeouts = (settings.job_timeout, TICK_TIMEOUT, DEFAULT_JOB_TIMEOUT)  # pages, ticks, callbacks
+    return all(timings.holds_for(timeout) for timeout in timeouts)
+
+
+def job_timeout(job: Job) -> float:
+    """The timeout RQ's death penalty applies to this job (-1: none)."""
+    return job.timeout or DEFAULT_JOB_TIMEOUT
+
+
+# ---- processes die with their parent ---------------------------------------------------------
+
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover (not Linux)
+    _libc = None
+
+
+def die_with_parent(sig: int, parent_pid: int) -> bool:
+    """Have the kernel send sig to this process when its parent dies (Linux).
+
+    False when the parent is already gone (it died before the request took effect).
+    """
+    if _libc is not None:
+        try:
+            _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        except AttributeError:  # pragma: no cover (no prctl)
+            pass
+    return os.getppid() == parent_pid
+
+
+# ---- claims: a popped job is never in no list and no registry --------------------------------
+
+
+def claim_key(job_id: str) -> str:
+    return CLAIM + job_id
+
+
+class ClaimLost(Exception):
+    """The claim was taken back (the job is on its queue again): do not run it."""
+
+
+class ClaimingQueue(Queue):
+    """A queue whose dequeue claims the job atomically (see the module docstring)."""
+
+    claim_seconds = CLAIM_SECONDS
+    poll_seconds = DEQUEUE_POLL_SECONDS
+
+    @classmethod
+    def lpop(cls, queue_keys: list[str], timeout: int | None, connection: Redis):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        script = connection.register_script(CLAIMING_POP)
+        while True:
+            result = script(keys=[CLAIMS, *queue_keys], args=[time.time() + cls.claim_seconds, CLAIM],
+                            client=connection)
+            if result:
+                return result[0], result[1]
+            if deadline is None:
+                return None
+            if time.monotonic() >= deadline:
+                raise DequeueTimeout(timeout, queue_keys)
+            time.sleep(cls.poll_seconds)
+
+    @classmethod
+    def lmove(cls, connection: Redis, queue_key: str, timeout: int | None):
+        return cls.lpop([queue_key], timeout, connection)
+
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=CLEANING_LOCK_SECONDS))
+
+
+def sweep_claims(connection: Redis, at: float | None = None) -> int:
+    """Put back at the head of their queue the jobs claimed but not started in time."""
+    take_back = connection.register_script(TAKE_BACK)
+    requeued = 0
+    for raw_id in connection.zrangebyscore(CLAIMS, 0, time.time() if at is None else at):
+        job_id = raw_id.decode()
+        if take_back(keys=[CLAIMS, claim_key(job_id), Job.key_for(job_id)], args=[job_id], client=connection):
+            requeued += 1
+            log.warning("job %s was claimed but not started within %s s: back on its queue", job_id, CLAIM_SECONDS)
+    return requeued
+
+
+# ---- saved once ----------------------------------------------------------------------------
+
+
+def _generation(job: Job) -> bytes:
+    return job.created_at.isoformat().encode() if job.created_at else b"?"
+
+
+def already_saved(job: Job) -> bool:
+    """Has this job (this enqueue of it) saved its record already, in a run that then died?"""
+    return job.connection.get(SAVED_BY + job.id) == _generation(job)
+
+
+def save_once(job: Job, storage: Storage, record: dict, ttl: int) -> bool:
+    """Save the job's record with a guard naming the job's generation, atomically; False
+    (and nothing written) when this generation saved one already."""
+    key = SAVED_BY + job.id
+    with storage.redis.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            if pipe.get(key) == _generation(job):
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            Storage(pipe).save_record(record, ttl)
+            pipe.set(key, _generation(job), ex=SAVE_GUARD_SECONDS)
+            pipe.execute()
+        except WatchError:
+            return False  # another run of this generation saved it this instant
+    return True
+
+
+def rerun_after_save(job: Job, canonical_url: str) -> dict | None:
+    """For the job function: the result to return at once when a previous run of this job
+    saved the record and died before RQ heard of it; None to do the work."""
+    if not already_saved(job):
+        return None
+    from jobs import callbacks
+
+    log.warning("%s: record already saved by an earlier run of job %s; not fetching again", canonical_url, job.id)
+    callbacks.url_finished(job.connection, canonical_url)
+    return {"url": canonical_url, "status": "done"}
+
+
+def record_crash(job: Job, reason: str) -> None:
+    """A page job ends without its horse saving anything: save a `failed` record (once)."""
+    try:
+        if job.func_name != JOB_FUNCTION:
+            return
+        canonical_url, source_name = job.args[0], job.args[1]
+    except Exception:  # an undecodable job: nothing to record
+        return
+    import parsers
+    from jobs import callbacks
+    from jobs.tasks import process_context
+    from sources import SOURCES
+    from storage import make_record
+
+    source = SOURCES[source_name]
+    ttl = source.ttl + process_context().settings.record_retention
+    error = {"code": "worker_crashed", "message": reason}
+    record = make_record(canonical_url, source.kind, "failed", parsers.PARSER_VERSION, error=error)
+    if save_once(job, Storage(job.connection), record, ttl):
+        log.warning("%s: final crash of job %s recorded as failed: %s", canonical_url, job.id, reason)
+        callbacks.url_finished(job.connection, canonical_url)
+
+
+def record_abandoned(job: Job, exc_type, exc_value, traceback) -> bool:
+    """RQ exception handler. StartedJobRegistry.cleanup calls it for an abandoned job just
+    before it retries the job, or fails it when no retries are left: then record the failure."""
+    if exc_type is AbandonedJobError and not job.should_retry:
+        try:
+            record_crash(job, "the worker running this page died and no retries are left")
+        except Exception:
+            log.exception("could not record the failure of abandoned job %s", job.id)
+    return True  # let the other handlers run
+
+
+# ---- the worker ----------------------------------------------------------------------------
+
+
+class CrashSafeScheduler(RQScheduler):
+    """RQ's scheduler process, stopped (locks released) when its worker dies."""
+
+    parent_pid: int | None = None
+
+    def work(self):
+        if self.parent_pid is not None and not die_with_parent(signal.SIGTERM, self.parent_pid):
+            return  # its worker is gone already
+        super().work()
+
+
+class CrashSafeWorker(Worker):
+    """An RQ Worker with the lease, watchdog, claims and death rules of this module."""
+
+    timings: Timings = TIMINGS
+    pool_pid: int | None = None  # set in the pool process before it forks its workers
+    max_connection_wait_time = MAX_RECONNECT_WAIT
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("worker_ttl", self.timings.worker_ttl)
+        kwargs.setdefault("maintenance_interval", self.timings.maintenance_interval)
+        kwargs.setdefault("job_monitoring_interval", self.timings.heartbeat_interval)
+        super().__init__(*args, **kwargs)
+        if record_abandoned not in self._exc_handlers:
+            self.push_exc_handler(record_abandoned)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Idle workers come back from waiting often enough to run maintenance on time."""
+        return max(1, int(self.timings.maintenance_interval))
+
+    # -- process lifetimes --
+
+    def work(self, *args, **kwargs):
+        if self.pool_pid is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the pool's handler, inherited by fork
+            if not die_with_parent(signal.SIGTERM, self.pool_pid):
+                return False  # the pool died before this worker started
+        return super().work(*args, **kwargs)
+
+    def main_work_horse(self, job: Job, queue: Queue):
+        if not die_with_parent(signal.SIGKILL, self.pid):
+            os._exit(1)  # the worker died between fork and here: nobody would watch this horse
+        super().main_work_horse(job, queue)
+
+    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
+                         date_format: str = DEFAULT_LOGGING_DATE_FORMAT, log_format: str = DEFAULT_LOGGING_FORMAT):
+        """RQ's _start_scheduler, with the CrashSafeScheduler."""
+        self.scheduler = CrashSafeScheduler(
+            self.queues, connection=self.connection, serializer=self.serializer,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format, log_format=log_format,
+        )
+        self.scheduler.parent_pid = os.getpid()
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
+
+    # -- the lease --
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        timeout = job_timeout(job)
+        if timeout <= 0:
+            return super().get_heartbeat_ttl(job, working_time)
+        return self.timings.lease_seconds(timeout, working_time)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """Claim -> started execution (STARTED, in the started registry), in one transaction."""
+        key = claim_key(job.id)
+        with self.connection.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if not pipe.exists(key):
+                    raise ClaimLost(job.id)
+                pipe.multi()
+                pipe.delete(key)
+                pipe.zrem(CLAIMS, job.id)
+                execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
+                job.set_status(JobStatus.STARTED, pipeline=pipe)
+                self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+                pipe.execute()
+            except WatchError:
+                raise ClaimLost(job.id) from None
+        self.executions[execution.id] = execution
+        return execution
+
+    def execute_job(self, job: Job, queue: Queue):
+        started = time.monotonic()  # T0: before the lease is written, so the lease ends later
+        try:
+            execution = self.prepare_execution(job)
+        except ClaimLost:
+            self.log.warning("Worker %s: job %s was taken back from this worker before it started", self.name, job.id)
+            self.set_state(WorkerStatus.IDLE)
+            return
+        self.fork_work_horse(job, queue)
+        watchdog = self._start_watchdog(job, started)
+        try:
+            self.monitor_work_horse(job, queue, execution)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _start_watchdog(self, job: Job, started: float) -> threading.Timer | None:
+        timeout = job_timeout(job)
+        if timeout <= 0:
+            return None
+        delay = max(0.0, started + self.timings.hard_kill_after(timeout) - time.monotonic())
+        watchdog = threading.Timer(delay, self._kill_overdue_horse, args=(self.horse_pid, job.id))
+        watchdog.daemon = True
+        watchdog.start()
+        return watchdog
+
+    def _kill_overdue_horse(self, horse_pid: int, job_id: str) -> None:
+        if horse_pid and self.horse_pid == horse_pid:
+            self.log.error("Worker %s: job %s outlived its timeout: killing its horse %s", self.name, job_id, horse_pid)
+            try:
+                os.killpg(horse_pid, signal.SIGKILL)
+            except OSError as exc:
+                if exc.errno != errno.ESRCH:
+                    raise
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if not job.should_retry:  # handle_job_failure, next, fails it for good
+            record_crash(job, f"the work-horse died ({describe_exit(ret_val)}) and no retries are left")
+
+    # -- Redis away: keep the worker --
+
+    def maintain_heartbeats(self, job: Job, execution: Execution):
+        try:
+            super().maintain_heartbeats(job, execution)
+        except RedisError as exc:  # the lease does not depend on heartbeats
+            self.log.warning("Worker %s: heartbeat failed (%s); the horse keeps its lease", self.name, exc)
+
+    def run_maintenance_tasks(self):
+        try:
+            super().run_maintenance_tasks()
+            sweep_claims(self.connection)
+        except RedisError as exc:
+            self.log.warning("Worker %s: maintenance failed (%s); next pass in %s s",
+                             self.name, exc, self.maintenance_interval)
+            self.last_cleaned_at = now()
+
+
+def describe_exit(ret_val: int | None) -> str:
+    if ret_val is not None and os.WIFSIGNALED(ret_val):
+        return f"signal {os.WTERMSIG(ret_val)}"
+    return f"status {ret_val}"
+
+
+def crash_safe(worker_class: type[Worker]) -> type[CrashSafeWorker]:
+    """worker_class (an rq.Worker subclass, its mixins kept on top) with CrashSafeWorker under it."""
+    if issubclass(worker_class, CrashSafeWorker):
+        return worker_class
+    return type(f"CrashSafe{worker_class.__name__}", (worker_class, CrashSafeWorker), {})
+
+
+def preload_job_code() -> None:
+    """Work-horses are forked per job, so what a job imports or initialises lazily is paid
+    again by every horse (~0.5 s of CPU here: the job modules, and the CSS selector engine's
+    own set-up). Done once in the pool, every worker and horse inherits it. This also keeps
+    the kill-and-retry cycles of crash recovery cheap."""
+    import jobs.tasks  # noqa: F401  (the job function and everything it imports)
+
+    try:
+        import soupsieve
+
+        soupsieve.compile("html > body a[href]:not(.x)")  # builds soupsieve's tokenizer once
+    except Exception:  # only an optimisation
+        log.debug("could not warm the CSS selector engine", exc_info=True)
+
+
+def worker_pool(settings: Settings, queue_names: list[str], worker_class: type[Worker] = Worker) -> WorkerPool:
+    """The service's pool: settings.workers crash-safe workers on ClaimingQueues."""
+    preload_job_code()
+    CrashSafeWorker.pool_pid = os.getpid()  # the workers are forked from this process
+    connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    return WorkerPool(queue_names, connection=connection, num_workers=settings.workers, serializer=JSONSerializer,
+                      worker_class=crash_safe(worker_class), queue_class=ClaimingQueue)

@@ -1,0 +1,320 @@
+"""Fetch politeness shared by every worker process: per-host concurrency, spacing, robots.txt.
+
+The Fetcher enters Politeness.hop() around every hop of a fetch (redirects go to other
+hosts, so each hop is judged on its own host). A hop, in order:
+
+1. robots.txt (when ROBOTS_TXT is on): the page URL is checked against the rules for its
+   origin (scheme, host, port) and the User-Agent's product token ("metaparse"). The file
+   is fetched through the same Fetcher (SSRF guard, pinned connections, body cap, the
+   fetch's own deadline) and cached in Redis for ROBOTS_CACHE_SECONDS. RFC 9309: 2xx
+   rules apply; 401/403 disallow all; other 4xx (404, 410) and too many redirects allow
+   all; 429, 5xx and network errors make the site "unreachable" for now: a transient
+   error, cached only UNREACHABLE_CACHE_SECONDS. A robots.txt redirect that the guard
+   refuses (127.0.0.1, a private name...) is treated as "disallow all": a permanent
+   RobotsDisallowed, since retrying would not make the redirect safe; a refusal of the
+   page's own host stays BlockedAddress, as it was before robots.txt was read.
+2. a concurrency slot: at most FETCH_HOST_CONCURRENCY hops to one hostname at a time,
+   across all processes and machines. A slot is a lease token in a Redis sorted set
+   scored by its expiry (Redis clock), taken atomically by a Lua script that first drops
+   expired leases: a killed worker's slot frees itself after FETCH_DEADLINE + a margin.
+3. spacing: request starts to one hostname are at least FETCH_HOST_DELAY apart. A Lua
+   script reserves the next start time and answers how long to wait; a short wait is
+   slept (holding the slot, so the start really happens at its reserved time).
+
+Waiting is bounded (MAX_WAIT_SECONDS, and half of what is left of the fetch's deadline):
+a host that stays busy raises HostBusy, a transient error, so RQ retries the job later
+with backoff instead of a worker blocking on one host.
+
+Callbacks (Fetcher.post) never come here: they go to the submitter's own receiver, which
+asked for them, so neither robots.txt nor the per-host limits apply to them.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult
+
+from protego import Protego
+from redis import Redis
+from redis.exceptions import RedisError
+
+from config import Settings
+from errors import (
+    BlockedAddress,
+    FetchError,
+    HostBusy,
+    RobotsDisallowed,
+    TooManyRedirects,
+    TransientFetchError,
+)
+from guard import check_url_shape
+from jobs.pinning import Deadline
+from storage import host_next_start_key, host_slots_key, robots_key
+
+if TYPE_CHECKING:  # type hints only: fetch.py names this module the same way, so no import cycle
+    from jobs.fetch import Fetcher, Page
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_WAIT_SECONDS = 5.0  # longest a hop waits for a slot and its turn before HostBusy
+LEASE_MARGIN_SECONDS = 5.0  # a lease outlives the fetch deadline by this much
+POLL_SECONDS = 0.05  # how often a waiting hop asks for a free slot again
+UNREACHABLE_CACHE_SECONDS = 30  # an unreachable (or refused) robots.txt is asked again this soon
+UNREACHABLE_STATUSES = {429}  # with 5xx: RFC 9309 "unreachable", so disallow for now
+PARSED_CACHE_SIZE = 64  # parsed robots.txt kept per process, by origin
+VERDICT_KINDS = ("rules", "allow", "disallow", "unreachable", "refused")
+
+# KEYS[1]: a host's lease set. ARGV: token, limit, lease ms. 1 when the slot is taken.
+ACQUIRE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1]: a host's earliest next start (ms, Redis clock). ARGV: delay ms, max wait ms.
+# Returns {reserved, wait ms}: the start is reserved only when the wait is acceptable.
+RESERVE_START = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local start = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local wait = start - now
+if wait > tonumber(ARGV[2]) then
+  return {0, wait}
+end
+local delay = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%d', start + delay), 'PX', string.format('%d', wait + delay))
+return {1, wait}
+"""
+
+
+class HostSlots:
+    """A Redis-backed counting semaphore per hostname, with leases that expire."""
+
+    def __init__(self, redis: Redis, limit: int, lease_seconds: float):
+        self.redis = redis
+        self.limit = limit
+        self.lease_ms = max(1, int(lease_seconds * 1000))
+        self._acquire = redis.register_script(ACQUIRE_SLOT)
+
+    def try_acquire(self, host: str) -> str | None:
+        """A lease token when a slot was free, else None; never waits."""
+        token = uuid.uuid4().hex
+        taken = self._acquire(keys=[host_slots_key(host)], args=[token, self.limit, self.lease_ms])
+        return token if taken else None
+
+    def acquire(self, host: str, wait_seconds: float) -> str:
+        """A lease token, polling up to wait_seconds; HostBusy when none frees up."""
+        give_up = time.monotonic() + wait_seconds
+        while (token := self.try_acquire(host)) is None:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise HostBusy(f"{host} already has {self.limit} fetches in flight")
+            time.sleep(min(left, POLL_SECONDS * random.uniform(0.5, 1.5)))  # jitter: no lockstep
+        return token
+
+    def release(self, host: str, token: str) -> None:
+        # One ZREM is atomic on its own; an expired (already dropped) token is a no-op.
+        self.redis.zrem(host_slots_key(host), token)
+
+    def in_use(self, host: str) -> int:
+        return int(self.redis.zcard(host_slots_key(host)))
+
+
+class StartSpacer:
+    """At least delay_seconds between request starts to one hostname, across processes."""
+
+    def __init__(self, redis: Redis, delay_seconds: float):
+        self.delay_ms = int(delay_seconds * 1000)
+        self._reserve = redis.register_script(RESERVE_START)
+
+    def wait_turn(self, host: str, max_wait_seconds: float) -> float:
+        """Sleep until this host's next start is ours; HostBusy if that is too far off."""
+        if self.delay_ms <= 0:
+            return 0.0
+        max_wait_ms = int(max_wait_seconds * 1000)
+        reserved, wait_ms = self._reserve(keys=[host_next_start_key(host)], args=[self.delay_ms, max_wait_ms])
+        if not reserved:
+            raise HostBusy(f"{host}: the next request may start in {wait_ms / 1000:.1f} s",
+                           retry_after=wait_ms / 1000)
+        time.sleep(wait_ms / 1000)
+        return wait_ms / 1000
+
+
+@dataclass(frozen=True)
+class RobotsVerdict:
+    """What one origin's robots.txt says, as cached: the rules text, or a blanket answer."""
+
+    kind: str  # one of VERDICT_KINDS
+    text: str = ""  # robots.txt for "rules"; why, for the others
+
+    def dump(self) -> str:
+        return f"{self.kind}\n{self.text}"
+
+    @classmethod
+    def load(cls, raw: bytes) -> "RobotsVerdict | None":
+        """None for a value we did not write (so it is fetched again, never read as "allow")."""
+        kind, _, text = raw.decode("utf-8", "replace").partition("\n")
+        return cls(kind, text) if kind in VERDICT_KINDS else None
+
+
+class Robots:
+    """robots.txt per origin: fetched through the Fetcher, cached in Redis, parsed by protego."""
+
+    def __init__(self, redis: Redis, settings: Settings):
+        self.redis = redis
+        self.cache_seconds = settings.robots_cache_seconds
+        self.agent = user_agent_token(settings.user_agent)
+        self._parsed: dict[str, tuple[str, Protego]] = {}
+
+    def check(self, fetcher: Fetcher, url: str, parts: SplitResult, deadline: Deadline) -> None:
+        """Return when url may be fetched; RobotsDisallowed, or transient while unreachable."""
+        origin = origin_of(parts)
+        verdict, ttl = self._cached(origin)
+        if verdict is None:
+            verdict = self._download(fetcher, f"{parts.scheme}://{parts.netloc}/robots.txt", deadline)
+            ttl = self._store(origin, verdict)
+        self._judge(verdict, origin, url, ttl)
+
+    def _cached(self, origin: str) -> tuple[RobotsVerdict | None, int]:
+        with self.redis.pipeline() as pipe:
+            raw, ttl = pipe.get(robots_key(origin)).ttl(robots_key(origin)).execute()
+        return (RobotsVerdict.load(raw) if raw is not None else None), max(int(ttl), 1)
+
+    def _store(self, origin: str, verdict: RobotsVerdict) -> int:
+        short = verdict.kind in ("unreachable", "refused")  # ask again soon: it may be fixed
+        ttl = min(UNREACHABLE_CACHE_SECONDS, self.cache_seconds) if short else self.cache_seconds
+        self.redis.set(robots_key(origin), verdict.dump(), ex=ttl)
+        return ttl
+
+    def _download(self, fetcher: Fetcher, robots_url: str, deadline: Deadline) -> RobotsVerdict:
+        fetcher.check_target(robots_url)  # the page's own host refused: BlockedAddress as before
+        try:
+            return verdict_for(fetcher.fetch_robots(robots_url, deadline))
+        except HostBusy:
+            raise  # our own limits, not the site's state: nothing to cache
+        except TooManyRedirects:
+            return RobotsVerdict("allow", "robots.txt redirects too often (RFC 9309: unavailable)")
+        except TransientFetchError as exc:
+            return RobotsVerdict("unreachable", f"robots.txt unreachable: {exc}")
+        except BlockedAddress as exc:  # the origin passed above, so a redirect was refused
+            return RobotsVerdict("refused", f"robots.txt redirected to a refused address: {exc}")
+        except FetchError as exc:  # TLS failure, over the body cap: the rules cannot be read
+            return RobotsVerdict("refused", f"robots.txt unreadable: {exc}")
+
+    def _judge(self, verdict: RobotsVerdict, origin: str, url: str, ttl: int) -> None:
+        if verdict.kind == "unreachable":
+            raise TransientFetchError(f"{verdict.text} ({origin}); retrying later", retry_after=ttl)
+        if verdict.kind in ("disallow", "refused"):
+            raise RobotsDisallowed(f"{verdict.text} ({origin}): {url} not fetched")
+        if verdict.kind == "rules" and not self._rules(origin, verdict.text).can_fetch(url, self.agent):
+            raise RobotsDisallowed(f"robots.txt of {origin} disallows {url} for {self.agent}")
+
+    def _rules(self, origin: str, text: str) -> Protego:
+        """Parsed rules, reused while the cached text is unchanged (parsing is the slow part)."""
+        known = self._parsed.get(origin)
+        if known is None or known[0] != text:
+            if len(self._parsed) >= PARSED_CACHE_SIZE:
+                self._parsed.pop(next(iter(self._parsed)))
+            known = self._parsed[origin] = (text, Protego.parse(text))
+        return known[1]
+
+
+def verdict_for(page: Page) -> RobotsVerdict:
+    """RFC 9309 section 2.3.1 by status: rules, allow all, disallow all, or unreachable."""
+    status = page.status
+    if 200 <= status < 300:
+        return RobotsVerdict("rules", page.body.decode("utf-8-sig", "replace"))  # -sig: drop a BOM
+    if status in (401, 403):
+        return RobotsVerdict("disallow", f"robots.txt answered HTTP {status}: all crawling disallowed")
+    if status >= 500 or status in UNREACHABLE_STATUSES:
+        return RobotsVerdict("unreachable", f"robots.txt answered HTTP {status}")
+    return RobotsVerdict("allow", f"robots.txt answered HTTP {status}: no rules")
+
+
+class Politeness:
+    """What the Fetcher enters around each hop; one per worker process, Redis shared by all."""
+
+    def __init__(self, redis: Redis, settings: Settings):
+        self.settings = settings
+        self.slots = HostSlots(redis, settings.fetch_host_concurrency, settings.fetch_deadline + LEASE_MARGIN_SECONDS)
+        self.spacer = StartSpacer(redis, settings.fetch_host_delay)
+        self.robots = Robots(redis, settings) if settings.robots_txt else None
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "Politeness":
+        """From settings.redis_url; the client connects on first use, so this is cheap."""
+        return cls(Redis.from_url(settings.redis_url), settings)
+
+    @contextmanager
+    def hop(self, fetcher: Fetcher, url: str, deadline: Deadline, robots_file: bool = False) -> Iterator[None]:
+        """Hold a slot for host(url) with its start spaced, after robots.txt allowed url.
+
+        robots_file: this hop fetches a robots.txt itself, which RFC 9309 always allows.
+        """
+        parts = check_url_shape(url)  # a bad URL fails as it would without politeness
+        host = (parts.hostname or "").lower()
+        with _redis_errors_are_transient():
+            if self.robots is not None and not robots_file:
+                self.robots.check(fetcher, url, parts, deadline)  # before our slot: its fetch needs one
+            token = self._take_turn(host, deadline)
+        try:
+            yield
+        finally:
+            self._release(host, token)
+
+    def _take_turn(self, host: str, deadline: Deadline) -> str:
+        """A slot on host, then our reserved start; the slot goes back if the start is too far."""
+        give_up = time.monotonic() + self._wait_budget(deadline)
+        token = self.slots.acquire(host, give_up - time.monotonic())
+        try:
+            self.spacer.wait_turn(host, max(0.0, give_up - time.monotonic()))
+        except BaseException:
+            self._release(host, token)
+            raise
+        return token
+
+    def _release(self, host: str, token: str) -> None:
+        try:
+            self.slots.release(host, token)
+        except RedisError as exc:  # the lease expires by itself; the fetch's outcome matters more
+            log.warning("could not release the fetch slot on %s: %s", host, exc)
+
+    @staticmethod
+    def _wait_budget(deadline: Deadline) -> float:
+        # Half the deadline left at most, so a hop that waited still has time to fetch.
+        return min(MAX_WAIT_SECONDS, deadline.remaining() / 2)
+
+
+@contextmanager
+def _redis_errors_are_transient() -> Iterator[None]:
+    """Redis briefly away must not fail a job for good: RQ retries it later."""
+    try:
+        yield
+    except RedisError as exc:
+        raise TransientFetchError(f"per-host fetch limits unavailable (Redis): {exc}") from None
+
+
+def origin_of(parts: SplitResult) -> str:
+    """scheme://host:port, the unit robots.txt applies to (RFC 9309 section 2.3)."""
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{parts.port or DEFAULT_PORTS[scheme]}"
+
+
+def user_agent_token(user_agent: str) -> str:
+    """The product token robots.txt groups are matched against: "metaparse/1.0 (...)" -> "metaparse"."""
+    return (user_agent.split("/")[0].split() or ["*"])[0]

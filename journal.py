@@ -1,0 +1,288 @@
+"""Durable acceptance: a URL answered 202 is not lost when Redis loses its last writes.
+
+Redis runs with `appendfsync everysec`: killed (-9, power loss, OOM), it may come back
+without up to a second or two of writes it had acknowledged, and Redis 7.0 has no WAITAOF
+to wait for the disk. So POST /parse does not rely on Redis alone:
+
+1. It submits each URL to Redis (jobs.queues.Submitter), as before.
+2. record_accepted() (called by the API before it answers) appends the batch's canonical
+   URLs and sources to this process's journal file under DATA_DIR/journal, one
+   write + fsync per request. Failing that, the request fails (500): no 202 without it.
+3. Still before the 202, it checks that every URL has a record or a job in Redis now,
+   and submits again any that has neither (Redis restarted between 1 and 3).
+4. A reconciler thread per web process polls `INFO server` every POLL_SECONDS. When
+   Redis's run_id changes (a restart, or a fail-over) and after a step 3 that could not
+   reach Redis, it reads every journal entry kept (for this Redis) and submits again each
+   URL with neither a record nor a job. Submission is idempotent (one job id per canonical
+   URL, enqueued with unique=True), so doing it twice is harmless.
+
+Why nothing is lost: a write W of step 1 can only be lost in a Redis crash C that follows
+W. If step 3 saw W, the entry E was durable before C, and the reconciler, which knew the
+run_id from before step 3 (the first request of a process reads it itself), sees the
+run_id change after C and reads E. If step 3 did not see W (C already happened), step 3
+submitted again, or asked for a scan.
+
+Rotation: entries are written to one segment file per process per SEGMENT_SECONDS; a
+segment is deleted once it and the last completed scan are both more than KEEP_SECONDS
+old while Redis kept its run_id: by then Redis has long fsynced the submissions it holds.
+Files of processes that died are read, and deleted, by the others.
+
+Limits: the journal is local to a web host (DATA_DIR is not shared); a web process that
+crashes at the same time as Redis is out of scope (the other processes of the host, which
+read every file, still cover its entries if they see the restart).
+A lost `refresh` of a URL that still has a record is not redone, nor is the batch
+(GET /batches/<id>) written in the lost second: the guarantee is that every URL answered
+202 ends with a record. Duplicate work after a crash is possible (at least once).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from config import Settings
+from jobs.queues import Submitter, job_id_for
+from sources import Unsupported, route
+from storage import record_key
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SECONDS = 60
+KEEP_SECONDS = 120
+POLL_SECONDS = 1.0
+SUFFIX = ".journal"
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: float
+    url: str  # canonical
+    source: str
+    redis: str  # redis_tag() of the Redis it was submitted to
+
+
+def redis_tag(redis_url: str) -> str:
+    """Names a Redis in the journal without writing its URL (and password) to disk."""
+    return hashlib.sha256(redis_url.encode()).hexdigest()[:16]
+
+
+class Journal:
+    """Append-only segment files, one per process and SEGMENT_SECONDS, in one directory."""
+
+    def __init__(self, directory: Path, redis: str = "", owner: str | None = None):
+        self.directory = directory
+        self.redis = redis  # the tag written with, and read back, entries
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._segment: int | None = None
+
+    def append(self, entries: Iterable[tuple[str, str]], at: float | None = None) -> None:
+        """Write the entries and fsync them: on return they survive a crash of anything."""
+        at = time.time() if at is None else at
+        lines = (json.dumps({"t": at, "u": url, "s": source, "r": self.redis}, separators=(",", ":")) + "\n"
+                 for url, source in entries)
+        data = "".join(lines).encode()
+        if not data:
+            return
+        with self._lock:
+            fd = self._segment_fd(int(at // SEGMENT_SECONDS))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+
+    def _segment_fd(self, segment: int) -> int:
+        if self._segment != segment or self._fd is None:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"{segment}-{self.owner}{SUFFIX}"
+            created = not path.exists()
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._segment = segment
+            if created:  # the new file's name must survive a crash too
+                directory = os.open(self.directory, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+        return self._fd
+
+    def segments(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            start, _, _ = path.name.partition("-")
+            if start.isdigit():
+                found.append((int(start), path))
+        return sorted(found)
+
+    def entries(self) -> list[Entry]:
+        """Every entry kept for this journal's Redis, oldest first; a torn last line (a writer
+        killed mid-write) is skipped."""
+        found = []
+        for _, path in self.segments():
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:
+                continue  # rotated away meanwhile
+            for line in lines:
+                try:
+                    item = json.loads(line)
+                    entry = Entry(float(item["t"]), item["u"], item["s"], item.get("r", ""))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if entry.redis == self.redis:
+                    found.append(entry)
+        return found
+
+    def rotate(self, last_scan: float, now: float | None = None) -> int:
+        """Delete the segments that ended, like the last scan, more than KEEP_SECONDS ago."""
+        now = time.time() if now is None else now
+        removed = 0
+        for segment, path in self.segments():
+            if max((segment + 1) * SEGMENT_SECONDS, last_scan) + KEEP_SECONDS < now:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def resubmit_missing(connection: Redis, settings: Settings, entries: Iterable[tuple[str, str]]) -> int:
+    """Submit again every URL that has neither a record nor a job; how many were."""
+    pending = dict(entries)  # canonical URL -> source
+    if not pending:
+        return 0
+    with connection.pipeline(transaction=False) as pipe:
+        for url in pending:
+            pipe.exists(record_key(url))
+            pipe.exists(Job.key_for(job_id_for(url)))
+        found = pipe.execute()
+    missing = [url for index, url in enumerate(pending) if not (found[2 * index] or found[2 * index + 1])]
+    submitter = Submitter(connection, settings)
+    for url in missing:
+        try:
+            routed = route(url, allow_any_site=True)
+        except Unsupported as exc:
+            log.error("journal: cannot route %s again: %s", url, exc.reason)
+            continue
+        if routed.source.name != pending[url]:
+            log.error("journal: %s routes to %s now, not %s; not submitted", url, routed.source.name, pending[url])
+            continue
+        submitter.submit(routed)
+    return len(missing)
+
+
+@dataclass
+class Reconciler:
+    """The thread that re-submits journal entries after Redis restarts (one per process)."""
+
+    journal: Journal
+    settings: Settings
+    run_id: str | None = None  # of the Redis the entries so far are in (None: not known yet)
+    scan_requested: bool = False
+    stable_since: float | None = None  # when run_id was learnt, or the last scan completed
+    scans: int = 0
+    resubmitted: int = 0
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def learn_run_id(self, connection: Redis) -> None:
+        """Before an entry is verified: know the run_id, so that a restart after it is seen."""
+        if self.run_id is None:
+            self._adopt(connection.info("server")["run_id"])
+
+    def _adopt(self, run_id: str) -> bool:
+        with self._lock:
+            if self.run_id is not None:
+                return False
+            self.run_id, self.stable_since = run_id, time.time()
+            return True
+
+    def ensure_running(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="journal-reconciler", daemon=True)
+            self._thread.start()
+
+    def request_scan(self) -> None:
+        self.scan_requested = True
+
+    def _run(self) -> None:
+        client = Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        while True:
+            try:
+                self.step(client)
+            except RedisError as exc:
+                log.debug("journal: Redis unreachable: %s", exc)
+            except Exception:  # keep reconciling whatever happens
+                log.exception("journal: reconcile step failed")
+            time.sleep(POLL_SECONDS)
+
+    def step(self, client: Redis) -> None:
+        run_id = client.info("server")["run_id"]
+        if self._adopt(run_id) and not self.scan_requested:
+            return
+        if run_id != self.run_id or self.scan_requested:
+            if self.run_id is not None and run_id != self.run_id:
+                log.warning("journal: Redis restarted (run_id %s -> %s): checking journaled URLs", self.run_id, run_id)
+            self.scan_requested = False
+            try:
+                entries = self.journal.entries()
+                count = resubmit_missing(client, self.settings, ((e.url, e.source) for e in entries))
+            except BaseException:
+                self.scan_requested = True
+                raise
+            self.run_id, self.stable_since = run_id, time.time()
+            self.scans += 1
+            self.resubmitted += count
+            if count:
+                log.warning("journal: re-submitted %d of %d journaled URLs", count, len(entries))
+        elif self.stable_since is not None:
+            self.journal.rotate(self.stable_since)
+
+
+_reconcilers: dict[tuple[int, Path, str], Reconciler] = {}
+_reconcilers_lock = threading.Lock()
+
+
+def reconciler_for(settings: Settings) -> Reconciler:
+    """This process's journal and reconciler for these settings (a forked child gets its own)."""
+    key = (os.getpid(), settings.data_dir, settings.redis_url)
+    with _reconcilers_lock:
+        reconciler = _reconcilers.get(key)
+        if reconciler is None:
+            for other in [k for k in _reconcilers if k[0] != key[0]]:
+                del _reconcilers[other]  # the parent's, in a forked child: its thread is not here
+            journal = Journal(settings.data_dir / "journal", redis_tag(settings.redis_url))
+            reconciler = _reconcilers[key] = Reconciler(journal, settings)
+    reconciler.ensure_running()
+    return reconciler
+
+
+def record_accepted(connection: Redis, settings: Settings, items: Iterable[dict]) -> None:
+    """The API's hook, after submitting and before answering 202 (see the module docstring)."""
+    entries = [(item["canonical_url"], item["source"]) for item in items]
+    if not entries:
+        return
+    reconciler = reconciler_for(settings)
+    reconciler.journal.append(entries)
+    try:
+        reconciler.learn_run_id(connection)
+        missing = resubmit_missing(connection, settings, entries)
+    except RedisError as exc:
+        log.warning("journal: could not check %d accepted URLs (%s); the reconciler will", len(entries), exc)
+        reconciler.request_scan()
+        return
+    if missing:
+        log.warning("journal: %d accepted URLs were missing from Redis (restarted meanwhile): submitted again", missing)

@@ -1,0 +1,209 @@
+"""Structured logs: one JSON object per line on stderr, for the web and the worker processes.
+
+configure_logging(level, fmt) is the one place logging is set up; gunicorn.conf.py and
+jobs/worker.py call it at start-up (gunicorn's workers and RQ's pool workers and
+work-horses are forked, so they inherit it). Each line is
+`{"ts", "level", "logger", "message", "pid", ...fields}`: fields are a call's `extra=`,
+the fields bound with bind()/bound() in the current context, and `exc` (the traceback)
+when an exception is logged. LOG_FORMAT=text gives one human line per record instead.
+
+Jobs: while a job runs, every line carries its `job_id` and `url`:
+- metrics.job_started() binds them at the start of fetch_and_parse and unbinds them when
+  the job ends (done, retried or failed), so the job's own lines and every library line
+  logged meanwhile carry them, whatever the worker class;
+- JobLogWorker / JobLogSimpleWorker (the pool runs the former) bind them around RQ's
+  execute_job too, so RQ's own lines about the job (in the worker and in its forked
+  work-horse: "Job OK", the result TTL, the traceback of a failure, a killed horse) carry
+  them. RQ's "dequeued" line, logged before the job is known to be ours, does not.
+gunicorn's own lines (access log, worker boots) keep gunicorn's format.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import IO, Any
+
+import rq
+
+FORMATS = ("json", "text")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# LogRecord's own attributes: anything else on a record came from `extra=` or a bound field.
+_RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_CORE_KEYS = ("ts", "level", "logger", "message", "pid")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # RQ colours queue names and "Job OK" when stdout is a terminal
+_OWN_HANDLER = "_metaparse_handler"
+# RQ gives these loggers handlers of its own (and stops their propagation) when it finds none above.
+_RQ_LOGGERS = ("rq.worker", "rq.job", "rq.worker_pool", "rq.scheduler")
+
+_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("metaparse_log_fields", default=None)
+
+
+# ---- fields bound to the current context ----------------------------------------------------
+
+
+def bind(**fields: Any) -> contextvars.Token:
+    """Add fields to every line logged from this context until unbind(token)."""
+    return _fields.set({**(_fields.get() or {}), **fields})
+
+
+def unbind(token: contextvars.Token | None) -> None:
+    """Restore the fields to what they were before the bind() that returned token."""
+    if token is None:
+        return
+    try:
+        _fields.reset(token)
+    except (ValueError, RuntimeError):  # made in another context, or reset already
+        _fields.set(None)
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    token = bind(**fields)
+    try:
+        yield
+    finally:
+        unbind(token)
+
+
+def bound_fields() -> dict[str, Any]:
+    return dict(_fields.get() or {})
+
+
+class ContextFilter(logging.Filter):
+    """Copies the bound fields onto each record (a call's own `extra=` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (_fields.get() or {}).items():
+            if name not in record.__dict__:
+                setattr(record, name, value)
+        return True
+
+
+# ---- formatters ---------------------------------------------------------------------------
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items()
+            if k not in _RECORD_ATTRIBUTES and k not in _CORE_KEYS and not k.startswith("_")}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _ANSI.sub("", record.getMessage()),
+            "pid": record.process,
+            **record_fields(record),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """A human line: the classic format plus ` key=value` for each field."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's naming)
+        fields = "".join(f" {k}={v}" for k, v in record_fields(record).items())
+        return _ANSI.sub("", super().formatMessage(record)) + fields
+
+
+# ---- set-up -------------------------------------------------------------------------------
+
+
+def configure_logging(level: str | int = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> logging.Handler:
+    """Send every logger's records to stream (default: stderr), one JSON object (or text line) each.
+
+    Idempotent: a second call replaces the handler of the first. Handlers others put on the
+    root logger (pytest's, for example) are left alone.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _OWN_HANDLER, False):
+            root.removeHandler(handler)
+    handler = _StreamHandler(stream)
+    setattr(handler, _OWN_HANDLER, True)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    _route_rq_loggers_to_root()
+    return handler
+
+
+class _StreamHandler(logging.StreamHandler):
+    """Without a stream, writes to whatever sys.stderr is at the time (as logging.lastResort does)."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        super().__init__(stream)
+        self._follow_stderr = stream is None
+
+    @property
+    def stream(self) -> IO[str]:  # type: ignore[override]
+        return sys.stderr if getattr(self, "_follow_stderr", False) else self._stream
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        self._stream = value
+
+
+def _route_rq_loggers_to_root() -> None:
+    """Undo RQ's own set-up if it ran first (RQ skips it when the root logger has a handler)."""
+    from rq.logutils import ColorizingStreamHandler
+
+    for name in _RQ_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, ColorizingStreamHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
+# ---- RQ workers whose own lines carry the job -------------------------------------------
+
+
+def job_fields(job: rq.job.Job) -> dict[str, Any]:
+    """job_id, and url for a fetch job (its first argument is the canonical URL)."""
+    from jobs.queues import JOB_FUNCTION
+
+    fields: dict[str, Any] = {"job_id": job.id}
+    try:
+        function, args = job.func_name, job.args
+    except Exception:  # noqa: BLE001 (an undecodable job still gets its id)
+        return fields
+    if function == JOB_FUNCTION and args and isinstance(args[0], str):
+        fields["url"] = args[0]
+    return fields
+
+
+class JobLogMixin:
+    """Binds the job's fields around execute_job: in a forking worker the work-horse inherits them."""
+
+    def execute_job(self, job: rq.job.Job, queue: rq.Queue) -> Any:
+        with bound(**job_fields(job)):
+            return super().execute_job(job, queue)  # type: ignore[misc]
+
+
+class JobLogWorker(JobLogMixin, rq.Worker):
+    """rq.Worker (a work-horse forked per job) whose log lines about a job carry job_id and url."""
+
+
+class JobLogSimpleWorker(JobLogMixin, rq.SimpleWorker):
+    """rq.SimpleWorker (jobs run in-process: tests) whose log lines about a job carry job_id and url."""

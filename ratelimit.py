@@ -1,0 +1,143 @@
+"""Per-client rate limits (flask-limiter), counted in the service's own Redis.
+
+The counters live in Redis, so every gunicorn worker (and every web host on the same
+Redis) shares them. They use the app's Redis connection pool: the same REDIS_URL,
+password, TLS settings and short timeouts as the rest of the API.
+
+Who is "a client":
+- a request carrying one of API_TOKENS as `Authorization: Bearer <token>` is counted by
+  that token (hashed, so no token is written to Redis);
+- anything else by its address. A token that is not in API_TOKENS counts as the address:
+  otherwise a caller could get a fresh bucket per invented token.
+
+The address is request.remote_addr, the TCP peer. Behind a reverse proxy that is the
+proxy, for every client: set TRUSTED_PROXIES=n (the number of proxies in front, each of
+which appends to X-Forwarded-For) and werkzeug's ProxyFix reads the client's address
+from there. Never set it without such proxies: clients could then choose their address.
+
+Two buckets per client, each shared by the endpoints it covers:
+- RATE_LIMIT_WRITE (default 60/minute): POST (/parse, /parseGoodreadsLinks);
+- RATE_LIMIT_READ (default 600/minute): GET and HEAD.
+Not limited: /healthz and /metrics (probes and scrapers), /rqstatus (the operator, behind
+its own auth), static files, and unknown routes (cheap 404s). RATE_LIMITS=false turns
+limiting off.
+
+Over a limit: 429 {"error": {"code": "rate_limited", "message": ...}} with Retry-After in
+seconds.
+
+Redis away: fail open. A Redis error while counting skips the limits for
+BREAKER_SECONDS (logged once), so requests are neither turned into 500s nor slowed by a
+second wait for Redis each: an endpoint that needs Redis answers its own 503, and one
+that does not (/docs, the web page) keeps working. Not flask-limiter's in-memory
+fallback: per-process counts would let N workers allow N times the limit anyway, and they
+outlive Redis's return by up to half a minute.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import time
+
+from flask import Flask, current_app, jsonify, request
+from flask_limiter import ApplicationLimit, Limiter
+from flask_limiter.errors import RateLimitExceeded
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Settings
+from dashboard import URL_PREFIX as DASHBOARD_PREFIX
+
+log = logging.getLogger(__name__)
+
+BREAKER_SECONDS = 5.0  # how long limits are skipped after a Redis error
+STRATEGY = "sliding-window-counter"  # no double burst at a fixed window's edge; two counters per key
+KEY_PREFIX = "metaparse:limits"  # Redis keys of the counters
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+READ_METHODS = ("GET", "HEAD")
+EXEMPT_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+def init_app(app: Flask, settings: Settings) -> Limiter | None:
+    """Trust the configured proxies, then count requests per client (unless RATE_LIMITS=false)."""
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
+    if not settings.rate_limits:
+        return None
+    limiter = FailOpenLimiter(
+        client_key,
+        application_limits=[
+            ApplicationLimit(settings.rate_limit_write, scope="write", methods=WRITE_METHODS),
+            ApplicationLimit(settings.rate_limit_read, scope="read", methods=READ_METHODS),
+        ],
+        strategy=STRATEGY,
+        storage_uri="redis://",  # a placeholder: the client below is the one used
+        storage_options={"connection_pool": app.config["REDIS"].connection_pool, "key_prefix": KEY_PREFIX},
+        swallow_errors=False,  # FailOpenLimiter decides what a Redis error means
+    )
+    limiter.request_filter(is_exempt)
+    limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, lambda exc: rate_limited(limiter, exc))
+    return limiter
+
+
+class FailOpenLimiter(Limiter):
+    """A Limiter that lets requests through, for BREAKER_SECONDS, once its Redis fails."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_until = 0.0  # time.monotonic() before which limits are not counted
+
+    def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
+        if time.monotonic() < self.skip_until:
+            return
+        try:
+            super()._check_request_limit(callable_name, in_middleware)
+        except (RedisError, StorageError, OSError) as exc:
+            self.skip_until = time.monotonic() + BREAKER_SECONDS
+            log.warning("rate limits skipped for %s s: Redis unavailable (%s)", BREAKER_SECONDS, exc)
+
+
+def client_key() -> str:
+    """The bucket owner: a known API token (hashed), else the client's address."""
+    token = known_token()
+    if token is not None:
+        return "token:" + hashlib.sha256(token).hexdigest()[:32]
+    return "addr:" + (request.remote_addr or "unknown")
+
+
+def known_token() -> bytes | None:
+    """The request's Bearer token when it is one of API_TOKENS, as bytes."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    presented = token.strip().encode()  # bytes: compare_digest refuses non-ASCII str
+    if scheme.lower() != "bearer" or not presented:
+        return None
+    tokens = current_app.config["SETTINGS"].api_tokens
+    return presented if any(hmac.compare_digest(presented, t.encode()) for t in tokens) else None
+
+
+def is_exempt() -> bool:
+    path = request.path
+    return path in EXEMPT_PATHS or path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/")
+
+
+def rate_limited(limiter: Limiter, exc: RateLimitExceeded):
+    wait = retry_after_seconds(limiter, exc)
+    message = f"too many requests: at most {exc.limit.limit} per client; retry in {wait} s"
+    body = {"error": {"code": "rate_limited", "message": message}}
+    return jsonify(body), 429, {"Retry-After": str(wait)}
+
+
+def retry_after_seconds(limiter: Limiter, exc: RateLimitExceeded) -> int:
+    """Seconds until the breached limit lets a request through again: 1 to the window's length."""
+    window = exc.limit.limit.get_expiry()
+    try:
+        reset_at = limiter.current_limit.window.reset_time if limiter.current_limit else None
+    except (RedisError, StorageError, OSError):
+        reset_at = None  # Redis went away since it counted: the window's length is an upper bound
+    if reset_at is None:
+        return window
+    return min(window, max(1, math.ceil(reset_at - time.time())))

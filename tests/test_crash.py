@@ -1,0 +1,436 @@
+"""Crash safety, with the faults injected for real: SIGKILLed work-horses, workers and pools,
+a kill -9 of redis-server, SIGTERM shutdowns. Mechanisms: jobs/crashsafe.py, journal.py.
+
+The e2e tests each run their own redis-server (AOF, appendfsync everysec), a fixture
+"Goodreads" over HTTPS whose book pages can be slow, gunicorn and `python -m jobs.worker`
+(tests/support/crash_service.py). Record saves are counted from Redis keyspace
+notifications: every SET of a record key Redis executes, independently of the code.
+Each prints what it measured (run with -s to see it).
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+from rq.job import Job
+
+from config import load_settings
+from jobs import crashsafe
+from jobs.callbacks import DELIVERY_RETRY_INTERVALS
+from jobs.crashsafe import (
+    CLAIMS, TIMINGS, ClaimingQueue, ClaimLost, CrashSafeWorker, Timings, already_saved, claim_key, save_once,
+    sweep_claims,
+)
+from jobs.queues import RETRY_INTERVALS, job_id_for, make_queue
+from journal import Journal, Reconciler, redis_tag, resubmit_missing
+from storage import Storage, make_record
+from tests.support import processes
+from tests.support.crash_service import (
+    AofTail, CrashService, SaveCounter, alive, book_url, horse_of, kill, worker_processes, worker_tree,
+)
+
+
+def report(title: str, **figures) -> None:
+    print(f"\n[crash] {title}: " + ", ".join(f"{name}={value}" for name, value in figures.items()), flush=True)
+
+
+# ---- the invariant and the pieces, without processes ------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [5, 10, 30, 60, 180, 600, 3600])
+def test_a_horse_is_gone_before_its_job_can_be_seen_as_abandoned(timeout):
+    """INVARIANT (jobs/crashsafe.py): for an execution prepared at T0 with job timeout t,
+    the horse has exited, and its end been recorded, by T0 + t + HARD_KILL_GRACE + KILL_SLACK
+    (RQ's SIGALRM at t; the worker's watchdog SIGKILL at t + HARD_KILL_GRACE; PDEATHSIG if
+    the worker dies), while RQ's StartedJobRegistry.cleanup sees the execution as abandoned
+    no earlier than its registry score, >= T0 + t + LEASE_GRACE - 1 (scores are truncated to
+    whole seconds). The first must be strictly earlier, at every heartbeat."""
+    timings = TIMINGS
+    assert timings.holds_for(timeout)
+    horse_gone = timings.longest_horse_life(timeout)
+    assert horse_gone < timings.earliest_abandonment(timeout)
+    assert timings.hard_kill_after(timeout) > timeout  # RQ's death penalty gets its chance first
+    # The lease RQ writes, at the start and at each later heartbeat, never ends sooner:
+    # score = floor(T0 + w) + lease_seconds(t, w) >= T0 + w - 1 + ceil(t - w) + grace.
+    for working in [0, 0.5, 1, timings.heartbeat_interval, timeout / 2, timeout - 0.3, timeout,
+                    timeout + timings.hard_kill_grace + timings.kill_slack]:
+        score_after_t0 = working - 1 + timings.lease_seconds(timeout, working)
+        assert score_after_t0 >= timings.earliest_abandonment(timeout) > horse_gone
+
+
+def test_the_settings_and_the_worker_keep_the_invariant(redis_client):
+    settings = load_settings({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert crashsafe.timings_hold(settings)
+    for timeout in (5, 60, 3600):  # the whole JOB_TIMEOUT range config.py allows
+        assert crashsafe.timings_hold(load_settings({"REDIS_URL": "redis://x", "JOB_TIMEOUT": str(timeout),
+                                                     "FETCH_DEADLINE": "4", "FETCH_CONNECT_TIMEOUT": "2"}))
+    assert not Timings(lease_grace=5, hard_kill_grace=3, kill_slack=2).holds_for(60)  # the check can fail
+    worker = CrashSafeWorker(["goodreads"], connection=redis_client, queue_class=ClaimingQueue)
+    assert worker.maintenance_interval == TIMINGS.maintenance_interval
+    assert worker.dequeue_timeout <= TIMINGS.maintenance_interval  # idle workers clean on time
+    assert worker.job_monitoring_interval == TIMINGS.heartbeat_interval
+    job = make_queue("goodreads", redis_client).enqueue("jobs.tasks.fetch_and_parse", "u", "goodreads",
+                                                         job_timeout=60)
+    assert worker.get_heartbeat_ttl(job) == 60 + TIMINGS.lease_grace
+    # Retries are scheduled (a ZADD, idempotent), never pushed at once: two cleaners racing
+    # over one abandoned job cannot queue it twice.
+    assert all(interval > 0 for interval in RETRY_INTERVALS + DELIVERY_RETRY_INTERVALS)
+
+
+def test_a_claimed_job_either_starts_or_goes_back_never_both(redis_client):
+    queue = make_queue("goodreads", redis_client)
+    worker = CrashSafeWorker(["goodreads"], connection=redis_client, queue_class=ClaimingQueue)
+    first = queue.enqueue("jobs.tasks.fetch_and_parse", "a", "goodreads", job_id="claim-a")
+    queue.enqueue("jobs.tasks.fetch_and_parse", "b", "goodreads", job_id="claim-b")
+    # Popped and claimed in one step: in no list, but in the claims.
+    assert ClaimingQueue.lpop([queue.key], None, redis_client) == (queue.key.encode(), b"claim-a")
+    assert redis_client.exists(claim_key("claim-a")) and queue.job_ids == ["claim-b"]
+    # Its worker died: the sweep puts it back at the head of its queue; a late start is refused.
+    assert sweep_claims(redis_client, at=time.time() + 3600) == 1
+    assert queue.job_ids == ["claim-a", "claim-b"] and not redis_client.zcard(CLAIMS)
+    with pytest.raises(ClaimLost):
+        worker.prepare_execution(first)
+    # Claimed and started: the sweep finds nothing to take back.
+    ClaimingQueue.lpop([queue.key], None, redis_client)
+    execution = worker.prepare_execution(first)
+    assert first.get_status(refresh=True) == "started" and "claim-a" in queue.started_job_registry
+    assert sweep_claims(redis_client, at=time.time() + 3600) == 0 and queue.job_ids == ["claim-b"]
+    assert execution.job_id == "claim-a"
+    # A claimed job deleted (or queued again) meanwhile is not pushed back: never twice on a queue.
+    ClaimingQueue.lpop([queue.key], None, redis_client)
+    Job.fetch("claim-b", connection=redis_client).delete()
+    assert sweep_claims(redis_client, at=time.time() + 3600) == 0 and queue.job_ids == []
+    again = queue.enqueue("jobs.tasks.fetch_and_parse", "c", "goodreads", job_id="claim-c")
+    ClaimingQueue.lpop([queue.key], None, redis_client)
+    queue.enqueue_job(again)
+    assert sweep_claims(redis_client, at=time.time() + 3600) == 0 and queue.job_ids == ["claim-c"]
+    assert not redis_client.zcard(CLAIMS)
+
+
+def test_a_record_is_saved_once_per_job_generation(redis_client):
+    queue = make_queue("goodreads", redis_client)
+    job = queue.enqueue("jobs.tasks.fetch_and_parse", "https://x.test/1", "goodreads", job_id="once")
+    storage = Storage(redis_client)
+    record = make_record("https://x.test/1", "goodreads_book", "done", "1", data={})
+    assert not already_saved(job)
+    assert save_once(job, storage, record, 60) is True
+    assert already_saved(job) and save_once(job, storage, record, 60) is False  # a re-run of it
+    again = Job.fetch("once", connection=redis_client)
+    again.created_at = datetime.now(timezone.utc) + timedelta(seconds=1)  # a later submission
+    assert not already_saved(again) and save_once(again, storage, record, 60) is True
+
+
+def test_the_journal_resubmits_what_redis_lost_and_rotates(redis_client, redis_url, tmp_path):
+    settings = load_settings({"REDIS_URL": redis_url})
+    journal = Journal(tmp_path / "journal", redis_tag(redis_url), owner="test")
+    urls = [book_url(n) for n in (1, 2, 3)]
+    journal.append([(url, "goodreads") for url in urls], at=1000.0)
+    (tmp_path / "journal" / "16-torn.journal").write_bytes(b'{"t": 1')  # a torn write is skipped
+    Journal(tmp_path / "journal", redis_tag("redis://elsewhere"), owner="other").append([(book_url(9), "goodreads")])
+    assert [entry.url for entry in journal.entries()] == urls  # only this Redis's entries
+    Storage(redis_client).save_record(make_record(urls[0], "goodreads_book", "done", "1", data={}), 60)
+    assert resubmit_missing(redis_client, settings, [(url, "goodreads") for url in urls]) == 2
+    assert make_queue("goodreads", redis_client).job_ids == [job_id_for(urls[1]), job_id_for(urls[2])]
+    assert resubmit_missing(redis_client, settings, [(url, "goodreads") for url in urls]) == 0  # idempotent
+    redis_client.flushdb()  # "Redis restarted without them"
+    fresh = Reconciler(journal, settings)
+    fresh.step(redis_client)  # learns the run_id: nothing to compare with yet
+    assert fresh.run_id and fresh.scans == 0
+    reconciler = Reconciler(journal, settings, run_id="an-old-run")
+    reconciler.step(redis_client)
+    assert reconciler.resubmitted == 3 and reconciler.scans == 1
+    reconciler.step(redis_client)  # the same run_id: no scan
+    assert reconciler.scans == 1
+    # Rotation: a segment goes once it and the last scan are KEEP_SECONDS old, not before.
+    assert journal.rotate(last_scan=time.time()) == 0
+    assert journal.rotate(last_scan=1000.0, now=1000 + 60 + 120 + 1) == 2 and journal.entries() == []
+
+
+# ---- faults injected into the real service --------------------------------------------------
+
+
+def slow_first_fetch(first: float, then: float = 0.0):
+    seen: set[str] = set()
+
+    def delay(path: str) -> float:
+        if path in seen:
+            return then
+        seen.add(path)
+        return first
+    return delay
+
+
+@pytest.fixture
+def service_factory(tmp_path):
+    started: list[CrashService] = []
+
+    def make(**kwargs) -> CrashService:
+        service = CrashService(tmp_path / f"svc{len(started)}", **kwargs)
+        service.tmp.mkdir()
+        started.append(service)
+        return service.start()
+
+    yield make
+    failures = []
+    for service in started:
+        try:
+            service.stop()
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, failures
+
+
+@pytest.mark.e2e
+def test_sigkill_of_a_work_horse_mid_job_reruns_it_and_saves_once(service_factory):
+    service = service_factory(workers=1, web_workers=1, delay_for=slow_first_fetch(3.0, 0.5))
+    url = book_url(101)
+    counter = SaveCounter(service.redis.url)
+    assert service.submit([url]).status_code == 202
+    service.wait_for_hit("/book/show/101")
+    [horse] = worker_tree(service.pool.pid)[1]
+    killed_at = time.monotonic()
+    assert kill(horse)
+    record = service.wait_for_records([url], 10)[url]
+    recovered = time.monotonic() - killed_at
+    saves = counter.stop()[url]
+    report("work-horse SIGKILL", recovered_s=round(recovered, 2), fetches=service.site.hits["/book/show/101"],
+           saves=saves, lost=int(record is None))
+    assert record is not None, f"no record within 10 s of the kill\n{service.log_tail()}"
+    assert record["status"] == "done" and saves == 1 and recovered <= 10
+    assert service.site.hits["/book/show/101"] == 2  # the killed run, then the retry
+    assert not alive(horse)
+
+
+@pytest.mark.e2e
+def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(service_factory):
+    job_timeout = 30
+    service = service_factory(workers=2, web_workers=1, delay_for=slow_first_fetch(3.0, 0.5),
+                              env_overrides={"JOB_TIMEOUT": str(job_timeout)})
+    url = book_url(202)
+    counter = SaveCounter(service.redis.url)
+    response = service.submit([url])
+    assert response.status_code == 202
+    job_id = response.json()["accepted"][0]["job_id"]
+    service.wait_for_hit("/book/show/202")
+    worker = service.job_worker_pid(job_id)
+    horse = horse_of(worker)
+    assert horse is not None
+    killed_at = time.monotonic()
+    kill(worker), kill(horse)
+    record = service.wait_for_records([url], 90)[url]
+    recovered = time.monotonic() - killed_at
+    saves = counter.stop()[url]
+    bound = TIMINGS.recovery_bound(job_timeout, RETRY_INTERVALS[0])
+    report("whole worker SIGKILL", recovered_s=round(recovered, 2), recovery_bound_s=bound,
+           fetches=service.site.hits["/book/show/202"], saves=saves, lost=int(record is None))
+    assert record is not None, f"no record within 90 s of the kill\n{service.log_tail()}"
+    assert record["status"] == "done" and saves == 1
+    assert not alive(worker) and not alive(horse)
+    # Not before the lease ended (no second run while the first could still be alive); the
+    # lease started when the job did, a little before the kill (10 s allowed for that)...
+    assert recovered >= job_timeout + TIMINGS.lease_grace - 1 - 10
+    # ...and soon after it.
+    assert recovered <= bound + 10
+
+
+@pytest.mark.e2e
+def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory):
+    service = service_factory(workers=2, web_workers=2,
+                              env_overrides={"JOB_TIMEOUT": "20", "FETCH_DEADLINE": "10"})
+    web_pid, pool_pid = service.web.pid, service.pool.pid
+    batches = [[book_url(n) for n in range(10_000 + i * 25, 10_000 + (i + 1) * 25)] for i in range(40)]
+    accepted: set[str] = set()
+    unavailable: list[requests.Response] = []
+    first_202_after: dict[str, float] = {}
+    restarted_at: list[float] = []
+    done = threading.Event()
+
+    def post_all() -> None:
+        for batch in batches:
+            give_up = time.monotonic() + 120
+            while time.monotonic() < give_up:
+                try:
+                    response = service.submit(batch, timeout=10)
+                except requests.RequestException:
+                    time.sleep(0.2)
+                    continue
+                if response.status_code == 202:
+                    accepted.update(item["canonical_url"] for item in response.json()["accepted"])
+                    if restarted_at and "t" not in first_202_after:
+                        first_202_after["t"] = time.monotonic() - restarted_at[0]
+                    break
+                if response.status_code == 503:
+                    unavailable.append(response)
+                time.sleep(0.2)
+        done.set()
+
+    poster = threading.Thread(target=post_all, daemon=True)
+    aof = AofTail(service.redis.data_dir)
+    started = time.monotonic()
+    poster.start()
+    while len(accepted) < 300:
+        assert not done.is_set() and time.monotonic() - started < 60, "acceptance did not get going"
+        time.sleep(0.01)
+    accepted_before_kill = len(accepted)
+    service.redis.kill()  # kill -9
+    killed_at = time.monotonic()
+    dropped = aof.cut_back(1.0)  # ...and the last second of the AOF, never fsynced, is gone
+    time.sleep(max(0.0, 3 - (time.monotonic() - killed_at)))
+    service.redis.start()  # same data dir, same port
+    restarted_at.append(time.monotonic())
+    assert done.wait(180), "the batches were not all accepted"
+    all_accepted = time.monotonic()
+    records = service.wait_for_records(sorted(accepted), 240, poll=1)
+    lost = [url for url, record in records.items() if record is None]
+    finished = time.monotonic()
+    log = service.web_log.read_text(errors="replace")
+    resubmitted = [int(n) for n in re.findall(r"journal: re-submitted (\d+)", log)]  # per web process
+    checked_again = sum(int(n) for n in re.findall(r"journal: (\d+) accepted URLs were missing", log))
+    report("redis kill -9", urls_accepted=len(accepted), accepted_before_kill=accepted_before_kill,
+           aof_bytes_dropped=dropped,
+           answered_503=len(unavailable), downtime_s=round(restarted_at[0] - killed_at, 2),
+           first_202_after_restart_s=round(first_202_after.get("t", -1), 2),
+           journal_resubmitted_by_reconciler=resubmitted, resubmitted_by_request_check=checked_again,
+           all_records_after_restart_s=round(finished - restarted_at[0], 1),
+           accept_phase_s=round(all_accepted - started, 1), lost=len(lost))
+    assert len(accepted) == 1000
+    assert max(resubmitted, default=0) >= 1, "Redis lost no accepted URL: the journal was not exercised"
+    assert lost == [], f"{len(lost)} accepted URLs have no record, e.g. {lost[:3]}\n{service.log_tail()}"
+    assert unavailable, "no 503 while Redis was down"
+    body = unavailable[0].json()
+    assert body["error"]["code"] == "redis_unavailable" and unavailable[0].headers.get("Retry-After")
+    # Recovered by itself: the same web and pool processes, reconnected.
+    assert service.web.poll() is None and service.pool.poll() is None
+    assert (service.web.pid, service.pool.pid) == (web_pid, pool_pid)
+    assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.e2e
+def test_soak_random_sigkills_of_workers_and_horses(service_factory):
+    """300 URLs while a thread SIGKILLs a random worker process every 2-5 s (a horse, a worker
+    main, now and then the pool itself, which a supervisor restarts)."""
+    service = service_factory(workers=3, web_workers=1, delay_for=lambda path: 0.8, env_overrides={
+        "JOB_TIMEOUT": "10", "FETCH_DEADLINE": "5", "FETCH_CONNECT_TIMEOUT": "2", "FETCH_READ_TIMEOUT": "4"})
+    urls = [book_url(n) for n in range(20_000, 20_300)]
+    counter = SaveCounter(service.redis.url)
+    started = time.monotonic()
+    assert service.submit(urls).status_code == 202
+    kills = {"horse": 0, "worker": 0, "pool": 0}
+    pool_exits: list[int] = []  # exit codes of the pools the supervisor replaced
+    rng = random.Random(20_300)
+    stop = threading.Event()
+
+    def supervise() -> None:  # what honcho/docker/systemd would do: restart a dead pool
+        while not stop.is_set():
+            if service.pool.poll() is not None:
+                pool_exits.append(service.pool.returncode)
+                service.start_pool()
+            time.sleep(0.1)
+
+    def kill_randomly() -> None:
+        while not stop.is_set() and sum(kills.values()) < 30 and time.monotonic() - started < 125:
+            stop.wait(rng.uniform(2, 5))
+            mains, horses = worker_tree(service.pool.pid)
+            roll = rng.random()
+            if roll < 0.08:
+                kind, pid = "pool", service.pool.pid
+            elif horses and roll < 0.6:
+                kind, pid = "horse", rng.choice(horses)
+            elif mains:
+                kind, pid = "worker", rng.choice(mains)
+            else:
+                continue
+            if kill(pid):
+                kills[kind] += 1
+
+    threads = [threading.Thread(target=supervise, daemon=True), threading.Thread(target=kill_randomly, daemon=True)]
+    for thread in threads:
+        thread.start()
+    threads[1].join(130)
+    killing_ended = time.monotonic()
+    records = service.wait_for_records(urls, max(10.0, 175 - (time.monotonic() - started)), poll=1)
+    stop.set()
+    threads[0].join(5)
+    elapsed = time.monotonic() - started
+    saves = counter.stop()
+    lost = [url for url, record in records.items() if record is None]
+    duplicated = {url: count for url, count in saves.items() if count > 1}
+    statuses = {status: sum(1 for r in records.values() if r and r["status"] == status) for status in ("done", "failed")}
+    # Stopped as honcho stops it, nothing of the worker side may be left.
+    processes.stop(service.pool)
+    leftovers = [pid for pid in worker_processes(service.marker) if alive(pid)]
+    report("soak", urls=len(urls), kills=sum(kills.values()), **{f"killed_{k}": v for k, v in kills.items()},
+           pool_restarts=len(pool_exits), pool_exit_codes=pool_exits, lost=len(lost), duplicate_saves=len(duplicated),
+           max_saves=max(saves.values(), default=0), records_done=statuses["done"],
+           records_failed=statuses["failed"], kill_phase_s=round(killing_ended - started, 1),
+           elapsed_s=round(elapsed, 1), leftover_processes=len(leftovers))
+    assert sum(kills.values()) >= 20
+    assert pool_exits == [-signal.SIGKILL] * kills["pool"], "a pool ended without being killed"
+    assert lost == [], f"{len(lost)} URLs without a record, e.g. {lost[:3]}\n{service.log_tail()}"
+    assert duplicated == {}, f"records saved more than once: {duplicated}"
+    assert all(saves[url] == 1 for url in urls)
+    assert leftovers == [], f"left running after the pool stopped: {leftovers}"
+    assert elapsed < 180
+
+
+@pytest.mark.e2e
+def test_sigterm_lets_the_running_job_finish_and_leaves_no_horse(service_factory):
+    """docker stop: SIGTERM to the pool (PID 1); the job in flight finishes, then all exit."""
+    service = service_factory(workers=2, web_workers=1, delay_for=lambda path: 3.0)
+    url = book_url(501)
+    counter = SaveCounter(service.redis.url)
+    assert service.submit([url]).status_code == 202
+    service.wait_for_hit("/book/show/501")
+    signalled = time.monotonic()
+    service.pool.send_signal(signal.SIGTERM)
+    exit_code = service.pool.wait(30)
+    stopped = time.monotonic() - signalled
+    record = service.records([url])[url]
+    leftovers = worker_processes(service.marker)
+    report("SIGTERM (docker stop)", pool_exit_s=round(stopped, 2), pool_exit_code=exit_code,
+           job=record and record["status"], saves=counter.stop()[url], leftover_processes=len(leftovers))
+    assert record is not None and record["status"] == "done", service.log_tail()
+    assert leftovers == []
+
+
+@pytest.mark.e2e
+def test_sigterm_then_sigkill_leaves_no_orphan_horse_and_the_job_is_requeued(service_factory):
+    """honcho: SIGTERM to the process group, SIGKILL to it 5 s later. The horse is in a group
+    of its own (RQ's setpgrp), so only PDEATHSIG takes it down with its worker."""
+    job_timeout = 20
+    service = service_factory(workers=1, web_workers=1, delay_for=slow_first_fetch(8.0, 0.5),
+                              env_overrides={"JOB_TIMEOUT": str(job_timeout), "FETCH_DEADLINE": "15"})
+    url = book_url(502)
+    counter = SaveCounter(service.redis.url)
+    assert service.submit([url]).status_code == 202
+    service.wait_for_hit("/book/show/502")
+    [horse] = worker_tree(service.pool.pid)[1]
+    group = service.pool.pid
+    os.killpg(group, signal.SIGTERM)
+    try:
+        service.pool.wait(5)  # honcho's KILL_WAIT
+    except subprocess.TimeoutExpired:
+        os.killpg(group, signal.SIGKILL)
+        service.pool.wait(10)
+    gone = time.monotonic()
+    time.sleep(0.5)
+    orphans = worker_processes(service.marker)
+    horse_alive = alive(horse)
+    service.start_pool()  # the supervisor starts the service again
+    record = service.wait_for_records([url], job_timeout + 60)[url]
+    requeued_after = time.monotonic() - gone
+    saves = counter.stop()[url]
+    report("SIGTERM then SIGKILL (honcho)", orphans_after_kill=len([p for p in orphans if alive(p)]),
+           horse_survived=horse_alive, requeued_and_done_after_s=round(requeued_after, 1), saves=saves)
+    assert not horse_alive and [p for p in orphans if alive(p)] == []
+    assert record is not None and record["status"] == "done", service.log_tail()
+    assert saves == 1

@@ -1,0 +1,255 @@
+"""Structured logs: every line on stderr is one JSON object; a job's lines carry job_id and url.
+
+In process: a job run by an RQ SimpleWorker (the service's JobLogSimpleWorker) and requests
+through the Flask client, with stderr captured. As a real process: `python -m jobs.worker`
+(the pool, its worker and the forked work-horse) writes nothing but JSON lines.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from rq.serializers import JSONSerializer
+
+import jobs.tasks
+import logs
+import parsers
+from config import load_settings
+from errors import ConfigError, ParseError
+from jobs.queues import QUEUE_NAMES, Submitter, job_id_for, make_queue
+from sources import route
+from server import create_app
+from storage import Storage
+from tests.support import processes
+from tests.support.fixture_server import FixtureServer, Reply
+
+BOOK_URL = "https://www.goodreads.com/book/show/42"
+BOOK_PATH = "/book/show/42"
+BOOK_BODY = b"<html><title>The Answer</title></html>"
+FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html"
+JOB_EVENTS = ["job started", "fetch done", "parse done", "record saved"]
+
+
+@pytest.fixture
+def app(base_env, redis_client, tmp_path):
+    """The app with a DATA_DIR of its own: no journal of other tests' URLs re-submitted meanwhile."""
+    return create_app({**base_env, "DATA_DIR": str(tmp_path / "var")})
+
+
+@pytest.fixture
+def stderr_lines(capsys):
+    """configure_logging() as the entry points call it; returns a reader of stderr's JSON lines."""
+    root = logging.getLogger()
+    level = root.level
+    handler = logs.configure_logging("INFO")
+
+    def read() -> list[dict]:
+        text = capsys.readouterr().err
+        lines = [line for line in text.splitlines() if line.strip()]
+        return [json.loads(line) for line in lines]  # every line must be a JSON object
+
+    yield read
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def site():
+    server = FixtureServer(["www.goodreads.com"]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def worker_env(site, redis_url, redis_client, tmp_path: Path, monkeypatch) -> dict[str, str]:
+    env = {
+        "REDIS_URL": redis_url,
+        "FETCH_CONNECT_TO": site.connect_to("www.goodreads.com"),
+        "FETCH_CA_BUNDLE": str(site.write_ca_bundle(tmp_path / "ca.pem")),
+        "FETCH_RETRIES": "0",
+    }
+    for name, setting in env.items():
+        monkeypatch.setenv(name, setting)
+    monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings from this env
+    site.routes.clear()
+    return env
+
+
+@pytest.fixture
+def title_parser(monkeypatch):
+    def parse_title(html: str, url: str) -> dict:
+        if "<title>" not in html:
+            raise ParseError("no title")
+        return {"kind": "goodreads_book", "title": html.split("<title>")[1].split("</title>")[0]}
+
+    monkeypatch.setitem(parsers.PARSERS, "goodreads", parse_title)
+
+
+def run_job(redis_client, worker_env) -> str:
+    submission = Submitter(redis_client, load_settings(worker_env)).submit(route(BOOK_URL))
+    queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
+    logs.JobLogSimpleWorker(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    return submission.job_id
+
+
+def check_shape(lines: list[dict]) -> None:
+    assert lines
+    for line in lines:
+        assert {"ts", "level", "logger", "message", "pid"} <= set(line), line
+        assert line["ts"].endswith("+00:00") and line["level"] in ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def by_message(lines: list[dict], message: str) -> dict:
+    [line] = [line for line in lines if line["message"] == message]
+    return line
+
+
+# ---- a job, in process ----------------------------------------------------------------------
+
+
+def test_a_jobs_lines_are_json_and_carry_job_id_and_url(stderr_lines, site, worker_env, redis_client, title_parser):
+    site.routes[BOOK_PATH] = Reply(body=BOOK_BODY)
+    job_id = run_job(redis_client, worker_env)
+    lines = stderr_lines()
+    check_shape(lines)
+
+    events = [line for line in lines if line["logger"] == "jobs.tasks"]
+    assert [line["message"] for line in events] == JOB_EVENTS
+    for line in events:
+        assert line["job_id"] == job_id and line["url"] == BOOK_URL, line
+    started, fetched, parsed, saved = events
+    assert started["queue"] == "goodreads" and started["source"] == "goodreads"
+    assert fetched["status"] == 200 and fetched["bytes"] == len(BOOK_BODY) and fetched["final_url"] == BOOK_URL
+    assert fetched["ms"] >= 0 and parsed["ms"] >= 0 and saved["status"] == "done"
+    # RQ's own line about the job carries them too; lines before and after it do not.
+    job_ok = next(line for line in lines if line["logger"] == "rq.worker" and "Job OK" in line["message"])
+    assert job_ok["job_id"] == job_id and job_ok["url"] == BOOK_URL
+    assert "\x1b" not in job_ok["message"]
+    quitting = next(line for line in lines if "done, quitting" in line["message"])
+    assert "job_id" not in quitting and "url" not in quitting
+
+
+def test_a_failed_job_logs_its_error_code(stderr_lines, site, worker_env, redis_client, title_parser):
+    site.routes[BOOK_PATH] = Reply(404, b"gone")
+    job_id = run_job(redis_client, worker_env)
+    lines = stderr_lines()
+    check_shape(lines)
+    failed = by_message(lines, "job failed")
+    assert failed["level"] == "WARNING" and failed["code"] == "http_status" and failed["step"] == "fetching"
+    assert "404" in failed["error"] and failed["job_id"] == job_id and failed["url"] == BOOK_URL
+    assert not any(line["message"] in ("fetch done", "record saved") for line in lines)
+    # RQ's traceback of the failure: one JSON line, with the job's fields.
+    [traceback] = [line for line in lines if line["logger"] == "rq.worker" and line["level"] == "ERROR"]
+    assert "HttpStatusError" in traceback["message"] and traceback["job_id"] == job_id
+    assert traceback["url"] == BOOK_URL
+
+
+# ---- requests, in process --------------------------------------------------------------------
+
+
+def test_a_submission_logs_the_enqueued_job(stderr_lines, client):
+    assert client.post("/parse", json=["https://m.goodreads.com/book/show/42-the-answer"]).status_code == 202
+    lines = stderr_lines()
+    check_shape(lines)
+    [enqueued] = [line for line in lines if line["message"] == "job enqueued" and line["url"] == BOOK_URL]
+    assert enqueued["logger"] == "api" and enqueued["level"] == "INFO"
+    assert enqueued["job_id"] == job_id_for(BOOK_URL) and enqueued["url"] == BOOK_URL
+    assert enqueued["queue"] == "goodreads" and enqueued["source"] == "goodreads"
+
+
+def test_a_request_that_fails_logs_json_with_the_traceback(stderr_lines, client, monkeypatch):
+    import api
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(api, "fetch_job", broken)
+    assert client.get("/jobs/abc").status_code == 500
+    lines = stderr_lines()
+    check_shape(lines)
+    error = by_message(lines, "unhandled error")
+    assert error["level"] == "ERROR" and error["logger"] == "server"
+    assert error["exc"].startswith("Traceback") and "RuntimeError: boom" in error["exc"]
+    assert "job_id" not in error
+
+
+def test_bound_fields_extra_and_text_format():
+    stream, level = io.StringIO(), logging.getLogger().level
+    handler = logs.configure_logging("DEBUG", "text", stream=stream)
+    try:
+        with logs.bound(job_id="j1", url="https://example.com/"):
+            logging.getLogger("t").info("hello %s", "you", extra={"ms": 1.5})
+        logging.getLogger("t").debug("after")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("INFO t: hello you ms=1.5 job_id=j1 url=https://example.com/")
+    assert second.endswith("DEBUG t: after")
+
+
+def test_configure_logging_is_idempotent_and_leaves_other_handlers():
+    root = logging.getLogger()
+    level = root.level
+    others = [h for h in root.handlers if not getattr(h, "_metaparse_handler", False)]
+    first = logs.configure_logging("INFO", stream=io.StringIO())
+    second = logs.configure_logging("INFO", stream=io.StringIO())
+    try:
+        assert first not in root.handlers and second in root.handlers
+        assert [h for h in root.handlers if h is not second] == others
+    finally:
+        root.removeHandler(second)
+        root.setLevel(level)
+
+
+def test_log_format_setting():
+    assert load_settings({}).log_format == "json"
+    assert load_settings({"LOG_FORMAT": "text"}).log_format == "text"
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        load_settings({"LOG_FORMAT": "xml"})
+
+
+# ---- the real worker process ---------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_the_worker_process_writes_only_json_lines(site, redis_url, redis_client, tmp_path):
+    site.routes[BOOK_PATH] = Reply(body=FIXTURE_BOOK.read_bytes())
+    marker = f"METAPARSE_LOGS_{uuid.uuid4().hex}"
+    env = processes.service_env(
+        REDIS_URL=redis_url, WORKERS="1", FETCH_RETRIES="0", DATA_DIR=str(tmp_path / "var"),
+        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com"),
+        FETCH_CA_BUNDLE=str(site.write_ca_bundle(tmp_path / "ca.pem")), **{marker: "1"},
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the worker picks DATA_DIR/metrics
+    log_path = tmp_path / "worker.log"
+    worker = processes.start([str(processes.VENV_BIN / "python"), "-m", "jobs.worker"], env, log_path)
+    try:
+        job_id = Submitter(redis_client, load_settings(env)).submit(route(BOOK_URL)).job_id
+        deadline = time.monotonic() + 60
+        while Storage(redis_client).load_record(BOOK_URL) is None:
+            assert worker.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(0.5)  # RQ's lines after the job
+    finally:
+        processes.stop(worker)
+    assert processes.wait_until_gone(marker) == []
+
+    text = log_path.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # stdout and stderr: all JSON
+    check_shape(lines)
+    job_lines = [line for line in lines if line.get("job_id") == job_id]
+    assert all(line["url"] == BOOK_URL for line in job_lines)
+    events = [line["message"] for line in job_lines if line["logger"] == "jobs.tasks"]
+    assert events == JOB_EVENTS, text[-3000:]
+    assert any("Job OK" in line["message"] for line in job_lines)  # RQ's, in the work-horse
+    pool = next(line for line in lines if line["logger"] == "rq.worker_pool")
+    horse = next(line for line in job_lines if line["message"] == "job started")
+    assert horse["pid"] != pool["pid"]
+    assert (tmp_path / "var" / "metrics" / f"counter_{horse['pid']}.db").exists()  # the work-horse's metrics
