@@ -49,9 +49,10 @@ watchdog is a thread, the lease does not depend on heartbeats). timings_hold() c
 tests/test_crash.py asserts it for every timeout the service enqueues with.
 
 Assumptions: Linux (PDEATHSIG); a worker's process not frozen (SIGSTOP) while its horse
-runs; hosts' clocks within KILL_SLACK of each other; Redis does not lose acknowledged
-writes. The last one fails on a Redis crash with `appendfsync everysec` (up to ~1 s of
-writes): afterwards a job may run again (at least once, never lost: see journal.py).
+runs; hosts' clocks within KILL_SLACK of each other; a registry-cleaning pass (milliseconds)
+shorter than CLEANING_LOCK_SECONDS; Redis does not lose acknowledged writes. The last one
+fails on a Redis crash with `appendfsync everysec` (up to ~1 s of writes): afterwards a job
+may run again (at least once, never lost: see journal.py).
 
 4. Abandoned-job detection delay: a job whose worker and horse die at time t is retried by
    the first maintenance pass after its lease ends, at most

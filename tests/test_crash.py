@@ -17,7 +17,6 @@ import subprocess
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import requests
@@ -364,7 +363,8 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory):
     saves = counter.stop()
     lost = [url for url, record in records.items() if record is None]
     duplicated = {url: count for url, count in saves.items() if count > 1}
-    statuses = {status: sum(1 for r in records.values() if r and r["status"] == status) for status in ("done", "failed")}
+    statuses = {status: sum(1 for record in records.values() if record and record["status"] == status)
+                for status in ("done", "failed")}
     # Stopped as honcho stops it, nothing of the worker side may be left.
     processes.stop(service.pool)
     leftovers = [pid for pid in worker_processes(service.marker) if alive(pid)]
