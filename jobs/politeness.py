@@ -10,9 +10,8 @@ hosts, so each hop is judged on its own host). A hop, in order:
    rules apply; 401/403 disallow all; other 4xx (404, 410) and too many redirects allow
    all; 429, 5xx and network errors make the site "unreachable" for now: a transient
    error, cached only UNREACHABLE_CACHE_SECONDS. A robots.txt redirect that the guard
-   refuses (127.0.0.1, a private name...) is treated as "disallow all": a permanent
-   RobotsDisallowed, since retrying would not make the redirect safe; a refusal of the
-   page's own host stays BlockedAddress, as it was before robots.txt was read.
+   refuses (127.0.0.1, a private name...) fails the page with BlockedAddress, like a
+   refusal of the page's own host: the cause is named, and nothing is cached.
 2. a concurrency slot: at most FETCH_HOST_CONCURRENCY hops to one hostname at a time,
    across all processes and machines. A slot is a lease token in a Redis sorted set
    scored by its expiry (Redis clock), taken atomically by a Lua script that first drops
@@ -209,8 +208,8 @@ class Robots:
             return RobotsVerdict("allow", "robots.txt redirects too often (RFC 9309: unavailable)")
         except TransientFetchError as exc:
             return RobotsVerdict("unreachable", f"robots.txt unreachable: {exc}")
-        except BlockedAddress as exc:  # the origin passed above, so a redirect was refused
-            return RobotsVerdict("refused", f"robots.txt redirected to a refused address: {exc}")
+        except BlockedAddress:
+            raise  # a redirect, or a second DNS answer, led to a refused address: name it as such
         except FetchError as exc:  # TLS failure, over the body cap: the rules cannot be read
             return RobotsVerdict("refused", f"robots.txt unreadable: {exc}")
 

@@ -18,7 +18,7 @@ import metrics
 import parsers
 import snapshots
 from config import Settings, load_settings
-from errors import JobError
+from errors import HostBusy, JobError
 from jobs import callbacks, crashsafe
 from jobs.fetch import Fetcher
 from jobs.politeness import Politeness
@@ -27,6 +27,7 @@ from sources import NEWS, SOURCES
 from storage import Storage, make_record
 
 log = logging.getLogger(__name__)
+MAX_HOST_BUSY_RETRIES = 50  # a host busy for this many tries in a row fails the job
 
 
 @dataclass
@@ -101,6 +102,11 @@ def will_retry(job: Job, exc: Exception, max_retries: int) -> bool:
     from this very job object when it handles the failure."""
     if not (isinstance(exc, JobError) and exc.transient):
         job.retries_left = 0  # a permanent error: no retry
+    elif isinstance(exc, HostBusy) and job.meta.get("host_busy", 0) < MAX_HOST_BUSY_RETRIES:
+        # Our own politeness limits, not the site's failure: do not spend the job's retries.
+        job.meta["host_busy"] = job.meta.get("host_busy", 0) + 1
+        job.save_meta()
+        job.retries_left = (job.retries_left or 0) + 1
     if job.retries_left:
         failures = max_retries - job.retries_left + 1
         job.retry_intervals = [backoff_seconds(failures, getattr(exc, "retry_after", None))]

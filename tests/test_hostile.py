@@ -194,9 +194,8 @@ CASES = [
          lambda ctx: {"/uk": static(NEWS_PAGE.read_bytes(), {"Content-Type": HTML})},
          url="https://www.theguardian.com/uk"),
     # The first look-up (the guard's check of the robots.txt origin) is public, the next
-    # (robots.txt's own hop) is 127.0.0.1: refused before connecting. jobs/politeness.py
-    # files that refusal as "robots.txt redirected to a refused address" (robots_disallowed).
-    Case("dns-flips-to-loopback-after-first-answer", ("blocked_address", "robots_disallowed"), lambda ctx: {
+    # (robots.txt's own hop) is 127.0.0.1: refused before connecting, as blocked_address.
+    Case("dns-flips-to-loopback-after-first-answer", ("blocked_address",), lambda ctx: {
         ctx.book: redirect(f"https://{FLIP_HOST}:{ctx.sentinel}/flip"),
         "/flip": static(FIXTURE_BOOK.read_bytes(), {"Content-Type": HTML})}),
     # parser food and non-HTML

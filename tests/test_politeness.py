@@ -369,12 +369,11 @@ def test_robots_txt_redirect_is_followed_on_the_safe_path(polite, site):
     assert site.hits["/rules.txt"] == 1
 
 
-def test_robots_txt_redirect_to_a_private_address_is_refused_as_disallowed(polite, site):
-    # Decision: the guard refuses the redirect, so the rules cannot be read safely; retrying
-    # would not change that, so the page is not fetched: permanent RobotsDisallowed.
+def test_robots_txt_redirect_to_a_private_address_fails_the_page_as_blocked(polite, site):
+    # The guard refuses the redirect: the page is not fetched, and the cause is named.
     site.routes["/robots.txt"] = Reply(302, headers={"Location": f"https://127.0.0.1:{site.port}/internal.txt"})
     site.routes["/page"] = Reply(body=b"<html>ok</html>")
-    with pytest.raises(RobotsDisallowed, match="refused address") as caught:
+    with pytest.raises(BlockedAddress, match="127.0.0.1") as caught:
         polite().fetch(f"{GOODREADS}/page")
     assert not caught.value.transient
     assert "/internal.txt" not in site.hits and "/page" not in site.hits
@@ -467,6 +466,21 @@ def test_job_for_a_busy_host_is_retried_later(site, worker_env, redis_client):
     assert slots.try_acquire("www.goodreads.com") and slots.try_acquire("www.goodreads.com")
     job_id = run_job(redis_client, worker_env)
     job = fetch_job(redis_client, job_id)
-    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 1
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 2  # host_busy spends no retry
     assert Storage(redis_client).load_record(BOOK_URL) is None
     assert site.hits == {}
+
+
+def test_host_busy_does_not_spend_the_jobs_retries():
+    from types import SimpleNamespace
+
+    from jobs.tasks import will_retry
+
+    class FakeJob(SimpleNamespace):
+        def save_meta(self) -> None:
+            pass
+
+    job = FakeJob(retries_left=None, retry_intervals=None, meta={})
+    assert will_retry(job, HostBusy("busy"), max_retries=0) and job.retries_left == 1
+    job = FakeJob(retries_left=2, retry_intervals=None, meta={"host_busy": 50})
+    assert will_retry(job, HostBusy("busy"), max_retries=3) and job.retries_left == 2  # the cap: now it counts
