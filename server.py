@@ -62,6 +62,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(RedisConnectionError, redis_unavailable)
     app.register_error_handler(RedisTimeoutError, redis_unavailable)
     app.register_error_handler(RedisError, redis_unavailable)
+    app.register_error_handler(UnicodeDecodeError, undecodable_request)
     app.register_error_handler(Exception, internal_error)
 
 
@@ -86,6 +87,11 @@ def redis_unavailable(exc: Exception):
     log.error("redis unavailable: %s", exc)
     return error_response(503, "redis_unavailable", "storage is unavailable; try again shortly",
                           {"Retry-After": REDIS_RETRY_AFTER})
+
+
+def undecodable_request(exc: UnicodeDecodeError):
+    """Raw non-UTF-8 bytes in a query string (gunicorn refuses them earlier; dev servers do not)."""
+    return error_response(400, "invalid_encoding", "the request is not valid UTF-8")
 
 
 def internal_error(exc: Exception):

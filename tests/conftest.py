@@ -22,6 +22,14 @@ def redis_url() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_redis_url(redis_url: str) -> str:
+    """redis_url, flushed when a module's services start: jobs and records another
+    module left behind must not reach this module's workers."""
+    Redis.from_url(redis_url).flushdb()
+    return redis_url
+
+
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[Redis]:
     client = Redis.from_url(redis_url)

@@ -270,3 +270,8 @@ def test_records_query_errors(client, query):
 
 def test_records_of_an_unknown_batch_is_404(client):
     assert client.get("/records", query_string={"batch": "f" * 32}).status_code == 404
+
+
+def test_raw_non_utf8_query_bytes_are_a_400_json(client):
+    response = client.get("/info", environ_overrides={"QUERY_STRING": "url=\x80"})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_encoding"

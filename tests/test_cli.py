@@ -386,7 +386,8 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(site, redis_url, tmp_path_factory):
+def service(site, module_redis_url, tmp_path_factory):
+    redis_url = module_redis_url
     """gunicorn + `python -m jobs.worker` as the Procfile runs them, with a token and a low URL limit."""
     logs = tmp_path_factory.mktemp("cli")
     port, marker = free_port(), f"METAPARSE_CLI_{uuid.uuid4().hex}"

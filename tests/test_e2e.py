@@ -45,7 +45,8 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(site, redis_url, tmp_path_factory):
+def service(site, module_redis_url, tmp_path_factory):
+    redis_url = module_redis_url
     """gunicorn + `python -m jobs.worker`, as the Procfile runs them."""
     logs = tmp_path_factory.mktemp("e2e")
     port = free_port()
