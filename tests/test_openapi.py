@@ -28,6 +28,7 @@ from rq import Worker
 from rq.job import JobStatus
 
 import parsers
+import ratelimit
 import snapshots
 from errors import ParseError
 from jobs.queues import fetch_job, job_id_for, make_queue
@@ -613,7 +614,7 @@ def test_documented_query_parameters_are_the_ones_the_api_reads():
 SEEN: set[tuple[str, str, str]] = set()  # (METHOD, path, documented status)
 LIVE_DONE: set[str] = set()
 LIVE_TESTS = {"submissions", "too_many", "tokens", "callbacks", "records_of_each_kind", "in_flight_and_lost",
-              "since", "info_errors", "batches", "records", "jobs", "health", "redis_down", "documents"}
+              "since", "info_errors", "batches", "records", "jobs", "health", "redis_down", "rate_limited", "documents"}
 
 
 def check(response, method: str, path: str) -> object:
@@ -934,6 +935,44 @@ def test_live_redis_down(base_env):
         assert response.status_code == 503, (path, response.get_data(as_text=True))
         assert check(response, method, path)["error"]["code"] == "redis_unavailable"
     LIVE_DONE.add("redis_down")
+
+
+def test_live_rate_limited(redis_client, base_env):
+    """Over its limits a client gets 429 + Retry-After from every limited operation; exempt ones still answer."""
+    client = create_app({**base_env, "RATE_LIMIT_WRITE": "1/minute", "RATE_LIMIT_READ": "1/minute"}).test_client()
+    calls = [
+        ("post", "/parse", "/parse", {"json": [BOOK]}),
+        ("post", "/parseGoodreadsLinks", "/parseGoodreadsLinks", {"json": {"urls": [BOOK]}}),
+        ("get", "/info", "/info", {"query_string": {"url": BOOK}}),
+        ("get", "/getBookInfo", "/getBookInfo", {"query_string": {"url": BOOK}}),
+        ("get", "/batches/{batch_id}", "/batches/0123456789abcdef0123456789abcdef", {}),
+        ("get", "/records", "/records", {}),
+        ("get", "/jobs/{job_id}", f"/jobs/{job_id_for(BOOK)}", {}),
+        ("get", "/healthz", "/healthz", {}),
+        ("get", "/metrics", "/metrics", {}),
+        ("get", "/", "/", {}),
+        ("get", "/openapi.json", "/openapi.json", {}),
+        ("get", "/docs", "/docs", {}),
+    ]
+    assert {(m, p) for m, p, _, _ in calls} == {(m, p) for p, m, _ in operations()}, "every operation, once"
+    # The one write and the one read of this minute: two buckets, so the write does not use up the read.
+    post(client, "/parse", [BOOK], 202)
+    get(client, "/info", 202, query_string={"url": BOOK})
+    limited = set()
+    for method, path, url, kwargs in calls:
+        response = getattr(client, method)(url, **kwargs)
+        body = check(response, method, path)  # an undocumented 429 fails here
+        if response.status_code == 429:
+            assert body["error"]["code"] == "rate_limited"
+            assert 1 <= int(response.headers["Retry-After"]) <= 60
+            limited.add((method, path))
+    documented = {(m, p) for p, m, op in operations() if "429" in op["responses"]}
+    assert limited == documented, "429 is documented exactly where the limits apply"
+    assert {p for p, _, op in operations() if "429" not in op["responses"]} == ratelimit.EXEMPT_PATHS
+    # Another client (a different address) has buckets of its own.
+    other = client.get("/records", environ_overrides={"REMOTE_ADDR": "192.0.2.7"})
+    assert other.status_code == 200 and check(other, "get", "/records")
+    LIVE_DONE.add("rate_limited")
 
 
 def test_live_documents(client):
