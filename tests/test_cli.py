@@ -387,27 +387,17 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(site, module_redis_url, tmp_path_factory):
-    redis_url = module_redis_url
     """gunicorn + `python -m jobs.worker` as the Procfile runs them, with a token and a low URL limit."""
     logs = tmp_path_factory.mktemp("cli")
-    port, marker = free_port(), f"METAPARSE_CLI_{uuid.uuid4().hex}"
     env = processes.service_env(
-        REDIS_URL=redis_url, PORT=str(port), WORKERS="1", WEB_WORKERS="1", FETCH_RETRIES="0",
+        REDIS_URL=module_redis_url, FETCH_RETRIES="0",
         API_TOKENS=TOKEN, MAX_URLS_PER_REQUEST=str(SERVER_LIMIT),
         DATA_DIR=str(logs / "data"),  # its own: files under ./var are shared by every service started there
-        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com"),
-        FETCH_CA_BUNDLE=str(site.write_ca_bundle(logs / "ca.pem")), **{marker: "1"},
+        **site.fetch_env(logs, "www.goodreads.com"),
     )
-    web = processes.start(["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"], env, logs / "web.log")
-    worker = processes.start([str(processes.VENV_BIN / "python"), "-m", "jobs.worker"], env, logs / "worker.log")
-    base = f"http://127.0.0.1:{port}"
-    processes.wait_for_http(f"{base}/healthz", web, logs / "web.log")
-    assert_service_is_ours(base)
-    wait_for_workers(base, worker, logs / "worker.log")
-    yield Service(base, cli_env(METAPARSE_URL=base, METAPARSE_TOKEN=TOKEN))
-    for process in (web, worker):
-        processes.stop(process)
-    assert processes.wait_until_gone(marker) == [], "processes left behind after SIGTERM"
+    service = processes.start_service(env, logs, name="CLI", on_web_ready=assert_service_is_ours)
+    yield Service(service.base, cli_env(METAPARSE_URL=service.base, METAPARSE_TOKEN=TOKEN))
+    service.stop()
 
 
 def assert_service_is_ours(base: str) -> None:
@@ -417,16 +407,6 @@ def assert_service_is_ours(base: str) -> None:
         return requests.post(f"{base}/parse", json={"urls": []}, headers=headers, timeout=5).status_code
 
     assert (probe(TOKEN), probe("not-" + TOKEN)) == (400, 401), f"another service answers at {base}"
-
-
-def wait_for_workers(base: str, worker: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if requests.get(f"{base}/healthz", timeout=5).json()["workers"] >= 1:
-            return
-        assert worker.poll() is None, log_path.read_text()[-3000:]
-        time.sleep(0.2)
-    raise AssertionError("no worker registered:\n" + log_path.read_text()[-3000:])
 
 
 def cli_env(**overrides: str) -> dict[str, str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from dataclasses import dataclass
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +15,6 @@ import pytest
 import requests
 
 from config import PROJECT_ROOT
-from launch import free_port
 from sources import route
 from tests.pages import PAGES_DIR, SKIP_REASON, manifest
 from tests.support import processes
@@ -38,44 +35,17 @@ def site():
     server.stop()
 
 
-@dataclass
-class Service:
-    base: str  # http://127.0.0.1:PORT
-    env: dict[str, str]  # the environment web and worker run with
-
-
 @pytest.fixture(scope="module")
 def service(site, module_redis_url, tmp_path_factory):
-    redis_url = module_redis_url
     """gunicorn + `python -m jobs.worker`, as the Procfile runs them."""
     logs = tmp_path_factory.mktemp("e2e")
-    port = free_port()
-    marker = f"METAPARSE_E2E_{uuid.uuid4().hex}"
     env = processes.service_env(
-        REDIS_URL=redis_url, PORT=str(port), WORKERS="1", WEB_WORKERS="1", FETCH_RETRIES="0",
-        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com", "www.bbc.com", "hooks.example.com"),
-        CALLBACK_SECRET="e2e-secret",
-        FETCH_CA_BUNDLE=str(site.write_ca_bundle(logs / "ca.pem")), **{marker: "1"},
+        REDIS_URL=module_redis_url, FETCH_RETRIES="0", CALLBACK_SECRET="e2e-secret",
+        **site.fetch_env(logs, "www.goodreads.com", "www.bbc.com", "hooks.example.com"),
     )
-    web = processes.start(["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"], env, logs / "web.log")
-    worker = processes.start([str(processes.VENV_BIN / "python"), "-m", "jobs.worker"], env, logs / "worker.log")
-    base = f"http://127.0.0.1:{port}"
-    processes.wait_for_http(f"{base}/healthz", web, logs / "web.log")
-    wait_for_workers(base, worker, logs / "worker.log")
-    yield Service(base, env)
-    for process in (web, worker):
-        processes.stop(process)
-    assert processes.wait_until_gone(marker) == [], "processes left behind after SIGTERM"
-
-
-def wait_for_workers(base: str, worker, log_path: Path) -> None:
-    deadline = time.monotonic() + POLL_SECONDS
-    while time.monotonic() < deadline:
-        if requests.get(f"{base}/healthz", timeout=5).json()["workers"] >= 1:
-            return
-        assert worker.poll() is None, log_path.read_text()[-3000:]
-        time.sleep(0.2)
-    raise AssertionError("no worker registered:\n" + log_path.read_text()[-3000:])
+    service = processes.start_service(env, logs, name="E2E")
+    yield service
+    service.stop()
 
 
 def wait_for_record(base: str, url: str) -> dict:

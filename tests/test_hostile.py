@@ -32,7 +32,6 @@ import socket
 import struct
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +45,6 @@ from rq import Worker
 from config import PROJECT_ROOT
 from jobs.queues import fetch_job
 from jobs.worker import ADDRESS_SPACE_LIMIT
-from launch import free_port
 from sources import route
 from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply
@@ -294,26 +292,25 @@ def run(redis_url, tmp_path_factory) -> Run:
             site.routes[path] = handler
     site.routes["/robots.txt"] = Reply(404, b"", {"Content-Type": "text/plain"})
     netlog = tmp / "netshim.jsonl"
-    port, marker = free_port(), f"METAPARSE_HOSTILE_{uuid.uuid4().hex}"
     env = processes.service_env(
-        REDIS_URL=redis_url, PORT=str(port), WORKERS=str(WORKERS), WEB_WORKERS="1", DATA_DIR=str(tmp / "data"),
+        REDIS_URL=redis_url, DATA_DIR=str(tmp / "data"),
         FETCH_RETRIES="0", FETCH_DEADLINE=str(DEADLINE), FETCH_CONNECT_TIMEOUT="2", FETCH_READ_TIMEOUT="10",
         JOB_TIMEOUT="20", FETCH_HOST_DELAY="0", FETCH_HOST_CONCURRENCY="8", RATE_LIMITS="false",
-        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com", "www.bbc.com"),
-        FETCH_CA_BUNDLE=str(site.write_ca_bundle(tmp / "ca.pem")), **{marker: "1"},
+        **site.fetch_env(tmp, "www.goodreads.com", "www.bbc.com"),
     )
-    worker_env = {**env, "PYTHONPATH": str(NETSHIM),
-                  "METAPARSE_NETSHIM": json.dumps(netshim_config(netlog, site, sentinel))}
-    web = processes.start(["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"], env, tmp / "web.log")
-    worker = processes.start([str(processes.VENV_BIN / "python"), "-m", "jobs.worker"], worker_env, tmp / "worker.log")
-    base = f"http://127.0.0.1:{port}"
+    worker_env = {"PYTHONPATH": str(NETSHIM), "METAPARSE_NETSHIM": json.dumps(netshim_config(netlog, site, sentinel))}
     try:
-        processes.wait_for_http(f"{base}/healthz", web, tmp / "web.log")
-        wait_for_workers(base, worker, tmp / "worker.log")
+        service = processes.start_service(env, tmp, workers=WORKERS, name="HOSTILE", worker_env=worker_env)
+    except BaseException:
+        site.stop()
+        sentinel.stop()
+        raise
+    worker, base = service.worker, service.base
+    try:
         sampler = MemorySampler(worker.pid).start()
         before = worker_pids(worker.pid)
         limits = {pid: address_space_limit(pid) for pid in process_tree(worker.pid)}
-        outcomes = run_batch(base, worker, tmp / "worker.log")
+        outcomes = run_batch(base, worker, service.worker_log)
         time.sleep(0.3)  # a last few samples after the last horse exited
         sampler.stop()
         after = worker_pids(worker.pid)
@@ -323,22 +320,11 @@ def run(redis_url, tmp_path_factory) -> Run:
         report(result)
         yield result
     finally:
-        for process in (web, worker):
-            processes.stop(process)
+        service.stop_processes()
         site.stop()
         sentinel.stop()
-    assert processes.wait_until_gone(marker) == [], "processes left behind after SIGTERM"
+    service.assert_none_left()
     assert sentinel.count == 0, f"the sentinel saw connections: {sentinel.connections}"
-
-
-def wait_for_workers(base: str, worker: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if requests.get(f"{base}/healthz", timeout=5).json()["workers"] >= WORKERS:
-            return
-        assert worker.poll() is None, log_path.read_text()[-3000:]
-        time.sleep(0.2)
-    raise AssertionError("workers not registered:\n" + log_path.read_text()[-3000:])
 
 
 def run_batch(base: str, worker: subprocess.Popen, log_path: Path) -> dict[str, Outcome]:

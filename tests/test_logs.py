@@ -14,22 +14,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from rq.serializers import JSONSerializer
 
-import jobs.tasks
 import logs
-import parsers
 from config import load_settings
-from errors import ConfigError, ParseError
-from jobs.queues import QUEUE_NAMES, Submitter, job_id_for, make_queue
+from errors import ConfigError
+from jobs.queues import Submitter, job_id_for
 from sources import route
 from server import create_app
 from storage import Storage
-from tests.support import processes
-from tests.support.fixture_server import FixtureServer, Reply
+from tests.support import job_runs, processes
+from tests.support.fixture_server import Reply
+from tests.support.job_runs import BOOK_PATH, BOOK_URL
 
-BOOK_URL = "https://www.goodreads.com/book/show/42"
-BOOK_PATH = "/book/show/42"
 BOOK_BODY = b"<html><title>The Answer</title></html>"
 FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html"
 JOB_EVENTS = ["job started", "fetch done", "parse done", "record saved"]
@@ -60,41 +56,21 @@ def stderr_lines(capsys):
 
 @pytest.fixture(scope="module")
 def site():
-    server = FixtureServer(["www.goodreads.com"]).start()
-    yield server
-    server.stop()
+    yield from job_runs.goodreads_site()
 
 
 @pytest.fixture
 def worker_env(site, redis_url, redis_client, tmp_path: Path, monkeypatch) -> dict[str, str]:
-    env = {
-        "REDIS_URL": redis_url,
-        "FETCH_CONNECT_TO": site.connect_to("www.goodreads.com"),
-        "FETCH_CA_BUNDLE": str(site.write_ca_bundle(tmp_path / "ca.pem")),
-        "FETCH_RETRIES": "0",
-    }
-    for name, setting in env.items():
-        monkeypatch.setenv(name, setting)
-    monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings from this env
-    site.routes.clear()
-    return env
+    return job_runs.worker_env(site, redis_url, tmp_path, monkeypatch, retries=0)
 
 
 @pytest.fixture
 def title_parser(monkeypatch):
-    def parse_title(html: str, url: str) -> dict:
-        if "<title>" not in html:
-            raise ParseError("no title")
-        return {"kind": "goodreads_book", "title": html.split("<title>")[1].split("</title>")[0]}
-
-    monkeypatch.setitem(parsers.PARSERS, "goodreads", parse_title)
+    job_runs.use_title_parser(monkeypatch)
 
 
 def run_job(redis_client, worker_env) -> str:
-    submission = Submitter(redis_client, load_settings(worker_env)).submit(route(BOOK_URL))
-    queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
-    logs.JobLogSimpleWorker(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
-    return submission.job_id
+    return job_runs.run_job(redis_client, worker_env, worker_class=logs.JobLogSimpleWorker)
 
 
 def check_shape(lines: list[dict]) -> None:
@@ -223,12 +199,11 @@ def test_the_worker_process_writes_only_json_lines(site, redis_url, redis_client
     marker = f"METAPARSE_LOGS_{uuid.uuid4().hex}"
     env = processes.service_env(
         REDIS_URL=redis_url, WORKERS="1", FETCH_RETRIES="0", DATA_DIR=str(tmp_path / "var"),
-        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com"),
-        FETCH_CA_BUNDLE=str(site.write_ca_bundle(tmp_path / "ca.pem")), **{marker: "1"},
+        **site.fetch_env(tmp_path, "www.goodreads.com"), **{marker: "1"},
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the worker picks DATA_DIR/metrics
     log_path = tmp_path / "worker.log"
-    worker = processes.start([str(processes.VENV_BIN / "python"), "-m", "jobs.worker"], env, log_path)
+    worker = processes.start(processes.WORKER_COMMAND, env, log_path)
     try:
         job_id = Submitter(redis_client, load_settings(env)).submit(route(BOOK_URL)).job_id
         deadline = time.monotonic() + 60

@@ -21,24 +21,18 @@ import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 
-import jobs.tasks
 import metrics
 import parsers
-from config import PROJECT_ROOT, load_settings
-from errors import ParseError
-from jobs.queues import QUEUE_NAMES, Submitter, make_queue
+from config import PROJECT_ROOT
+from jobs.queues import QUEUE_NAMES, make_queue
 from launch import free_port
 from server import create_app
-from sources import route
 from storage import Storage, make_record
-from tests.support import processes
-from tests.support.fixture_server import FixtureServer, Reply
+from tests.support import job_runs, processes
+from tests.support.fixture_server import Reply
+from tests.support.job_runs import BOOK_PATH, BOOK_URL, run_job, work_burst
 
-BOOK_URL = "https://www.goodreads.com/book/show/42"
-BOOK_PATH = "/book/show/42"
 GOODREADS = {"queue": "goodreads", "source": "goodreads"}
 
 Samples = dict[tuple[str, frozenset], float]
@@ -134,43 +128,19 @@ def test_queue_depth_is_left_out_while_redis_is_away(base_env, tmp_path):
 
 @pytest.fixture(scope="module")
 def site():
-    server = FixtureServer(["www.goodreads.com"]).start()
-    yield server
-    server.stop()
+    yield from job_runs.goodreads_site()
 
 
 @pytest.fixture
 def worker_env(site, redis_url, redis_client, tmp_path: Path, monkeypatch) -> dict[str, str]:
     """The job's settings (read from the environment, like a worker's): two retries."""
-    env = {
-        "REDIS_URL": redis_url,
-        "FETCH_CONNECT_TO": site.connect_to("www.goodreads.com"),
-        "FETCH_CA_BUNDLE": str(site.write_ca_bundle(tmp_path / "ca.pem")),
-        "FETCH_RETRIES": "2",
-    }
-    for name, setting in env.items():
-        monkeypatch.setenv(name, setting)
-    monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings from this env
-    site.routes.clear()
-    site.hits.clear()
-    return env
+    return job_runs.worker_env(site, redis_url, tmp_path, monkeypatch, retries=2, clear_hits=True)
 
 
 @pytest.fixture
 def title_parser(monkeypatch):
     """The metrics are under test, not the parser: a parser that reads the <title>."""
-    def parse_title(html: str, url: str) -> dict:
-        if "<title>" not in html:
-            raise ParseError("no title")
-        return {"kind": "goodreads_book", "title": html.split("<title>")[1].split("</title>")[0]}
-
-    monkeypatch.setitem(parsers.PARSERS, "goodreads", parse_title)
-
-
-def run_job(redis_client, worker_env) -> None:
-    Submitter(redis_client, load_settings(worker_env)).submit(route(BOOK_URL))
-    queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
-    SimpleWorker(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    job_runs.use_title_parser(monkeypatch)
 
 
 def test_a_done_job_counts_done_and_times_fetch_and_parse(client, site, worker_env, redis_client, title_parser):
@@ -241,8 +211,7 @@ def test_broken_metrics_fail_neither_a_request_nor_a_job(client, site, worker_en
     monkeypatch.setattr(metrics, "_metrics", broken)
     site.routes[BOOK_PATH] = Reply(body=b"<html><title>The Answer</title></html>")
     assert client.post("/parse", json=[BOOK_URL]).status_code == 202
-    queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
-    SimpleWorker(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    work_burst(redis_client)
     assert Storage(redis_client).load_record(BOOK_URL)["status"] == "done"
     failed_hooks = {record.args[0] for record in caplog.records if record.name == "metrics"}
     assert {"_count", "job_submitted", "job_enqueued", "fetch_done", "job_step", "job_done"} <= failed_hooks
@@ -344,7 +313,7 @@ def test_gunicorn_workers_add_up_and_a_dead_workers_counts_stay(redis_url, tmp_p
                                 DATA_DIR=str(data_dir), **{marker: "1"})
     env.pop(metrics.MULTIPROC_ENV, None)  # gunicorn.conf.py picks DATA_DIR/metrics
     log_path = tmp_path / "web.log"
-    web = processes.start(["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"], env, log_path)
+    web = processes.start(processes.WEB_COMMAND, env, log_path)
     base = f"http://127.0.0.1:{port}"
     route_rule = "/jobs/<job_id>"
 

@@ -8,16 +8,12 @@ work; a wrong or missing password, or TLS without the CA, is a 503 JSON answer, 
 """
 from __future__ import annotations
 
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 from redis import Redis
-from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.worker_pool import run_worker
@@ -27,48 +23,16 @@ from config import load_settings
 from jobs import crashsafe
 from jobs.queues import Submitter
 from jobs.worker import build_pool
-from launch import find_redis_server, free_port
+from launch import free_port
 from server import create_app
 from sources import route
 from tests.support.fixture_server import FixtureServer, Reply
+from tests.support.redis_server import RedisServer
 
 PASSWORD = "pw-7d1c9e"  # distinctive, so a page showing it is caught
 BOOK = "https://www.goodreads.com/book/show/1"
 FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html"
 TITLE = "The Lighthouse Keeper's Almanac"
-
-
-class SecureRedis:
-    """A throwaway redis-server on loopback with extra arguments (password, TLS), no persistence."""
-
-    def __init__(self, url: str, arguments: list[str], client_url: str | None = None):
-        self.url = url
-        self.arguments = arguments
-        self.data_dir = Path(tempfile.mkdtemp(prefix="metaparse-secure-redis-"))
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "SecureRedis":
-        command = [find_redis_server(), "--bind", "127.0.0.1", "--dir", str(self.data_dir), "--save", "",
-                   "--appendonly", "no", *self.arguments]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self, seconds: float = 10) -> None:
-        client = Redis.from_url(self.url, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return
-            except RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server {self.arguments} did not start")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -84,27 +48,29 @@ def tls_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def password_redis() -> Iterator[SecureRedis]:
+def password_redis() -> Iterator[RedisServer]:
     port = free_port()
-    server = SecureRedis(f"redis://:{PASSWORD}@127.0.0.1:{port}/0", ["--port", str(port), "--requirepass", PASSWORD])
+    server = RedisServer(appendonly=False, port=port, extra_args=["--requirepass", PASSWORD],
+                         url=f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
     yield server.start()
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def tls_redis(tls_files) -> Iterator[SecureRedis]:
+def tls_redis(tls_files) -> Iterator[RedisServer]:
     port = free_port()
-    server = SecureRedis(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tls_files['ca']}", [
-        "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls_files["cert"]),
-        "--tls-key-file", str(tls_files["key"]), "--tls-ca-cert-file", str(tls_files["ca"]),
-        "--tls-auth-clients", "no",
-    ])
+    server = RedisServer(appendonly=False, port=port, url=f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tls_files['ca']}",
+                         extra_args=[  # no plain port: TLS only
+                             "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls_files["cert"]),
+                             "--tls-key-file", str(tls_files["key"]), "--tls-ca-cert-file", str(tls_files["ca"]),
+                             "--tls-auth-clients", "no",
+                         ])
     yield server.start()
     server.stop()
 
 
 @pytest.fixture(params=["password", "tls"])
-def secure(request) -> SecureRedis:
+def secure(request) -> RedisServer:
     """Each test runs once on the password-protected server and once on the TLS-only one."""
     server = request.getfixturevalue(f"{request.param}_redis")
     Redis.from_url(server.url).flushdb()

@@ -11,10 +11,7 @@ from __future__ import annotations
 import html
 import shutil
 import struct
-import time
-import uuid
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,6 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from launch import free_port
 from sources import Unsupported, route
 from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply
@@ -93,49 +89,20 @@ def site():
 # ---- the service -------------------------------------------------------------------------------
 
 
-@dataclass
-class Service:
-    base: str  # http://127.0.0.1:PORT
-    logs: Path  # web.log and worker.log
-
-    def log_tails(self) -> str:
-        return "\n".join(f"--- {name}\n{(self.logs / name).read_text()[-3000:]}" for name in ("web.log", "worker.log"))
-
-
 @pytest.fixture(scope="module")
 def service(site, module_redis_url, tmp_path_factory):
-    redis_url = module_redis_url
     """gunicorn + `python -m jobs.worker`, as the Procfile runs them (see tests/test_e2e.py)."""
     logs = tmp_path_factory.mktemp("webpage")
-    port = free_port()
-    marker = f"METAPARSE_WEBPAGE_{uuid.uuid4().hex}"  # finds leftover processes afterwards
     env = processes.service_env(
-        REDIS_URL=redis_url, PORT=str(port), WORKERS="1", WEB_WORKERS="1", FETCH_RETRIES="0",
-        FETCH_CONNECT_TO=site.connect_to("www.goodreads.com", "www.bbc.com"),
-        FETCH_CA_BUNDLE=str(site.write_ca_bundle(logs / "ca.pem")), **{marker: "1"},
+        REDIS_URL=module_redis_url, FETCH_RETRIES="0", **site.fetch_env(logs, "www.goodreads.com", "www.bbc.com"),
         DATA_DIR=str(logs / "data"),  # our own: ./var may hold other runs' state (a journal of URLs)
     )
-    web = processes.start(["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"], env, logs / "web.log")
-    worker = processes.start([str(processes.VENV_BIN / "python"), "-m", "jobs.worker"], env, logs / "worker.log")
-    base = f"http://127.0.0.1:{port}"
+    service = processes.start_service(env, logs, name="WEBPAGE")  # its marker finds leftover processes
     try:
-        processes.wait_for_http(f"{base}/healthz", web, logs / "web.log")
-        wait_for_workers(base, worker, logs / "worker.log")
-        yield Service(base, logs)
+        yield service
     finally:
-        for process in (web, worker):
-            processes.stop(process)
-    assert processes.wait_until_gone(marker) == [], "processes left behind after SIGTERM"
-
-
-def wait_for_workers(base: str, worker, log_path: Path) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if requests.get(f"{base}/healthz", timeout=5).json()["workers"] >= 1:
-            return
-        assert worker.poll() is None, log_path.read_text()[-3000:]
-        time.sleep(0.2)
-    raise AssertionError("no worker registered:\n" + log_path.read_text()[-3000:])
+        service.stop_processes()
+    service.assert_none_left()
 
 
 # ---- the browser -------------------------------------------------------------------------------

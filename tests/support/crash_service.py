@@ -33,8 +33,6 @@ from tests.support.redis_server import RedisServer
 FIXTURE_BOOK = Path(__file__).resolve().parent.parent / "fixtures" / "e2e" / "goodreads-book.html"
 BOOK_PATH = re.compile(r"^/book/show/\d+$")
 BOOK_URL = "https://www.goodreads.com/book/show/{}"
-WORKER_COMMAND = [str(processes.VENV_BIN / "python"), "-m", "jobs.worker"]
-WEB_COMMAND = ["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"]
 
 
 def book_url(number: int) -> str:
@@ -174,7 +172,7 @@ class CrashService:
             self.marker: "1", **self.env_overrides,
         })
         self.web_log, self.pool_logs = self.tmp / "web.log", []
-        self.web = processes.start(WEB_COMMAND, self.env, self.web_log)
+        self.web = processes.start(processes.WEB_COMMAND, self.env, self.web_log)
         self.pool = self.start_pool()
         processes.wait_for_http(f"{self.base}/healthz", self.web, self.web_log)
         self.wait_for_workers(self.workers)
@@ -183,7 +181,7 @@ class CrashService:
     def start_pool(self) -> subprocess.Popen:
         log_path = self.tmp / f"worker-{len(self.pool_logs)}.log"
         self.pool_logs.append(log_path)
-        self.pool = processes.start(WORKER_COMMAND, self.env, log_path)
+        self.pool = processes.start(processes.WORKER_COMMAND, self.env, log_path)
         return self.pool
 
     def _book(self, handler) -> None:

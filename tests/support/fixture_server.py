@@ -54,6 +54,12 @@ class FixtureServer:
         """A FETCH_CONNECT_TO value sending these hosts to this server."""
         return ",".join(f"{host}:{port}:127.0.0.1:{self.port}" for host in hosts)
 
+    def fetch_env(self, folder: Path, *hosts: str) -> dict[str, str]:
+        """FETCH_CONNECT_TO sending hosts here and FETCH_CA_BUNDLE trusting this server's CA
+        (written to folder/ca.pem): what a service needs to fetch from this site."""
+        return {"FETCH_CONNECT_TO": self.connect_to(*hosts),
+                "FETCH_CA_BUNDLE": str(self.write_ca_bundle(folder / "ca.pem"))}
+
     def start(self) -> "FixtureServer":
         self._thread.start()
         return self

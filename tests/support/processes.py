@@ -7,11 +7,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from config import PROJECT_ROOT
+from launch import free_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -91,3 +95,84 @@ def wait_until_gone(marker: str, seconds: float = 20) -> list[int]:
             return []
         time.sleep(0.2)
     return processes_with_marker(marker)
+
+
+# ---- the whole service: gunicorn + `python -m jobs.worker`, as the Procfile runs them ---------
+
+WEB_COMMAND = ["gunicorn", "--config", "gunicorn.conf.py", "server:create_app()"]
+WORKER_COMMAND = [str(VENV_BIN / "python"), "-m", "jobs.worker"]
+
+
+@dataclass
+class Service:
+    """A running web + worker pair; stop() signals both, waits, and checks nothing is left."""
+
+    base: str  # http://127.0.0.1:PORT
+    env: dict[str, str]  # the environment the web process runs with (PORT, WORKERS, marker included)
+    worker_env: dict[str, str]  # the worker's: env plus the caller's worker-only additions
+    logs: Path  # web.log and worker.log
+    web: subprocess.Popen
+    worker: subprocess.Popen
+    marker: str  # an environment variable only this service's processes carry
+
+    @property
+    def web_log(self) -> Path:
+        return self.logs / "web.log"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.logs / "worker.log"
+
+    def log_tails(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text()[-3000:]}" for path in (self.web_log, self.worker_log))
+
+    def stop_processes(self) -> None:
+        for process in (self.web, self.worker):
+            stop(process)
+
+    def assert_none_left(self) -> None:
+        assert wait_until_gone(self.marker) == [], "processes left behind after SIGTERM"
+
+    def stop(self) -> None:
+        self.stop_processes()
+        self.assert_none_left()
+
+
+def start_service(env: dict[str, str], logs_dir: Path, workers: int = 1, name: str = "SERVICE",
+                  worker_env: dict[str, str] | None = None,
+                  on_web_ready: Callable[[str], None] | None = None) -> Service:
+    """Start gunicorn and `python -m jobs.worker` on a free port with env (from service_env()),
+    wait for /healthz and for `workers` registered workers; logs go to logs_dir.
+
+    Adds PORT, WORKERS, WEB_WORKERS (1 unless env has it) and a marker variable
+    METAPARSE_<name>_<hex> that finds leftover processes; worker_env is added for the worker
+    only. on_web_ready(base) runs once /healthz answers, before waiting for workers.
+    If the service does not come up, both processes are stopped before the error propagates.
+    """
+    port, marker = free_port(), f"METAPARSE_{name}_{uuid.uuid4().hex}"
+    env = {"WEB_WORKERS": "1", **env, "PORT": str(port), "WORKERS": str(workers), marker: "1"}
+    full_worker_env = {**env, **(worker_env or {})}
+    web = start(WEB_COMMAND, env, logs_dir / "web.log")
+    worker = start(WORKER_COMMAND, full_worker_env, logs_dir / "worker.log")
+    service = Service(f"http://127.0.0.1:{port}", env, full_worker_env, logs_dir, web, worker, marker)
+    try:
+        wait_for_http(f"{service.base}/healthz", web, service.web_log)
+        if on_web_ready is not None:
+            on_web_ready(service.base)
+        wait_for_workers(service.base, worker, service.worker_log, workers)
+    except BaseException:
+        service.stop_processes()
+        raise
+    return service
+
+
+def wait_for_workers(base: str, worker: subprocess.Popen, log_path: Path, count: int = 1,
+                     seconds: float = 60) -> None:
+    """Until /healthz counts `count` registered workers; fails early if the worker process exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if requests.get(f"{base}/healthz", timeout=5).json()["workers"] >= count:
+            return
+        assert worker.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"{count} worker(s) not registered in {seconds} s:\n" + log_path.read_text()[-3000:])

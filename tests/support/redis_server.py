@@ -13,22 +13,31 @@ from launch import find_redis_server, free_port
 
 
 class RedisServer:
-    """A throwaway redis-server on a free loopback port, AOF on, in its own temp dir."""
+    """A throwaway redis-server on a free loopback port, AOF on, in its own temp dir.
 
-    def __init__(self, appendonly: bool = True, data_dir: Path | None = None, port: int | None = None):
+    extra_args go last on its command line (a later option overrides an earlier one, so
+    ["--port", "0", "--tls-port", N] makes it listen on TLS only); url, when given, is how
+    clients reach it (a password, rediss:// with a CA) instead of plain redis://127.0.0.1:port/0.
+    """
+
+    def __init__(self, appendonly: bool = True, data_dir: Path | None = None, port: int | None = None,
+                 extra_args: list[str] | None = None, url: str | None = None):
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="metaparse-redis-"))
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = list(extra_args or [])
+        self._url = url
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self._url or f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         command = [
             find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()

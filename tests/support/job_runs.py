@@ -1,0 +1,75 @@
+"""Running jobs in process: a fixture "Goodreads" site, the worker's environment, a title
+parser and an RQ SimpleWorker in burst mode on the real Redis (tests/test_tasks.py,
+tests/test_logs.py, tests/test_metrics.py)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+import jobs.tasks
+import parsers
+from config import load_settings
+from errors import ParseError
+from jobs.queues import QUEUE_NAMES, Submission, Submitter, make_queue
+from sources import route
+from tests.support.fixture_server import FixtureServer
+
+BOOK_URL = "https://www.goodreads.com/book/show/42"
+BOOK_PATH = "/book/show/42"
+
+
+def goodreads_site() -> Iterator[FixtureServer]:
+    """For a module fixture (`yield from goodreads_site()`): an HTTPS "www.goodreads.com"."""
+    server = FixtureServer(["www.goodreads.com"]).start()
+    yield server
+    server.stop()
+
+
+def worker_env(site: FixtureServer, redis_url: str, tmp_path: Path, monkeypatch, retries: int,
+               clear_routes: bool = True, clear_hits: bool = False) -> dict[str, str]:
+    """The job's settings, read from the environment like a worker's: set there (monkeypatch
+    undoes it) and jobs.tasks' cached context dropped so the job rebuilds them. The site's
+    routes (and, with clear_hits, its hit counts) are reset for the test."""
+    if clear_routes:
+        site.routes.clear()
+    if clear_hits:
+        site.hits.clear()
+    env = {
+        "REDIS_URL": redis_url, **site.fetch_env(tmp_path, "www.goodreads.com"), "FETCH_RETRIES": str(retries),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings from this env
+    return env
+
+
+def parse_title(html: str, url: str) -> dict:
+    """A stand-in for the Goodreads parser when the parser is not under test: reads the <title>."""
+    if "<title>" not in html:
+        raise ParseError("no title")
+    return {"kind": "goodreads_book", "title": html.split("<title>")[1].split("</title>")[0]}
+
+
+def use_title_parser(monkeypatch) -> None:
+    monkeypatch.setitem(parsers.PARSERS, "goodreads", parse_title)
+
+
+def submit(redis_client, env: dict[str, str], url: str = BOOK_URL) -> Submission:
+    return Submitter(redis_client, load_settings(env)).submit(route(url))
+
+
+def work_burst(redis_client, worker_class: type[SimpleWorker] = SimpleWorker) -> None:
+    """Run every queued job of every queue in this process, then return."""
+    queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
+    worker_class(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
+
+
+def run_job(redis_client, env: dict[str, str], url: str = BOOK_URL,
+            worker_class: type[SimpleWorker] = SimpleWorker) -> str:
+    """Submit url and run the worker until the queues are empty; the job's id."""
+    job_id = submit(redis_client, env, url).job_id
+    work_burst(redis_client, worker_class)
+    return job_id
