@@ -325,6 +325,16 @@ nav ul { padding-left: 1.2rem; } nav li { margin: .15rem 0; }
 .callback { border: 1px dashed var(--line); border-radius: 6px; padding: .6rem .8rem; margin: .5rem 0; }
 </style>
 </head>
+{% macro media_contents(items) %}
+{% for c in items %}
+<p><code>{{ c.media_type }}</code>: {{ c.schema }}</p>
+{% for ex in c.examples %}
+<p class="example-name">Example <code>{{ ex.name }}</code>{% if ex.summary %}: {{ ex.summary }}{% endif %}</p>
+<pre><code>{{ ex.value }}</code></pre>
+{% endfor %}
+{% endfor %}
+{% endmacro %}
+
 {% macro operation_body(op) %}
 {{ op.description | md }}
 {% if op.security %}<p><strong>Authentication:</strong> {{ op.security }}.</p>{% endif %}
@@ -346,13 +356,7 @@ nav ul { padding-left: 1.2rem; } nav li { margin: .15rem 0; }
 {% if op.body %}
 <h4>Request body{% if op.body.required %} <span class="required">required</span>{% endif %}</h4>
 {{ op.body.description | md }}
-{% for c in op.body.contents %}
-<p><code>{{ c.media_type }}</code>: {{ c.schema }}</p>
-{% for ex in c.examples %}
-<p class="example-name">Example <code>{{ ex.name }}</code>{% if ex.summary %}: {{ ex.summary }}{% endif %}</p>
-<pre><code>{{ ex.value }}</code></pre>
-{% endfor %}
-{% endfor %}
+{{ media_contents(op.body.contents) }}
 {% endif %}
 
 <h4>Responses</h4>
@@ -369,13 +373,7 @@ nav ul { padding-left: 1.2rem; } nav li { margin: .15rem 0; }
 </tbody>
 </table>
 {% endif %}
-{% for c in r.contents %}
-<p><code>{{ c.media_type }}</code>: {{ c.schema }}</p>
-{% for ex in c.examples %}
-<p class="example-name">Example <code>{{ ex.name }}</code>{% if ex.summary %}: {{ ex.summary }}{% endif %}</p>
-<pre><code>{{ ex.value }}</code></pre>
-{% endfor %}
-{% endfor %}
+{{ media_contents(r.contents) }}
 </div>
 {% endfor %}
 {% for cb in op.callbacks %}
