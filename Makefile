@@ -30,4 +30,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 bench: $(SYNCED)
-	$(VENV_PYTHON) -m bench.parse_bench
+	$(VENV_PYTHON) -m bench.run $(BENCH_ARGS)

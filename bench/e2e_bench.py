@@ -1,0 +1,313 @@
+"""End to end: URLs/s and per-URL latency from submission to stored record, side by side.
+
+Three systems fetch the same URLs from the same local HTTPS site with the same number of
+worker processes: the service (POST /parse -> RQ -> record), the seed-style baseline and the
+floor baseline (bench/baselines.py). Each run:
+  burst:      all URLs submitted at t0; throughput = URLs / time to the last record, and each
+              URL's latency = its record's time - t0 (so p50 includes the queue it waited in);
+  unloaded:   one URL at a time, waiting for its record: the latency of a lone URL.
+The service also runs with 1, 2 and 4 worker processes (how it scales on this box), and its
+worker processes' memory is read from /proc (steady RSS after the run, high-water mark).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from redis import Redis
+from rq import Queue, Worker
+
+from bench import baselines
+from bench.stack import Stack, book_urls, news_urls
+from config import PROJECT_ROOT
+from storage import Storage
+from tests.support.processes import Service, processes_with_marker
+
+POLL_SECONDS = 0.05
+RUN_TIMEOUT = 240  # s: a run that has not finished by then is reported as such
+SUBMIT_CHUNK = 250  # URLs per POST /parse (under MAX_URLS_PER_REQUEST and MAX_REQUEST_BYTES)
+WORKER_COMMAND_MARK = "jobs.worker"
+MIB = 1024 * 1024
+
+
+@dataclass
+class Workload:
+    """The URLs of one burst run: Goodreads book pages and news fronts."""
+
+    books: list[str]
+    fronts: list[str]
+
+    @property
+    def urls(self) -> list[str]:
+        return self.books + self.fronts
+
+
+def kind_of(url: str) -> str:
+    return "goodreads" if "goodreads" in url else "news"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least q% of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else float("nan")
+
+
+def summary(name: str, workers: int, urls: int, elapsed: float, latencies: list[float], failed: int) -> dict:
+    return {"system": name, "workers": workers, "urls": urls, "seconds": round(elapsed, 3),
+            "urls_per_s": round(urls / elapsed, 2) if elapsed else None, "failed": failed,
+            "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+
+
+# ---- the systems --------------------------------------------------------------------------------
+
+class ServiceSystem:
+    """The real service: gunicorn + `python -m jobs.worker` against the stack's Redis."""
+
+    name = "service"
+
+    def __init__(self, stack: Stack, workers: int, **env: str):
+        self.stack, self.workers = stack, workers
+        self.service: Service = stack.start_service(workers, **env)
+        self.http = requests.Session()
+        self.storage = Storage(Redis.from_url(stack.redis.url))
+
+    def submit(self, urls: list[str]) -> list[str]:
+        batches = []
+        for start in range(0, len(urls), SUBMIT_CHUNK):
+            response = self.http.post(f"{self.service.base}/parse", json={"urls": urls[start:start + SUBMIT_CHUNK]})
+            response.raise_for_status()
+            batches.append(response.json()["batch_id"])
+        return batches
+
+    def wait(self, urls: list[str], deadline: float) -> tuple[list[float], int]:
+        """Completion times (unix) and the count of failed records, once every URL has one."""
+        while time.time() < deadline:
+            records = self.storage.load_records(urls)
+            if all(records):
+                return [r["fetched_at"].timestamp() for r in records], sum(r["status"] != "done" for r in records)
+            time.sleep(POLL_SECONDS)
+        raise TimeoutError(f"service: not every record stored within {RUN_TIMEOUT} s")
+
+    def worker_memory(self) -> list[dict]:
+        return [memory_of(pid) for pid in processes_with_marker(self.service.marker) if is_worker(pid)]
+
+    def stop(self) -> None:
+        self.stack.stop_service(self.service)
+
+
+class SeedSystem:
+    """Fork-per-job rq.Worker processes (pickle serializer, RQ's defaults) running seed_job."""
+
+    name = "seed"
+
+    def __init__(self, stack: Stack, workers: int):
+        self.stack, self.workers = stack, workers
+        self.redis = Redis.from_url(stack.redis.url)
+        self.queue = Queue(baselines.SEED_QUEUE, connection=self.redis)
+        self.processes = [spawn(["-m", "rq.cli", "worker", "--url", stack.redis.url, "--logging_level", "WARNING",
+                                 baselines.SEED_QUEUE], stack.folder / f"seed-{n}.log") for n in range(workers)]
+        wait_for(lambda: Worker.count(queue=self.queue) >= workers, 30)
+
+    def submit(self, urls: list[str]) -> None:
+        for url in urls:  # one enqueue per URL, as a seed API handler would
+            local, host = self.stack.site.local_url(url)
+            self.queue.enqueue(baselines.seed_job, url, local, host, str(self.stack.site.ca_bundle), kind_of(url))
+
+    def wait(self, urls: list[str], deadline: float) -> tuple[list[float], int]:
+        return wait_for_results(self.redis, "bench:seed:", urls, deadline)
+
+    def stop(self) -> None:
+        stop_all(self.processes)
+
+
+class FloorSystem:
+    """Minimal list-queue worker processes (bench/baselines.py floor_worker)."""
+
+    name = "floor"
+
+    def __init__(self, stack: Stack, workers: int):
+        self.stack, self.workers = stack, workers
+        self.redis = Redis.from_url(stack.redis.url)
+        self.processes = [spawn(["-m", "bench.baselines", stack.redis.url, str(stack.site.ca_bundle)],
+                                stack.folder / f"floor-{n}.log") for n in range(workers)]
+
+    def submit(self, urls: list[str]) -> None:
+        tasks = [baselines.floor_task(url, *self.stack.site.local_url(url)) for url in urls]
+        self.redis.rpush(baselines.FLOOR_QUEUE, *tasks)
+
+    def wait(self, urls: list[str], deadline: float) -> tuple[list[float], int]:
+        return wait_for_results(self.redis, "bench:floor:", urls, deadline)
+
+    def stop(self) -> None:
+        stop_all(self.processes)
+
+
+def wait_for_results(redis: Redis, prefix: str, urls: list[str], deadline: float) -> tuple[list[float], int]:
+    keys = [prefix + url for url in urls]
+    while time.time() < deadline:
+        values = redis.mget(keys)
+        if all(values):
+            return [json.loads(v)["at"] for v in values], 0
+        time.sleep(POLL_SECONDS)
+    raise TimeoutError(f"{prefix}: not every result stored within {RUN_TIMEOUT} s")
+
+
+# ---- processes and memory ---------------------------------------------------------------------
+
+def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "wb")
+    return subprocess.Popen([sys.executable, *args], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        os.killpg(process.pid, 9)
+    for process in processes:
+        process.wait(10)
+
+
+def wait_for(condition, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("not ready in time")
+        time.sleep(0.1)
+
+
+def is_worker(pid: int) -> bool:
+    try:
+        return WORKER_COMMAND_MARK in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def memory_of(pid: int) -> dict:
+    """RSS now and its high-water mark (VmHWM), in MiB, from /proc/<pid>/status."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = round(int(value.split()[0]) / 1024, 1)
+    return {"pid": pid, "rss_mib": fields.get("VmRSS"), "hwm_mib": fields.get("VmHWM")}
+
+
+# ---- runs -----------------------------------------------------------------------------------------
+
+def burst(system, workload: Workload) -> dict:  # type: ignore[no-untyped-def]
+    started = time.time()
+    system.submit(workload.urls)
+    times, failed = system.wait(workload.urls, started + RUN_TIMEOUT)
+    elapsed = max(times) - started
+    return summary(system.name, system.workers, len(workload.urls), elapsed, [t - started for t in times], failed)
+
+
+def unloaded(system, urls: list[str]) -> dict:  # type: ignore[no-untyped-def]
+    latencies = []
+    for url in urls:
+        started = time.time()
+        system.submit([url])
+        times, _ = system.wait([url], started + RUN_TIMEOUT)
+        latencies.append(times[0] - started)
+    return {"system": system.name, "urls": len(urls), "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+
+
+class UrlRanges:
+    """Fresh URLs for every run, so no run is answered from an earlier run's records."""
+
+    def __init__(self) -> None:
+        self.next_book, self.next_front = 1, 1
+
+    def workload(self, books: int, fronts: int) -> Workload:
+        work = Workload(book_urls(books, self.next_book), news_urls(fronts, self.next_front))
+        self.next_book += books
+        self.next_front += fronts
+        return work
+
+
+@dataclass
+class Sizes:
+    books: int = 500
+    fronts: int = 100
+    seed_books: int = 500
+    seed_fronts: int = 100
+    scale_books: int = 300
+    lone: int = 20
+    workers: int = 2
+    scale: tuple[int, ...] = (1, 2, 4)
+
+
+def run(stack: Stack, sizes: Sizes | None = None) -> dict:
+    """Every end-to-end measurement; a dict ready for JSON."""
+    sizes, ranges = sizes or Sizes(), UrlRanges()
+    result: dict = {"burst": [], "unloaded": [], "scale": [], "memory": {}}
+    for make, books, fronts in ((FloorSystem, sizes.books, sizes.fronts),
+                                (SeedSystem, sizes.seed_books, sizes.seed_fronts)):
+        system = make(stack, sizes.workers)
+        try:
+            result["burst"].append(burst(system, ranges.workload(books, fronts)))
+            result["unloaded"].append(unloaded(system, ranges.workload(sizes.lone, 0).urls))
+        finally:
+            system.stop()
+    for workers in sorted(set(sizes.scale) | {sizes.workers}):
+        measure_service(stack, workers, sizes, ranges, result)
+    result["ratios"] = ratios(result["burst"])
+    return result
+
+
+def measure_service(stack: Stack, workers: int, sizes: Sizes, ranges: UrlRanges, result: dict) -> None:
+    system = ServiceSystem(stack, workers)
+    try:
+        if workers == sizes.workers:
+            unloaded(system, ranges.workload(4, 0).urls)  # warm-up: the first jobs import and connect
+            result["burst"].append(burst(system, ranges.workload(sizes.books, sizes.fronts)))
+            result["unloaded"].append(unloaded(system, ranges.workload(sizes.lone, 0).urls))
+            result["memory"] = memory_summary(system.worker_memory())
+        result["scale"].append(burst(system, ranges.workload(sizes.scale_books, 0)))
+    finally:
+        system.stop()
+
+
+def memory_summary(processes: list[dict]) -> dict:
+    return {"processes": processes,
+            "steady_rss_mib": max((p["rss_mib"] or 0) for p in processes) if processes else None,
+            "peak_rss_mib": max((p["hwm_mib"] or 0) for p in processes) if processes else None}
+
+
+def ratios(rows: list[dict]) -> dict:
+    rate = {row["system"]: row["urls_per_s"] for row in rows}
+    if not all(rate.get(name) for name in ("service", "seed", "floor")):
+        return {}
+    return {"service_vs_seed": round(rate["service"] / rate["seed"], 2),
+            "service_vs_floor": round(rate["service"] / rate["floor"], 3)}
+
+
+def print_table(result: dict) -> None:
+    print(f"{'burst':10} {'workers':>7} {'URLs':>5} {'s':>7} {'URLs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}")
+    for row in result["burst"]:
+        print(f"{row['system']:10} {row['workers']:>7} {row['urls']:>5} {row['seconds']:>7.2f} {row['urls_per_s']:>8.1f} "
+              f"{row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} {row['failed']:>6}")
+    print("\nlone URL (one at a time): " + ", ".join(
+        f"{r['system']} p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms" for r in result["unloaded"]))
+    print("service by worker processes (Goodreads only): " + ", ".join(
+        f"{r['workers']}: {r['urls_per_s']:.1f} URLs/s" for r in result["scale"]))
+    memory = result["memory"]
+    if memory:
+        print(f"worker memory: steady RSS {memory['steady_rss_mib']} MiB (largest process), "
+              f"peak {memory['peak_rss_mib']} MiB over {len(memory['processes'])} worker processes")
+    if result.get("ratios"):
+        r = result["ratios"]
+        print(f"service / seed = {r['service_vs_seed']:.2f}x (target >= 6x); "
+              f"service / floor = {r['service_vs_floor']:.0%} (target >= 40%)")
+
+
+QUICK = Sizes(books=100, fronts=20, seed_books=40, seed_fronts=10, scale_books=60, lone=5, scale=(1, 2))

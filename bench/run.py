@@ -1,0 +1,82 @@
+"""`make bench`: every benchmark in one run, with its baselines measured side by side.
+
+1. parse:  ms per page for every parser and page, beside the tree build alone and the regex floor;
+2. end to end: the service against the seed-style and floor baselines, URLs/s and latency,
+   with 1, 2 and 4 worker processes, and the workers' memory;
+3. API: GET /info and POST /parse, idle and with the workers saturated, beside raw Redis GETs.
+
+It starts its own redis-server, local HTTPS site and service processes, and writes everything
+to bench/results/latest.json (and a copy named by the time) so runs can be compared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+from bench import api_bench, e2e_bench, parse_bench
+from bench.stack import running_stack
+from config import PROJECT_ROOT
+
+RESULTS = PROJECT_ROOT / "bench" / "results"
+PARTS = ("parse", "e2e", "api")
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def run_parts(parts: tuple[str, ...], quick: bool) -> dict:
+    result: dict = {"started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "quick": quick}
+    if "parse" in parts:
+        result["parse"] = timed(lambda: parse_bench.run(repeat=3 if quick else 5), "parse")
+        parse_bench.print_table(result["parse"])
+    if "e2e" in parts or "api" in parts:
+        with running_stack() as stack:
+            result["pages"] = stack.site.pages.origin
+            if "e2e" in parts:
+                sizes = e2e_bench.QUICK if quick else e2e_bench.Sizes()
+                result["e2e"] = timed(lambda: e2e_bench.run(stack, sizes), "end to end")
+                e2e_bench.print_table(result["e2e"])
+            if "api" in parts:
+                result["api"] = timed(lambda: api_bench.run(stack), "API")
+                api_bench.print_table(result["api"])
+    return result
+
+
+def timed(action, label: str) -> dict:  # type: ignore[no-untyped-def]
+    print(f"\n== {label} ==", flush=True)
+    started = time.monotonic()
+    outcome = action()
+    outcome["bench_seconds"] = round(time.monotonic() - started, 1)
+    return outcome
+
+
+def write(result: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=1, default=str)
+    (RESULTS / "latest.json").write_text(text)
+    stamp = result["started_at"][:19].replace(":", "-")
+    (RESULTS / f"run-{stamp}.json").write_text(text)
+    print(f"\nwritten to {(RESULTS / 'latest.json').relative_to(PROJECT_ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("--only", choices=PARTS, action="append", help="run only these parts (repeatable)")
+    options.add_argument("--quick", action="store_true", help="smaller workloads, for a smoke run")
+    args = options.parse_args(argv)
+    started = time.monotonic()
+    result = run_parts(tuple(args.only or PARTS), args.quick)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    write(result)
+    print(f"bench took {result['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
