@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from errors import ParseError
 from parsers import generic, goodreads, news
-from parsers.base import bounded_html
+from parsers.base import limit_html
 from parsers.encoding import decode_html
 from sources import source_for_url
 
@@ -31,7 +31,9 @@ def parse(html: str | bytes, url: str, content_type: str | None = None, source: 
     """
     if isinstance(html, bytes):
         html = decode_html(html, content_type)
-    html = bounded_html(html)  # size cap, no lone surrogates, nesting past 64 levels flattened
+    # Size cap and no lone surrogates here; each parser builds its tree (if it needs one) with
+    # make_bounded_soup, which also flattens nesting past 64 levels.
+    html = limit_html(html)
     return PARSERS[source or source_for_url(url).name](html, url)
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import html as html_entities
 import re
 from collections.abc import Callable, Iterable
+from functools import cache, cached_property
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
@@ -57,12 +58,17 @@ from bs4 import BeautifulSoup, Comment, Tag
 
 from errors import ParseError
 from parsers.base import (
+    ScriptBlock,
     absolute_url,
     clean_text,
-    first_jsonld,
+    first_of_types,
+    jsonld_in_blocks,
+    limit_html,
     load_json,
+    make_bounded_soup,
     make_soup,
     node_text,
+    script_blocks,
     to_float,
     to_int,
 )
@@ -88,7 +94,7 @@ JSONLD_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 # --- Next.js Apollo cache: where it lives and the key names read from it ----------------
-NEXT_DATA_SCRIPT = "script#__NEXT_DATA__"
+NEXT_DATA_ID = "__NEXT_DATA__"  # <script id="__NEXT_DATA__">
 APOLLO_PATHS = (("props", "pageProps", "apolloState"), ("props", "apolloState"))
 APOLLO_REF = "__ref"
 APOLLO_BOOK_PREFIX = "Book:"
@@ -122,6 +128,9 @@ WORK_PATHS: dict[str, tuple[str, ...]] = {
     "reviews_count": ("stats", "textReviewsCount"),
     "first_published": ("details", "publicationTime"),
 }
+# The Book key that holds each field not in BOOK_PATHS (see Page.state_answers).
+BOOK_FIELD_KEYS = {"book_id": BOOK_LEGACY_ID, "authors": PRIMARY_EDGE, "series": BOOK_SERIES,
+                   "genres": BOOK_GENRES, "description": BOOK_DESCRIPTION}
 
 # --- 2022+ data-testid markup ----------------------------------------------------------
 TESTID = {
@@ -238,7 +247,6 @@ DROPPED_TAGS = ("script", "style", "template", "noscript", "button")
 INLINE_SPACE = re.compile(r"[^\S\n]+")
 TEXT_WHITESPACE = re.compile(r"\s+")
 EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # ============================================================================================
@@ -257,7 +265,7 @@ def parse(html: str, url: str) -> dict:
     published, publisher = _safe(_published_and_publisher, page) or (None, None)
     isbn, isbn13 = _safe(_isbns, page) or (None, None)
     pages, book_format = _safe(_pages_and_format, page) or (None, None)
-    return {
+    data = {
         "kind": KIND,
         "book_id": book_id,
         "title": title,
@@ -280,23 +288,77 @@ def parse(html: str, url: str) -> dict:
         "cover_url": _safe(_cover_url, page),
         "url": _safe(goodreads_book_url, book_id) if book_id else None,
     }
+    if page.tree_error is not None:
+        raise ParseError(f"unreadable page: {type(page.tree_error).__name__}")
+    return data
 
 
 class Page:
-    """One page, parsed once, with the structured data found in it."""
+    """One page, with the structured data found in it; its tree is built only when read.
+
+    The JSON-LD and __NEXT_DATA__ scripts are found by script_blocks, without a tree. soup,
+    index, og_is_book, edition_rows and data_rows build the tree on first use: on a Next.js
+    page whose Apollo state answers every field, nobody uses them.
+    """
 
     def __init__(self, html: str, url: str):
+        self.html = html
         self.url = url if isinstance(url, str) else ""
         self.url_id = _book_id_in(_url_path(self.url))
-        self.soup: BeautifulSoup = make_soup(html)
-        self.index = ElementIndex(self.soup)
-        self.jsonld: dict = _safe(first_jsonld, self.soup, *JSONLD_BOOK_TYPES) or {}
-        self.state: dict = _safe(_apollo_state, self) or {}
+        self.tree_error: Exception | None = None
+        scripts: list[ScriptBlock] = _safe(script_blocks, html) or []
+        self.jsonld: dict = _safe(first_of_types, jsonld_in_blocks(scripts), JSONLD_BOOK_TYPES) or {}
+        self.state: dict = _safe(_apollo_state, scripts) or {}
         self.book: dict = _safe(_pick_book, self.state, self.url_id) or {}
         self.work: dict = _safe(_resolve, self.state, self.book.get(BOOK_WORK)) or {}
-        self.og_is_book = (_safe(self.meta, OG_TYPE) or "").lower() == OG_BOOK_TYPE
-        self.edition_rows: dict[str, Tag] = _safe(_edition_rows, self) or {}
-        self.data_rows: dict[str, Tag] = _safe(_legacy_data_rows, self) or {}
+
+    @cached_property
+    def soup(self) -> BeautifulSoup:
+        try:
+            return make_bounded_soup(self.html)
+        except Exception as exc:  # the tree builder gave up: parse() refuses the page
+            self.tree_error = exc
+            return make_soup("")
+
+    @cached_property
+    def index(self) -> ElementIndex:
+        return ElementIndex(self.soup)
+
+    @cached_property
+    def og_is_book(self) -> bool:
+        return (_safe(self.meta, OG_TYPE) or "").lower() == OG_BOOK_TYPE
+
+    @cached_property
+    def edition_rows(self) -> dict[str, Tag]:
+        return _safe(_edition_rows, self) or {}
+
+    @cached_property
+    def data_rows(self) -> dict[str, Tag]:
+        return _safe(_legacy_data_rows, self) or {}
+
+    @property
+    def tree_built(self) -> bool:
+        return "soup" in self.__dict__
+
+    def state_answers(self, field: str) -> bool:
+        """True when the Apollo state has the last word on field, so its markup is not read.
+
+        Next.js renders the page's markup from this state: once the Book and its Work are
+        there, a field whose key the Book (or Work) holds, even as null or [], shows nothing
+        in the markup that the state lacks. Legacy pages have no state: always False.
+        """
+        if not (self.book and self.work):
+            return False
+        if field in WORK_PATHS:
+            return _holds(self.state, self.work, WORK_PATHS[field])
+        if field in BOOK_PATHS:
+            return _holds(self.state, self.book, BOOK_PATHS[field])
+        key = BOOK_FIELD_KEYS[field]
+        return any(k == key or k.startswith(key + "(") for k in self.book)  # description({...})
+
+    def markup(self, field: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
+        """A wrapper for field's markup sources: they answer None when the state answers field."""
+        return _skipped if self.state_answers(field) else _kept
 
     def jsonld_value(self, field: str) -> object:
         return _dig({}, self.jsonld, JSONLD_PATHS[field])
@@ -332,6 +394,24 @@ class Page:
     def og(self, key: str) -> str | None:
         # og: tags describe the site on error and sign-in pages; only a books.book page's are the book's.
         return self.meta(key) if self.og_is_book else None
+
+
+def _kept(source: Callable[[], object]) -> Callable[[], object]:
+    return source
+
+
+def _skipped(source: Callable[[], object]) -> Callable[[], object]:
+    return _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+def _holds(state: dict, value: object, path: tuple[str, ...]) -> bool:
+    """True when the object at path[:-1] has the key path[-1], whatever its value."""
+    parent = _dig(state, value, path[:-1]) if len(path) > 1 else _resolve(state, value)
+    return isinstance(parent, dict) and path[-1] in parent
 
 
 class ElementIndex:
@@ -381,13 +461,11 @@ def _anchor_key(compound: str) -> tuple[str, str] | None:
 def _load_page(html: object, url: object) -> Page:
     if isinstance(html, bytes):
         html = html.decode("utf-8", errors="replace")
-    if not isinstance(html, str) or not html.strip():
+    if not isinstance(html, str) or not html or html.isspace():
         raise ParseError("empty page")
-    html = LONE_SURROGATE.sub("\ufffd", html)  # lxml refuses text that cannot be UTF-8 encoded
-    try:
-        return Page(html, url if isinstance(url, str) else "")
-    except Exception as exc:  # the tree builder gave up: no page to read, hence no book
-        raise ParseError(f"unreadable page: {type(exc).__name__}") from exc
+    # Cut to size, lone surrogates replaced (lxml refuses text that cannot be UTF-8 encoded);
+    # the tree, when one is built, is bounded in depth too (make_bounded_soup).
+    return Page(limit_html(html), url if isinstance(url, str) else "")
 
 
 def _refuse_non_book(page: Page) -> None:
@@ -444,9 +522,9 @@ def _dig(state: dict, value: object, path: Iterable[str]) -> object:
     return _resolve(state, value)
 
 
-def _apollo_state(page: Page) -> dict | None:
-    script = page.select(NEXT_DATA_SCRIPT)
-    data = load_json(script.string or script.get_text()) if script is not None else None
+def _apollo_state(scripts: list[ScriptBlock]) -> dict | None:
+    script = next((block for block in scripts if block.attrs.get("id") == NEXT_DATA_ID), None)
+    data = load_json(script.text) if script is not None else None
     for path in APOLLO_PATHS:
         state = _dig({}, data, path)
         if isinstance(state, dict):
@@ -499,23 +577,29 @@ def _row_text(rows: dict[str, Tag], labels: Iterable[str]) -> str | None:
 # ============================================================================================
 
 def _book_id(page: Page) -> str | None:
-    links = page.index.tags.get("link", [])
-    canonical = next((link for link in links if CANONICAL_LINK in (link.get("rel") or [])), None)
+    markup = page.markup("book_id")
     return _first(
         lambda: _digits(page.book.get(BOOK_LEGACY_ID)),
-        lambda: _book_id_in(canonical.get("href")),
-        *[lambda key=key: _book_id_in(page.meta(key)) for key in ID_META_KEYS],
+        markup(lambda: _book_id_in(_canonical_href(page))),
+        *[markup(lambda key=key: _book_id_in(page.meta(key))) for key in ID_META_KEYS],
         lambda: page.url_id,
     )
 
 
+def _canonical_href(page: Page) -> str | None:
+    links = page.index.tags.get("link", [])
+    canonical = next((link for link in links if CANONICAL_LINK in (link.get("rel") or [])), None)
+    return canonical.get("href") if canonical is not None else None
+
+
 def _title(page: Page, series: dict | None) -> str | None:
+    markup = page.markup("title")
     return _first(
         lambda: clean_text(page.book_value("title")),
-        lambda: page.select_text(TESTID["title"]),
-        lambda: _legacy_title(page),
+        markup(lambda: page.select_text(TESTID["title"])),
+        markup(lambda: _legacy_title(page)),
         lambda: _strip_series(_plain(page.jsonld_value("title")), series),
-        lambda: _strip_series(page.og("og:title"), series),
+        markup(lambda: _strip_series(page.og("og:title"), series)),
     )
 
 
@@ -551,14 +635,15 @@ def _strip_series(title: str | None, series: dict | None) -> str | None:
 
 
 def _series(page: Page) -> dict | None:
+    markup = page.markup("series")
     return _first(
         lambda: _apollo_series(page),
-        lambda: _series_from_text(page.select_text(TESTID["series"])),
-        lambda: _series_from_text(page.select_text(LEGACY["series"])),
-        lambda: _series_from_text(_legacy_data_series(page)),
+        markup(lambda: _series_from_text(page.select_text(TESTID["series"]))),
+        markup(lambda: _series_from_text(page.select_text(LEGACY["series"]))),
+        markup(lambda: _series_from_text(_legacy_data_series(page))),
         lambda: _series_from_suffix(clean_text(page.book_value("title_complete"))),
         lambda: _series_from_suffix(_plain(page.jsonld_value("title"))),
-        lambda: _series_from_suffix(page.og("og:title")),
+        markup(lambda: _series_from_suffix(page.og("og:title"))),
     )
 
 
@@ -596,10 +681,11 @@ def _series_from_suffix(title: str | None) -> dict | None:
 
 
 def _authors(page: Page) -> list[str]:
+    markup = page.markup("authors")
     return _first(
         lambda: _apollo_authors(page),
-        lambda: _testid_authors(page),
-        lambda: _legacy_authors(page),
+        markup(lambda: _testid_authors(page)),
+        markup(lambda: _legacy_authors(page)),
         lambda: _names(page.jsonld_value("authors")),
     ) or []
 
@@ -659,11 +745,12 @@ def _names(value: object) -> list[str]:
 
 
 def _rating(page: Page) -> float | None:
+    markup = page.markup("rating")
     value = _first(
         lambda: page.jsonld_value("rating"),
         lambda: page.work_value("rating"),
-        lambda: page.select_text(TESTID["rating"]),
-        lambda: _itemprop_value(page, LEGACY["rating"]),
+        markup(lambda: page.select_text(TESTID["rating"])),
+        markup(lambda: _itemprop_value(page, LEGACY["rating"])),
     )
     rating = to_float(value)
     return rating if rating is not None and 0 <= rating <= 5 else None
@@ -671,12 +758,13 @@ def _rating(page: Page) -> float | None:
 
 def _count(page: Page, field: str) -> int | None:
     """ratings_count or reviews_count."""
+    markup = page.markup(field)
     value = _first(
         lambda: page.jsonld_value(field),
         lambda: page.work_value(field),
-        lambda: page.select_text(TESTID[field]),
-        lambda: _itemprop_value(page, LEGACY[field]),
-        lambda: _legacy_count_text(page, COUNT_TEXT[field]),
+        markup(lambda: page.select_text(TESTID[field])),
+        markup(lambda: _itemprop_value(page, LEGACY[field])),
+        markup(lambda: _legacy_count_text(page, COUNT_TEXT[field])),
     )
     return to_int(value)
 
@@ -694,10 +782,11 @@ def _legacy_count_text(page: Page, pattern: re.Pattern) -> str | None:
 
 
 def _description(page: Page) -> str | None:
+    markup = page.markup("description")
     return _first(
         lambda: _apollo_description(page),
-        lambda: _node_to_text(page.select(TESTID["description"])),
-        lambda: _legacy_description(page),
+        markup(lambda: _node_to_text(page.select(TESTID["description"]))),
+        markup(lambda: _legacy_description(page)),
     )
 
 
@@ -722,18 +811,22 @@ def _legacy_description(page: Page) -> str | None:
 
 def _isbns(page: Page) -> tuple[str | None, str | None]:
     """(ISBN-10, ISBN-13) the page states; ASINs and "null" placeholders are not ISBNs."""
-    texts = [
+    structured = [
         lambda: page.jsonld_value("isbn"),
         lambda: page.book_value("isbn"),
         lambda: page.book_value("isbn13"),
+    ]
+    markup = [
         lambda: _row_text(page.edition_rows, (EDITION_LABELS["isbn"],)),
         lambda: _row_text(page.data_rows, DATA_ROW_LABELS["isbn"]),
         lambda: page.select_text(LEGACY["isbn"]),
         lambda: page.meta(META_ISBN),
     ]
-    isbn10 = _first(*[lambda t=t: _find(ISBN10_TEXT, t()) for t in texts])
-    isbn13 = _first(*[lambda t=t: _find(ISBN13_TEXT, t()) for t in texts])
-    return isbn10, isbn13
+    found = {}
+    for field, pattern in (("isbn", ISBN10_TEXT), ("isbn13", ISBN13_TEXT)):
+        texts = structured + [page.markup(field)(text) for text in markup]
+        found[field] = _first(*[lambda t=t: _find(pattern, t()) for t in texts])
+    return found["isbn"], found["isbn13"]
 
 
 def _find(pattern: re.Pattern, value: object) -> str | None:
@@ -744,32 +837,35 @@ def _find(pattern: re.Pattern, value: object) -> str | None:
 
 
 def _asin(page: Page) -> str | None:
+    markup = page.markup("asin")
     value = _first(
         lambda: page.book_value("asin"),
-        lambda: _row_text(page.edition_rows, (EDITION_LABELS["asin"],)),
-        lambda: _row_text(page.data_rows, DATA_ROW_LABELS["asin"]),
+        markup(lambda: _row_text(page.edition_rows, (EDITION_LABELS["asin"],))),
+        markup(lambda: _row_text(page.data_rows, DATA_ROW_LABELS["asin"])),
     )
     return _find(ASIN_TEXT, value)
 
 
 def _pages_and_format(page: Page) -> tuple[int | None, str | None]:
-    testid = _safe(_split_pages_format, page.select_text(TESTID["pages_format"])) or (None, None)
-    edition_format = _row_text(page.edition_rows, (EDITION_LABELS["format"],))
-    edition = _safe(_split_pages_format, edition_format) or (None, None)
+    # Each markup line gives both fields; read (and cached) only when a field gets that far.
+    testid = cache(lambda: _split_pages_format(page.select_text(TESTID["pages_format"])))
+    edition = cache(lambda: _split_pages_format(_row_text(page.edition_rows, (EDITION_LABELS["format"],))))
+    markup = page.markup("pages")
     pages = _first(
         lambda: _positive(to_int(page.jsonld_value("pages"))),
         lambda: _positive(to_int(page.book_value("pages"))),
-        lambda: testid[0],
-        lambda: edition[0],
-        lambda: _positive(to_int(page.select_text(LEGACY["pages"]))),
-        lambda: _positive(to_int(page.meta(META_PAGES))),
+        markup(lambda: testid()[0]),
+        markup(lambda: edition()[0]),
+        markup(lambda: _positive(to_int(page.select_text(LEGACY["pages"])))),
+        markup(lambda: _positive(to_int(page.meta(META_PAGES)))),
     )
+    markup = page.markup("format")
     book_format = _first(
         lambda: _schema_name(page.jsonld_value("format")),
         lambda: clean_text(page.book_value("format")),
-        lambda: testid[1],
-        lambda: edition[1],
-        lambda: page.select_text(LEGACY["format"]),
+        markup(lambda: testid()[1]),
+        markup(lambda: edition()[1]),
+        markup(lambda: page.select_text(LEGACY["format"])),
     )
     return pages, book_format
 
@@ -783,40 +879,44 @@ def _split_pages_format(text: str | None) -> tuple[int | None, str | None]:
 
 
 def _language(page: Page) -> str | None:
+    markup = page.markup("language")
     return _first(
         lambda: _schema_name(page.jsonld_value("language")),
         lambda: _schema_name(page.book_value("language")),
-        lambda: _row_text(page.edition_rows, (EDITION_LABELS["language"],)),
-        lambda: page.select_text(LEGACY["language"]),
-        lambda: _row_text(page.data_rows, DATA_ROW_LABELS["language"]),
+        markup(lambda: _row_text(page.edition_rows, (EDITION_LABELS["language"],))),
+        markup(lambda: page.select_text(LEGACY["language"])),
+        markup(lambda: _row_text(page.data_rows, DATA_ROW_LABELS["language"])),
     )
 
 
 def _published_and_publisher(page: Page) -> tuple[str | None, str | None]:
-    edition = _safe(_split_date_publisher, _row_text(page.edition_rows, (EDITION_LABELS["published"],)))
-    edition = edition or (None, None)
-    legacy = _safe(_legacy_publication, page) or (None, None, None)
+    # Each markup row gives both fields; read (and cached) only when a field gets that far.
+    edition = cache(lambda: _split_date_publisher(_row_text(page.edition_rows, (EDITION_LABELS["published"],))))
+    legacy = cache(lambda: _legacy_publication(page))
+    markup = page.markup("published")
     published = _first(
         lambda: _parse_date(page.jsonld_value("published")),
         lambda: _date_from_ms(page.book_value("published")),
-        lambda: _parse_date(edition[0]),
-        lambda: _testid_publication(page, first=False),
-        lambda: _parse_date(legacy[0]),
+        markup(lambda: _parse_date(edition()[0])),
+        markup(lambda: _testid_publication(page, first=False)),
+        markup(lambda: _parse_date(legacy()[0])),
     )
+    markup = page.markup("publisher")
     publisher = _first(
         lambda: _schema_name(page.jsonld_value("publisher")),
         lambda: clean_text(page.book_value("publisher")),
-        lambda: edition[1],
-        lambda: legacy[1],
+        markup(lambda: edition()[1]),
+        markup(lambda: legacy()[1]),
     )
     return published, publisher
 
 
 def _first_published(page: Page) -> str | None:
+    markup = page.markup("first_published")
     return _first(
         lambda: _date_from_ms(page.work_value("first_published")),
-        lambda: _testid_publication(page, first=True),
-        lambda: _parse_date(_legacy_publication(page)[2]),
+        markup(lambda: _testid_publication(page, first=True)),
+        markup(lambda: _parse_date(_legacy_publication(page)[2])),
     )
 
 
@@ -850,10 +950,11 @@ def _split_date_publisher(text: str | None) -> tuple[str | None, str | None]:
 
 
 def _genres(page: Page) -> list[str]:
+    markup = page.markup("genres")
     return _first(
         lambda: _apollo_genres(page),
-        lambda: _unique([node_text(link) for link in page.select_all(TESTID["genres"])]),
-        lambda: _legacy_genres(page),
+        markup(lambda: _unique([node_text(link) for link in page.select_all(TESTID["genres"])])),
+        markup(lambda: _legacy_genres(page)),
     ) or []
 
 
@@ -874,12 +975,13 @@ def _legacy_genres(page: Page) -> list[str]:
 
 def _cover_url(page: Page) -> str | None:
     image = page.jsonld_value("cover_url")
+    markup = page.markup("cover_url")
     return _first(
         lambda: _cover(page, image.get("url") if isinstance(image, dict) else image),
         lambda: _cover(page, page.book_value("cover_url")),
-        lambda: _cover(page, page.select(TESTID["cover"]).get("src")),
-        lambda: _cover(page, page.select(LEGACY["cover"]).get("src")),
-        lambda: _cover(page, page.og("og:image")),
+        markup(lambda: _cover(page, page.select(TESTID["cover"]).get("src"))),
+        markup(lambda: _cover(page, page.select(LEGACY["cover"]).get("src"))),
+        markup(lambda: _cover(page, page.og("og:image"))),
     )
 
 
