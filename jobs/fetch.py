@@ -1,7 +1,8 @@
 """Safe fetching: every hop re-validated, connections pinned, size and time bounded.
 
 One Fetcher per worker process keeps its pinned adapters (and their keep-alive
-connections) between jobs. fetch(url) follows redirects by hand so that each hop passes
+connections) between jobs, and one TLS context (the CA bundle parsed once) for all of
+them. fetch(url) follows redirects by hand so that each hop passes
 the SSRF guard again, reads at most max_body_bytes of decoded body (a gzip bomb counts
 by what it inflates to) and gives up when the fetch's wall-clock deadline is spent.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -28,7 +30,7 @@ from errors import (
     TransientFetchError,
 )
 from guard import check_url_shape, resolve_public
-from jobs.pinning import Deadline, PinnedAdapter
+from jobs.pinning import Deadline, PinnedAdapter, tls_context
 
 if TYPE_CHECKING:  # politeness needs Redis; a Fetcher without it works alone
     from jobs.politeness import Politeness
@@ -37,6 +39,7 @@ REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 CHUNK_BYTES = 64 * 1024
+REDIRECT_DRAIN_BYTES = 64 * 1024  # a redirect body up to this is read, so its connection is kept
 MAX_CACHED_ADAPTERS = 64  # one per (host, address): keep-alive connections live in them
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -61,6 +64,7 @@ class Fetcher:
             "Accept-Encoding": "gzip, deflate",
         }
         self._adapters: dict[tuple, PinnedAdapter] = {}
+        self._tls: ssl.SSLContext | None = None  # made on first use: a web process never needs it
 
     def fetch(self, url: str) -> Page:
         """The page at url, or a FetchError that says why not."""
@@ -112,7 +116,7 @@ class Fetcher:
                 location = response.headers.get("Location")
                 if response.status_code not in REDIRECT_STATUSES or not location:
                     return self._page(response, url, seen[:-1], deadline, checked=not robots_file)
-                response.close()
+                _discard(response)
             url = urljoin(url, location.strip())
         raise TooManyRedirects(f"more than {self.settings.max_redirects} redirects")
 
@@ -133,8 +137,13 @@ class Fetcher:
         if key not in self._adapters:
             if len(self._adapters) >= MAX_CACHED_ADAPTERS:
                 self._adapters.pop(next(iter(self._adapters))).close()
-            self._adapters[key] = PinnedAdapter(address)
+            self._adapters[key] = PinnedAdapter(address, self._tls_context())
         return self._adapters[key]
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = tls_context(self.verify)
+        return self._tls
 
     def _polite(self, url: str, deadline: Deadline, robots_file: bool) -> contextlib.AbstractContextManager[None]:
         if self.politeness is None:
@@ -186,6 +195,17 @@ class Fetcher:
         for adapter in self._adapters.values():
             adapter.close()
         self._adapters.clear()
+
+
+def _discard(response: requests.Response) -> None:
+    """Drop a redirect's body. A short one (declared length) is read, undecoded and under the
+    fetch's deadline, so its keep-alive connection goes back to the pool: the next hop is
+    often to the same host, and a new connection costs a TLS handshake."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) <= REDIRECT_DRAIN_BYTES:
+        with contextlib.suppress(OSError, urllib3_errors.HTTPError):
+            response.raw.read(REDIRECT_DRAIN_BYTES + 1, decode_content=False)
+    response.close()
 
 
 def check_status(response: requests.Response) -> None:

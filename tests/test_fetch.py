@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gzip
+import multiprocessing
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from errors import (
     TooManyRedirects,
     TransientFetchError,
 )
+from jobs import pinning
 from jobs.fetch import Fetcher, parse_retry_after
-from tests.support.fixture_server import FixtureServer, Reply
+from tests.support.fixture_server import FixtureServer, Reply, send_reply
 
 HOSTS = ["www.goodreads.com", "www.bbc.com"]
 HTML = {"Content-Type": "text/html; charset=utf-8"}
@@ -175,6 +178,58 @@ def test_connection_is_pinned_to_the_address_the_guard_approved(server, fetcher,
     monkeypatch.setattr(jobs.fetch, "DEFAULT_PORTS", {"https": server.port, "http": 80})
     assert fetcher.fetch("https://www.bbc.com/pinned").body == b"<html>pinned</html>"
     assert approved == ["www.bbc.com"]
+
+
+class Connections:
+    """A route that records the client's (address, port) per request: one per TCP connection."""
+
+    def __init__(self, headers: dict[str, str] | None = None):
+        self.reply = Reply(body=b"<html>ok</html>", headers={**HTML, **(headers or {})})
+        self.peers: list[tuple[str, int]] = []
+
+    def __call__(self, handler) -> None:
+        self.peers.append(handler.client_address)
+        send_reply(handler, self.reply)
+
+
+def test_fetches_from_one_fetcher_reuse_one_keep_alive_connection(server, fetcher):
+    route = server.routes["/kept"] = Connections()
+    server.routes["/hop"] = Reply(302, headers={"Location": "/kept"})
+    for _ in range(10):
+        fetcher.fetch("https://www.goodreads.com/kept")
+    fetcher.fetch("https://www.goodreads.com/hop")  # a redirect to the same host keeps it too
+    assert len(route.peers) == 11 and len(set(route.peers)) == 1
+
+
+def test_new_connections_share_one_tls_context_and_still_check_the_name(server, fetcher, monkeypatch):
+    made = []
+    monkeypatch.setattr(jobs.fetch, "tls_context", lambda verify: made.append(verify) or pinning.tls_context(verify))
+    route = server.routes["/closing"] = Connections({"Connection": "close"})
+    for host in ("www.goodreads.com", "www.bbc.com", "www.goodreads.com"):
+        fetcher.fetch(f"https://{host}/closing")
+    assert len(set(route.peers)) == 3 and made == [fetcher.verify]  # the CA bundle was read once
+    fetcher.settings = load_settings({"FETCH_CONNECT_TO": f"www.example.com:443:127.0.0.1:{server.port}"})
+    with pytest.raises(FetchError, match="TLS"):  # the test CA vouches for the name, not for this one
+        fetcher.fetch("https://www.example.com/closing")
+
+
+def test_one_watchdog_thread_serves_every_deadline(server, fetcher):
+    server.routes["/quick"] = Reply(body=b"<html>quick</html>")
+    for _ in range(20):
+        fetcher.fetch("https://www.goodreads.com/quick")
+    assert [t.name for t in threading.enumerate()].count("fetch-deadlines") == 1
+
+
+def _expires_in_child(seconds: float) -> bool:
+    with pinning.Deadline(seconds) as deadline:
+        time.sleep(seconds + 0.3)
+    return deadline.expired
+
+
+def test_a_forked_child_gets_its_own_watchdog():
+    with pinning.Deadline(5):  # the parent's watchdog thread exists (and is busy) at fork time
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.apply(_expires_in_child, (0.2,)) is True
 
 
 @pytest.mark.parametrize("value,expected", [("120", 120.0), (None, None), ("soon", None)])
