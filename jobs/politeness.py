@@ -16,6 +16,9 @@ hosts, so each hop is judged on its own host). A hop, in order:
    across all processes and machines. A slot is a lease token in a Redis sorted set
    scored by its expiry (Redis clock), taken atomically by a Lua script that first drops
    expired leases: a killed worker's slot frees itself after FETCH_DEADLINE + a margin.
+   When robots.txt is cached, one script reads it and takes a free slot in the same round
+   trip (the slot goes back at once if the rules say no): a hop then costs two round trips,
+   this one and the slot's release.
 3. spacing: request starts to one hostname are at least FETCH_HOST_DELAY apart. A Lua
    script reserves the next start time and answers how long to wait; a short wait is
    slept (holding the slot, so the start really happens at its reserved time).
@@ -70,17 +73,30 @@ UNREACHABLE_STATUSES = {429}  # with 5xx: RFC 9309 "unreachable", so disallow fo
 PARSED_CACHE_SIZE = 64  # parsed robots.txt kept per process, by origin
 VERDICT_KINDS = ("rules", "allow", "disallow", "unreachable", "refused")
 
-# KEYS[1]: a host's lease set. ARGV: token, limit, lease ms. 1 when the slot is taken.
-ACQUIRE_SLOT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+# take_slot(lease set, token, limit, lease ms): 1 when the slot is taken.
+_TAKE_SLOT = """
+local function take_slot(key, token, limit, lease_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= limit then
+    return 0
+  end
+  redis.call('ZADD', key, now + lease_ms, token)
+  redis.call('PEXPIRE', key, lease_ms)
+  return 1
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+"""
+# KEYS[1]: a host's lease set. ARGV: token, limit, lease ms. 1 when the slot is taken.
+ACQUIRE_SLOT = _TAKE_SLOT + "return take_slot(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))\n"
+# KEYS[1]: a host's lease set, KEYS[2]: a value to read first (a robots.txt verdict). ARGV as
+# above. {value, its TTL, 1 when a slot was taken}; no value: {nil, 0, 0} and no slot taken.
+READ_THEN_ACQUIRE_SLOT = _TAKE_SLOT + """
+local value = redis.call('GET', KEYS[2])
+if not value then
+  return {false, 0, 0}
+end
+return {value, redis.call('TTL', KEYS[2]), take_slot(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))}
 """
 
 # KEYS[1]: a host's earliest next start (ms, Redis clock). ARGV: delay ms, max wait ms.
@@ -107,12 +123,21 @@ class HostSlots:
         self.limit = limit
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self._acquire = redis.register_script(ACQUIRE_SLOT)
+        self._read_then_acquire = redis.register_script(READ_THEN_ACQUIRE_SLOT)
 
     def try_acquire(self, host: str) -> str | None:
         """A lease token when a slot was free, else None; never waits."""
         token = uuid.uuid4().hex
         taken = self._acquire(keys=[host_slots_key(host)], args=[token, self.limit, self.lease_ms])
         return token if taken else None
+
+    def try_acquire_after_reading(self, host: str, key: str) -> tuple[bytes | None, int, str | None]:
+        """In one round trip: the value at key and its TTL, and, only when the value exists,
+        a lease token if a slot was free (else None). Never waits."""
+        token = uuid.uuid4().hex
+        value, ttl, taken = self._read_then_acquire(
+            keys=[host_slots_key(host), key], args=[token, self.limit, self.lease_ms])
+        return value, int(ttl), (token if taken else None)
 
     def acquire(self, host: str, wait_seconds: float) -> str:
         """A lease token, polling up to wait_seconds; HostBusy when none frees up."""
@@ -178,10 +203,14 @@ class Robots:
         self.agent = user_agent_token(settings.user_agent)
         self._parsed: dict[str, tuple[str, Protego]] = {}
 
-    def check(self, fetcher: Fetcher, url: str, parts: SplitResult, deadline: Deadline) -> None:
-        """Return when url may be fetched; RobotsDisallowed, or transient while unreachable."""
+    def check(self, fetcher: Fetcher, url: str, parts: SplitResult, deadline: Deadline,
+              cached: tuple[RobotsVerdict | None, int] | None = None) -> None:
+        """Return when url may be fetched; RobotsDisallowed, or transient while unreachable.
+
+        cached: the origin's verdict and TTL as just read from Redis (None: read them here).
+        """
         origin = origin_of(parts)
-        verdict, ttl = self._cached(origin)
+        verdict, ttl = cached or self._cached(origin)
         if verdict is None:
             verdict = self._download(fetcher, f"{parts.scheme}://{parts.netloc}/robots.txt", deadline)
             ttl = self._store(origin, verdict)
@@ -266,18 +295,41 @@ class Politeness:
         parts = check_url_shape(url)  # a bad URL fails as it would without politeness
         host = (parts.hostname or "").lower()
         with _redis_errors_are_transient():
+            token = None
             if self.robots is not None and not robots_file:
-                self.robots.check(fetcher, url, parts, deadline)  # before our slot: its fetch needs one
-            token = self._take_turn(host, deadline)
+                token = self._robots_then_slot(fetcher, url, parts, host, deadline)
+            token = self._take_turn(host, deadline, token)
         try:
             yield
         finally:
             self._release(host, token)
 
-    def _take_turn(self, host: str, deadline: Deadline) -> str:
-        """A slot on host, then our reserved start; the slot goes back if the start is too far."""
+    def _robots_then_slot(self, fetcher: Fetcher, url: str, parts: SplitResult, host: str,
+                          deadline: Deadline) -> str | None:
+        """Raise unless robots.txt allows url; a slot on host when one came with the verdict.
+
+        Usually one round trip: the cached verdict and a free slot. A missing (or unreadable)
+        verdict holds no slot while robots.txt is fetched: that fetch needs a slot of its own.
+        """
+        raw, ttl, token = self.slots.try_acquire_after_reading(host, robots_key(origin_of(parts)))
+        verdict = RobotsVerdict.load(raw) if raw is not None else None
+        if verdict is None and token is not None:
+            self._release(host, token)
+            token = None
+        try:
+            self.robots.check(fetcher, url, parts, deadline, cached=(verdict, max(ttl, 1)))
+        except BaseException:
+            if token is not None:
+                self._release(host, token)  # refused by the rules: the slot was never used
+            raise
+        return token
+
+    def _take_turn(self, host: str, deadline: Deadline, token: str | None = None) -> str:
+        """A slot on host (unless token holds one), then our reserved start; the slot goes
+        back if the start is too far."""
         give_up = time.monotonic() + self._wait_budget(deadline)
-        token = self.slots.acquire(host, give_up - time.monotonic())
+        if token is None:
+            token = self.slots.acquire(host, give_up - time.monotonic())
         try:
             self.spacer.wait_turn(host, max(0.0, give_up - time.monotonic()))
         except BaseException:

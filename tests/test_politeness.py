@@ -314,6 +314,37 @@ def test_a_cached_value_we_did_not_write_is_fetched_again(polite, site, redis_cl
     assert site.hits["/robots.txt"] == 1
 
 
+def test_an_unreadable_cached_value_holds_no_slot_while_robots_txt_is_fetched(polite, site, redis_client):
+    redis_client.set(robots_key(GOODREADS_ORIGIN), b"anything")
+    site.routes["/robots.txt"] = ROBOTS
+    site.routes["/public/page"] = Reply(body=b"<html>ok</html>")
+    assert polite(FETCH_HOST_CONCURRENCY="1").fetch(f"{GOODREADS}/public/page").status == 200
+    assert site.hits["/robots.txt"] == 1 and redis_client.zcard(host_slots_key("www.goodreads.com")) == 0
+
+
+def test_a_hop_with_robots_txt_cached_is_two_redis_round_trips(polite, site, redis_client):
+    """The cached verdict comes with the slot (one script), then the slot's release."""
+    site.routes["/robots.txt"] = ROBOTS
+    site.routes["/public/page"] = Reply(body=b"<html>ok</html>")
+    fetcher = polite()
+    fetcher.fetch(f"{GOODREADS}/public/page")  # robots.txt fetched and cached, scripts loaded
+    redis_client.config_resetstat()
+    fetcher.fetch(f"{GOODREADS}/public/page")
+    calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in redis_client.info("commandstats").items()}
+    # commandstats also counts what the script calls (get, ttl, zadd...): the client sent two.
+    assert calls.get("evalsha") == 1 and calls.get("zrem") == 1 and calls.get("get") == 1
+    assert "multi" not in calls and "exec" not in calls
+
+
+def test_a_page_refused_by_cached_rules_gives_its_slot_back(polite, site, redis_client):
+    site.routes["/robots.txt"] = ROBOTS
+    fetcher = polite(FETCH_HOST_CONCURRENCY="1")
+    for _ in range(3):  # the first reads robots.txt, the others find it cached
+        with pytest.raises(RobotsDisallowed):
+            fetcher.fetch(f"{GOODREADS}/private/page")
+    assert redis_client.zcard(host_slots_key("www.goodreads.com")) == 0 and site.hits == {"/robots.txt": 1}
+
+
 def test_rules_for_other_agents_do_not_apply(polite, site):
     site.routes["/robots.txt"] = Reply(body=b"User-agent: otherbot\nDisallow: /\n", headers=TEXT)
     site.routes["/page"] = Reply(body=b"<html>ok</html>")
