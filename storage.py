@@ -12,10 +12,14 @@ import pickle
 from datetime import date, datetime, timedelta, timezone
 
 from redis import Redis
+from redis.client import Pipeline
 
 log = logging.getLogger(__name__)
 
 PREFIX = "metaparse"
+# Protocol 5 (Python's default is 4): for records of plain data both write the same bytes
+# after the header, and dumps (~8 us) and safe_loads (~7 us) of a Goodreads record (~1.7 kB)
+# take the same time; 5 only adds out-of-band buffers, which we never use. Either reads both.
 PICKLE_PROTOCOL = 5
 BATCH_TTL = 7 * 86400
 # The only classes a stored value may name; everything else is plain dict/list/str/number.
@@ -76,6 +80,13 @@ def host_next_start_key(host: str) -> str:
 def robots_key(origin: str) -> str:
     """An origin's (scheme://host:port) cached robots.txt verdict: "kind\\ntext", plain UTF-8."""
     return f"{PREFIX}:robots:{origin}"
+
+
+def _queue_snapshot(pipe: Pipeline, canonical_url: str, snapshot: dict, keep: int, ttl: int) -> None:
+    key = SNAPSHOTS + canonical_url
+    pipe.lpush(key, dumps(snapshot))
+    pipe.ltrim(key, 0, keep - 1)
+    pipe.expire(key, ttl)
 
 
 def make_record(url: str, kind: str, status: str, parser_version: str, data: dict | None = None,
@@ -171,12 +182,18 @@ class Storage:
     # ---- headline snapshots ----------------------------------------------------------------
 
     def push_snapshot(self, canonical_url: str, snapshot: dict, keep: int, ttl: int) -> None:
-        key = SNAPSHOTS + canonical_url
         with self.redis.pipeline() as pipe:
-            pipe.lpush(key, dumps(snapshot))
-            pipe.ltrim(key, 0, keep - 1)
-            pipe.expire(key, ttl)
+            _queue_snapshot(pipe, canonical_url, snapshot, keep, ttl)
             pipe.execute()
+
+    @staticmethod
+    def after_save(pipe: Pipeline, canonical_url: str, snapshot: dict | None, keep: int, ttl: int) -> list[str]:
+        """Run pipe (what the caller queued), the snapshot's push (when given) and the read of the
+        batches watching canonical_url in one round trip; returns those batches' ids."""
+        if snapshot is not None:
+            _queue_snapshot(pipe, canonical_url, snapshot, keep, ttl)
+        pipe.smembers(WATCHERS + canonical_url)
+        return [member.decode() for member in pipe.execute()[-1]]
 
     def load_snapshots(self, canonical_url: str) -> list[dict]:
         """Newest first."""

@@ -61,9 +61,14 @@ def check_batch(connection: Redis, batch_id: str, just_finished: str | None = No
     return True
 
 
-def url_finished(connection: Redis, canonical_url: str) -> None:
-    """Called by a page job once its record is saved: check every batch waiting on it."""
-    for batch_id in Storage(connection).batches_watching(canonical_url):
+def url_finished(connection: Redis, canonical_url: str, watching: list[str] | None = None) -> None:
+    """Called by a page job once its record is saved: check every batch waiting on it.
+
+    watching: those batches' ids when the caller read them already (after the save).
+    """
+    if watching is None:
+        watching = Storage(connection).batches_watching(canonical_url)
+    for batch_id in watching:
         check_batch(connection, batch_id, just_finished=canonical_url)
 
 

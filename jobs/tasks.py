@@ -67,14 +67,24 @@ def fetch_and_parse(canonical_url: str, source_name: str) -> dict:
         if _record_failure(job, storage, canonical_url, source.kind, exc, ttl):
             callbacks.url_finished(job.connection, canonical_url)
         raise
-    _set_step(job, "saving")
+    metrics.job_step("saving")  # its Redis write goes with what follows the save (_after_save)
     record = make_record(canonical_url, source.kind, "done", parsers.PARSER_VERSION, data=data)
     crashsafe.save_once(job, storage, record, ttl)  # with a guard against a re-run saving twice
     metrics.job_done()
-    if source is NEWS:
-        storage.push_snapshot(canonical_url, snapshots.take(record), context.settings.snapshots_kept, ttl)
-    callbacks.url_finished(job.connection, canonical_url)
+    snapshot = snapshots.take(record) if source is NEWS else None
+    _after_save(job, storage, record, snapshot, context.settings.snapshots_kept, ttl)
     return {"url": canonical_url, "status": "done"}
+
+
+def _after_save(job: Job, storage: Storage, record: dict, snapshot: dict | None, keep: int, ttl: int) -> None:
+    """One round trip once the record is saved: the job's step "saving" (shown by /jobs until
+    RQ marks the job finished), a news page's snapshot (when given; the newest `keep` are
+    kept) and the batches waiting on the URL, whose callbacks may now be due."""
+    job.meta["step"] = "saving"
+    with job.connection.pipeline() as pipe:
+        pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))  # what job.save_meta() writes
+        watching = storage.after_save(pipe, record["url"], snapshot, keep, ttl)
+    callbacks.url_finished(job.connection, record["url"], watching)
 
 
 def _fetch_and_parse(fetcher: Fetcher, canonical_url: str, source_name: str, job: Job) -> dict:

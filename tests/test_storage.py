@@ -312,3 +312,17 @@ def test_non_dict_batch_refused(store, redis, caplog):
     with caplog.at_level(logging.ERROR, logger=storage.__name__):
         assert store.load_batch("b1") is None
     assert "not a dict" in caplog.text
+
+
+def test_after_save_runs_the_callers_commands_with_the_snapshot_and_the_watchers(store, redis):
+    store.watch_batch("b1", [URL])
+    for n in range(3):
+        store.push_snapshot(URL, {"fetched_at": datetime.now(timezone.utc), "headlines": [n]}, keep=3, ttl=60)
+    with redis.pipeline() as pipe:
+        pipe.set("caller:key", b"queued first")
+        watching = store.after_save(pipe, URL, {"fetched_at": datetime.now(timezone.utc), "headlines": [3]}, 3, 60)
+    assert watching == ["b1"] and redis.get("caller:key") == b"queued first"
+    assert [snap["headlines"] for snap in store.load_snapshots(URL)] == [[3], [2], [1]]  # newest `keep` kept
+    with redis.pipeline() as pipe:
+        assert store.after_save(pipe, "https://www.goodreads.com/book/show/1", None, 3, 60) == []
+    assert store.load_snapshots("https://www.goodreads.com/book/show/1") == []
