@@ -6,11 +6,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import redis.connection
 from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
 
+import jobs.tasks
 from jobs.queues import backoff_seconds, fetch_job, job_id_for, make_queue
-from storage import Storage
+from storage import Storage, robots_key
 from tests.support import job_runs
 from tests.support.fixture_server import Reply
 from tests.support.job_runs import BOOK_URL, submit, work_burst
@@ -42,6 +44,40 @@ def test_job_fetches_parses_and_saves_a_done_record(server, worker_env, redis_cl
     job = fetch_job(redis_client, submission.job_id)
     assert job.get_status() == JobStatus.FINISHED and job.meta["step"] == "saving"
     assert 0 < redis_client.ttl(f"metaparse:record:{BOOK_URL}")
+
+
+def test_a_done_job_costs_nine_redis_round_trips_at_most(server, worker_env, redis_client, fake_book_parser,
+                                                       monkeypatch):
+    """The per-job budget of issue #6, robots.txt cached, no start spacing (one more trip)
+    and the process warm: the re-run check, steps "fetching" and "parsing", robots.txt with
+    a host slot, the slot's release, save_once (3), then step "saving" with the batches
+    watching the URL. Fewer is welcome."""
+    monkeypatch.setenv("FETCH_HOST_DELAY", "0")
+    redis_client.set(robots_key("https://www.goodreads.com:443"), "allow\nno rules", ex=60)
+    server.routes["/book/show/42"] = server.routes["/book/show/43"] = Reply(body=b"<html><title>T</title></html>")
+    submit(redis_client, worker_env)
+    work_burst(redis_client)  # warms the process: Lua scripts loaded, keep-alive connection open
+    trips, inside = [], []
+    send = redis.connection.AbstractConnection.send_packed_command
+    job_function = jobs.tasks.fetch_and_parse
+
+    def counted_send(self, command, check_health=True):
+        trips.extend(command[0].split(b"\r\n")[2] for _ in inside)  # the (first) command's name
+        return send(self, command, check_health)
+
+    def counted_job(*args):
+        inside.append(1)
+        try:
+            return job_function(*args)
+        finally:
+            inside.clear()
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted_send)
+    monkeypatch.setattr(jobs.tasks, "fetch_and_parse", counted_job)
+    submit(redis_client, worker_env, "https://www.goodreads.com/book/show/43")
+    work_burst(redis_client)
+    assert Storage(redis_client).load_record("https://www.goodreads.com/book/show/43")["status"] == "done"
+    assert 0 < len(trips) <= 9, trips
 
 
 def test_permanent_failure_saves_failed_record_and_skips_retries(server, worker_env, redis_client, fake_book_parser):
