@@ -17,7 +17,7 @@ from sources import source_for_url
 PARSER_VERSION = "1"
 
 PARSERS: dict[str, Callable[[str, str], dict]] = {
-    "goodreads": goodreads.parse,
+    "goodreads": goodreads.parse_limited,  # parse() below has done goodreads.parse's limit_html
     "news": news.parse,
     "generic": generic.parse,
 }

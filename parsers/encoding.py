@@ -61,8 +61,9 @@ def decode_html(body: bytes, content_type: str | None = None) -> str:
     for bom, charset in BOMS:
         if body.startswith(bom):
             return body[len(bom):].decode(charset, errors="replace")
-    if _is_utf8(body) and not body.isascii():
-        return body.decode("utf-8", errors="replace")  # "replace" only for a cut-off last character
+    text = _utf8_text(body) if not body.isascii() else None
+    if text is not None:
+        return text
     for declared in (header_charset(content_type), meta_charset(body)):
         text = _strict_decode(body, declared)
         if text is not None:
@@ -103,6 +104,16 @@ def _codec_for(charset: str | None) -> str | None:
     try:
         return codecs.lookup(LABEL_ALIASES.get(label, label)).name
     except LookupError:
+        return None
+
+
+def _utf8_text(body: bytes) -> str | None:
+    """body decoded as UTF-8 when _is_utf8(body), else None: one decoding pass instead of two."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.end == len(body) and error.reason == "unexpected end of data":
+            return body.decode("utf-8", errors="replace")  # only the cut-off last character replaced
         return None
 
 
