@@ -1,4 +1,5 @@
-"""Helpers every parser shares: building the tree, structured data, meta tags, text, URLs.
+"""Helpers every parser shares: building the tree, structured data (with or without a tree),
+meta tags, text, URLs, and the bounds that keep untrusted pages cheap.
 
 Pure functions only: no network, no Redis, no clock.
 """
@@ -158,16 +159,21 @@ def _skip_text_element(html: str, name: str, pos: int, blocks: list[ScriptBlock]
     attrs, start, self_closing = tag
     if self_closing:  # libxml2 ends even <script/> and <title/> there, unlike HTML5
         end, resume = start, start
-    elif name == "plaintext":
-        return len(html)
     elif name == "script":
         end, resume = _script_end(html, start)
     else:
-        end_tag = TEXT_END[name].search(html, start)
-        end, resume = (end_tag.start(), _end_tag_end(html, end_tag.end() - 1)) if end_tag else (len(html),) * 2
+        end, resume = _text_end(html, name, start)
     if name == "script":
         blocks.append(ScriptBlock(attrs, _as_tree_text(html[start:end])))
     return resume
+
+
+def _text_end(html: str, name: str, pos: int) -> tuple[int, int]:
+    """(where the text of a <style>, <title>... starting at pos ends, where scanning resumes)."""
+    end_tag = TEXT_END[name].search(html, pos) if name != "plaintext" else None
+    if end_tag is None:
+        return len(html), len(html)  # <plaintext> and an unclosed element run to the end
+    return end_tag.start(), _end_tag_end(html, end_tag.end() - 1)
 
 
 def _start_tag(html: str, pos: int) -> tuple[dict[str, str], int, bool] | None:

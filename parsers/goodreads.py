@@ -30,6 +30,17 @@ the other fields, to the next one (a field's sources, best first):
   cover_url         JSON-LD image, Apollo imageUrl, testid cover, legacy #coverImage, og:image
   book_id           Apollo legacyId, canonical link, og:url, al:ios:url, then the requested URL
 
+Fast path: structured data first, the tree only where a field needs it. The JSON-LD and
+__NEXT_DATA__ <script>s are found by parsers.base.script_blocks, a scanner that follows the
+HTML tokenizer (comments, attribute values, <title>/<style>/... text, "</script" end tags) and
+finds the same scripts as the tree, at a few percent of its cost. The page's tree (bs4 over
+lxml, through make_bounded_soup, so bounded in depth) is built on the first markup lookup only.
+Markup sources are skipped for a field the Apollo state has the last word on: when the Book
+and its Work are in the state, a field whose key the Book (or Work) holds, even as null or [],
+is answered from the state, since Next.js rendered the markup from that same state
+(Page.state_answers). On the 2025 Next.js pages every field is held, so no tree is built;
+legacy pages, pages without the state, and soft 404s (refused from their markup) build it.
+
 Conventions:
 - Dates are "YYYY-MM-DD" when the day is known, "YYYY-MM" or "YYYY" when the page only gives
   a month or a year ("first published November 1968" -> "1968-11"). Apollo dates are epoch
@@ -266,6 +277,7 @@ def parse_limited(html: str, url: str) -> dict:
     series = _safe(_series, page)
     title = _safe(_title, page, series)
     if not title:
+        _refuse_unreadable(page)
         raise ParseError("no book title on the page (not a Goodreads book page)")
     book_id = _safe(_book_id, page)
     published, publisher = _safe(_published_and_publisher, page) or (None, None)
@@ -294,9 +306,14 @@ def parse_limited(html: str, url: str) -> dict:
         "cover_url": _safe(_cover_url, page),
         "url": _safe(goodreads_book_url, book_id) if book_id else None,
     }
+    _refuse_unreadable(page)
+    return data
+
+
+def _refuse_unreadable(page: Page) -> None:
+    """A page whose tree was needed but could not be built is refused, whatever else it gave."""
     if page.tree_error is not None:
         raise ParseError(f"unreadable page: {type(page.tree_error).__name__}")
-    return data
 
 
 class Page:

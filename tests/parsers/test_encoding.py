@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers.encoding import decode_html, header_charset, meta_charset
+from parsers.encoding import _utf8_text, decode_html, header_charset, meta_charset
 from tests.pages import read_page
 
 CURLY = "“Café society” – a résumé of Paris’s naïve years, £5 each"
@@ -194,3 +194,27 @@ def test_real_windows_1256_page_with_its_label_removed_is_detected() -> None:
     """Mostly English with some Arabic: unrestricted, the detector calls it mac_iceland."""
     body = read_page("arabic-media.com/arabicnews.windows-1256.html").replace(b"charset=windows-1256", b"")
     assert "الصحف و الجرائد باللغة العربية" in decode_html(body, "text/html")
+
+
+# The UTF-8 page is decoded in one pass (_utf8_text) where it used to be checked, then decoded.
+def old_utf8_rule(body: bytes) -> str | None:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(body, final=False)
+    except UnicodeDecodeError:
+        return None
+    return body.decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"abc", "€".encode(), "a€".encode()[:-1], "a€".encode()[:-2], "a😀".encode()[:-1],
+    b"\xe2\x82A", b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", "é".encode() + b"\xff" + "€".encode()[:-1],
+])
+def test_one_pass_utf8_decoding_follows_the_old_rule(body: bytes) -> None:
+    assert _utf8_text(body) == old_utf8_rule(body)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.text(max_size=50).map(lambda t: t.encode("utf-8", "surrogatepass")), st.integers(0, 50), st.binary(max_size=3))
+def test_one_pass_utf8_decoding_follows_the_old_rule_on_cut_and_spliced_text(body: bytes, cut: int, junk: bytes) -> None:
+    for variant in (body[:cut], body[:cut] + junk, junk + body):
+        assert _utf8_text(variant) == old_utf8_rule(variant)

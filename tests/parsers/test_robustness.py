@@ -14,6 +14,7 @@ import random
 import re
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 
 import parsers
 from errors import ParseError
-from parsers.base import MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, make_soup
+from parsers import base
+from parsers.base import MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, limit_html, make_bounded_soup, make_soup
 from sources import source_for_url
 from tests.pages import PAGES_DIR, manifest, read_page
 from tests.parsers.contract import assert_contract_keys
@@ -264,6 +266,40 @@ def test_bounded_html_flattens_deep_nesting_and_keeps_text_and_scripts() -> None
 def test_bounded_html_cuts_huge_pages_and_replaces_lone_surrogates() -> None:
     assert len(bounded_html("<p>" + "x" * (MAX_PARSE_CHARS + 10))) <= MAX_PARSE_CHARS + 100
     assert "\ud800" not in bounded_html("<p>a\ud800b</p>")
+
+
+def test_make_bounded_soup_is_the_tree_of_bounded_html_without_its_extra_pass() -> None:
+    """The depth check rides on the tree build: same tree, and no separate lxml pass."""
+    pages = [*deep_pages().values(), "<html><head><title>T</title></head><body>" + "<div>" * 64 + "x"]
+    pages += [path.read_text(encoding="utf-8", errors="replace") for path in HAND_MADE_PAGES]
+    for html in pages:
+        assert str(make_bounded_soup(html)) == str(make_soup(bounded_html(html)))
+    with mock.patch.object(base, "_DepthProbe", wraps=base._DepthProbe) as probe:
+        make_bounded_soup(pages[-1])
+        make_bounded_soup(deep_pages()["divs"])
+    assert not probe.called
+
+
+def test_make_bounded_soup_flattens_only_past_max_depth() -> None:
+    with mock.patch.object(base, "_Flattener", wraps=base._Flattener) as flattener:
+        make_bounded_soup("<html><body>" + "<div>" * (MAX_DEPTH - 2) + "x")  # html and body count
+        assert not flattener.called
+        make_bounded_soup("<html><body>" + "<div>" * (MAX_DEPTH - 1) + "x")
+        assert flattener.called
+
+
+def test_limit_html_cuts_and_replaces_lone_surrogates_and_leaves_clean_text_alone() -> None:
+    clean = "<p>caf\u00e9 \U0001F600</p>"
+    assert limit_html(clean) is clean
+    assert limit_html("<p>a\ud800b\udfffc</p>") == "<p>a\ufffdb\ufffdc</p>"
+    assert len(limit_html("x" * (MAX_PARSE_CHARS + 10))) == MAX_PARSE_CHARS
+
+
+def test_parsers_parse_runs_no_depth_probe_on_a_page_it_reads_without_a_tree() -> None:
+    modern = (FIXTURES / "goodreads" / "next-2025.html").read_bytes()
+    with mock.patch.object(base, "_lxml_events", wraps=base._lxml_events) as lxml_pass:
+        assert parsers.parse(modern, GOODREADS_URL)["title"] == "The Copper Meridian"
+    assert not lxml_pass.called
 
 
 def test_json_ld_parsing_survives_deep_json() -> None:
