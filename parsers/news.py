@@ -11,6 +11,11 @@ Three extractors, tried in turn:
 The site rules win when they find enough stories; otherwise (markup changed, unknown site)
 the extractor that finds the most stories wins.
 
+The tree is lxml's own, built by the parser bs4's "lxml" builder drives (the same elements,
+attributes and text at a tenth of the cost), and read the way bs4 presents it: text runs are
+nodes of their own, class lists are whitespace-split, script/style/template/ruby text is not
+page text, and soupsieve decides what a CSS selector matches (see "The tree" below).
+
 Pure: no network, no clock. Raises ParseError when the page yields no headline at all, and
 never anything else: every tree walk below is bounded so hostile input ends in bounded time.
 """
@@ -19,13 +24,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 from urllib.parse import urlsplit
 
-from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
+import soupsieve
+from bs4.builder import HTMLTreeBuilder
+from lxml import etree
 
 from errors import ParseError
-from parsers.base import absolute_url, clean_text, jsonld_objects, jsonld_types, make_bounded_soup
+from parsers.base import (
+    FLATTEN_ROUNDS,
+    MAX_DEPTH,
+    ScriptBlock,
+    absolute_url,
+    bounded_html,
+    clean_text,
+    jsonld_in_blocks,
+    jsonld_types,
+    limit_html,
+)
 from sources import NEWS_HOSTS
 
 KIND = "news_headlines"
@@ -219,9 +237,9 @@ def parse(html: str, url: str) -> dict:
         raise ParseError("a news page is parsed from text and a URL string")
     try:
         site = site_name(url)
-        soup = make_bounded_soup(html)  # cut and flattened when huge or absurdly deep
-        page = Page(url, base_url(soup, url), site, same_site_domains(site))
-        headlines = extract_headlines(soup, page)
+        doc = build_document(html)  # cut and flattened when huge or absurdly deep
+        page = Page(url, base_url(doc, url), site, same_site_domains(site))
+        headlines = extract_headlines(doc, page)
     except (ValueError, RecursionError) as exc:
         # A malformed URL or a pathological document: refuse the page rather than crash the job.
         raise ParseError(f"unreadable news page: {exc.__class__.__name__}") from None
@@ -230,15 +248,15 @@ def parse(html: str, url: str) -> dict:
     return {"kind": KIND, "site": site, "headlines": headlines}
 
 
-def extract_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+def extract_headlines(doc: Document, page: Page) -> list[dict]:
     """Site rules when they find enough stories, else the extractor that finds the most."""
-    if soup.find("a", href=True) is None:  # no link, no story in the markup (and junk ends fast)
-        return jsonld_headlines(soup, page)
-    strip_chrome(soup)
-    found = site_headlines(soup, page)
+    if not doc.links():  # no link, no story in the markup (and junk ends fast)
+        return jsonld_headlines(doc, page)
+    strip_chrome(doc)
+    found = site_headlines(doc, page)
     if len(found) >= ENOUGH_HEADLINES:
-        return found
-    others = max((jsonld_headlines(soup, page), generic_headlines(soup, page)), key=len)
+        return found  # the JSON-LD and generic extractors are not even run
+    others = max((jsonld_headlines(doc, page), generic_headlines(doc, page)), key=len)
     # On a small page of a known layout the site rules still hold, and the guesses add
     # sub-links they skip; markup that changed leaves the rules only a stray few.
     return found if found and len(found) >= SITE_SHARE * len(others) else max((found, others), key=len)
@@ -252,9 +270,9 @@ def site_name(url: str) -> str:
     return NEWS_HOSTS.get(host, host).removeprefix("www.")
 
 
-def base_url(soup: BeautifulSoup, url: str) -> str:
-    base = soup.find("base", href=True)
-    return (resolve(base["href"], url) or url) if base is not None else url
+def base_url(doc: Document, url: str) -> str:
+    base = next(iter(doc.find_all(BASE_HREFS)), None)
+    return (resolve(base.get("href"), url) or url) if base is not None else url
 
 
 def registrable_domain(host: str) -> str:
@@ -271,41 +289,40 @@ def same_site_domains(site: str) -> frozenset[str]:
     return frozenset(family)
 
 
-def strip_chrome(soup: BeautifulSoup) -> None:
+def strip_chrome(doc: Document) -> None:
     """Remove navigation, page header/footer and ad slots: their links are never the stories."""
-    chrome: list[Tag] = []
+    chrome: list[Element] = []
     landmarks_left = MAX_CHROME
-    for tag in soup.find_all(True):
-        if tag.name == "nav" or tag.get("role") in CHROME_ROLES:
+    for tag in doc.elements():
+        if tag.tag == "nav" or tag.get("role") in CHROME_ROLES:
             chrome.append(tag)
         elif _is_ad(tag):
             chrome.append(_ad_region(tag))
-        elif tag.name in ("header", "footer"):
+        elif tag.tag in ("header", "footer"):
             landmarks_left -= 1
             if landmarks_left >= 0 and _is_page_chrome(tag):
                 chrome.append(tag)
     for tag in chrome:
-        if not tag.decomposed:  # not already gone with an ancestor
-            tag.decompose()
+        remove(tag)
 
 
-def _is_page_chrome(tag: Tag) -> bool:
+def _is_page_chrome(tag: Element) -> bool:
     # A card's own <header>/<footer> holds a couple of links; the page's holds dozens.
     links = (node for node in descendants(tag, CHROME_SCAN) if _is_link(node))
     return sum(1 for _ in islice(links, CHROME_LINKS)) >= CHROME_LINKS
 
 
-def _is_ad(tag: Tag) -> bool:
-    return bool(attribute_tokens(tag, "class", "data-testid") & AD_TOKENS)
+def _is_ad(tag: Element) -> bool:
+    return not AD_TOKENS.isdisjoint(attribute_tokens(tag, "class", "data-testid"))
 
 
-def _ad_region(tag: Tag) -> Tag:
+def _ad_region(tag: Element) -> Element:
     """What an ad element takes with it: a "Sponsored" label marks its whole card (a parent with
     few links) as an ad; anything else (ad slots, "Advertisement" captions) only itself."""
-    parent = tag.parent
-    if parent is None or parent.name == "[document]" or first_link(tag) is not None:
+    parent = tag.getparent()
+    if parent is None or first_link(tag) is not None:
         return tag
-    label = clean_text(" ".join(t for t in descendants(tag) if type(t) is NavigableString)) or ""
+    label = clean_text(" ".join(page_strings(tag))) or ""
     if not SPONSOR_LABEL.match(label):
         return tag
     links = sum(1 for node in descendants(parent, CARD_SCAN) if _is_link(node))
@@ -315,15 +332,15 @@ def _ad_region(tag: Tag) -> Tag:
 # --- Extractor 1: site rules ---------------------------------------------------------------------
 
 
-def site_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+def site_headlines(doc: Document, page: Page) -> list[dict]:
     rule = SITE_RULES.get(registrable_domain(page.site))
     if rule is None:
         return []
     return merge(filter(None, (_site_candidate(match, rule, page) for match in
-                               islice(soup.select(rule.headlines), MAX_ELEMENTS))))
+                               islice(select(doc, rule.headlines), MAX_ELEMENTS))))
 
 
-def _site_candidate(match: Tag, rule: SiteRule, page: Page) -> tuple[str, str | None] | None:
+def _site_candidate(match: Element, rule: SiteRule, page: Page) -> tuple[str, str | None] | None:
     link = link_for(match)
     url = story_url(link, page) if link is not None else None
     if url is None:
@@ -333,33 +350,41 @@ def _site_candidate(match: Tag, rule: SiteRule, page: Page) -> tuple[str, str | 
     return url, headline_or_none(text, SITE_MIN_WORDS)
 
 
-def _first_match(element: Tag, selector: str) -> Tag:
+def _first_match(element: Element, selector: str) -> Element:
     """The first descendant matching selector, else element itself (bounded, unlike select_one)."""
-    found = (t for t in descendants(element) if isinstance(t, Tag) and t.css.match(selector))
+    compiled = compile_selector(selector)
+    found = (t for t in descendants(element) if is_tag(t) and compiled.match(t))
     return next(found, element)
 
 
 # --- Extractor 2: JSON-LD lists -------------------------------------------------------------------
 
 
-def jsonld_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+def jsonld_headlines(doc: Document, page: Page) -> list[dict]:
     """Stories listed in JSON-LD (ItemList, NewsArticle...); untitled items take a page link's title."""
-    listed = [(url, name) for url, name in jsonld_stories(soup, page) if is_same_site(url, page)]
+    listed = [(url, name) for url, name in jsonld_stories(doc, page) if is_same_site(url, page)]
     if not listed:
         return []
-    titles = link_titles(soup, page)
+    titles = link_titles(doc, page)
     return merge((url, headline_or_none(name, HEADING_MIN_WORDS) or titles.get(url_key(url)))
                  for url, name in listed)
 
 
-def jsonld_stories(soup: BeautifulSoup, page: Page) -> Iterator[tuple[str, str | None]]:
-    for obj in jsonld_objects(soup):
+def jsonld_stories(doc: Document, page: Page) -> Iterator[tuple[str, str | None]]:
+    for obj in jsonld_in_blocks(script_blocks(doc)):
         if "itemlist" in jsonld_types(obj):
             yield from _list_items(obj, page, depth=0)
         elif jsonld_types(obj) & {"newsarticle", "article", "reportagenewsarticle", "analysisnewsarticle"}:
             story = _jsonld_story(obj, page)
             if story is not None and url_key(story[0]) != url_key(page.url):  # not the page itself
                 yield story
+
+
+def script_blocks(doc: Document) -> Iterator[ScriptBlock]:
+    """Each <script> with its type and text, as base.jsonld_in_blocks reads them."""
+    for script in doc.find_all(SCRIPTS):
+        kind = script.get("type")
+        yield ScriptBlock({} if kind is None else {"type": kind}, script.text or "")
 
 
 def _list_items(obj: dict, page: Page, depth: int) -> Iterator[tuple[str, str | None]]:
@@ -391,11 +416,11 @@ def _jsonld_story(obj: dict, page: Page) -> tuple[str, str | None] | None:
     return url, clean_text(name) if isinstance(name, str) else None
 
 
-def link_titles(soup: BeautifulSoup, page: Page) -> dict[str, str]:
+def link_titles(doc: Document, page: Page) -> dict[str, str]:
     """url key -> the first headline-like text of a link to it anywhere on the page."""
     titles: dict[str, str] = {}
-    for link in islice(soup.find_all("a", href=True), MAX_ELEMENTS):
-        url = resolve(link["href"], page.base)
+    for link in islice(doc.links(), MAX_ELEMENTS):
+        url = resolve(link.get("href"), page.base)
         if url is not None and url_key(url) not in titles:
             title = link_title(link)
             if title:
@@ -406,12 +431,12 @@ def link_titles(soup: BeautifulSoup, page: Page) -> dict[str, str]:
 # --- Extractor 3: generic ---------------------------------------------------------------------------
 
 
-def generic_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
+def generic_headlines(doc: Document, page: Page) -> list[dict]:
     """Links to same-site article URLs whose text reads like a headline, in page order;
     and headings beside a card's bare link (overlay cards), which cost more: fewer of those."""
     candidates = []
     headings_left = MAX_CARD_HEADINGS
-    for element in islice(soup.find_all(_is_generic_element), MAX_ELEMENTS):
+    for element in islice(filter(_is_generic_element, doc.elements()), MAX_ELEMENTS):
         if _is_link(element):
             candidates.append(_generic_link(element, page))
         elif headings_left > 0:
@@ -420,18 +445,18 @@ def generic_headlines(soup: BeautifulSoup, page: Page) -> list[dict]:
     return merge(filter(None, candidates))
 
 
-def _is_generic_element(tag: Tag) -> bool:
+def _is_generic_element(tag: Element) -> bool:
     return _is_link(tag) or is_headline_element(tag)
 
 
-def _generic_link(link: Tag, page: Page) -> tuple[str, str | None] | None:
+def _generic_link(link: Element, page: Page) -> tuple[str, str | None] | None:
     url = story_url(link, page)
     if url is None or not is_article_url(url, page):
         return None
     return url, link_title(link)
 
 
-def link_title(link: Tag) -> str | None:
+def link_title(link: Element) -> str | None:
     """A link's headline: its heading's text, else its own text (stricter outside a heading)."""
     inside = title_inside(link)
     if inside:
@@ -440,7 +465,7 @@ def link_title(link: Tag) -> str | None:
     return headline_or_none(text, HEADING_MIN_WORDS if _inside_heading(link) else LINK_MIN_WORDS)
 
 
-def _generic_heading(heading: Tag, page: Page) -> tuple[str, str | None] | None:
+def _generic_heading(heading: Element, page: Page) -> tuple[str, str | None] | None:
     """A heading that is neither in nor around a link: the title of an overlay-link card."""
     if first_link(heading) is not None or _ancestor(heading, _is_link) is not None:
         return None
@@ -453,11 +478,11 @@ def _generic_heading(heading: Tag, page: Page) -> tuple[str, str | None] | None:
     return url, headline_or_none(title_text(heading), HEADING_MIN_WORDS)
 
 
-def _inside_heading(link: Tag) -> bool:
+def _inside_heading(link: Element) -> bool:
     return _ancestor(link, is_headline_element, levels=3) is not None
 
 
-def _label_of(link: Tag) -> str | None:
+def _label_of(link: Element) -> str | None:
     """aria-label / title of a link with no text (overlay links, icon links)."""
     label = clean_text(link.get("aria-label") or link.get("title"))
     return re.sub(r"\s*\(opens in (?:a )?new (?:tab|window)\)$", "", label) if label else None
@@ -466,23 +491,31 @@ def _label_of(link: Tag) -> str | None:
 # --- Links and URLs -----------------------------------------------------------------------------------
 
 
-def link_for(element: Tag) -> Tag | None:
+def link_for(element: Element) -> Element | None:
     """The link a headline element belongs to: itself, an ancestor, a descendant, or its card's."""
     if _is_link(element):
         return element
-    return _ancestor(element, _is_link) or first_link(element) or card_link(element)
+    for find in (_ancestor_link, first_link, card_link):  # no `or`: a childless lxml element is falsy
+        link = find(element)
+        if link is not None:
+            return link
+    return None
 
 
-def first_link(element: Tag) -> Tag | None:
+def _ancestor_link(element: Element) -> Element | None:
+    return _ancestor(element, _is_link)
+
+
+def first_link(element: Element) -> Element | None:
     """The first link inside element, looking at a bounded number of descendants."""
     return next((t for t in descendants(element) if _is_link(t)), None)
 
 
-def _is_link(node: object) -> bool:
-    return isinstance(node, Tag) and node.name == "a" and node.has_attr("href")
+def _is_link(node: Node) -> bool:
+    return type(node) is not str and node.tag == "a" and node.get("href") is not None
 
 
-def card_link(heading: Tag) -> Tag | None:
+def card_link(heading: Element) -> Element | None:
     """The link of a card whose heading sits beside it, not inside it (overlay-link cards).
 
     Climbs to the first container holding any link and decides there, never higher (a section
@@ -491,9 +524,9 @@ def card_link(heading: Tag) -> Tag | None:
     nearest bare link before the heading opens the card (overlays come first); bare links after
     it count only when they all point to one URL.
     """
-    node = heading
+    node: Element | DocumentNode | None = heading
     for _ in range(CARD_CLIMB):
-        node = node.parent
+        node = _card_parent(node)
         if node is None:
             return None
         around = _links_around(node, heading)
@@ -505,22 +538,30 @@ def card_link(heading: Tag) -> Tag | None:
     return None
 
 
-def _bare_card_link(before: list[Tag], after: list[Tag]) -> Tag | None:
+def _card_parent(node: Element | DocumentNode) -> Element | DocumentNode | None:
+    """node's parent; above a top-level element, the document itself (bs4 climbs there too)."""
+    if isinstance(node, DocumentNode):
+        return None
+    parent = node.getparent()
+    return DocumentNode(node) if parent is None else parent
+
+
+def _bare_card_link(before: list[Element], after: list[Element]) -> Element | None:
     before = [a for a in before if _is_bare(a)]
     after = [a for a in after if _is_bare(a)]
     if before:
         return before[-1]
-    return after[0] if after and len({a["href"] for a in after}) == 1 else None
+    return after[0] if after and len({a.get("href") for a in after}) == 1 else None
 
 
-def _is_bare(link: Tag) -> bool:
+def _is_bare(link: Element) -> bool:
     return not headline_or_none(title_text(link), SITE_MIN_WORDS)
 
 
-def _links_around(container: Tag, heading: Tag) -> tuple[list[Tag], list[Tag]] | None:
+def _links_around(container: Element | DocumentNode, heading: Element) -> tuple[list[Element], list[Element]] | None:
     """Links of container before and after heading; None when heading is not reached."""
-    before: list[Tag] = []
-    after: list[Tag] = []
+    before: list[Element] = []
+    after: list[Element] = []
     seen_heading = False
     for node in descendants(container):
         if node is heading:
@@ -530,7 +571,7 @@ def _links_around(container: Tag, heading: Tag) -> tuple[list[Tag], list[Tag]] |
     return (before, after) if seen_heading else None
 
 
-def story_url(link: Tag, page: Page) -> str | None:
+def story_url(link: Element, page: Page) -> str | None:
     """The link's absolute URL, unless it points at account, newsletter or similar pages."""
     url = resolve(link.get("href"), page.base)
     if url is None:
@@ -586,30 +627,30 @@ def url_key(url: str) -> str:
 # --- Titles -------------------------------------------------------------------------------------------
 
 
-def is_headline_element(tag: Tag) -> bool:
-    if tag.name in HEADING_TAGS or tag.get("itemprop") == "headline":
+def is_headline_element(tag: Element) -> bool:
+    if tag.tag in HEADING_TAGS or tag.get("itemprop") == "headline":
         return True
-    return bool(attribute_tokens(tag, "class", "data-testid") & HEADLINE_TOKENS)
+    return not HEADLINE_TOKENS.isdisjoint(attribute_tokens(tag, "class", "data-testid"))
 
 
-def title_inside(link: Tag) -> str | None:
+def title_inside(link: Element) -> str | None:
     """The text of the first heading / headline-classed element inside a link that reads as one.
 
     The first is not always it: a "section-title" label can come before the card's <h3>.
     """
-    headings = (t for t in descendants(link) if isinstance(t, Tag) and is_headline_element(t))
+    headings = (t for t in descendants(link) if is_tag(t) and is_headline_element(t))
     return next(filter(None, (headline_or_none(title_text(h), HEADING_MIN_WORDS) for h in headings)), None)
 
 
-def title_text(element: Tag) -> str | None:
+def title_text(element: Element) -> str | None:
     """The element's title text: noise elements and a leading kicker dropped, labels stripped."""
     text = clean_text(" ".join(text for _, text in _drop_kicker(_title_parts(element))))
     return strip_labels(text) if text else None
 
 
-def _title_parts(element: Tag) -> list[tuple[Tag | None, str]]:
+def _title_parts(element: Element) -> list[tuple[Element | None, str]]:
     """(child, its text) per child of element that shows text; bare strings have child None."""
-    parts: list[tuple[Tag | None, list[str]]] = []
+    parts: list[tuple[Element | None, list[str]]] = []
     for top, text in _visible_strings(element):
         if parts and top is not None and parts[-1][0] is top:
             parts[-1][1].append(text)
@@ -618,54 +659,56 @@ def _title_parts(element: Tag) -> list[tuple[Tag | None, str]]:
     return [(top, clean_text(" ".join(texts)) or "") for top, texts in parts]
 
 
-def _drop_kicker(parts: list[tuple[Tag | None, str]]) -> list[tuple[Tag | None, str]]:
+def _drop_kicker(parts: list[tuple[Element | None, str]]) -> list[tuple[Element | None, str]]:
     """Without a leading kicker: a short line before a <br>, or a short separate element
     ("Live", "'Witch hunt'") before the title. Kickers with a telling class are already gone;
     this catches the unlabelled ones. Inline formatting (<em>Dune</em> tops box office) stays.
     """
-    lines = [i for i, (tag, _) in enumerate(parts) if tag is not None and tag.name == "br"]
+    lines = [i for i, (tag, _) in enumerate(parts) if tag is not None and tag.tag == "br"]
     if lines and _is_kicker(parts[: lines[0]], parts[lines[0] + 1:]):
         return parts[lines[0] + 1:]
     first = parts[0][0] if parts else None
-    if first is None or first.name in INLINE_TAGS or first.name == "br" or is_headline_element(first):
+    if first is None or first.tag in INLINE_TAGS or first.tag == "br" or is_headline_element(first):
         return parts
     return parts[1:] if _is_kicker(parts[:1], parts[1:]) else parts
 
 
-def _is_kicker(head: list[tuple[Tag | None, str]], rest: list[tuple[Tag | None, str]]) -> bool:
+def _is_kicker(head: list[tuple[Element | None, str]], rest: list[tuple[Element | None, str]]) -> bool:
     head_text = " ".join(text for _, text in head)
     rest_words = sum(word_count(text) for _, text in rest)
     return 0 < word_count(head_text) <= 4 and len(head_text) <= 40 and rest_words >= 3
 
 
-def _visible_strings(element: Tag) -> Iterator[tuple[Tag | None, str]]:
+def _visible_strings(element: Element) -> Iterator[tuple[Element | None, str]]:
     """(top-level child of element, string) for each string a reader sees, noise skipped.
 
     Walks at most TITLE_SCAN nodes: a title is a few elements, and hostile nesting stays cheap.
     """
-    stack: list[tuple[Iterator, Tag | None]] = [(iter(element.children), None)]
+    stack: list[tuple[Iterator[Node], Element | None, bool]] = [(contents(element), None, in_string_container(element))]
     for _ in range(TITLE_SCAN):
         if not stack:
             return
-        children, top = stack[-1]
+        children, top, hidden = stack[-1]
         node = next(children, None)
         if node is None:
             stack.pop()
-        elif isinstance(node, Tag):
-            if node.name == "br" and top is None:
+        elif type(node) is str:
+            if not hidden and node.strip():
+                yield top, node
+        elif is_tag(node):
+            if node.tag == "br" and top is None:
                 yield node, ""  # a line break between kicker and title
             elif not is_noise(node):
-                stack.append((iter(node.children), node if top is None else top))
-        elif type(node) is NavigableString and node.strip():
-            yield top, str(node)
+                hides = hidden or node.tag in STRING_CONTAINERS  # ruby text is no page text to bs4
+                stack.append((contents(node), node if top is None else top, hides))
 
 
-def is_noise(tag: Tag) -> bool:
+def is_noise(tag: Element) -> bool:
     """Kickers, badges, bylines, timestamps, screen-reader labels: never part of a title."""
-    if tag.name in SKIP_TEXT_TAGS:
+    if tag.tag in SKIP_TEXT_TAGS:
         return True
     tokens = attribute_tokens(tag, "class", "data-testid")
-    return bool(tokens & NOISE_TOKENS) and not tokens & HEADLINE_TOKENS
+    return not tokens.isdisjoint(NOISE_TOKENS) and tokens.isdisjoint(HEADLINE_TOKENS)
 
 
 def strip_labels(text: str) -> str | None:
@@ -700,52 +743,6 @@ def word_count(text: str) -> int:
     return max(words, len(CJK.findall(text)) // 2)  # CJK titles have no spaces
 
 
-# --- Shared helpers -------------------------------------------------------------------------------------
-
-
-def attribute_tokens(tag: Tag, *names: str) -> set[str]:
-    """Lower-case words of class-like attributes: "gs-c-promo-heading__title" -> {gs, c, promo, ...}."""
-    tokens: set[str] = set()
-    for name in names:
-        value = tag.get(name)
-        if isinstance(value, list):
-            value = " ".join(value)
-        if isinstance(value, str) and value:
-            value = re.sub(r"([a-z])([A-Z])", r"\1 \2", value[:500])  # camelCase: kickerText
-            tokens.update(t for t in re.split(r"[^a-z0-9]+", value.lower()) if t)
-    return tokens
-
-
-def descendants(element: Tag, limit: int = CARD_SCAN) -> Iterator[PageElement]:
-    """element's first `limit` descendants in document order.
-
-    bs4's own .descendants first walks the whole subtree to find where it ends, which makes
-    "look at the first few descendants" quadratic on deeply nested pages; this walk is not.
-    """
-    stack = [iter(element.contents)]
-    while stack and limit > 0:
-        node = next(stack[-1], None)
-        if node is None:
-            stack.pop()
-            continue
-        limit -= 1
-        yield node
-        if isinstance(node, Tag):
-            stack.append(iter(node.contents))
-
-
-def _ancestor(tag: Tag, predicate: Callable[[Tag], bool], levels: int = CLIMB) -> Tag | None:
-    """The nearest ancestor (at most `levels` up) matching predicate: bounded, unlike find_parent."""
-    node = tag.parent
-    for _ in range(levels):
-        if node is None or not isinstance(node, Tag) or node.name == "[document]":
-            return None
-        if predicate(node):
-            return node
-        node = node.parent
-    return None
-
-
 def merge(candidates: Iterable[tuple[str, str | None]]) -> list[dict]:
     """One headline per story URL at its first position, titled by the first usable title."""
     stories: dict[str, list] = {}
@@ -755,6 +752,329 @@ def merge(candidates: Iterable[tuple[str, str | None]]) -> list[dict]:
             story[1] = title
     titled = ({"title": title, "url": url} for url, title in stories.values() if title)
     return list(islice(titled, MAX_HEADLINES))
+
+
+# --- The tree -------------------------------------------------------------------------------------
+# lxml's tree, read the way bs4 reads the tree it builds from the same parser: runs of text are
+# nodes of their own (an element's text, then each child followed by its tail), class-like
+# attributes are whitespace-split lists, and text inside script, style, template, rt and rp is
+# not page text. The bounded walks count the nodes bs4's walks counted, so every bound holds.
+# bs4 also keeps top-level text (the newline after </html>) that an lxml document has no place
+# for: only a heading's card search, climbing past <html> on a tiny page, counts those nodes.
+
+Element = etree._Element
+Node = Element | str  # an element, comment or processing instruction; or a run of text
+
+GONE = "#removed"  # the tag of a removed element's placeholder: a name no HTML parser makes
+STRING_CONTAINERS = frozenset(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS)  # script, style, template, rt, rp
+LIST_ATTRIBUTES = HTMLTreeBuilder.DEFAULT_CDATA_LIST_ATTRIBUTES  # class, rel...: lists in bs4
+TOO_DEEP = etree.XPath(f"boolean({'/*' * (MAX_DEPTH + 1)})")
+LINKS = etree.XPath("//a[@href]")
+BASE_HREFS = etree.XPath("//base[@href]")
+SCRIPTS = etree.XPath("//script[@type]")  # an untyped script is no JSON-LD
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class Document:
+    """A parsed page: its top-level nodes in order. Markup after </html> opens another <html>
+    (in bs4's tree as well), so there can be several."""
+
+    def __init__(self, root: Element | None) -> None:
+        self.tree = root.getroottree() if root is not None else None
+        self.nodes: list[Element] = top_level_nodes(root) if root is not None else []
+
+    def elements(self) -> Iterator[Element]:
+        """Every element in document order, like bs4's find_all(True)."""
+        for node in self.nodes:
+            if isinstance(node.tag, str):
+                yield from (element for element in node.iter(etree.Element) if element.tag != GONE)
+
+    def find_all(self, path: etree.XPath) -> list[Element]:
+        """What an absolute XPath finds over every top-level node, in document order."""
+        return path(self.tree) if self.tree is not None else []
+
+    def links(self) -> list[Element]:
+        return self.find_all(LINKS)
+
+
+def build_document(html: str) -> Document:
+    """The page's tree, bounded as base.make_bounded_soup bounds bs4's: cut to MAX_PARSE_CHARS,
+    and flattened (up to FLATTEN_ROUNDS times) when it nests past MAX_DEPTH."""
+    html = limit_html(html)
+    for _ in range(FLATTEN_ROUNDS):
+        root = _lxml_root(html)
+        if root is None or not TOO_DEEP(root):
+            return Document(root)
+        html = bounded_html(html)
+    return Document(_lxml_root(html))
+
+
+def _lxml_root(html: str) -> Element | None:
+    """The first top-level element (None when there is none) from the parser and options bs4's
+    lxml builder uses, fed the whole text at once as bs4 does; bs4 drops a byte-order mark first."""
+    parser = etree.HTMLParser(recover=True, huge_tree=False, default_doctype=False)
+    try:
+        parser.feed(html.removeprefix("\ufeff"))
+        return parser.close()
+    except etree.LxmlError:
+        return None  # nothing the parser could read: no story either
+
+
+def top_level_nodes(root: Element) -> list[Element]:
+    first = root
+    while (before := first.getprevious()) is not None:
+        first = before
+    return [first, *first.itersiblings()]
+
+
+class DocumentNode:
+    """The node above the top-level nodes (bs4's BeautifulSoup object), where a heading's card
+    search can climb on a small page: its children are the doctype and the top-level nodes."""
+
+    def __init__(self, top: Element) -> None:
+        self.top = top  # any top-level node
+
+    def contents(self) -> Iterator[Node]:
+        if self.top.getroottree().docinfo.doctype:
+            yield etree.Comment("doctype")  # one node to bs4 too, and neither a tag nor text
+        yield from top_level_nodes(self.top)
+
+
+def contents(element: Element | DocumentNode) -> Iterator[Node]:
+    """element's children as bs4 lists them: its text, then each child followed by its tail."""
+    if isinstance(element, DocumentNode):
+        yield from element.contents()
+        return
+    if element.text:
+        yield element.text
+    for child in element:
+        if child.tag != GONE:
+            yield child
+        if child.tail:
+            yield child.tail  # apart from the text before a removed element, as in bs4
+
+
+def descendants(element: Element | DocumentNode, limit: int = CARD_SCAN) -> Iterator[Node]:
+    """element's first `limit` descendants in document order: elements, comments, runs of text."""
+    stack = [contents(element)]
+    while stack and limit > 0:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        limit -= 1
+        yield node
+        if is_tag(node):
+            stack.append(contents(node))
+
+
+def page_strings(element: Element, limit: int = CARD_SCAN) -> Iterator[str]:
+    """The runs of page text among element's first `limit` descendants (bs4's NavigableStrings:
+    script, style, template and ruby text are strings of other classes there)."""
+    stack = [(contents(element), in_string_container(element))]
+    while stack and limit > 0:
+        children, hidden = stack[-1]
+        node = next(children, None)
+        if node is None:
+            stack.pop()
+            continue
+        limit -= 1
+        if type(node) is str:
+            if not hidden:
+                yield node
+        elif is_tag(node):
+            stack.append((contents(node), hidden or node.tag in STRING_CONTAINERS))
+
+
+def in_string_container(element: Element) -> bool:
+    """Inside script, style, template, rt or rp, whose text bs4 does not count as page text."""
+    return element.tag in STRING_CONTAINERS or next(element.iterancestors(*STRING_CONTAINERS), None) is not None
+
+
+def is_tag(node: Node) -> bool:
+    """An element: not a run of text, a comment or a processing instruction."""
+    return type(node) is not str and isinstance(node.tag, str)
+
+
+def remove(element: Element) -> None:
+    """Take element and its subtree out of the page, as bs4's decompose() does.
+
+    An lxml element cannot go without the text that follows it (its tail), so an empty
+    placeholder stays behind: every walk here skips it, and no selector matches it.
+    """
+    element.clear(keep_tail=True)
+    element.tag = GONE
+
+
+def attribute(element: Element, name: str) -> str | None:
+    """An attribute as bs4 holds it: class and other list attributes joined by single spaces."""
+    value = element.get(name)
+    if value is not None and _is_list_attribute(element.tag, name):
+        return " ".join(value.split())  # str.split() and bs4's \S+ agree on what is whitespace
+    return value
+
+
+def _is_list_attribute(tag: str, name: str) -> bool:
+    return name in LIST_ATTRIBUTES["*"] or name in LIST_ATTRIBUTES.get(tag, ())
+
+
+def attribute_tokens(element: Element, *names: str) -> frozenset[str]:
+    """Lower-case words of class-like attributes: "gs-c-promo-heading__title" -> {gs, c, promo, ...}."""
+    tokens: frozenset[str] = frozenset()
+    for name in names:
+        value = element.get(name)
+        if value:
+            found = _value_tokens(value, _is_list_attribute(element.tag, name))
+            tokens = tokens | found if tokens else found
+    return tokens
+
+
+@lru_cache(maxsize=4096)
+def _value_tokens(value: str, is_list: bool) -> frozenset[str]:
+    # Cached: a front repeats a few hundred class strings over thousands of elements.
+    if is_list:
+        value = " ".join(value.split())
+    value = re.sub(r"([a-z])([A-Z])", r"\1 \2", value[:500])  # camelCase: kickerText
+    return frozenset(t for t in re.split(r"[^a-z0-9]+", value.lower()) if t)
+
+
+def _ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int = CLIMB) -> Element | None:
+    """The nearest ancestor (at most `levels` up) matching predicate: bounded, unlike find_parent."""
+    node = tag.getparent()
+    for _ in range(levels):
+        if node is None:
+            return None
+        if predicate(node):
+            return node
+        node = node.getparent()
+    return None
+
+
+# --- CSS selectors on the tree ----------------------------------------------------------------------
+# soupsieve parses a selector and its compiled form decides each match, tested the way soupsieve
+# tests bs4's tree; an XPath built from the same compiled form finds the candidates (a superset),
+# so no Python walk visits every element. Supported: tag names, #id, .class, [attribute] tests
+# and the descendant combinator; anything else is refused when the selector is compiled.
+
+XPATH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# Attributes the lxml tree fills with their own name when written bare (<script defer>); bs4
+# holds "" there, so a selector may test their presence but not their value.
+FILLED_ATTRIBUTES = {
+    "checked", "compact", "declare", "defer", "disabled", "ismap", "multiple", "nohref", "noresize",
+    "noshade", "nowrap", "readonly", "selected",
+}
+
+
+@dataclass(frozen=True)
+class Selector:
+    selectors: tuple  # soupsieve's compiled selectors, one per comma-separated part
+    candidates: etree.XPath
+
+    def match(self, element: Element) -> bool:
+        return element.tag != GONE and any(_matches(element, selector) for selector in self.selectors)
+
+
+@lru_cache(maxsize=64)
+def compile_selector(css: str) -> Selector:
+    selectors = tuple(soupsieve.compile(css).selectors)
+    for selector in selectors:
+        _check_supported(selector)
+    # A <template>'s content is no part of the document to soupsieve: select() never enters one.
+    paths = (f"{_candidate_path(s)}[not(ancestor::template)]" for s in selectors)
+    return Selector(selectors, etree.XPath(" | ".join(paths)))
+
+
+def select(doc: Document, css: str) -> list[Element]:
+    """The elements css matches, in document order, as soupsieve's select() on bs4's tree."""
+    compiled = compile_selector(css)
+    return [element for element in doc.find_all(compiled.candidates) if compiled.match(element)]
+
+
+def _check_supported(selector: object) -> None:
+    unsupported = (
+        selector.nth or selector.selectors or selector.contains or selector.lang or selector.flags
+        or (selector.tag is not None and selector.tag.prefix)
+        or any(a.prefix or (a.pattern and a.attribute.lower() in FILLED_ATTRIBUTES) for a in selector.attributes)
+        or (selector.relation and (len(selector.relation) != 1 or selector.relation[0].rel_type != " "))
+    )
+    if unsupported:
+        raise ValueError(f"selector not supported on the lxml tree: {selector}")
+    for outer in selector.relation:
+        _check_supported(outer)
+
+
+def _candidate_path(selector: object) -> str:
+    """An XPath for every element the selector could match: its tag names, class and attribute
+    literals and descendant steps, without soupsieve's finer tests (case, whole words...)."""
+    outer = _candidate_path(selector.relation[0]) if selector.relation else ""
+    name = selector.tag.name if selector.tag is not None else "*"
+    name = name.translate(ASCII_LOWER) if XPATH_NAME.match(name) else "*"
+    tests = [_contains_test("class", c) for c in selector.classes]
+    tests += [_contains_test("id", i) for i in selector.ids]
+    tests += [_attribute_test(a) for a in selector.attributes]
+    return f"{outer}//{name}" + "".join(f"[{test}]" for test in tests if test)
+
+
+def _attribute_test(attribute: object) -> str | None:
+    name = attribute.attribute.translate(ASCII_LOWER)
+    if attribute.inverse or not XPATH_NAME.match(name):
+        return None
+    literal = None if attribute.ignore_case else _pattern_literal(attribute.pattern)
+    return _contains_test(name, literal) if literal else f"@{name}"
+
+
+def _pattern_literal(pattern: re.Pattern | None) -> str | None:
+    """The text soupsieve's =, ^=, $= and *= patterns contain; None for other patterns."""
+    if pattern is None:
+        return None
+    core = pattern.pattern.removeprefix("^").removesuffix(r"\Z")
+    literal = re.sub(r"\\(.)", r"\1", core, flags=re.DOTALL)
+    return literal if literal and re.escape(literal) == core else None
+
+
+def _contains_test(name: str, literal: str | None) -> str | None:
+    """contains(@name, literal): whitespace-free, since bs4 joins list attributes anew."""
+    if not literal or any(c.isspace() or not c.isprintable() for c in literal):
+        return f"@{name}"
+    if "'" not in literal:
+        return f"contains(@{name}, '{literal}')"
+    return f'contains(@{name}, "{literal}")' if '"' not in literal else f"@{name}"
+
+
+def _matches(element: Element, selector: object) -> bool:
+    """soupsieve's verdict on one compiled selector for an element (see _check_supported)."""
+    tag = selector.tag
+    if tag is not None and tag.name != "*" and tag.name.translate(ASCII_LOWER) != element.tag.translate(ASCII_LOWER):
+        return False
+    if any(element.get("id", "") != i for i in selector.ids):
+        return False
+    if selector.classes:
+        classes = (element.get("class") or "").split()
+        if any(c not in classes for c in selector.classes):
+            return False
+    if not all(_attribute_matches(element, a) for a in selector.attributes):
+        return False
+    return not selector.relation or _ancestor_matches(element, selector.relation)
+
+
+def _attribute_matches(element: Element, test: object) -> bool:
+    value = attribute(element, test.attribute.translate(ASCII_LOWER))
+    if value is None:
+        return bool(test.inverse)
+    if test.pattern is None:
+        return True
+    if test.ignore_case:
+        value = value.translate(ASCII_LOWER)
+    return test.pattern.search(value) is not None
+
+
+def _ancestor_matches(element: Element, relation: object) -> bool:
+    parent = element.getparent()
+    while parent is not None and parent.tag != "template":  # soupsieve stops at a <template> too
+        if any(_matches(parent, selector) for selector in relation):
+            return True
+        parent = parent.getparent()
+    return False
 
 
 __all__ = ["SITE_RULES", "parse"]

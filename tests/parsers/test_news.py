@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import parsers
 from errors import ParseError
 from parsers import news
-from parsers.base import make_bounded_soup, make_soup
+from parsers.base import make_soup
 from parsers.encoding import decode_html
 from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys
@@ -34,11 +34,11 @@ def fixture(name: str) -> str:
 
 def run(extractor, html: str, url: str) -> list[dict]:
     """One extractor on a page, prepared the way parse() prepares it."""
-    soup = make_bounded_soup(html)
+    doc = news.build_document(html)
     site = news.site_name(url)
-    page = news.Page(url, news.base_url(soup, url), site, news.same_site_domains(site))
-    news.strip_chrome(soup)
-    return extractor(soup, page)
+    page = news.Page(url, news.base_url(doc, url), site, news.same_site_domains(site))
+    news.strip_chrome(doc)
+    return extractor(doc, page)
 
 
 def pairs(headlines: list[dict]) -> list[tuple[str, str]]:
