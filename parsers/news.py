@@ -36,6 +36,7 @@ from errors import ParseError
 from parsers.base import (
     FLATTEN_ROUNDS,
     MAX_DEPTH,
+    MAX_PARSE_CHARS,
     ScriptBlock,
     absolute_url,
     bounded_html,
@@ -313,7 +314,7 @@ def _is_page_chrome(tag: Element) -> bool:
 
 
 def _is_ad(tag: Element) -> bool:
-    return not AD_TOKENS.isdisjoint(attribute_tokens(tag, "class", "data-testid"))
+    return not AD_TOKENS.isdisjoint(class_tokens(tag))
 
 
 def _ad_region(tag: Element) -> Element:
@@ -573,7 +574,14 @@ def _links_around(container: Element | DocumentNode, heading: Element) -> tuple[
 
 def story_url(link: Element, page: Page) -> str | None:
     """The link's absolute URL, unless it points at account, newsletter or similar pages."""
-    url = resolve(link.get("href"), page.base)
+    href = link.get("href")
+    return _story_url(href, page.base) if isinstance(href, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _story_url(href: str, base: str) -> str | None:
+    # Cached, as resolve and url_key are: a front links many stories more than once.
+    url = resolve(href, base)
     if url is None:
         return None
     parts = urlsplit(url)
@@ -586,8 +594,13 @@ def story_url(link: Element, page: Page) -> str | None:
 
 def resolve(href: object, base: str) -> str | None:
     """absolute_url that also survives hrefs urljoin refuses ("http://[oops")."""
+    return _resolve(href, base) if isinstance(href, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _resolve(href: str, base: str) -> str | None:
     try:
-        return absolute_url(href, base) if isinstance(href, str) else None
+        return absolute_url(href, base)
     except ValueError:
         return None
 
@@ -616,6 +629,7 @@ def _is_article_segment(segment: str, index: int, segments: list[str]) -> bool:
     return len(words) >= SLUG_WORDS
 
 
+@lru_cache(maxsize=4096)
 def url_key(url: str) -> str:
     """What makes two links the same story: host without www, path, non-tracking query."""
     parts = urlsplit(url)
@@ -630,7 +644,7 @@ def url_key(url: str) -> str:
 def is_headline_element(tag: Element) -> bool:
     if tag.tag in HEADING_TAGS or tag.get("itemprop") == "headline":
         return True
-    return not HEADLINE_TOKENS.isdisjoint(attribute_tokens(tag, "class", "data-testid"))
+    return not HEADLINE_TOKENS.isdisjoint(class_tokens(tag))
 
 
 def title_inside(link: Element) -> str | None:
@@ -707,7 +721,7 @@ def is_noise(tag: Element) -> bool:
     """Kickers, badges, bylines, timestamps, screen-reader labels: never part of a title."""
     if tag.tag in SKIP_TEXT_TAGS:
         return True
-    tokens = attribute_tokens(tag, "class", "data-testid")
+    tokens = class_tokens(tag)
     return not tokens.isdisjoint(NOISE_TOKENS) and tokens.isdisjoint(HEADLINE_TOKENS)
 
 
@@ -729,13 +743,17 @@ def headline_or_none(text: str | None, min_words: int) -> str | None:
 
 
 def looks_like_headline(text: str, min_words: int) -> bool:
-    if not MIN_TITLE_CHARS <= len(text) <= MAX_TITLE_CHARS or word_count(text) < min_words:
+    if not MIN_TITLE_CHARS <= len(text) <= MAX_TITLE_CHARS:
         return False
-    if NON_STORY_TEXT.fullmatch(text) or BYLINE.match(text) or SPONSOR_LABEL.match(text):
+    words = word_count(text)
+    if words < min_words or NON_STORY_TEXT.fullmatch(text) or BYLINE.match(text) or SPONSOR_LABEL.match(text):
         return False
+    return words > 6 or not _all_caps(text)  # "MORE ON THE PANDEMIC" is a section label
+
+
+def _all_caps(text: str) -> bool:
     letters = [c for c in text if c.isalpha()]
-    all_caps = bool(letters) and all(c.isupper() for c in letters)
-    return not (all_caps and word_count(text) <= 6)  # "MORE ON THE PANDEMIC" is a section label
+    return bool(letters) and all(c.isupper() for c in letters)
 
 
 def word_count(text: str) -> int:
@@ -773,6 +791,7 @@ LINKS = etree.XPath("//a[@href]")
 BASE_HREFS = etree.XPath("//base[@href]")
 SCRIPTS = etree.XPath("//script[@type]")  # an untyped script is no JSON-LD
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+NO_TOKENS: frozenset[str] = frozenset()
 
 
 class Document:
@@ -787,7 +806,9 @@ class Document:
         """Every element in document order, like bs4's find_all(True)."""
         for node in self.nodes:
             if isinstance(node.tag, str):
-                yield from (element for element in node.iter(etree.Element) if element.tag != GONE)
+                for element in node.iter(etree.Element):
+                    if element.tag != GONE:
+                        yield element
 
     def find_all(self, path: etree.XPath) -> list[Element]:
         """What an absolute XPath finds over every top-level node, in document order."""
@@ -800,7 +821,7 @@ class Document:
 def build_document(html: str) -> Document:
     """The page's tree, bounded as base.make_bounded_soup bounds bs4's: cut to MAX_PARSE_CHARS,
     and flattened (up to FLATTEN_ROUNDS times) when it nests past MAX_DEPTH."""
-    html = limit_html(html)
+    html = html[:MAX_PARSE_CHARS]
     for _ in range(FLATTEN_ROUNDS):
         root = _lxml_root(html)
         if root is None or not TOO_DEEP(root):
@@ -811,13 +832,25 @@ def build_document(html: str) -> Document:
 
 def _lxml_root(html: str) -> Element | None:
     """The first top-level element (None when there is none) from the parser and options bs4's
-    lxml builder uses, fed the whole text at once as bs4 does; bs4 drops a byte-order mark first."""
-    parser = etree.HTMLParser(recover=True, huge_tree=False, default_doctype=False)
+    lxml builder uses, fed the whole text at once as bs4 does; bs4 drops a byte-order mark first.
+
+    The text goes in as UTF-8 bytes, which lxml parses in 60% of the time it takes over a str
+    (the same tree: it reads a str as UTF-8 too).
+    """
+    parser = etree.HTMLParser(recover=True, huge_tree=False, default_doctype=False, encoding="utf-8")
     try:
-        parser.feed(html.removeprefix("\ufeff"))
+        parser.feed(_utf8(html.removeprefix("\ufeff")))
         return parser.close()
     except etree.LxmlError:
         return None  # nothing the parser could read: no story either
+
+
+def _utf8(text: str) -> bytes:
+    """text as UTF-8; lone surrogates (which only junk has) replaced first, as limit_html does."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return limit_html(text).encode("utf-8")
 
 
 def top_level_nodes(root: Element) -> list[Element]:
@@ -918,24 +951,23 @@ def _is_list_attribute(tag: str, name: str) -> bool:
     return name in LIST_ATTRIBUTES["*"] or name in LIST_ATTRIBUTES.get(tag, ())
 
 
-def attribute_tokens(element: Element, *names: str) -> frozenset[str]:
-    """Lower-case words of class-like attributes: "gs-c-promo-heading__title" -> {gs, c, promo, ...}."""
-    tokens: frozenset[str] = frozenset()
-    for name in names:
-        value = element.get(name)
-        if value:
-            found = _value_tokens(value, _is_list_attribute(element.tag, name))
-            tokens = tokens | found if tokens else found
-    return tokens
+def class_tokens(element: Element) -> frozenset[str]:
+    """Lower-case words of the class and data-testid attributes: "gs-c-promo-heading__title kickerText"
+    -> {gs, c, promo, heading, title, kicker, text}."""
+    classes, test_id = element.get("class"), element.get("data-testid")
+    return _class_tokens(classes, test_id) if classes or test_id else NO_TOKENS
 
 
 @lru_cache(maxsize=4096)
-def _value_tokens(value: str, is_list: bool) -> frozenset[str]:
+def _class_tokens(classes: str | None, test_id: str | None) -> frozenset[str]:
     # Cached: a front repeats a few hundred class strings over thousands of elements.
-    if is_list:
-        value = " ".join(value.split())
+    values = (" ".join(classes.split()) if classes else None, test_id)  # bs4's class list, rejoined
+    return frozenset(token for value in values if value for token in _words(value))
+
+
+def _words(value: str) -> Iterator[str]:
     value = re.sub(r"([a-z])([A-Z])", r"\1 \2", value[:500])  # camelCase: kickerText
-    return frozenset(t for t in re.split(r"[^a-z0-9]+", value.lower()) if t)
+    return (t for t in re.split(r"[^a-z0-9]+", value.lower()) if t)
 
 
 def _ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int = CLIMB) -> Element | None:
@@ -952,11 +984,11 @@ def _ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int = 
 
 # --- CSS selectors on the tree ----------------------------------------------------------------------
 # soupsieve parses a selector and its compiled form decides each match, tested the way soupsieve
-# tests bs4's tree; an XPath built from the same compiled form finds the candidates (a superset),
-# so no Python walk visits every element. Supported: tag names, #id, .class, [attribute] tests
-# and the descendant combinator; anything else is refused when the selector is compiled.
+# tests bs4's tree. One walk over the elements picks the candidates: what the selectors' last
+# compounds anchor on (a tag name, a class, an attribute), cheaper than XPath attribute tests.
+# Supported: tag names, #id, .class, [attribute] tests and the descendant combinator; anything
+# else is refused when the selector is compiled.
 
-XPATH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Attributes the lxml tree fills with their own name when written bare (<script defer>); bs4
 # holds "" there, so a selector may test their presence but not their value.
 FILLED_ATTRIBUTES = {
@@ -968,10 +1000,24 @@ FILLED_ATTRIBUTES = {
 @dataclass(frozen=True)
 class Selector:
     selectors: tuple  # soupsieve's compiled selectors, one per comma-separated part
-    candidates: etree.XPath
+    tags: frozenset[str]  # an element may match when it has one of these tag names,
+    attributes: dict[str, re.Pattern | None]  # or one of these attributes whose value the pattern finds
+    everything: bool  # or in any case: a last compound with nothing to anchor on
 
-    def match(self, element: Element) -> bool:
-        return element.tag != GONE and any(_matches(element, selector) for selector in self.selectors)
+    def admits(self, element: Element) -> bool:
+        """A cheap necessary condition for a match."""
+        if self.everything or element.tag in self.tags:
+            return True
+        for name, pattern in self.attributes.items():
+            value = element.get(name)
+            if value is not None and (pattern is None or pattern.search(value)):
+                return True
+        return False
+
+    def match(self, element: Element, cache: dict | None = None) -> bool:
+        """soupsieve's match(); cache keeps ancestor verdicts across the elements of one walk."""
+        cache = {} if cache is None else cache
+        return element.tag != GONE and any(_matches(element, selector, cache) for selector in self.selectors)
 
 
 @lru_cache(maxsize=64)
@@ -979,15 +1025,20 @@ def compile_selector(css: str) -> Selector:
     selectors = tuple(soupsieve.compile(css).selectors)
     for selector in selectors:
         _check_supported(selector)
-    # A <template>'s content is no part of the document to soupsieve: select() never enters one.
-    paths = (f"{_candidate_path(s)}[not(ancestor::template)]" for s in selectors)
-    return Selector(selectors, etree.XPath(" | ".join(paths)))
+    anchors = [_anchor(selector) for selector in selectors]
+    attributes: dict[str, list[str | None]] = {}
+    for name, literal in (a for a in anchors if a is not None and a[0] != "tag"):
+        attributes.setdefault(name, []).append(literal)
+    tags = frozenset(literal for name, literal in filter(None, anchors) if name == "tag")
+    return Selector(selectors, tags, {n: _any_of(ls) for n, ls in attributes.items()}, None in anchors)
 
 
 def select(doc: Document, css: str) -> list[Element]:
     """The elements css matches, in document order, as soupsieve's select() on bs4's tree."""
     compiled = compile_selector(css)
-    return [element for element in doc.find_all(compiled.candidates) if compiled.match(element)]
+    cache: dict = {}
+    found = (e for e in doc.elements() if compiled.admits(e) and compiled.match(e, cache))
+    return [e for e in found if next(e.iterancestors("template"), None) is None]  # soupsieve never enters one
 
 
 def _check_supported(selector: object) -> None:
@@ -1003,62 +1054,59 @@ def _check_supported(selector: object) -> None:
         _check_supported(outer)
 
 
-def _candidate_path(selector: object) -> str:
-    """An XPath for every element the selector could match: its tag names, class and attribute
-    literals and descendant steps, without soupsieve's finer tests (case, whole words...)."""
-    outer = _candidate_path(selector.relation[0]) if selector.relation else ""
-    name = selector.tag.name if selector.tag is not None else "*"
-    name = name.translate(ASCII_LOWER) if XPATH_NAME.match(name) else "*"
-    tests = [_contains_test("class", c) for c in selector.classes]
-    tests += [_contains_test("id", i) for i in selector.ids]
-    tests += [_attribute_test(a) for a in selector.attributes]
-    return f"{outer}//{name}" + "".join(f"[{test}]" for test in tests if test)
+def _anchor(selector: object) -> tuple[str, str | None] | None:
+    """("tag", name) or (attribute, text its raw value must contain, or None): what every element
+    the selector matches has. Classes anchor best, then attribute texts, tag names, attributes."""
+    tests = [("class", c) for c in selector.classes]
+    tests += [(a.attribute.translate(ASCII_LOWER), _pattern_literal(a)) for a in selector.attributes if not a.inverse]
+    tests += [("id", i) for i in selector.ids]
+    if selector.tag is not None and selector.tag.name != "*":
+        tests.append(("tag", selector.tag.name.translate(ASCII_LOWER)))
+    ranked = sorted(tests, key=lambda test: (test[1] is None, test[0] == "tag", test[0] == "id"))
+    return ranked[0] if ranked else None
 
 
-def _attribute_test(attribute: object) -> str | None:
-    name = attribute.attribute.translate(ASCII_LOWER)
-    if attribute.inverse or not XPATH_NAME.match(name):
+def _pattern_literal(test: object) -> str | None:
+    """The text an =, ^=, $= or *= test's value contains, when the raw value must contain it too
+    (case-sensitive, no whitespace: bs4 rejoins class lists); None for other tests."""
+    if test.pattern is None or test.ignore_case:
         return None
-    literal = None if attribute.ignore_case else _pattern_literal(attribute.pattern)
-    return _contains_test(name, literal) if literal else f"@{name}"
-
-
-def _pattern_literal(pattern: re.Pattern | None) -> str | None:
-    """The text soupsieve's =, ^=, $= and *= patterns contain; None for other patterns."""
-    if pattern is None:
-        return None
-    core = pattern.pattern.removeprefix("^").removesuffix(r"\Z")
+    core = test.pattern.pattern.removeprefix("^").removesuffix(r"\Z")
     literal = re.sub(r"\\(.)", r"\1", core, flags=re.DOTALL)
-    return literal if literal and re.escape(literal) == core else None
+    exact = literal and re.escape(literal) == core
+    return literal if exact and not any(c.isspace() for c in literal) else None
 
 
-def _contains_test(name: str, literal: str | None) -> str | None:
-    """contains(@name, literal): whitespace-free, since bs4 joins list attributes anew."""
-    if not literal or any(c.isspace() or not c.isprintable() for c in literal):
-        return f"@{name}"
-    if "'" not in literal:
-        return f"contains(@{name}, '{literal}')"
-    return f'contains(@{name}, "{literal}")' if '"' not in literal else f"@{name}"
+def _any_of(literals: list[str | None]) -> re.Pattern | None:
+    return None if None in literals else re.compile("|".join(map(re.escape, literals)))
 
 
-def _matches(element: Element, selector: object) -> bool:
+def _matches(element: Element, selector: object, cache: dict) -> bool:
     """soupsieve's verdict on one compiled selector for an element (see _check_supported)."""
     tag = selector.tag
-    if tag is not None and tag.name != "*" and tag.name.translate(ASCII_LOWER) != element.tag.translate(ASCII_LOWER):
+    if tag is not None and tag.name != "*" and _ascii_lower(tag.name) != _ascii_lower(element.tag):
         return False
     if any(element.get("id", "") != i for i in selector.ids):
         return False
     if selector.classes:
-        classes = (element.get("class") or "").split()
-        if any(c not in classes for c in selector.classes):
+        value = element.get("class") or ""
+        if any(c not in value for c in selector.classes):  # not even a substring: the cheap no
+            return False
+        if any(c not in value.split() for c in selector.classes):
             return False
     if not all(_attribute_matches(element, a) for a in selector.attributes):
         return False
-    return not selector.relation or _ancestor_matches(element, selector.relation)
+    return not selector.relation or _ancestor_matches(element, selector.relation, cache)
+
+
+@lru_cache(maxsize=256)
+def _ascii_lower(name: str) -> str:
+    """soupsieve's case folding of names: ASCII letters only."""
+    return name.translate(ASCII_LOWER)
 
 
 def _attribute_matches(element: Element, test: object) -> bool:
-    value = attribute(element, test.attribute.translate(ASCII_LOWER))
+    value = attribute(element, _ascii_lower(test.attribute))
     if value is None:
         return bool(test.inverse)
     if test.pattern is None:
@@ -1068,13 +1116,27 @@ def _attribute_matches(element: Element, test: object) -> bool:
     return test.pattern.search(value) is not None
 
 
-def _ancestor_matches(element: Element, relation: object) -> bool:
+def _ancestor_matches(element: Element, relation: object, cache: dict) -> bool:
+    """An ancestor below the nearest <template> (where soupsieve stops) matches the relation.
+
+    As soupsieve does, each element climbed through remembers the verdict for its own ancestors.
+    """
+    climbed = []
+    found = False
     parent = element.getparent()
-    while parent is not None and parent.tag != "template":  # soupsieve stops at a <template> too
-        if any(_matches(parent, selector) for selector in relation):
-            return True
+    while parent is not None and parent.tag != "template":
+        key = (id(relation), parent)  # the element itself in the key keeps its proxy (and id) alive
+        if key in cache:
+            found = cache[key]
+            break
+        climbed.append(key)
+        if any(_matches(parent, selector, cache) for selector in relation):
+            found = True
+            break
         parent = parent.getparent()
-    return False
+    for key in climbed:
+        cache[key] = found
+    return found
 
 
 __all__ = ["SITE_RULES", "parse"]
