@@ -513,14 +513,20 @@ def main_content(page: Page) -> Tag:
     text; failing that, <body>.
     """
     for tag in page.tree.boilerplate:
-        if not tag.decomposed:
+        if not is_decomposed(tag):
             tag.decompose()
-    containers = [tag for tag in page.tree.containers if not tag.decomposed and node_text(tag)]
+    containers = [tag for tag in page.tree.containers if not is_decomposed(tag) and node_text(tag)]
     for is_kind in CONTAINER_KINDS:
         candidates = [tag for tag in containers if is_kind(tag)]
         if candidates:
             return max(candidates, key=_paragraph_chars)
     return _densest_paragraph_parent(page.soup) or page.soup.body or page.soup
+
+
+def is_decomposed(tag: Tag) -> bool:
+    """tag.decomposed, without its cost: on a live tag, bs4's property looks the flag up through
+    Tag.__getattr__, which searches the whole subtree for a <_decomposed> element."""
+    return bool(vars(tag).get("_decomposed"))
 
 
 def _paragraph_chars(tag: Tag) -> int:
@@ -547,7 +553,7 @@ def count_words(text: str) -> int:
 def first_content_image(page: Page, content: Tag) -> str | None:
     """The first <img> of the main text that is not an icon, avatar or tracking pixel."""
     for img in page.tags("img"):
-        if img.decomposed or _declared_size(img) < MIN_IMAGE_PIXELS or content not in img.parents:
+        if is_decomposed(img) or _declared_size(img) < MIN_IMAGE_PIXELS or content not in img.parents:
             continue
         src = _attr(img, "src") or _attr(img, "data-src")
         url = _url(page, src)
