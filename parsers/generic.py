@@ -28,6 +28,10 @@ Conventions of the output:
 
 Raises ParseError only when the input is not an HTML page at all: empty, binary, no tag,
 or neither a title nor any text.
+
+The tree is the one parsers/news.py builds: lxml's own, read the way bs4 reads the tree it
+builds from the same parser (text runs as nodes, class lists, script/style/template/ruby
+text apart, whitespace-only runs as bs4 keeps them), at a fraction of bs4's cost.
 """
 from __future__ import annotations
 
@@ -41,18 +45,31 @@ from functools import cached_property
 from itertools import islice
 from urllib.parse import urlsplit
 
-from bs4 import BeautifulSoup, Tag
-from bs4.exceptions import ParserRejectedMarkup
+from bs4.builder import HTMLTreeBuilder
+from lxml import etree
 
 from errors import ParseError
 from parsers.base import (
+    ScriptBlock,
     absolute_url,
     clean_text,
-    jsonld_in_scripts,
+    jsonld_in_blocks,
     jsonld_types,
-    make_bounded_soup,
     meta_index,
-    node_text,
+)
+# The lxml tree and its bs4-faithful reading live in news.py for now; they belong in base.py.
+from parsers.news import (
+    GONE,
+    STRING_CONTAINERS,
+    Document,
+    Element,
+    attribute,
+    build_document,
+    compile_selector,
+    contents,
+    is_list_attribute,
+    is_tag,
+    remove,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -131,8 +148,8 @@ CONTAINER_TAGS = frozenset({"article", "main"})
 NAMED_TAGS = frozenset({"title", "link", "base", "img", "script"})  # read by name, found by the walk
 CONTAINER_KINDS = (  # main-text containers, best kind first
     lambda tag: tag.get("itemprop") == "articleBody",
-    lambda tag: tag.name == "article",
-    lambda tag: tag.name == "main" or tag.get("role") == "main",
+    lambda tag: tag.tag == "article",
+    lambda tag: tag.tag == "main" or tag.get("role") == "main",
 )
 MAX_MATCHES = 20  # elements read per selector: enough for any real byline, bounded on junk
 MAX_MARKED = 2000  # elements kept per kind by the walk: real pages have far fewer
@@ -211,8 +228,8 @@ YEARS = range(1900, 2201)  # outside this a "date" is a number that happens to f
 
 def parse(html: str, url: str) -> dict:
     """The metadata dict of the page at url (see the module docstring for each field)."""
-    soup = _soup_or_raise(html)
-    page = Page(soup, url)
+    doc = _document_or_raise(html)
+    page = Page(doc, url)
     data = {
         "kind": "page",
         "title": find_title(page),
@@ -227,7 +244,7 @@ def parse(html: str, url: str) -> dict:
     }
     # From here on the tree loses its boilerplate: every metadata lookup is done.
     content = main_content(page)
-    data["word_count"] = count_words(content.get_text(" "))
+    data["word_count"] = count_words(get_text(content, " "))
     if data["image"] is None:
         data["image"] = first_content_image(page, content)
     if data["title"] is None and data["word_count"] == 0:
@@ -235,7 +252,7 @@ def parse(html: str, url: str) -> dict:
     return data
 
 
-def _soup_or_raise(html: str) -> BeautifulSoup:
+def _document_or_raise(html: str) -> Document:
     """The parsed page, or ParseError for input that is not HTML at all."""
     if not isinstance(html, str):
         raise ParseError(f"expected the page as text, got {type(html).__name__}")
@@ -246,51 +263,54 @@ def _soup_or_raise(html: str) -> BeautifulSoup:
     sample = html[:BINARY_SAMPLE_CHARS]
     if len(CONTROL_CHARS.findall(sample)) > BINARY_CONTROL_RATIO * len(sample):
         raise ParseError("binary content, not an HTML page")
-    try:
-        return make_bounded_soup(html)
-    except ParserRejectedMarkup as exc:
-        raise ParseError(f"unparseable page: {exc}") from None
+    return build_document(html)
 
 
 @dataclass
 class TreeIndex:
     """What one walk over the tree finds, so no later lookup has to walk it again."""
 
-    marked: list[Tag] = field(default_factory=list)  # what the HTML fallback selectors may match
-    containers: list[Tag] = field(default_factory=list)  # article, main, [itemprop=articleBody]
-    items: list[Tag] = field(default_factory=list)  # microdata items (itemtype=...)
-    boilerplate: list[Tag] = field(default_factory=list)  # nav, header, script...: never main text
-    named: dict[str, list[Tag]] = field(default_factory=dict)  # <title>, <link>, <script>...
+    marked: list[Element] = field(default_factory=list)  # what the HTML fallback selectors may match
+    containers: list[Element] = field(default_factory=list)  # article, main, [itemprop=articleBody]
+    items: list[Element] = field(default_factory=list)  # microdata items (itemtype=...)
+    boilerplate: list[Element] = field(default_factory=list)  # nav, header, script...: never main text
+    named: dict[str, list[Element]] = field(default_factory=dict)  # <title>, <link>, <script>...
 
 
-def index_tree(soup: BeautifulSoup) -> TreeIndex:
+def index_tree(doc: Document) -> TreeIndex:
     index = TreeIndex()
-    for tag in soup.find_all(True):  # bs4's fastest walk: about 0.2 s per million elements
-        name, attrs = tag.name, tag.attrs
+    for tag in doc.elements():
+        name, attrs = tag.tag, tag.attrib
         if name in BOILERPLATE_TAGS:
             index.boilerplate.append(tag)
         if name in CONTAINER_TAGS or attrs.get("itemprop") == "articleBody" or attrs.get("role") == "main":
             _append_capped(index.containers, tag)
         if "itemtype" in attrs:
             _append_capped(index.items, tag)
-        if _is_marked(name, attrs):
+        if _is_marked(tag):
             _append_capped(index.marked, tag)
         if name in NAMED_TAGS:
             _append_capped(index.named.setdefault(name, []), tag)
     return index
 
 
-def _is_marked(name: str, attrs: dict) -> bool:
-    if name in MARKED_TAGS or not MARKED_ATTRS.isdisjoint(attrs):
+def _is_marked(tag: Element) -> bool:
+    if tag.tag in MARKED_TAGS or not MARKED_ATTRS.isdisjoint(tag.attrib):
         return True
-    rel, classes = attrs.get("rel"), attrs.get("class")
+    rel, classes = _words(tag, "rel"), _words(tag, "class")
     return bool(
-        (isinstance(rel, list) and not MARKED_RELS.isdisjoint(rel))
-        or (isinstance(classes, list) and not MARKED_CLASSES.isdisjoint(classes))
+        (rel is not None and not MARKED_RELS.isdisjoint(rel))
+        or (classes is not None and not MARKED_CLASSES.isdisjoint(classes))
     )
 
 
-def _append_capped(found: list[Tag], tag: Tag) -> None:
+def _words(tag: Element, name: str) -> list[str] | None:
+    """A list attribute's words (class; rel of links), as bs4 splits them; None for any other."""
+    value = tag.get(name)
+    return value.split() if value is not None and is_list_attribute(tag.tag, name) else None
+
+
+def _append_capped(found: list[Element], tag: Element) -> None:
     if len(found) < MAX_MARKED:
         found.append(tag)
 
@@ -299,14 +319,14 @@ def _append_capped(found: list[Tag], tag: Tag) -> None:
 class Page:
     """The parsed page with its lookups computed once: meta index, JSON-LD nodes, tree index."""
 
-    soup: BeautifulSoup
+    doc: Document
     url: str
     meta: dict[str, list[str]] = field(init=False)
     tree: TreeIndex = field(init=False)
 
     def __post_init__(self) -> None:
-        self.meta = meta_index(self.soup)
-        self.tree = index_tree(self.soup)
+        self.meta = meta_index(MetaTags(self.doc))
+        self.tree = index_tree(self.doc)
 
     @cached_property
     def base_url(self) -> str:
@@ -314,7 +334,7 @@ class Page:
         base = next(iter(self.tree.named.get("base", [])), None)
         return absolute_url(_attr(base, "href"), self.url) or self.url
 
-    def tags(self, name: str, **attrs: str) -> Iterator[Tag]:
+    def tags(self, name: str, **attrs: str) -> Iterator[Element]:
         """The indexed <name> elements (see NAMED_TAGS) whose attributes contain attrs' values."""
         for tag in self.tree.named.get(name, []):
             if all(value in (_attr(tag, key) or "").lower().split() for key, value in attrs.items()):
@@ -363,17 +383,18 @@ class Page:
             if values:
                 yield values[0]
 
-    def select(self, *selectors: str) -> Iterator[Tag]:
+    def select(self, *selectors: str) -> Iterator[Element]:
         """Marked elements matching each selector in turn, at most MAX_MATCHES per selector."""
         for selector in selectors:
-            yield from islice((tag for tag in self.tree.marked if tag.css.match(selector)), MAX_MATCHES)
+            compiled = compile_selector(selector)
+            yield from islice((tag for tag in self.tree.marked if compiled.match(tag)), MAX_MATCHES)
 
     @cached_property
     def title_tag(self) -> str | None:
         """The <title> text; a <title> inside inline SVG is an icon's label, not the page's."""
         for tag in self.tags("title"):
-            if tag.find_parent("svg") is None:
-                return _text(tag.get_text(" "))
+            if next(tag.iterancestors("svg"), None) is None:
+                return _text(get_text(tag, " "))
         return None
 
     @cached_property
@@ -382,7 +403,7 @@ class Page:
         candidates = [
             *(_ld_text(value) for value in self.jsonld_values("headline")),
             *self.meta_values("og:title", "twitter:title", "dc.title"),
-            *(node_text(tag) for tag in self.select(*TITLE_SELECTORS) if tag.name != "meta"),
+            *(node_text(tag) for tag in self.select(*TITLE_SELECTORS) if tag.tag != "meta"),
             *(node_text(tag) for tag in self.select("h1") if not is_logo(tag)),
         ]
         return _unique(_text(c) for c in candidates if c)
@@ -404,7 +425,7 @@ def _title_candidates(page: Page) -> Iterator[object]:
     yield from (_ld_text(value) for value in page.jsonld_values("headline"))
     yield from (_ld_text(value) for value in page.jsonld_values("name"))
     yield from page.meta_values(*META_KEYS["title"])
-    yield from (node_text(tag) for tag in page.select(*TITLE_SELECTORS) if tag.name != "meta")
+    yield from (node_text(tag) for tag in page.select(*TITLE_SELECTORS) if tag.tag != "meta")
     if page.title_tag:
         yield strip_title_affixes(page.title_tag, page.site_name, page.headlines)
     yield from (node_text(tag) for tag in page.select(*H1_SELECTORS) if not is_logo(tag))
@@ -450,7 +471,7 @@ def _author_candidates(page: Page) -> Iterator[list[str]]:
     for value in page.meta_values(*META_KEYS["author"]):
         yield [value]
     for selector in AUTHOR_SELECTORS:
-        yield [node_text(tag) or "" for tag in page.select(selector) if tag.name not in ("meta", "link")]
+        yield [node_text(tag) or "" for tag in page.select(selector) if tag.tag not in ("meta", "link")]
 
 
 def find_published(page: Page) -> str | None:
@@ -494,7 +515,7 @@ def find_language(page: Page) -> str | None:
 
 
 def _language_candidates(page: Page) -> Iterator[object]:
-    html = page.soup.find("html")
+    html = next(iter(page.doc.find_all(HTML_ELEMENTS)), None)
     if html is not None:
         yield _attr(html, "lang")
         yield _attr(html, "xml:lang")
@@ -505,7 +526,7 @@ def _language_candidates(page: Page) -> Iterator[object]:
 # ---------------------------------------------------------------------------------------
 # Main text.
 # ---------------------------------------------------------------------------------------
-def main_content(page: Page) -> Tag:
+def main_content(page: Page) -> Element | Document:
     """The element holding the main text, boilerplate removed (this changes the tree).
 
     [itemprop=articleBody], then <article>, then <main>: the one with the most paragraph
@@ -513,35 +534,37 @@ def main_content(page: Page) -> Tag:
     text; failing that, <body>.
     """
     for tag in page.tree.boilerplate:
-        if not is_decomposed(tag):
-            tag.decompose()
-    containers = [tag for tag in page.tree.containers if not is_decomposed(tag) and node_text(tag)]
+        remove(tag)  # one inside a tag removed before is gone already: removing it changes nothing
+    containers = [tag for tag in page.tree.containers if not _removed(tag, page.doc) and node_text(tag)]
     for is_kind in CONTAINER_KINDS:
         candidates = [tag for tag in containers if is_kind(tag)]
         if candidates:
             return max(candidates, key=_paragraph_chars)
-    return _densest_paragraph_parent(page.soup) or page.soup.body or page.soup
+    for found in (_densest_paragraph_parent(page.doc), next(iter(page.doc.find_all(BODIES)), None)):
+        if found is not None:  # no `or`: a childless lxml element is falsy
+            return found
+    return page.doc
 
 
-def is_decomposed(tag: Tag) -> bool:
-    """tag.decomposed, without its cost: on a live tag, bs4's property looks the flag up through
-    Tag.__getattr__, which searches the whole subtree for a <_decomposed> element."""
-    return bool(vars(tag).get("_decomposed"))
+def _removed(tag: Element, doc: Document) -> bool:
+    """Removed, or inside a removed element (which took it out of the document)."""
+    top = next(reversed(list(tag.iterancestors())), tag)
+    return tag.tag == GONE or not any(top is node for node in doc.nodes)
 
 
-def _paragraph_chars(tag: Tag) -> int:
-    paragraphs = tag.find_all("p")
+def _paragraph_chars(tag: Element) -> int:
+    paragraphs = list(tag.iterdescendants("p"))
     if not paragraphs:
-        return len(tag.get_text())
-    return sum(len(p.get_text()) for p in paragraphs)
+        return len(get_text(tag))
+    return sum(len(get_text(p)) for p in paragraphs)
 
 
-def _densest_paragraph_parent(soup: BeautifulSoup) -> Tag | None:
+def _densest_paragraph_parent(doc: Document) -> Element | None:
     scores: dict[int, list] = {}  # id(parent) -> [parent, chars]
-    for paragraph in soup.find_all("p"):
-        parent = paragraph.parent
+    for paragraph in doc.find_all(PARAGRAPHS):
+        parent = paragraph.getparent()
         if parent is not None:
-            scores.setdefault(id(parent), [parent, 0])[1] += len(paragraph.get_text())
+            scores.setdefault(id(parent), [parent, 0])[1] += len(get_text(paragraph))
     best = max(scores.values(), key=lambda entry: entry[1], default=None)
     return best[0] if best and best[1] > 0 else None
 
@@ -550,10 +573,10 @@ def count_words(text: str) -> int:
     return sum(1 for _ in WORD.finditer(text))
 
 
-def first_content_image(page: Page, content: Tag) -> str | None:
+def first_content_image(page: Page, content: Element | Document) -> str | None:
     """The first <img> of the main text that is not an icon, avatar or tracking pixel."""
     for img in page.tags("img"):
-        if is_decomposed(img) or _declared_size(img) < MIN_IMAGE_PIXELS or content not in img.parents:
+        if _removed(img, page.doc) or _declared_size(img) < MIN_IMAGE_PIXELS or not _inside(img, content):
             continue
         src = _attr(img, "src") or _attr(img, "data-src")
         url = _url(page, src)
@@ -562,7 +585,11 @@ def first_content_image(page: Page, content: Tag) -> str | None:
     return None
 
 
-def _declared_size(img: Tag) -> int:
+def _inside(tag: Element, content: Element | Document) -> bool:
+    return isinstance(content, Document) or any(parent is content for parent in tag.iterancestors())
+
+
+def _declared_size(img: Element) -> int:
     """The smaller of the declared width and height; large when undeclared."""
     sizes = []
     for attr in ("width", "height"):
@@ -635,7 +662,7 @@ def _content_rank(types: set[str]) -> int | None:
     return 2 if og_type else None
 
 
-def microdata_type(items: list[Tag]) -> str | None:
+def microdata_type(items: list[Element]) -> str | None:
     """The type of the page's main microdata item (itemscope itemtype="…/BlogPosting")."""
     found = []
     for tag in items:
@@ -646,11 +673,12 @@ def microdata_type(items: list[Tag]) -> str | None:
     return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
-def is_logo(h1: Tag) -> bool:
+def is_logo(h1: Element) -> bool:
     """An <h1> holding the site's logo: in a page header/nav/footer, or linking home."""
-    if h1.find_parent(["header", "nav", "footer"]) and not h1.find_parent(["article", "main"]):
+    in_chrome = next(h1.iterancestors("header", "nav", "footer"), None) is not None
+    if in_chrome and next(h1.iterancestors("article", "main"), None) is None:
         return True
-    for link in h1.find_all("a", href=True, limit=3):
+    for link in islice((a for a in h1.iterdescendants("a") if a.get("href") is not None), 3):
         href = _attr(link, "href") or ""
         if "logo" in (_attr(link, "class") or "") or urlsplit(href).path in ("", "/"):
             return True
@@ -797,9 +825,10 @@ def _items(value: object) -> list:
     return value[:MAX_AUTHORS * 2] if isinstance(value, list) else [value]
 
 
-def _jsonld_nodes(scripts: list[Tag]) -> Iterator[dict]:
+def _jsonld_nodes(scripts: list[Element]) -> Iterator[dict]:
     """Every JSON-LD node, plus a node nested as a WebPage's mainEntity."""
-    for node in jsonld_in_scripts(scripts):
+    blocks = (ScriptBlock({} if s.get("type") is None else {"type": s.get("type")}, s.text or "") for s in scripts)
+    for node in jsonld_in_blocks(blocks):
         yield node
         if isinstance(node.get("mainEntity"), dict):
             yield node["mainEntity"]
@@ -849,7 +878,60 @@ def _unique(values: Iterable[str | None]) -> list[str]:
     return unique
 
 
-def _attr(tag: Tag | None, name: str) -> str | None:
-    """An attribute as one string (bs4 gives lists for multi-valued ones like rel/class)."""
-    value = tag.get(name) if isinstance(tag, Tag) else None
-    return " ".join(value) if isinstance(value, list) else value
+def _attr(tag: Element | None, name: str) -> str | None:
+    """An attribute as one string, as bs4 joins multi-valued ones like rel/class."""
+    return attribute(tag, name) if tag is not None else None
+
+
+# ---------------------------------------------------------------------------------------
+# Text, as bs4's get_text() reads it.
+# ---------------------------------------------------------------------------------------
+HTML_ELEMENTS = etree.XPath("//html")
+BODIES = etree.XPath("//body")
+PARAGRAPHS = etree.XPath("//p")
+PRESERVE_WHITESPACE = frozenset(HTMLTreeBuilder.DEFAULT_PRESERVE_WHITESPACE_TAGS)  # pre, textarea
+ASCII_SPACES = " \n\t\f\r"  # a run of only these is one space or newline in bs4's tree
+
+
+class MetaTags:
+    """What base.meta_index asks of a soup, answered from the lxml tree."""
+
+    META = etree.XPath("//meta")
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+
+    def find_all(self, name: str) -> list[Element]:
+        assert name == "meta"
+        return self.doc.find_all(self.META)
+
+
+def node_text(tag: Element | None) -> str | None:
+    return clean_text(get_text(tag, " ")) if tag is not None else None
+
+
+def get_text(node: Element | Document, separator: str = "") -> str:
+    """bs4's get_text(): the strings of the node's own kind (page text; a script's code...)."""
+    tops = [top for top in node.nodes if is_tag(top)] if isinstance(node, Document) else [node]
+    return separator.join(s for top in tops for s in _strings(top, isinstance(node, Document)))
+
+
+def _strings(element: Element, whole_page: bool) -> Iterator[str]:
+    """element's strings whose innermost script/style/template/rt/rp is the one get_text wants
+    (element itself if it is one, else none), each as bs4's tree holds it."""
+    wanted = None if whole_page or element.tag not in STRING_CONTAINERS else element.tag
+    inner = next((t.tag for t in (element, *element.iterancestors()) if t.tag in STRING_CONTAINERS), None)
+    keep = any(t.tag in PRESERVE_WHITESPACE for t in (element, *element.iterancestors()))
+    stack = [(contents(element), inner, keep)]
+    while stack:
+        children, inner, keep = stack[-1]
+        node = next(children, None)
+        if node is None:
+            stack.pop()
+        elif type(node) is str:
+            if inner == wanted:
+                yield node if keep or node.strip(ASCII_SPACES) else ("\n" if "\n" in node else " ")
+        elif is_tag(node):
+            tag = node.tag
+            container = tag if tag in STRING_CONTAINERS else inner
+            stack.append((contents(node), container, keep or tag in PRESERVE_WHITESPACE))

@@ -946,12 +946,12 @@ def remove(element: Element) -> None:
 def attribute(element: Element, name: str) -> str | None:
     """An attribute as bs4 holds it: class and other list attributes joined by single spaces."""
     value = element.get(name)
-    if value is not None and _is_list_attribute(element.tag, name):
+    if value is not None and is_list_attribute(element.tag, name):
         return " ".join(value.split())  # str.split() and bs4's \S+ agree on what is whitespace
     return value
 
 
-def _is_list_attribute(tag: str, name: str) -> bool:
+def is_list_attribute(tag: str, name: str) -> bool:
     return name in LIST_ATTRIBUTES["*"] or name in LIST_ATTRIBUTES.get(tag, ())
 
 
