@@ -67,6 +67,9 @@ class Settings:
     rate_limit_write: str = "60/minute"  # POST /parse and /parseGoodreadsLinks, per client
     rate_limit_read: str = "600/minute"  # GET endpoints, per client
     trusted_proxies: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto
+    worker_execution: str = "inprocess"  # inprocess: a worker runs its jobs itself; fork: a work-horse per job
+    worker_max_jobs: int = 1000  # an in-process worker is replaced after this many jobs; 0: never
+    worker_max_rss_mib: int = 150  # ...or once its resident memory is above this, between jobs; 0: never
 
     @property
     def listens_beyond_loopback(self) -> bool:
@@ -117,6 +120,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_write=reader.rate_limit("RATE_LIMIT_WRITE", Settings.rate_limit_write),
         rate_limit_read=reader.rate_limit("RATE_LIMIT_READ", Settings.rate_limit_read),
         trusted_proxies=reader.integer("TRUSTED_PROXIES", 0, 0, 10),
+        worker_execution=reader.choice("WORKER_EXECUTION", "INPROCESS", ("INPROCESS", "FORK")).lower(),
+        worker_max_jobs=reader.integer("WORKER_MAX_JOBS", 1000, 0, 10_000_000),
+        worker_max_rss_mib=reader.integer("WORKER_MAX_RSS_MIB", 150, 0, 1024 * 1024),
     )
     _check_consistency(settings)
     return settings

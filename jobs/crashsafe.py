@@ -1,7 +1,17 @@
 """Crash safety of the RQ workers: no job lost, none run twice at once, each saved once.
 
-`jobs.worker` runs `worker_pool(settings)`: RQ's WorkerPool with the CrashSafeWorker,
-ClaimingQueue and scheduler below. What each piece closes, in the order a job meets them:
+`jobs.worker` runs `worker_pool(settings)`: a WorkerPool (CrashSafePool) of crash-safe
+workers on ClaimingQueues, with the scheduler below. A job runs in one *executing
+process*, chosen by WORKER_EXECUTION:
+
+* `inprocess` (default): the worker runs the job itself (InProcessWorker, like
+  rq.SimpleWorker), so no fork per job, and the job's fetcher (TLS and keep-alive
+  connections) and Redis connections live on across jobs; the executing process is the
+  worker;
+* `fork`: the worker forks a work-horse per job and watches it (CrashSafeWorker, RQ's
+  Worker); the executing process is the horse.
+
+What each piece closes, in the order a job meets them:
 
 1. Dequeue. RQ pops a job id with BLPOP when a worker listens on several queues; a worker
    killed between that pop and registering the job in the StartedJobRegistry loses the job
@@ -23,39 +33,49 @@ ClaimingQueue and scheduler below. What each piece closes, in the order a job me
        lease expires at  T0 + timeout + LEASE_GRACE - 1     (or later; never earlier)
 
    T0 is when the worker began preparing the execution, timeout the job's own timeout,
-   and -1 is RQ's truncation of the registry score to whole seconds. Heartbeats rewrite the
-   score with the same expression (remaining time + grace), so they never shorten it.
+   and -1 is RQ's truncation of the registry score to whole seconds. Heartbeats (fork mode)
+   rewrite the score with the same expression (remaining time + grace), so they never
+   shorten it; an in-process job sends none: its lease covers its whole life from T0.
 
-3. The horse's life is bounded by three mechanisms, whichever comes first:
-   * RQ's death penalty: SIGALRM in the horse after `timeout` (a clean failure);
-   * a watchdog thread in the worker kills the horse's process group (SIGKILL) at
-     T0 + timeout + HARD_KILL_GRACE, whatever the horse is doing (stuck in C code, or in a
-     Redis call that hangs);
-   * the horse dies with its worker: PR_SET_PDEATHSIG=SIGKILL, set in the horse right after
-     fork (and the parent checked, to close the race), so a SIGKILLed worker leaves no
-     orphan horse that nobody watches.
+3. The executing process's life is bounded, whichever comes first, by:
+   * RQ's death penalty: SIGALRM in the executing process after `timeout`, raising in the
+     job (a clean failure);
+   * a kill at T0 + timeout + HARD_KILL_GRACE, whatever the job is doing (stuck in C
+     code, or in a Redis call that hangs):
+     - fork: a watchdog thread in the worker kills the horse's process group (SIGKILL);
+     - inprocess: the worker kills *itself*. A Watchdog thread logs which job outlived
+       its time and SIGKILLs the process (WATCHDOG_LEAD s early), and a KillTimer, a
+       kernel POSIX timer armed at the deadline, SIGKILLs it even when the job holds the
+       GIL in C code (which starves every thread: tests/test_worker_inprocess.py shows
+       it). The pool starts a fresh worker; the job comes back through its lease (4);
+   * fork: the horse dies with its worker (PR_SET_PDEATHSIG=SIGKILL, set in the horse
+     right after fork, and the parent checked, to close the race), so a SIGKILLed worker
+     leaves no orphan horse that nobody watches. In-process there is nothing to orphan.
 
-INVARIANT (no job runs twice at once). For every execution, its horse has exited before
-any worker can see the execution as abandoned:
+INVARIANT (no job runs twice at once). For every execution, its executing process has
+exited (or, in fork mode, the horse's end been recorded) before any worker can see the
+execution as abandoned:
 
     HARD_KILL_GRACE + KILL_SLACK  <  LEASE_GRACE - 1
 
-where KILL_SLACK bounds the time between the watchdog's deadline and the worker having
-recorded the horse's end (timer wake-up on a loaded host, SIGKILL delivery, RQ's
-failure bookkeeping) and the difference between the worker's and the cleaner's clocks.
-Then the horse ends by T0 + timeout + HARD_KILL_GRACE + KILL_SLACK, before the lease
-expires, whether its worker is alive (watchdog), dead (PDEATHSIG) or blocked on Redis (the
-watchdog is a thread, the lease does not depend on heartbeats). timings_hold() checks it;
-tests/test_crash.py asserts it for every timeout the service enqueues with.
+where KILL_SLACK bounds the time between the kill deadline and the process being gone
+(timer wake-up on a loaded host, SIGKILL delivery; in fork mode also RQ's failure
+bookkeeping in the worker) and the difference between the worker's and the cleaner's
+clocks. Then the execution ends by T0 + timeout + HARD_KILL_GRACE + KILL_SLACK, before the
+lease expires, whether its worker is alive (watchdog), dead (PDEATHSIG; in-process the
+job died with it) or blocked on Redis (the watchdogs are a thread and a kernel timer, the
+lease does not depend on heartbeats). timings_hold() checks it; tests/test_crash.py
+asserts it for every timeout the service enqueues with, and kills stuck jobs in both
+modes to see the executing process gone before its lease could be seen abandoned.
 
-Assumptions: Linux (PDEATHSIG); a worker's process not frozen (SIGSTOP) while its horse
-runs; hosts' clocks within KILL_SLACK of each other; a registry-cleaning pass (milliseconds)
-shorter than CLEANING_LOCK_SECONDS; Redis does not lose acknowledged writes. The last one
-fails on a Redis crash with `appendfsync everysec` (up to ~1 s of writes): afterwards a job
-may run again (at least once, never lost: see journal.py).
+Assumptions: Linux (PDEATHSIG, timer_create); a worker's process not frozen (SIGSTOP)
+while its job runs; hosts' clocks within KILL_SLACK of each other; a registry-cleaning
+pass (milliseconds) shorter than CLEANING_LOCK_SECONDS; Redis does not lose acknowledged
+writes. The last one fails on a Redis crash with `appendfsync everysec` (up to ~1 s of
+writes): afterwards a job may run again (at least once, never lost: see journal.py).
 
-4. Abandoned-job detection delay: a job whose worker and horse die at time t is retried by
-   the first maintenance pass after its lease ends, at most
+4. Abandoned-job detection delay: a job whose executing process dies at time t is retried
+   by the first maintenance pass after its lease ends, at most
    T0 + timeout + LEASE_GRACE + MAINTENANCE_INTERVAL; then RQ's retry interval and the
    scheduler's one-second poll (recovery_bound()). Maintenance runs every
    MAINTENANCE_INTERVAL seconds on every worker, idle ones included (a dequeue waits no
@@ -63,45 +83,65 @@ may run again (at least once, never lost: see journal.py).
    CLEANING_LOCK_SECONDS so a worker killed while cleaning cannot stall cleaning for long.
    Concurrent cleaners are harmless here: every retry interval is positive, so a retry is
    a ZADD of the same member into the scheduled registry, never a second push on a queue.
+   A fork-mode worker whose horse was killed fails or retries the job at once instead.
 
-5. Saved once. A horse killed after saving its record but before RQ marked the job
-   finished is retried; save_once() writes the record together with a guard naming the job
+5. Saved once. A job killed after saving its record but before RQ marked it finished is
+   retried; save_once() writes the record together with a guard naming the job
    generation (its created_at), so the re-run sees the guard (already_saved) and neither
    fetches nor saves again. A final crash (no retries left) saves a `failed` record with
-   code `worker_crashed`, so a job never ends without a record.
+   code `worker_crashed`, so a job never ends without a record: in fork mode the worker
+   that saw its horse killed saves it (handle_work_horse_killed); when the worker itself
+   died (any mode) the cleaner that finds the abandoned job does (record_abandoned, an
+   exception handler StartedJobRegistry.cleanup calls).
+
+In-process only. Memory: RLIMIT_AS (jobs/worker.py) bounds the worker itself; a
+MemoryError fails its job cleanly, then the worker leaves after its bookkeeping (its heap
+may be fragmented), and so it does between jobs once its RSS is above WORKER_MAX_RSS_MIB
+or it has run WORKER_MAX_JOBS jobs (with up to 10 % jitter); CrashSafePool starts the
+replacement at once. Signals: a stop signal during a job is only noted by the handler (no
+Redis call inside the job's code); the worker leaves after the job (warm shutdown). A
+second one (cold shutdown) raises ColdShutdown in the job, which skips RQ's failure
+bookkeeping: the job is left to its lease, as a killed horse's would be. RQ's kill-horse
+and stop-job commands are refused: a job running in the worker cannot be stopped alone.
 
 Also: a worker dies with its pool (PDEATHSIG=SIGTERM: warm shutdown), the scheduler
 process with its worker (SIGTERM: it releases its locks, so another worker's maintenance
 takes over within a few seconds), heartbeat and maintenance failures while Redis is away
 are logged instead of ending the worker, and reconnect back-off is capped at
-MAX_RECONNECT_WAIT seconds.
+MAX_RECONNECT_WAIT seconds. Per-job Redis round trips: heartbeats are pipelined and
+throttled (HEARTBEAT_GAP), and an empty-queue poll starts at DEQUEUE_FIRST_POLL.
 """
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import errno
 import logging
 import math
 import os
+import random
 import signal
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing import connection as mp_connection
 
 from redis import Redis
 from redis.exceptions import RedisError, WatchError
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
-from rq.exceptions import AbandonedJobError, DequeueTimeout
+from rq.exceptions import AbandonedJobError, DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.logutils import setup_loghandlers
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
-from config import Settings
+from config import MIB, Settings
 from storage import PREFIX, Storage
 
 log = logging.getLogger(__name__)
@@ -116,12 +156,19 @@ MAINTENANCE_INTERVAL = 5  # s between maintenance passes (registry cleaning, cla
 JOB_HEARTBEAT_INTERVAL = 10  # s between a busy worker's heartbeats
 WORKER_TTL = 60  # s an idle worker's key outlives its last heartbeat (+60 s, RQ's margin)
 CLAIM_SECONDS = 30  # s before a popped but unstarted job goes back to its queue
-DEQUEUE_POLL_SECONDS = 0.2  # the claiming pop polls (a Lua script cannot block)
+DEQUEUE_POLL_SECONDS = 0.2  # the claiming pop polls (a Lua script cannot block), at most this far apart...
+DEQUEUE_FIRST_POLL = 0.01  # ...starting this soon after finding the queues empty, doubling each time
+HEARTBEAT_GAP = 1.0  # s: a worker's heartbeat is skipped when the last one is more recent
 MAX_RECONNECT_WAIT = 2  # s, cap of the worker's back-off while Redis is away
 CLEANING_LOCK_SECONDS = 30  # RQ holds its registry-cleaning lock 899 s
 SCHEDULER_POLL_SECONDS = 1  # RQScheduler's interval
+SCHEDULER_NAP = 0.05  # s: the scheduler's sleep looks for a stop request this often
 SAVE_GUARD_SECONDS = 86400  # as long as a job (and any re-run of it) is kept: RESULT_TTL
 DEFAULT_JOB_TIMEOUT = Queue.DEFAULT_TIMEOUT  # what RQ applies to a job enqueued without one
+WATCHDOG_POLL = 0.25  # s between the in-process watchdog thread's looks at the clock
+WATCHDOG_LEAD = 0.5  # s before the kernel timer's deadline that the watchdog thread kills (saying why)
+RESPAWN_PACE = 1.0  # s, least time between two worker starts by the pool (RQ's own pace)
+EXECUTION_MODES = ("inprocess", "fork")  # settings.worker_execution
 
 CLAIMS = f"{PREFIX}:claims"  # zset: job id -> time its claim may be taken back
 CLAIM = f"{PREFIX}:claim:"  # + job id: the queue key the job was popped from
@@ -235,6 +282,114 @@ def die_with_parent(sig: int, parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
+# ---- a kernel timer that kills this process -----------------------------------------------------
+
+CLOCK_MONOTONIC = 1  # the clock of time.monotonic() on Linux
+SIGEV_SIGNAL = 0
+TIMER_ABSTIME = 1
+
+
+class _SigEvent(ctypes.Structure):  # struct sigevent (Linux): value, signo, notify, a 48-byte union
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
+                ("union", ctypes.c_int * 12)]
+
+
+class _TimeSpec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [("interval", _TimeSpec), ("value", _TimeSpec)]
+
+
+def _timer_library() -> ctypes.CDLL | None:
+    """The C library with timer_create: libc (glibc >= 2.34), else librt; None off Linux."""
+    if _libc is not None and hasattr(_libc, "timer_create"):
+        return _libc
+    name = ctypes.util.find_library("rt")
+    try:
+        librt = ctypes.CDLL(name, use_errno=True) if name else None
+    except OSError:  # pragma: no cover
+        return None
+    return librt if librt is not None and hasattr(librt, "timer_create") else None
+
+
+class KillTimer:
+    """A POSIX timer (timer_create on CLOCK_MONOTONIC) with which the kernel SIGKILLs this
+    process at a deadline. No thread of ours runs it, so a job stuck in C code that holds
+    the GIL, which starves every Python thread (the watchdog's too), cannot hold it off.
+    Timers are not inherited across fork: each process makes its own."""
+
+    def __init__(self, library: ctypes.CDLL, timer_id: ctypes.c_void_p):
+        self._settime = library.timer_settime
+        self._id = timer_id
+
+    @classmethod
+    def create(cls) -> KillTimer | None:
+        library = _timer_library()
+        timer_id = ctypes.c_void_p()
+        event = _SigEvent(signo=signal.SIGKILL, notify=SIGEV_SIGNAL)
+        if library is None or library.timer_create(CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer_id)):
+            log.warning("no kernel kill timer here: only the watchdog thread guards in-process jobs")
+            return None
+        return cls(library, timer_id)
+
+    def arm(self, deadline: float) -> None:
+        """SIGKILL this process at `deadline`, a time.monotonic() value."""
+        whole = int(deadline)
+        self._set(_TimeSpec(whole, max(1, int((deadline - whole) * 1e9))), TIMER_ABSTIME)
+
+    def disarm(self) -> None:
+        self._set(_TimeSpec(0, 0), 0)
+
+    def _set(self, value: _TimeSpec, flags: int) -> None:
+        spec = _ITimerSpec(_TimeSpec(0, 0), value)
+        if self._settime(self._id, flags, ctypes.byref(spec), None):
+            log.error("timer_settime failed (errno %s): only the watchdog thread guards this job", ctypes.get_errno())
+
+
+class Watchdog:
+    """An in-process worker's guard: SIGKILLs this very process once the job it runs is
+    overdue. A daemon thread looks at the clock every WATCHDOG_POLL s and, from
+    WATCHDOG_LEAD s before the deadline, logs which job outlived its time and kills; the
+    KillTimer fires at the deadline whatever the thread could do. Arming and disarming cost
+    an assignment and a syscall: nothing is started or woken per job."""
+
+    def __init__(self, worker_name: str, timer: KillTimer | None):
+        self.worker_name = worker_name
+        self.timer = timer
+        self._armed: tuple[float, str] | None = None  # (deadline, job id)
+        threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    def arm(self, deadline: float, job_id: str) -> None:
+        if self.timer is not None:
+            self.timer.arm(deadline)
+        self._armed = (deadline, job_id)
+
+    def disarm(self) -> None:
+        self._armed = None
+        if self.timer is not None:
+            self.timer.disarm()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_POLL)
+            armed = self._armed
+            if armed is not None and time.monotonic() >= armed[0] - WATCHDOG_LEAD:
+                log.error("Worker %s: job %s outlived its timeout: killing this worker (SIGKILL); the job's lease"
+                          " brings it back", self.worker_name, armed[1], extra={"job_id": armed[1]})
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size, from /proc/self/statm (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 # ---- claims: a popped job is never in no list and no registry --------------------------------
 
 
@@ -247,15 +402,25 @@ class ClaimLost(Exception):
 
 
 class ClaimingQueue(Queue):
-    """A queue whose dequeue claims the job atomically (see the module docstring)."""
+    """A queue whose dequeue claims the job atomically (see the module docstring).
+
+    JSON unless told otherwise, as every queue of the service: RQ's pool builds each worker's
+    queues without a serializer, and their registries' cleaning (the abandoned-job path,
+    record_abandoned) must read the job's function and arguments."""
 
     claim_seconds = CLAIM_SECONDS
     poll_seconds = DEQUEUE_POLL_SECONDS
 
+    def __init__(self, name: str = "default", connection: Redis | None = None, *args, serializer=None, **kwargs):
+        super().__init__(name, connection, *args, serializer=serializer or JSONSerializer, **kwargs)
+
     @classmethod
     def lpop(cls, queue_keys: list[str], timeout: int | None, connection: Redis):
+        """Never sleeps while a queue has a job; when all are empty, polls soon (a job enqueued
+        just after is picked up within ~10 ms under steady load), then every poll_seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         script = connection.register_script(CLAIMING_POP)
+        pause = DEQUEUE_FIRST_POLL
         while True:
             result = script(keys=[CLAIMS, *queue_keys], args=[time.time() + cls.claim_seconds, CLAIM],
                             client=connection)
@@ -265,7 +430,8 @@ class ClaimingQueue(Queue):
                 return None
             if time.monotonic() >= deadline:
                 raise DequeueTimeout(timeout, queue_keys)
-            time.sleep(cls.poll_seconds)
+            time.sleep(min(pause, cls.poll_seconds))
+            pause *= 2
 
     @classmethod
     def lmove(cls, connection: Redis, queue_key: str, timeout: int | None):
@@ -336,7 +502,8 @@ def record_crash(job: Job, reason: str) -> None:
         if job.func_name != JOB_FUNCTION:
             return
         canonical_url, source_name = job.args[0], job.args[1]
-    except Exception:  # an undecodable job: nothing to record
+    except Exception as exc:  # an undecodable job: nothing to record
+        log.warning("job %s: no failed record, its function and arguments cannot be read (%r)", job.id, exc)
         return
     import parsers
     from jobs import callbacks
@@ -368,14 +535,30 @@ def record_abandoned(job: Job, exc_type, exc_value, traceback) -> bool:
 
 
 class CrashSafeScheduler(RQScheduler):
-    """RQ's scheduler process, stopped (locks released) when its worker dies."""
+    """RQ's scheduler process, stopped (locks released) when its worker dies, and at once
+    when asked: RQ's loop sleeps its whole interval first, and a leaving worker waits for
+    its scheduler (an in-process worker leaves routinely, when worn)."""
 
     parent_pid: int | None = None
 
     def work(self):
+        """RQ's loop (reacquire locks, heartbeat, enqueue due jobs, sleep), its sleep cut short by a stop."""
         if self.parent_pid is not None and not die_with_parent(signal.SIGTERM, self.parent_pid):
             return  # its worker is gone already
-        super().work()
+        self._install_signal_handlers()
+        self.register_birth()
+        while not self._stop_requested:
+            if self.should_reacquire_locks:
+                self.acquire_locks()
+            self.heartbeat()
+            self.enqueue_scheduled_jobs()
+            self._nap(self.interval)
+        self.stop()
+
+    def _nap(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while not self._stop_requested and (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, SCHEDULER_NAP))
 
 
 class CrashSafeWorker(Worker):
@@ -461,13 +644,19 @@ class CrashSafeWorker(Worker):
         self.executions[execution.id] = execution
         return execution
 
-    def execute_job(self, job: Job, queue: Queue):
-        started = time.monotonic()  # T0: before the lease is written, so the lease ends later
+    def start_execution(self, job: Job) -> Execution | None:
+        """prepare_execution, or None when the claim was taken back (the job is queued again)."""
         try:
-            execution = self.prepare_execution(job)
+            return self.prepare_execution(job)
         except ClaimLost:
             self.log.warning("Worker %s: job %s was taken back from this worker before it started", self.name, job.id)
             self.set_state(WorkerStatus.IDLE)
+            return None
+
+    def execute_job(self, job: Job, queue: Queue):
+        started = time.monotonic()  # T0: before the lease is written, so the lease ends later
+        execution = self.start_execution(job)
+        if execution is None:
             return
         self.fork_work_horse(job, queue)
         watchdog = self._start_watchdog(job, started)
@@ -502,6 +691,33 @@ class CrashSafeWorker(Worker):
         if not job.should_retry:  # handle_job_failure, next, fails it for good
             record_crash(job, f"the work-horse died ({describe_exit(ret_val)}) and no retries are left")
 
+    # -- round trips --
+
+    _last_beat: float = 0.0  # time.monotonic() of the last heartbeat sent
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None):
+        """RQ's heartbeat is three commands, each a round trip, sent three times a job: here
+        one pipeline, and none when the last beat is under HEARTBEAT_GAP s old. The worker's
+        key then still has the TTL of that beat (a job's lease or worker_ttl + 60 s, both
+        far longer than the next beat takes: after the job, or within dequeue_timeout)."""
+        if pipeline is not None:
+            self._last_beat = time.monotonic()
+            return super().heartbeat(timeout, pipeline)
+        if timeout is None and time.monotonic() - self._last_beat < HEARTBEAT_GAP:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
+        self._last_beat = time.monotonic()
+
+    def unsubscribe(self):
+        """RQ's, with the listener thread told to stop first: the reply to UNSUBSCRIBE wakes it,
+        and when that came before the stop it went back to a 60 s wait, which the leaving
+        worker then waited on for a second (its join's timeout)."""
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
     # -- Redis away: keep the worker --
 
     def maintain_heartbeats(self, job: Job, execution: Execution):
@@ -520,17 +736,175 @@ class CrashSafeWorker(Worker):
             self.last_cleaned_at = now()
 
 
+class ColdShutdown(SystemExit):
+    """A second stop signal while a job runs in the worker itself: leave now, the job to its lease."""
+
+
+class InProcessWorker(CrashSafeWorker):
+    """Runs each job in the worker process itself, as rq.SimpleWorker does, with the
+    guarantees of a work-horse kept (module docstring, "In-process execution"): the lease,
+    a watchdog that kills this process when the job is overdue, and a fresh process once
+    this one is worn (jobs run, memory, a MemoryError)."""
+
+    max_jobs: int = 0  # jobs before the worker exits and the pool starts a fresh one; 0: no limit
+    max_rss_bytes: int = 0  # resident memory, checked between jobs, above which it does; 0: no limit
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Up to 10 % more, so that workers started together do not all leave together.
+        self.job_limit = self.max_jobs + random.randint(0, self.max_jobs // 10) if self.max_jobs else 0
+        self.jobs_run = 0
+        self.worn_by: str | None = None  # why this worker must not take another job
+        self._in_job = False
+        self._watchdog: Watchdog | None = None
+
+    def execute_job(self, job: Job, queue: Queue):
+        execution = None
+        self._in_job = True
+        watchdog = self._arm_watchdog(job, time.monotonic())  # T0: before the lease is written
+        try:
+            execution = self.start_execution(job)
+            if execution is not None:
+                self.perform_job(job, queue, execution)
+        finally:
+            watchdog.disarm()
+            self._in_job = False
+        self._state = WorkerStatus.IDLE  # written to Redis by the dequeue that follows at once
+        if execution is not None:
+            self._after_job()
+
+    def _arm_watchdog(self, job: Job, started: float) -> Watchdog:
+        if self._watchdog is None:  # made in the worker process: threads and timers do not survive fork
+            self._watchdog = Watchdog(self.name, KillTimer.create())
+        timeout = job_timeout(job)
+        if timeout > 0:
+            self._watchdog.arm(started + self.timings.hard_kill_after(timeout), job.id)
+        return self._watchdog
+
+    def _after_job(self) -> None:
+        """Between jobs: leave when worn; the pool starts a fresh worker at once."""
+        self.jobs_run += 1
+        reason = self.worn_by or self.worn_out()
+        if reason and not self._stop_requested:
+            self.log.info("Worker %s: %s: exiting for a fresh worker", self.name, reason)
+            self._stop_requested = True
+        if self._shutdown_requested_date is not None:
+            self._note_shutdown_request()
+
+    def worn_out(self) -> str | None:
+        if self.job_limit and self.jobs_run >= self.job_limit:
+            return f"{self.jobs_run} jobs run (WORKER_MAX_JOBS)"
+        if self.max_rss_bytes and (rss := resident_bytes()) > self.max_rss_bytes:
+            return f"resident memory of {rss / MIB:.0f} MiB is above WORKER_MAX_RSS_MIB ({self.max_rss_bytes // MIB})"
+        return None
+
+    def handle_exception(self, job: Job, *exc_info):
+        if isinstance(exc_info[1], ColdShutdown):
+            raise exc_info[1]  # no failure bookkeeping: the job is left to its lease, like a killed horse's
+        if isinstance(exc_info[1], MemoryError):
+            self.worn_by = "a job ran out of memory (MemoryError), the heap may be fragmented"
+        super().handle_exception(job, *exc_info)
+
+    # -- no horse --
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL):
+        """RQ's would signal process group getpgid(0): the pool's. Jobs here cannot be stopped."""
+        self._stopped_job_id = None
+        self.log.warning("Worker %s: jobs run in-process here (WORKER_EXECUTION=inprocess): nothing to kill",
+                         self.name)
+
+    # -- signals while a job runs in this very process --
+
+    def _shutdown(self):
+        """Warm shutdown. The handler interrupts the job's own code: it only takes note (no
+        Redis call, no wait there); the work loop stops after the job, teardown stops the scheduler."""
+        if not self._in_job:
+            raise StopRequested()
+        self._stop_requested = True
+        self.log.info("Worker %s: stopping after the current job", self.name)
+
+    def _note_shutdown_request(self) -> None:
+        try:
+            self.set_shutdown_requested_date()
+        except RedisError as exc:
+            self.log.warning("Worker %s: shutdown request not noted in Redis (%s)", self.name, exc)
+
+    def request_force_stop(self, signum, frame):
+        """Cold shutdown: as a forking worker's, the job is abandoned to its lease (ColdShutdown
+        skips RQ's failure bookkeeping), and the worker leaves through its teardown."""
+        if not self._in_job:
+            return super().request_force_stop(signum, frame)
+        if now() - self._shutdown_requested_date < timedelta(seconds=1):
+            return  # the pool's SIGINT and the supervisor's SIGTERM: one request
+        self.log.warning("Worker %s: cold shut down; job left to its lease", self.name)
+        raise ColdShutdown()
+
+
+class CrashSafePool(WorkerPool):
+    """RQ's WorkerPool, replacing an exited worker at once: in-process workers leave on
+    purpose (worn, see InProcessWorker), so a replacement is routine. RQ's loop sleeps a
+    second between checks and joins each live worker for 0.1 s; this one waits on the
+    workers' exits, still starting at most one worker per RESPAWN_PACE when they crash in
+    a loop (Redis away), and respawns with the pool's logging level (RQ's drops it)."""
+
+    logging_level: str = "INFO"
+    _last_start: float = 0.0
+
+    def start(self, burst: bool = False, logging_level: str = "INFO"):
+        self._burst, self.logging_level = burst, logging_level
+        setup_loghandlers(logging_level, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT, name="rq.worker_pool")
+        self.log.info("Starting worker pool %s with pid %d...", self.name, os.getpid())
+        self.status = self.Status.STARTED
+        self.start_workers(burst=burst, logging_level=logging_level)
+        self._install_signal_handlers()
+        while not (self.status == self.Status.STOPPED and self.all_workers_have_stopped()):
+            if self.status != self.Status.STOPPED:
+                self.check_workers(respawn=not burst)
+                if burst and self.number_of_active_workers == 0:
+                    break
+            self._wait_for_an_exit(1.0)
+            time.sleep(max(0.0, self._last_start + RESPAWN_PACE - time.monotonic()))
+        self.log.info("All workers stopped, exiting...")
+
+    def _wait_for_an_exit(self, seconds: float) -> None:
+        sentinels = [data.process.sentinel for data in self.worker_dict.values()]
+        if sentinels:
+            mp_connection.wait(sentinels, seconds)
+        else:
+            time.sleep(seconds)
+
+    def reap_workers(self):
+        for data in list(self.worker_dict.values()):
+            if not data.process.is_alive():  # reaps it when it has exited; never waits
+                self.handle_dead_worker(data)
+
+    def handle_dead_worker(self, worker_data):
+        """RQ's says "is dead": say how (an in-process worker killed by its watchdog leaves no line of its own)."""
+        code = worker_data.process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        self.log.info("Worker %s with pid %d ended: %s", worker_data.name, worker_data.pid, how)
+        self.worker_dict.pop(worker_data.name, None)
+
+    def start_worker(self, count: int | None = None, burst: bool = True, _sleep: float = 0,
+                     logging_level: str | None = None):
+        self._last_start = time.monotonic()
+        super().start_worker(count, burst, _sleep, logging_level or self.logging_level)
+
+
 def describe_exit(ret_val: int | None) -> str:
     if ret_val is not None and os.WIFSIGNALED(ret_val):
         return f"signal {os.WTERMSIG(ret_val)}"
     return f"status {ret_val}"
 
 
-def crash_safe(worker_class: type[Worker]) -> type[CrashSafeWorker]:
-    """worker_class (an rq.Worker subclass, its mixins kept on top) with CrashSafeWorker under it."""
-    if issubclass(worker_class, CrashSafeWorker):
+def crash_safe(worker_class: type[Worker], execution: str = "fork", **attributes) -> type[CrashSafeWorker]:
+    """worker_class (an rq.Worker subclass, its mixins kept on top) with CrashSafeWorker
+    (execution "fork") or InProcessWorker ("inprocess") under it, and these class attributes."""
+    base = {"fork": CrashSafeWorker, "inprocess": InProcessWorker}[execution]
+    if issubclass(worker_class, base) and not attributes:
         return worker_class
-    return type(f"CrashSafe{worker_class.__name__}", (worker_class, CrashSafeWorker), {})
+    bases = (base,) if issubclass(base, worker_class) else (worker_class, base)  # rq.Worker itself: no mixin
+    return type(f"CrashSafe{worker_class.__name__}", bases, attributes)
 
 
 def preload_job_code() -> None:
@@ -548,10 +922,18 @@ def preload_job_code() -> None:
         log.debug("could not warm the CSS selector engine", exc_info=True)
 
 
+def pool_worker_class(settings: Settings, worker_class: type[Worker] = Worker) -> type[CrashSafeWorker]:
+    """The crash-safe worker class of settings.worker_execution, with its limits."""
+    if settings.worker_execution == "fork":
+        return crash_safe(worker_class, "fork")
+    return crash_safe(worker_class, "inprocess", max_jobs=settings.worker_max_jobs,
+                      max_rss_bytes=settings.worker_max_rss_mib * MIB)
+
+
 def worker_pool(settings: Settings, queue_names: list[str], worker_class: type[Worker] = Worker) -> WorkerPool:
     """The service's pool: settings.workers crash-safe workers on ClaimingQueues."""
     preload_job_code()
     CrashSafeWorker.pool_pid = os.getpid()  # the workers are forked from this process
     connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-    return WorkerPool(queue_names, connection=connection, num_workers=settings.workers, serializer=JSONSerializer,
-                      worker_class=crash_safe(worker_class), queue_class=ClaimingQueue)
+    return CrashSafePool(queue_names, connection=connection, num_workers=settings.workers, serializer=JSONSerializer,
+                         worker_class=pool_worker_class(settings, worker_class), queue_class=ClaimingQueue)

@@ -3,9 +3,14 @@
 `python -m jobs.worker --check` is the container health check: exit 0 when a worker of
 this host is registered (RQ drops workers whose heartbeat stops).
 
-The pool keeps WORKERS RQ workers alive (it respawns any that die); each forks a
-work-horse per job, so a crash or a runaway page costs one job, never the worker.
-The pool's workers also run RQ's scheduler, which delayed retries need.
+The pool keeps WORKERS RQ workers alive (it replaces any that exit). WORKER_EXECUTION
+says how a worker runs a job: `inprocess` (default) runs it itself, and leaves for a fresh
+process when worn (WORKER_MAX_JOBS, WORKER_MAX_RSS_MIB, a MemoryError) or killed by its
+watchdog; `fork` forks a work-horse per job, so a runaway page costs one horse, never the
+worker, at a price: ~11 ms more CPU for a trivial job, ~45 ms for a page fetch (each horse
+sets up its own fetcher, TLS and connections). Either way a job is run once at a time and saved
+once (jobs/crashsafe.py). The pool's workers also run RQ's scheduler, which delayed
+retries need.
 """
 from __future__ import annotations
 
@@ -27,8 +32,9 @@ from jobs.queues import QUEUE_NAMES
 from jobs.ticker import ensure_ticking
 
 MIB = 1024 * 1024
-# Address-space cap per worker process: a backstop under the per-fetch body limit, so a
-# parser blow-up on a hostile page fails that job with MemoryError instead of the host.
+# Address-space cap per worker process (and work-horse): a backstop under the per-fetch
+# body limit, so a parser blow-up on a hostile page fails that job with MemoryError
+# instead of the host (an in-process worker then leaves for a fresh one).
 ADDRESS_SPACE_LIMIT = 2048 * MIB
 
 
@@ -39,7 +45,7 @@ def limit_memory(limit: int = ADDRESS_SPACE_LIMIT) -> None:
 
 
 def build_pool(settings: Settings) -> WorkerPool:
-    # Crash safety (claimed dequeues, job leases, horse watchdog, no orphans): jobs/crashsafe.py
+    # Crash safety (claimed dequeues, job leases, watchdogs, no orphans): jobs/crashsafe.py
     return crashsafe.worker_pool(settings, QUEUE_NAMES,
                                  worker_class=logs.JobLogWorker)  # RQ's own lines about a job carry job_id and url
 
