@@ -1,5 +1,8 @@
 """Crash safety, with the faults injected for real: SIGKILLed work-horses, workers and pools,
-a kill -9 of redis-server, SIGTERM shutdowns. Mechanisms: jobs/crashsafe.py, journal.py.
+a kill -9 of redis-server, SIGTERM shutdowns, jobs stuck where no timeout reaches them.
+Mechanisms: jobs/crashsafe.py, journal.py. Scenarios that make sense for both execution
+modes run in both (MODES: a worker runs its jobs in-process, or forks a horse per job);
+those about horses run in fork mode.
 
 The e2e tests each run their own redis-server (AOF, appendfsync everysec), a fixture
 "Goodreads" over HTTPS whose book pages can be slow, gunicorn and `python -m jobs.worker`
@@ -36,6 +39,9 @@ from tests.support import processes
 from tests.support.crash_service import (
     AofTail, CrashService, SaveCounter, alive, book_url, horse_of, kill, worker_processes, worker_tree,
 )
+from tests.support.worker_faults import STUCK_URL_ENV
+
+MODES = ["inprocess", "fork"]  # WORKER_EXECUTION
 
 
 def report(title: str, **figures) -> None:
@@ -168,12 +174,39 @@ def slow_first_fetch(first: float, then: float = 0.0):
     return delay
 
 
+class StuckFetchService(CrashService):
+    """The service with the pool run by tests.support.worker_faults: fetches of URLs holding
+    $METAPARSE_STUCK_URL get stuck where neither RQ's timeout nor a Python thread reaches."""
+
+    def start_pool(self) -> subprocess.Popen:
+        log_path = self.tmp / f"worker-{len(self.pool_logs)}.log"
+        self.pool_logs.append(log_path)
+        self.pool = processes.start([str(processes.VENV_BIN / "python"), "-m", "tests.support.worker_faults"],
+                                    self.env, log_path)
+        return self.pool
+
+
+def in_mode(mode: str, **env: str) -> dict[str, str]:
+    return {"WORKER_EXECUTION": mode, **env}
+
+
+def executing_process(service: CrashService, job_id: str, mode: str) -> int:
+    """The process running the job: the worker itself (inprocess), or its horse (fork)."""
+    worker = service.job_worker_pid(job_id)
+    if mode == "inprocess":
+        assert horse_of(worker) is None
+        return worker
+    horse = horse_of(worker)
+    assert horse is not None
+    return horse
+
+
 @pytest.fixture
 def service_factory(tmp_path):
     started: list[CrashService] = []
 
-    def make(**kwargs) -> CrashService:
-        service = CrashService(tmp_path / f"svc{len(started)}", **kwargs)
+    def make(service_class: type[CrashService] = CrashService, **kwargs) -> CrashService:
+        service = service_class(tmp_path / f"svc{len(started)}", **kwargs)
         service.tmp.mkdir()
         started.append(service)
         return service.start()
@@ -190,7 +223,8 @@ def service_factory(tmp_path):
 
 @pytest.mark.e2e
 def test_sigkill_of_a_work_horse_mid_job_reruns_it_and_saves_once(service_factory):
-    service = service_factory(workers=1, web_workers=1, delay_for=slow_first_fetch(3.0, 0.5))
+    service = service_factory(workers=1, web_workers=1, delay_for=slow_first_fetch(3.0, 0.5),
+                              env_overrides=in_mode("fork"))
     url = book_url(101)
     counter = SaveCounter(service.redis.url)
     assert service.submit([url]).status_code == 202
@@ -210,10 +244,11 @@ def test_sigkill_of_a_work_horse_mid_job_reruns_it_and_saves_once(service_factor
 
 
 @pytest.mark.e2e
-def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(service_factory):
-    job_timeout = 30
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(service_factory, mode):
+    job_timeout = 10
     service = service_factory(workers=2, web_workers=1, delay_for=slow_first_fetch(3.0, 0.5),
-                              env_overrides={"JOB_TIMEOUT": str(job_timeout)})
+                              env_overrides=in_mode(mode, JOB_TIMEOUT=str(job_timeout), FETCH_DEADLINE="5"))
     url = book_url(202)
     counter = SaveCounter(service.redis.url)
     response = service.submit([url])
@@ -221,24 +256,60 @@ def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(service_fa
     job_id = response.json()["accepted"][0]["job_id"]
     service.wait_for_hit("/book/show/202")
     worker = service.job_worker_pid(job_id)
-    horse = horse_of(worker)
-    assert horse is not None
+    running = executing_process(service, job_id, mode)
     killed_at = time.monotonic()
-    kill(worker), kill(horse)
-    record = service.wait_for_records([url], 90)[url]
+    kill(worker), kill(running)
+    record = service.wait_for_records([url], 60)[url]
     recovered = time.monotonic() - killed_at
     saves = counter.stop()[url]
     bound = TIMINGS.recovery_bound(job_timeout, RETRY_INTERVALS[0])
-    report("whole worker SIGKILL", recovered_s=round(recovered, 2), recovery_bound_s=bound,
+    report(f"whole worker SIGKILL ({mode})", recovered_s=round(recovered, 2), recovery_bound_s=bound,
            fetches=service.site.hits["/book/show/202"], saves=saves, lost=int(record is None))
-    assert record is not None, f"no record within 90 s of the kill\n{service.log_tail()}"
+    assert record is not None, f"no record within 60 s of the kill\n{service.log_tail()}"
     assert record["status"] == "done" and saves == 1
-    assert not alive(worker) and not alive(horse)
+    assert not alive(worker) and not alive(running)
     # Not before the lease ended (no second run while the first could still be alive); the
     # lease started when the job did, a little before the kill (10 s allowed for that)...
     assert recovered >= job_timeout + TIMINGS.lease_grace - 1 - 10
     # ...and soon after it.
     assert recovered <= bound + 10
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", MODES)
+def test_a_job_stuck_past_its_timeout_dies_before_its_lease_ends_and_is_recorded(service_factory, mode):
+    """A fetch stuck in C, SIGALRM blocked and the GIL held (tests/support/worker_faults.py):
+    RQ's timeout cannot end it, nor can a Python thread of its process. The executing
+    process (the horse; in-process, the worker itself) is SIGKILLed at T0 + timeout +
+    HARD_KILL_GRACE, before its lease can be seen abandoned. With no retries left the job
+    ends with one `worker_crashed` record: fork, saved by the worker that saw its horse
+    die; inprocess, by the maintenance of the worker the pool started in its place."""
+    job_timeout, url = 5, book_url(303)
+    service = service_factory(StuckFetchService, workers=1, web_workers=1, env_overrides=in_mode(
+        mode, JOB_TIMEOUT=str(job_timeout), FETCH_DEADLINE="2", FETCH_CONNECT_TIMEOUT="1", FETCH_RETRIES="0",
+        **{STUCK_URL_ENV: "/book/show/303"}))
+    counter = SaveCounter(service.redis.url)
+    job_id = service.submit([url]).json()["accepted"][0]["job_id"]
+    running = executing_process(service, job_id, mode)
+    client = service.client()
+    [(member, lease_ends)] = client.zrange(make_queue("goodreads", client).started_job_registry.key, 0, -1,
+                                           withscores=True)
+    started = float(client.hget(f"rq:execution:{member.decode()}", "created_at"))  # just after T0
+    while alive(running):
+        assert time.time() < started + job_timeout + TIMINGS.hard_kill_grace + 5, "the stuck job was not killed"
+        time.sleep(0.02)
+    died = time.time()
+    record = service.wait_for_records([url], 45)[url]
+    saves = counter.stop()[url]
+    report(f"stuck job ({mode})", killed_after_s=round(died - started, 2),
+           lease_ends_after_s=round(lease_ends - started, 1), recorded_after_s=round(time.time() - started, 1),
+           saves=saves)
+    assert job_timeout < died - started <= TIMINGS.hard_kill_after(job_timeout) + 1
+    assert died < lease_ends - 1  # INVARIANT: gone before any worker could see the job abandoned
+    assert record is not None, service.log_tail()
+    assert record["status"] == "failed" and record["error"]["code"] == "worker_crashed" and saves == 1
+    service.wait_for_workers(1)  # inprocess: the pool replaced the worker that killed itself
+    assert service.pool.poll() is None
 
 
 @pytest.mark.e2e
@@ -314,12 +385,13 @@ def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory):
 
 
 @pytest.mark.e2e
-def test_soak_random_sigkills_of_workers_and_horses(service_factory):
-    """300 URLs while a thread SIGKILLs a random worker process every 2-5 s (a horse, a worker
-    main, now and then the pool itself, which a supervisor restarts)."""
-    service = service_factory(workers=3, web_workers=1, delay_for=lambda path: 0.8, env_overrides={
-        "JOB_TIMEOUT": "10", "FETCH_DEADLINE": "5", "FETCH_CONNECT_TIMEOUT": "2", "FETCH_READ_TIMEOUT": "4"})
-    urls = [book_url(n) for n in range(20_000, 20_300)]
+@pytest.mark.parametrize("mode", MODES)
+def test_soak_random_sigkills_of_workers_and_horses(service_factory, mode):
+    """150 URLs per mode while a thread SIGKILLs a random worker process every 2-5 s (a horse
+    in fork mode, or a worker main; every 6th kill the pool itself, which a supervisor restarts)."""
+    service = service_factory(workers=3, web_workers=1, delay_for=lambda path: 0.8, env_overrides=in_mode(
+        mode, JOB_TIMEOUT="10", FETCH_DEADLINE="5", FETCH_CONNECT_TIMEOUT="2", FETCH_READ_TIMEOUT="4"))
+    urls = [book_url(n) for n in range(20_000, 20_150)]
     counter = SaveCounter(service.redis.url)
     started = time.monotonic()
     assert service.submit(urls).status_code == 202
@@ -336,11 +408,11 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory):
             time.sleep(0.1)
 
     def kill_randomly() -> None:
-        while not stop.is_set() and sum(kills.values()) < 30 and time.monotonic() - started < 125:
+        while not stop.is_set() and sum(kills.values()) < 15 and time.monotonic() - started < 60:
             stop.wait(rng.uniform(2, 5))
             mains, horses = worker_tree(service.pool.pid)
             roll = rng.random()
-            if roll < 0.08:
+            if sum(kills.values()) % 6 == 5:  # the 6th and 12th kill: the whole pool
                 kind, pid = "pool", service.pool.pid
             elif horses and roll < 0.6:
                 kind, pid = "horse", rng.choice(horses)
@@ -354,9 +426,9 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory):
     threads = [threading.Thread(target=supervise, daemon=True), threading.Thread(target=kill_randomly, daemon=True)]
     for thread in threads:
         thread.start()
-    threads[1].join(130)
+    threads[1].join(65)
     killing_ended = time.monotonic()
-    records = service.wait_for_records(urls, max(10.0, 175 - (time.monotonic() - started)), poll=1)
+    records = service.wait_for_records(urls, max(10.0, 115 - (time.monotonic() - started)), poll=1)
     stop.set()
     threads[0].join(5)
     elapsed = time.monotonic() - started
@@ -368,24 +440,26 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory):
     # Stopped as honcho stops it, nothing of the worker side may be left.
     processes.stop(service.pool)
     leftovers = [pid for pid in worker_processes(service.marker) if alive(pid)]
-    report("soak", urls=len(urls), kills=sum(kills.values()), **{f"killed_{k}": v for k, v in kills.items()},
+    report(f"soak ({mode})", urls=len(urls), kills=sum(kills.values()), **{f"killed_{k}": v for k, v in kills.items()},
            pool_restarts=len(pool_exits), pool_exit_codes=pool_exits, lost=len(lost), duplicate_saves=len(duplicated),
            max_saves=max(saves.values(), default=0), records_done=statuses["done"],
            records_failed=statuses["failed"], kill_phase_s=round(killing_ended - started, 1),
            elapsed_s=round(elapsed, 1), leftover_processes=len(leftovers))
-    assert sum(kills.values()) >= 20
+    assert sum(kills.values()) >= 10 and kills["pool"] >= 1
+    assert kills["horse"] if mode == "fork" else not kills["horse"]
     assert pool_exits == [-signal.SIGKILL] * kills["pool"], "a pool ended without being killed"
     assert lost == [], f"{len(lost)} URLs without a record, e.g. {lost[:3]}\n{service.log_tail()}"
     assert duplicated == {}, f"records saved more than once: {duplicated}"
     assert all(saves[url] == 1 for url in urls)
     assert leftovers == [], f"left running after the pool stopped: {leftovers}"
-    assert elapsed < 180
+    assert elapsed < 120
 
 
 @pytest.mark.e2e
-def test_sigterm_lets_the_running_job_finish_and_leaves_no_horse(service_factory):
+@pytest.mark.parametrize("mode", MODES)
+def test_sigterm_lets_the_running_job_finish_and_leaves_no_horse(service_factory, mode):
     """docker stop: SIGTERM to the pool (PID 1); the job in flight finishes, then all exit."""
-    service = service_factory(workers=2, web_workers=1, delay_for=lambda path: 3.0)
+    service = service_factory(workers=2, web_workers=1, delay_for=lambda path: 3.0, env_overrides=in_mode(mode))
     url = book_url(501)
     counter = SaveCounter(service.redis.url)
     assert service.submit([url]).status_code == 202
@@ -396,24 +470,27 @@ def test_sigterm_lets_the_running_job_finish_and_leaves_no_horse(service_factory
     stopped = time.monotonic() - signalled
     record = service.records([url])[url]
     leftovers = worker_processes(service.marker)
-    report("SIGTERM (docker stop)", pool_exit_s=round(stopped, 2), pool_exit_code=exit_code,
+    report(f"SIGTERM (docker stop, {mode})", pool_exit_s=round(stopped, 2), pool_exit_code=exit_code,
            job=record and record["status"], saves=counter.stop()[url], leftover_processes=len(leftovers))
     assert record is not None and record["status"] == "done", service.log_tail()
     assert leftovers == []
 
 
 @pytest.mark.e2e
-def test_sigterm_then_sigkill_leaves_no_orphan_horse_and_the_job_is_requeued(service_factory):
-    """honcho: SIGTERM to the process group, SIGKILL to it 5 s later. The horse is in a group
-    of its own (RQ's setpgrp), so only PDEATHSIG takes it down with its worker."""
-    job_timeout = 20
+@pytest.mark.parametrize("mode", MODES)
+def test_sigterm_then_sigkill_leaves_no_orphan_horse_and_the_job_is_requeued(service_factory, mode):
+    """honcho: SIGTERM to the process group, SIGKILL to it 5 s later, mid-job. Fork: the
+    horse is in a group of its own (RQ's setpgrp), so only PDEATHSIG takes it down with its
+    worker. Inprocess: the worker, still finishing its job after the SIGTERM, dies with it.
+    Either way the lease puts the job back and the restarted service completes it."""
+    job_timeout = 12
     service = service_factory(workers=1, web_workers=1, delay_for=slow_first_fetch(8.0, 0.5),
-                              env_overrides={"JOB_TIMEOUT": str(job_timeout), "FETCH_DEADLINE": "15"})
+                              env_overrides=in_mode(mode, JOB_TIMEOUT=str(job_timeout), FETCH_DEADLINE="10"))
     url = book_url(502)
     counter = SaveCounter(service.redis.url)
-    assert service.submit([url]).status_code == 202
+    job_id = service.submit([url]).json()["accepted"][0]["job_id"]
     service.wait_for_hit("/book/show/502")
-    [horse] = worker_tree(service.pool.pid)[1]
+    horse = executing_process(service, job_id, mode)
     group = service.pool.pid
     os.killpg(group, signal.SIGTERM)
     try:
@@ -429,7 +506,7 @@ def test_sigterm_then_sigkill_leaves_no_orphan_horse_and_the_job_is_requeued(ser
     record = service.wait_for_records([url], job_timeout + 60)[url]
     requeued_after = time.monotonic() - gone
     saves = counter.stop()[url]
-    report("SIGTERM then SIGKILL (honcho)", orphans_after_kill=len([p for p in orphans if alive(p)]),
+    report(f"SIGTERM then SIGKILL (honcho, {mode})", orphans_after_kill=len([p for p in orphans if alive(p)]),
            horse_survived=horse_alive, requeued_and_done_after_s=round(requeued_after, 1), saves=saves)
     assert not horse_alive and [p for p in orphans if alive(p)] == []
     assert record is not None and record["status"] == "done", service.log_tail()
