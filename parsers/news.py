@@ -354,7 +354,7 @@ def _site_candidate(match: Element, rule: SiteRule, page: Page) -> tuple[str, st
 def _first_match(element: Element, selector: str) -> Element:
     """The first descendant matching selector, else element itself (bounded, unlike select_one)."""
     compiled = compile_selector(selector)
-    found = (t for t in descendants(element) if is_tag(t) and compiled.match(t))
+    found = (t for t in descendants(element) if is_tag(t) and compiled.admits(t) and compiled.match(t))
     return next(found, element)
 
 
