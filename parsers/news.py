@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from itertools import islice
 from urllib.parse import urlsplit
 
@@ -217,6 +217,27 @@ TRACKING_PARAM = re.compile(
     re.IGNORECASE,
 )
 SECOND_LEVEL_LABELS = {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go"}
+
+
+# --- Caches ------------------------------------------------------------------------------------
+
+
+def short_key_cache(maxsize: int, max_chars: int = 1024) -> Callable[[Callable], Callable]:
+    """lru_cache for calls on short strings (class lists, hrefs); calls on longer ones, which
+    only hostile markup makes, run uncached, so a worker's caches stay a few megabytes."""
+    def decorate(function: Callable) -> Callable:
+        cached = lru_cache(maxsize=maxsize)(function)
+
+        @wraps(function)
+        def call(*args: str | None) -> object:
+            size = 0
+            for arg in args:
+                if arg:
+                    size += len(arg)
+            return function(*args) if size > max_chars else cached(*args)
+        call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
+        return call
+    return decorate
 
 
 # --- Entry point -------------------------------------------------------------------------------
@@ -578,7 +599,7 @@ def story_url(link: Element, page: Page) -> str | None:
     return _story_url(href, page.base) if isinstance(href, str) else None
 
 
-@lru_cache(maxsize=4096)
+@short_key_cache(maxsize=4096)
 def _story_url(href: str, base: str) -> str | None:
     # Cached, as resolve and url_key are: a front links many stories more than once.
     url = resolve(href, base)
@@ -597,7 +618,7 @@ def resolve(href: object, base: str) -> str | None:
     return _resolve(href, base) if isinstance(href, str) else None
 
 
-@lru_cache(maxsize=4096)
+@short_key_cache(maxsize=4096)
 def _resolve(href: str, base: str) -> str | None:
     try:
         return absolute_url(href, base)
@@ -629,7 +650,7 @@ def _is_article_segment(segment: str, index: int, segments: list[str]) -> bool:
     return len(words) >= SLUG_WORDS
 
 
-@lru_cache(maxsize=4096)
+@short_key_cache(maxsize=4096)
 def url_key(url: str) -> str:
     """What makes two links the same story: host without www, path, non-tracking query."""
     parts = urlsplit(url)
@@ -962,7 +983,7 @@ def class_tokens(element: Element) -> frozenset[str]:
     return _class_tokens(classes, test_id) if classes or test_id else NO_TOKENS
 
 
-@lru_cache(maxsize=4096)
+@short_key_cache(maxsize=4096)
 def _class_tokens(classes: str | None, test_id: str | None) -> frozenset[str]:
     # Cached: a front repeats a few hundred class strings over thousands of elements.
     tokens: set[str] = set()
@@ -1102,7 +1123,7 @@ def _matches(element: Element, selector: object, cache: dict) -> bool:
     return not selector.relation or _ancestor_matches(element, selector.relation, cache)
 
 
-@lru_cache(maxsize=256)
+@short_key_cache(maxsize=256, max_chars=64)
 def _ascii_lower(name: str) -> str:
     """soupsieve's case folding of names: ASCII letters only."""
     return name.translate(ASCII_LOWER)

@@ -597,6 +597,21 @@ def test_five_mib_of_junk_is_bounded() -> None:
     assert timed("".join(chunks)) < 60
 
 
+def test_caches_keep_no_huge_strings() -> None:
+    """Class lists and URLs are cached across pages, but never the huge ones of hostile pages."""
+    caches = (news._class_tokens, news._resolve, news._story_url, news.url_key)
+    huge = "x" * 100_000
+    second = f'<div class="card">{story("/2024/01/02/second-story", "Second story title words")}</div>'
+    sizes = []
+    with_huge = page(story(f"/2024/01/02/{huge}", "A huge story title here"), f'<div class="{huge}">{second}</div>')
+    for html in (page(second), with_huge):
+        for cache in caches:
+            cache.cache_clear()
+        news.parse(html, "https://example.com/")
+        sizes.append([cache.cache_info().currsize for cache in caches])
+    assert sizes[0] == sizes[1] and all(sizes[0])
+
+
 def test_huge_flat_page_is_capped() -> None:
     links = "".join(f'<p><a href="/2024/01/02/story-number-{i}">Story number {i} on a huge page</a></p>' for i in range(20_000))
     start = time.perf_counter()
