@@ -5,6 +5,7 @@ import hmac
 import json
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from errors import ApiError, BlockedAddress
 from guard import check_url_shape
 from jobs import callbacks, recrawl
 from jobs.ticker import ensure_ticking
-from batches import batch_summary, job_error, record_json, url_state
+from batches import batch_summary, job_error, lookup, record_json
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
 import journal
 import metrics
@@ -33,6 +34,7 @@ BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_PAGE = 1000
 MAX_CURSOR = 2**64 - 1  # Redis SCAN cursors are unsigned 64-bit; a bigger one is a Redis error
 MAX_JSON_DEPTH = 64  # a submission nests 3 deep; see json_body()
+NEXT_TICK = "metaparse.next_tick"  # app.extensions: when keep_ticking() next calls ensure_ticking()
 
 
 def settings() -> Settings:
@@ -152,26 +154,40 @@ def require_token() -> None:
 
 
 def submit_batch(submission: Submission, only: str | None = None):
-    accepted, rejected = [], []
-    submitter = Submitter(redis(), settings())
-    done: dict[str, dict] = {}  # canonical URL -> answer, so two spellings enqueue once
+    rejected, routed = [], []
     for url in submission.urls:
         try:
-            routed = route_for_submission(url, only)
+            routed.append((url, route_for_submission(url, only)))
         except Unsupported as exc:
             rejected.append({"url": url, "reason": exc.reason})
-            continue
-        if routed.canonical_url not in done:
-            done[routed.canonical_url] = accepted_item(submitter.submit(routed, submission.refresh))
-            metrics.job_submitted(done[routed.canonical_url])
-            recrawl.client_wants(storage(), routed, settings())
-        accepted.append({"url": url, **done[routed.canonical_url]})
+    done = submit_routes([r for _, r in routed], submission.refresh)  # two spellings enqueue once
+    accepted = [{"url": url, **done[r.canonical_url]} for url, r in routed]
     journal.record_accepted(redis(), settings(), done.values())  # durable before the 202: journal.py
     batch_id = save_batch(accepted, submission.callback_url) if accepted else None
     if accepted:  # a request refused whole writes nothing to RQ, not even the ticker
-        ensure_ticking(redis(), settings().tick_seconds)
+        keep_ticking()
     status = 202 if accepted else 400
     return jsonify({"batch_id": batch_id, "accepted": accepted, "rejected": rejected}), status
+
+
+def submit_routes(routes: list[Route], refresh: bool) -> dict[str, dict]:
+    """Submit every distinct page in a few round trips (Submitter.submit_many); canonical URL -> answer."""
+    done = {}
+    for answer in Submitter(redis(), settings()).submit_many(routes, refresh):
+        done[answer.route.canonical_url] = item = accepted_item(answer)
+        metrics.job_submitted(item)
+        recrawl.client_wants(storage(), answer.route, settings())
+    return done
+
+
+def keep_ticking() -> None:
+    """ensure_ticking(), at most once per tick period of this app: until the tick it scheduled
+    is due, another call would only find that tick scheduled (a Lua script in Redis per POST)."""
+    every, now = settings().tick_seconds, time.time()
+    if now < current_app.extensions.get(NEXT_TICK, 0.0):
+        return
+    ensure_ticking(redis(), every)
+    current_app.extensions[NEXT_TICK] = (int(now) // every + 1) * every  # the tick it scheduled, or an earlier one
 
 
 def route_for_submission(url: object, only: str | None) -> Route:
@@ -233,8 +249,7 @@ def record_response(url: str | None, since: datetime | None = None):
         canonical = route(url, allow_any_site=True).canonical_url
     except Unsupported as exc:
         raise ApiError(400, "invalid_url", exc.reason) from None
-    record = storage().load_record(canonical)
-    state = url_state(redis(), canonical, record)
+    record, state = lookup(redis(), canonical)
     if state is None:
         raise ApiError(404, "not_found", f"{canonical} has never been submitted; POST it to /parse")
     if since is not None and record is not None and record["kind"] == NEWS.kind and record["status"] == "done":

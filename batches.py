@@ -10,25 +10,41 @@ from datetime import datetime
 from redis import Redis
 from rq.job import Job, JobStatus
 
-from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, public_status
-from storage import Storage
+from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, job_statuses, public_status
+from storage import Storage, record_key
 
 TERMINAL = {"done", "failed", "expired"}
 
 
 def url_state(connection: Redis, canonical: str, record: dict | None) -> dict | None:
     """The record (with any refresh in flight), else the job's state, else None."""
-    job = fetch_job(connection, job_id_for(canonical))
-    job_status = job.get_status(refresh=False) if job is not None else None
+    return state_of(connection, canonical, record, job_statuses(connection, [job_id_for(canonical)])[0])
+
+
+def lookup(connection: Redis, canonical: str) -> tuple[dict | None, dict | None]:
+    """(the stored record, url_state()) in one round trip: what GET /info needs."""
+    key = record_key(canonical)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.get(key)
+        pipe.hget(Job.key_for(job_id_for(canonical)), "status")
+        raw, status = pipe.execute()
+    record = Storage._decode(key, raw, dict)  # the same safe unpickling as Storage.load_record
+    return record, state_of(connection, canonical, record, JobStatus(status.decode()) if status else None)
+
+
+def state_of(connection: Redis, canonical: str, record: dict | None, job_status: JobStatus | None) -> dict | None:
+    """url_state() when the job's status is known already (None: no job). The whole job is
+    read only when the answer needs more than its status: a step, or why it failed."""
     if record is not None:
         body = record_json(record)
         if job_status in IN_FLIGHT:
             body["refresh"] = public_status(job_status)
         return body
+    job = fetch_job(connection, job_id_for(canonical)) if job_status in (JobStatus.STARTED, JobStatus.FAILED) else None
     if job_status in IN_FLIGHT:
-        step = job.meta.get("step") if job_status == JobStatus.STARTED else None
-        return {"url": canonical, "status": public_status(job_status), "step": step, "job_id": job.id}
-    if job_status == JobStatus.FAILED:  # the job died without saving a record (worker killed)
+        step = job.meta.get("step") if job is not None else None
+        return {"url": canonical, "status": public_status(job_status), "step": step, "job_id": job_id_for(canonical)}
+    if job is not None:  # failed: the job died without saving a record (worker killed)
         return {"url": canonical, "status": "failed", "job_id": job.id, "error": job_error(job)}
     return None
 
@@ -55,10 +71,12 @@ def batch_summary(connection: Redis, batch: dict) -> dict:
 
 
 def batch_items(connection: Redis, items: list[dict]) -> list[dict]:
-    records = Storage(connection).load_records([item["canonical_url"] for item in items])
+    urls = [item["canonical_url"] for item in items]
+    records = Storage(connection).load_records(urls)
+    statuses = job_statuses(connection, [job_id_for(url) for url in urls])  # one round trip for all
     answer = []
-    for item, record in zip(items, records):
-        state = url_state(connection, item["canonical_url"], record) or {"status": "expired"}
+    for item, record, status in zip(items, records, statuses):
+        state = state_of(connection, item["canonical_url"], record, status) or {"status": "expired"}
         answer.append({**item, "status": state["status"], "step": state.get("step"),
                        "refreshing": "refresh" in state, "error": state.get("error")})
     return answer

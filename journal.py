@@ -9,7 +9,9 @@ to wait for the disk. So POST /parse does not rely on Redis alone:
    URLs and sources to this process's journal file under DATA_DIR/journal, one
    write + fsync per request. Failing that, the request fails (500): no 202 without it.
 3. Still before the 202, it checks that every URL has a record or a job in Redis now,
-   and submits again any that has neither (Redis restarted between 1 and 3).
+   and submits again any that has neither (Redis restarted between 1 and 3). One EXISTS
+   of the key each answer promised (the record of a "cached" URL, the job of the others)
+   settles the usual case; only when one is missing are the URLs looked at one by one.
 4. A reconciler thread per web process polls `INFO server` every POLL_SECONDS. When
    Redis's run_id changes (a restart, or a fail-over) and after a step 3 that could not
    reach Redis, it reads every journal entry kept (for this Redis) and submits again each
@@ -166,10 +168,9 @@ def resubmit_missing(connection: Redis, settings: Settings, entries: Iterable[tu
         return 0
     with connection.pipeline(transaction=False) as pipe:
         for url in pending:
-            pipe.exists(record_key(url))
-            pipe.exists(Job.key_for(job_id_for(url)))
+            pipe.exists(record_key(url), Job.key_for(job_id_for(url)))  # how many of the two: 0 is missing
         found = pipe.execute()
-    missing = [url for index, url in enumerate(pending) if not (found[2 * index] or found[2 * index + 1])]
+    missing = [url for url, count in zip(pending, found) if not count]
     submitter = Submitter(connection, settings)
     for url in missing:
         try:
@@ -271,7 +272,10 @@ def reconciler_for(settings: Settings) -> Reconciler:
 
 
 def record_accepted(connection: Redis, settings: Settings, items: Iterable[dict]) -> None:
-    """The API's hook, after submitting and before answering 202 (see the module docstring)."""
+    """The API's hook, after submitting and before answering 202 (see the module docstring).
+
+    items are the API's answers (canonical_url, source, status, job_id)."""
+    items = list(items)
     entries = [(item["canonical_url"], item["source"]) for item in items]
     if not entries:
         return
@@ -279,10 +283,18 @@ def record_accepted(connection: Redis, settings: Settings, items: Iterable[dict]
     reconciler.journal.append(entries)
     try:
         reconciler.learn_run_id(connection)
-        missing = resubmit_missing(connection, settings, entries)
+        missing = 0 if all_still_there(connection, items) else resubmit_missing(connection, settings, entries)
     except RedisError as exc:
         log.warning("journal: could not check %d accepted URLs (%s); the reconciler will", len(entries), exc)
         reconciler.request_scan()
         return
     if missing:
         log.warning("journal: %d accepted URLs were missing from Redis (restarted meanwhile): submitted again", missing)
+
+
+def all_still_there(connection: Redis, items: list[dict]) -> bool:
+    """Step 3's quick form, one command: does every URL still have what its answer promised, the
+    record of a "cached" one, the job of the others? Else resubmit_missing() looks URL by URL."""
+    keys = {record_key(item["canonical_url"]) if item["status"] == "cached" else Job.key_for(item["job_id"])
+            for item in items}
+    return connection.exists(*keys) == len(keys)

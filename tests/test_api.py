@@ -275,3 +275,18 @@ def test_records_of_an_unknown_batch_is_404(client):
 def test_raw_non_utf8_query_bytes_are_a_400_json(client):
     response = client.get("/info", environ_overrides={"QUERY_STRING": "url=\x80"})
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_encoding"
+
+
+def test_the_ticker_is_checked_once_per_tick_period(client, redis_client, monkeypatch):
+    import api
+
+    calls, now = [], [1000.0]
+    monkeypatch.setattr(api, "ensure_ticking", lambda connection, every: calls.append(every))
+    monkeypatch.setattr(api.time, "time", lambda: now[0])
+    for url in (BOOK, SPELLINGS[0], "https://www.goodreads.com/book/show/2"):
+        client.post("/parse", json=[url])
+    assert calls == [5]  # TICK_SECONDS: the next tick (at 1005) is scheduled already
+    client.post("/parse", json=[{"not": "a url"}])
+    now[0] = 1005.0
+    client.post("/parse", json=[BOOK])
+    assert calls == [5, 5]
