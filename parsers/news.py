@@ -222,7 +222,10 @@ SECOND_LEVEL_LABELS = {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or"
 # --- Caches ------------------------------------------------------------------------------------
 
 
-def short_key_cache(maxsize: int, max_chars: int = 1024) -> Callable[[Callable], Callable]:
+CACHED_CHARS = 1024  # longest arguments (summed) whose results are cached
+
+
+def short_key_cache(maxsize: int, max_chars: int = CACHED_CHARS) -> Callable[[Callable], Callable]:
     """lru_cache for calls on short strings (class lists, hrefs); calls on longer ones, which
     only hostile markup makes, run uncached, so a worker's caches stay a few megabytes."""
     def decorate(function: Callable) -> Callable:
@@ -982,18 +985,25 @@ def class_tokens(element: Element) -> frozenset[str]:
     """Lower-case words of the class and data-testid attributes: "gs-c-promo-heading__title kickerText"
     -> {gs, c, promo, heading, title, kicker, text}."""
     classes, test_id = element.get("class"), element.get("data-testid")
-    return _class_tokens(classes, test_id) if classes or test_id else NO_TOKENS
+    if not (classes or test_id):
+        return NO_TOKENS
+    # Cached (a front repeats a few hundred class strings over thousands of elements), but not
+    # the huge ones of hostile pages; checked here, as this runs for every element.
+    if len(classes or "") + len(test_id or "") > CACHED_CHARS:
+        return _words(classes, test_id)
+    return _class_tokens(classes, test_id)
 
 
-@short_key_cache(maxsize=4096)
-def _class_tokens(classes: str | None, test_id: str | None) -> frozenset[str]:
-    # Cached: a front repeats a few hundred class strings over thousands of elements.
+def _words(classes: str | None, test_id: str | None) -> frozenset[str]:
     tokens: set[str] = set()
     for value in (" ".join(classes.split()) if classes else None, test_id):  # bs4's class list, rejoined
         if value:
             tokens.update(NON_WORD.split(CAMEL_CASE.sub(r"\1 \2", value[:500]).lower()))  # kickerText
     tokens.discard("")
     return frozenset(tokens)
+
+
+_class_tokens = lru_cache(maxsize=4096)(_words)
 
 
 def _ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int = CLIMB) -> Element | None:
@@ -1110,7 +1120,7 @@ def _any_of(literals: list[str | None]) -> re.Pattern | None:
 def _matches(element: Element, selector: object, cache: dict) -> bool:
     """soupsieve's verdict on one compiled selector for an element (see _check_supported)."""
     tag = selector.tag
-    if tag is not None and tag.name != "*" and _ascii_lower(tag.name) != _ascii_lower(element.tag):
+    if tag is not None and tag.name != "*" and not _same_name(_ascii_lower(tag.name), element.tag):
         return False
     if any(element.get("id", "") != i for i in selector.ids):
         return False
@@ -1129,6 +1139,11 @@ def _matches(element: Element, selector: object, cache: dict) -> bool:
 def _ascii_lower(name: str) -> str:
     """soupsieve's case folding of names: ASCII letters only."""
     return name.translate(ASCII_LOWER)
+
+
+def _same_name(lowered: str, tag: str) -> bool:
+    # The parser lower-cases tag names already: the plain comparison nearly always decides.
+    return tag == lowered or tag.translate(ASCII_LOWER) == lowered
 
 
 def _attribute_matches(element: Element, test: object) -> bool:
