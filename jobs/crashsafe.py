@@ -125,9 +125,11 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from types import FrameType
 from multiprocessing import connection as mp_connection
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
@@ -139,7 +141,7 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
-from rq.worker_pool import WorkerPool
+from rq.worker_pool import WorkerData, WorkerPool
 
 from config import MIB, Settings
 from storage import PREFIX, Storage
@@ -149,7 +151,7 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 JOB_FUNCTION = "jobs.tasks.fetch_and_parse"  # jobs.queues.JOB_FUNCTION (not imported: no cycle)
 
-HARD_KILL_GRACE = 3  # s after a job's timeout before its horse is SIGKILLed
+HARD_KILL_GRACE = 3  # s after a job's timeout before its executing process (horse, or worker) is SIGKILLed
 LEASE_GRACE = 15  # s after a job's timeout before its execution counts as abandoned
 KILL_SLACK = 10  # s allowed for a kill to land and be recorded, and for clock differences
 MAINTENANCE_INTERVAL = 5  # s between maintenance passes (registry cleaning, claim sweep)
@@ -167,8 +169,7 @@ SAVE_GUARD_SECONDS = 86400  # as long as a job (and any re-run of it) is kept: R
 DEFAULT_JOB_TIMEOUT = Queue.DEFAULT_TIMEOUT  # what RQ applies to a job enqueued without one
 WATCHDOG_POLL = 0.25  # s between the in-process watchdog thread's looks at the clock
 WATCHDOG_LEAD = 0.5  # s before the kernel timer's deadline that the watchdog thread kills (saying why)
-RESPAWN_PACE = 1.0  # s, least time between two worker starts by the pool (RQ's own pace)
-EXECUTION_MODES = ("inprocess", "fork")  # settings.worker_execution
+RESPAWN_PACE = 1.0  # s, least time between two rounds of worker starts by the pool (RQ's own pace)
 
 CLAIMS = f"{PREFIX}:claims"  # zset: job id -> time its claim may be taken back
 CLAIM = f"{PREFIX}:claim:"  # + job id: the queue key the job was popped from
@@ -228,15 +229,16 @@ class Timings:
         return timeout + self.lease_grace - 1
 
     def hard_kill_after(self, timeout: float) -> float:
-        """Seconds after T0 when the watchdog SIGKILLs a horse still running."""
+        """Seconds after T0 when a job still running is SIGKILLed: its horse, or in-process its worker."""
         return timeout + self.hard_kill_grace
 
     def longest_horse_life(self, timeout: float) -> float:
-        """Seconds after T0 by which the horse is gone and its end recorded, at the latest."""
+        """Seconds after T0 by which the executing process (horse, or in-process worker) is
+        gone, and a horse's end recorded, at the latest."""
         return self.hard_kill_after(timeout) + self.kill_slack
 
     def holds_for(self, timeout: float) -> bool:
-        """The invariant: a horse is gone before its execution can be seen as abandoned."""
+        """The invariant: the executing process is gone before its execution can be seen as abandoned."""
         return self.longest_horse_life(timeout) < self.earliest_abandonment(timeout)
 
     def recovery_bound(self, timeout: float, retry_interval: float) -> float:
@@ -695,7 +697,7 @@ class CrashSafeWorker(Worker):
 
     _last_beat: float = 0.0  # time.monotonic() of the last heartbeat sent
 
-    def heartbeat(self, timeout: int | None = None, pipeline=None):
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None):
         """RQ's heartbeat is three commands, each a round trip, sent three times a job: here
         one pipeline, and none when the last beat is under HEARTBEAT_GAP s old. The worker's
         key then still has the TTL of that beat (a job's lease or worker_ttl + 60 s, both
@@ -742,7 +744,7 @@ class ColdShutdown(SystemExit):
 
 class InProcessWorker(CrashSafeWorker):
     """Runs each job in the worker process itself, as rq.SimpleWorker does, with the
-    guarantees of a work-horse kept (module docstring, "In-process execution"): the lease,
+    guarantees of a work-horse kept (module docstring, 3 and "In-process only"): the lease,
     a watchdog that kills this process when the job is overdue, and a fresh process once
     this one is worn (jobs run, memory, a MemoryError)."""
 
@@ -829,7 +831,7 @@ class InProcessWorker(CrashSafeWorker):
         except RedisError as exc:
             self.log.warning("Worker %s: shutdown request not noted in Redis (%s)", self.name, exc)
 
-    def request_force_stop(self, signum, frame):
+    def request_force_stop(self, signum: int, frame: FrameType | None):
         """Cold shutdown: as a forking worker's, the job is abandoned to its lease (ColdShutdown
         skips RQ's failure bookkeeping), and the worker leaves through its teardown."""
         if not self._in_job:
@@ -844,8 +846,8 @@ class CrashSafePool(WorkerPool):
     """RQ's WorkerPool, replacing an exited worker at once: in-process workers leave on
     purpose (worn, see InProcessWorker), so a replacement is routine. RQ's loop sleeps a
     second between checks and joins each live worker for 0.1 s; this one waits on the
-    workers' exits, still starting at most one worker per RESPAWN_PACE when they crash in
-    a loop (Redis away), and respawns with the pool's logging level (RQ's drops it)."""
+    workers' exits, still starting workers no more often than every RESPAWN_PACE when they
+    crash in a loop (Redis away), and respawns with the pool's logging level (RQ's drops it)."""
 
     logging_level: str = "INFO"
     _last_start: float = 0.0
@@ -878,7 +880,7 @@ class CrashSafePool(WorkerPool):
             if not data.process.is_alive():  # reaps it when it has exited; never waits
                 self.handle_dead_worker(data)
 
-    def handle_dead_worker(self, worker_data):
+    def handle_dead_worker(self, worker_data: WorkerData):
         """RQ's says "is dead": say how (an in-process worker killed by its watchdog leaves no line of its own)."""
         code = worker_data.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
@@ -908,10 +910,11 @@ def crash_safe(worker_class: type[Worker], execution: str = "fork", **attributes
 
 
 def preload_job_code() -> None:
-    """Work-horses are forked per job, so what a job imports or initialises lazily is paid
-    again by every horse (~0.5 s of CPU here: the job modules, and the CSS selector engine's
-    own set-up). Done once in the pool, every worker and horse inherits it. This also keeps
-    the kill-and-retry cycles of crash recovery cheap."""
+    """What a job imports or initialises lazily is paid again by every process that runs
+    one (~0.5 s of CPU here: the job modules, and the CSS selector engine's own set-up):
+    each work-horse in fork mode, each fresh worker in-process (they are replaced when
+    worn). Done once in the pool, every worker and horse inherits it. This also keeps the
+    kill-and-retry cycles of crash recovery cheap."""
     import jobs.tasks  # noqa: F401  (the job function and everything it imports)
 
     try:
