@@ -11,7 +11,7 @@ from redis import Redis
 from rq.job import Job, JobStatus
 
 from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, job_statuses, public_status
-from storage import Storage, record_key
+from storage import Storage, decode_value, record_key
 
 TERMINAL = {"done", "failed", "expired"}
 
@@ -28,7 +28,7 @@ def lookup(connection: Redis, canonical: str) -> tuple[dict | None, dict | None]
         pipe.get(key)
         pipe.hget(Job.key_for(job_id_for(canonical)), "status")
         raw, status = pipe.execute()
-    record = Storage._decode(key, raw, dict)  # the same safe unpickling as Storage.load_record
+    record = decode_value(key, raw, dict)  # the same safe unpickling as Storage.load_record
     return record, state_of(connection, canonical, record, JobStatus(status.decode()) if status else None)
 
 

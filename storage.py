@@ -49,6 +49,21 @@ def safe_loads(raw: bytes) -> object:
     return _SafeUnpickler(io.BytesIO(raw)).load()
 
 
+def decode_value(key: str, raw: bytes | None, kind: type) -> object | None:
+    """The value stored at key, unpickled safely, when it is a `kind`; None (logged) otherwise."""
+    if raw is None:
+        return None
+    try:
+        value = safe_loads(raw)
+    except Exception as exc:  # any malformed or hostile bytes: refuse, never execute
+        log.error("refused stored value at %s: %s", key, exc)
+        return None
+    if not isinstance(value, kind):
+        log.error("refused stored value at %s: a %s, not a %s", key, type(value).__name__, kind.__name__)
+        return None
+    return value
+
+
 def record_key(canonical_url: str) -> str:
     return f"{PREFIX}:record:{canonical_url}"
 
@@ -111,7 +126,7 @@ class Storage:
         if not canonical_urls:
             return []
         keys = [record_key(url) for url in canonical_urls]
-        return [self._decode(key, raw, dict) for key, raw in zip(keys, self.redis.mget(keys))]
+        return [decode_value(key, raw, dict) for key, raw in zip(keys, self.redis.mget(keys))]
 
     def scan_records(self, cursor: int = 0, count: int = 100) -> tuple[int, list[dict]]:
         """One page of all records: (next cursor, records); cursor 0 starts, and ends, the walk.
@@ -120,7 +135,7 @@ class Storage:
         """
         cursor, keys = self.redis.scan(cursor=cursor, match=f"{PREFIX}:record:*", count=count)
         raws = self.redis.mget(keys) if keys else []
-        records = [self._decode(key.decode(), raw, dict) for key, raw in zip(keys, raws)]
+        records = [decode_value(key.decode(), raw, dict) for key, raw in zip(keys, raws)]
         return int(cursor), [record for record in records if record is not None]
 
     def save_batch(self, batch: dict) -> None:
@@ -198,22 +213,8 @@ class Storage:
     def load_snapshots(self, canonical_url: str) -> list[dict]:
         """Newest first."""
         key = SNAPSHOTS + canonical_url
-        decoded = (self._decode(key, raw, dict) for raw in self.redis.lrange(key, 0, -1))
+        decoded = (decode_value(key, raw, dict) for raw in self.redis.lrange(key, 0, -1))
         return [snapshot for snapshot in decoded if snapshot is not None]
 
     def _load(self, key: str, kind: type) -> object | None:
-        return self._decode(key, self.redis.get(key), kind)
-
-    @staticmethod
-    def _decode(key: str, raw: bytes | None, kind: type) -> object | None:
-        if raw is None:
-            return None
-        try:
-            value = safe_loads(raw)
-        except Exception as exc:  # any malformed or hostile bytes: refuse, never execute
-            log.error("refused stored value at %s: %s", key, exc)
-            return None
-        if not isinstance(value, kind):
-            log.error("refused stored value at %s: a %s, not a %s", key, type(value).__name__, kind.__name__)
-            return None
-        return value
+        return decode_value(key, self.redis.get(key), kind)

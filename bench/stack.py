@@ -123,7 +123,7 @@ class Stack:
     services: list[Service] = field(default_factory=list)
 
     def service_env(self, **overrides: str) -> dict[str, str]:
-        return service_env(REDIS_URL=self.redis.url, **FAST_SETTINGS, **self.site.fetch_env(), **overrides)
+        return service_env(REDIS_URL=self.redis.url, **{**FAST_SETTINGS, **self.site.fetch_env(), **overrides})
 
     def start_service(self, workers: int, **overrides: str) -> Service:
         logs = Path(tempfile.mkdtemp(prefix="service-", dir=self.folder))

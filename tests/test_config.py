@@ -35,7 +35,7 @@ def test_empty_mapping_gives_documented_defaults():
     s = load_settings({})
     assert s == Settings(redis_url=DEFAULT_REDIS_URL)
     assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert (s.port, s.bind, s.workers, s.web_workers, s.web_threads) == (8000, "127.0.0.1", 2, 2, 4)
+    assert (s.port, s.bind, s.workers, s.web_workers, s.web_threads) == (8000, "127.0.0.1", 2, 4, 2)
     assert s.rqstatus_user is None and s.rqstatus_password is None
     assert s.api_tokens == frozenset()
     assert s.allow_any_site is False
