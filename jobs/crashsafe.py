@@ -918,11 +918,11 @@ def preload_job_code() -> None:
     import jobs.tasks  # noqa: F401  (the job function and everything it imports)
 
     try:
-        import soupsieve
+        import parsers
 
-        soupsieve.compile("html > body a[href]:not(.x)")  # builds soupsieve's tokenizer once
+        parsers.warm_up()  # every parser's CSS selectors, and soupsieve's tokenizer with them
     except Exception:  # only an optimisation
-        log.debug("could not warm the CSS selector engine", exc_info=True)
+        log.debug("could not warm the parsers up", exc_info=True)
 
 
 def pool_worker_class(settings: Settings, worker_class: type[Worker] = Worker) -> type[CrashSafeWorker]:

@@ -29,8 +29,8 @@ Conventions of the output:
 Raises ParseError only when the input is not an HTML page at all: empty, binary, no tag,
 or neither a title nor any text.
 
-The tree is the one parsers/news.py builds: lxml's own, read the way bs4 reads the tree it
-builds from the same parser (text runs as nodes, class lists, script/style/template/ruby
+The tree is parsers/tree.py's: lxml's own, read the way bs4 reads the tree it builds
+from the same parser (text runs as nodes, class lists, script/style/template/ruby
 text apart, whitespace-only runs as bs4 keeps them), at a fraction of bs4's cost.
 """
 from __future__ import annotations
@@ -57,8 +57,7 @@ from parsers.base import (
     jsonld_types,
     meta_index,
 )
-# The lxml tree and its bs4-faithful reading live in news.py for now; they belong in base.py.
-from parsers.news import (
+from parsers.tree import (
     GONE,
     STRING_CONTAINERS,
     Document,
@@ -130,6 +129,7 @@ AUTHOR_SELECTORS = (
     ".byline__name", ".author-name", ".byline .author", ".author", ".byline", ".entry-author",
     ".post-author",
 )
+SELECTORS = TITLE_SELECTORS + H1_SELECTORS + PUBLISHED_SELECTORS + AUTHOR_SELECTORS  # for parsers.warm_up()
 # What the walk marks: every element one of the selectors above could match.
 MARKED_TAGS = frozenset({"h1", "time"})
 MARKED_ATTRS = frozenset({"itemprop", "datetime", "pubdate"})

@@ -11,10 +11,8 @@ Three extractors, tried in turn:
 The site rules win when they find enough stories; otherwise (markup changed, unknown site)
 the extractor that finds the most stories wins.
 
-The tree is lxml's own, built by the parser bs4's "lxml" builder drives (the same elements,
-attributes and text at a tenth of the cost), and read the way bs4 presents it: text runs are
-nodes of their own, class lists are whitespace-split, script/style/template/ruby text is not
-page text, and soupsieve decides what a CSS selector matches (see "The tree" below).
+The tree is parsers/tree.py's: lxml's own, read the way bs4 reads the tree it builds from the
+same parser, with soupsieve deciding what a CSS selector matches.
 
 Pure: no network, no clock. Raises ParseError when the page yields no headline at all, and
 never anything else: every tree walk below is bounded so hostile input ends in bounded time.
@@ -22,28 +20,33 @@ never anything else: every tree walk below is bounded so hostile input ends in b
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache, wraps
 from itertools import islice
 from urllib.parse import urlsplit
 
-import soupsieve
-from bs4.builder import HTMLTreeBuilder
-from lxml import etree
-
 from errors import ParseError
-from parsers.base import (
-    FLATTEN_ROUNDS,
-    MAX_DEPTH,
-    MAX_PARSE_CHARS,
-    ScriptBlock,
-    absolute_url,
-    bounded_html,
-    clean_text,
-    jsonld_in_blocks,
-    jsonld_types,
-    limit_html,
+from parsers.base import ScriptBlock, absolute_url, clean_text, jsonld_in_blocks, jsonld_types
+from parsers.tree import (
+    BASE_HREFS,
+    SCRIPTS,
+    STRING_CONTAINERS,
+    Document,
+    DocumentNode,
+    Element,
+    Node,
+    ancestor,
+    build_document,
+    class_tokens,
+    compile_selector,
+    contents,
+    descendants,
+    in_string_container,
+    is_tag,
+    page_strings,
+    remove,
+    select,
+    short_key_cache,
 )
 from sources import NEWS_HOSTS
 
@@ -106,6 +109,12 @@ SITE_RULES: dict[str, SiteRule] = {
 }
 # Domains one site links to as its own (the generic extractor keeps only same-site stories).
 SITE_FAMILIES = ({"bbc.com", "bbc.co.uk"},)
+
+
+def rule_selectors() -> list[str]:
+    """Every CSS selector of the site rules, for parsers.warm_up() to compile ahead of use."""
+    return [css for rule in SITE_RULES.values() for css in (rule.headlines, rule.title) if css]
+
 
 # --- Tuning ----------------------------------------------------------------------------------
 
@@ -219,30 +228,6 @@ TRACKING_PARAM = re.compile(
 SECOND_LEVEL_LABELS = {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go"}
 
 
-# --- Caches ------------------------------------------------------------------------------------
-
-
-CACHED_CHARS = 1024  # longest arguments (summed) whose results are cached
-
-
-def short_key_cache(maxsize: int, max_chars: int = CACHED_CHARS) -> Callable[[Callable], Callable]:
-    """lru_cache for calls on short strings (class lists, hrefs); calls on longer ones, which
-    only hostile markup makes, run uncached, so a worker's caches stay a few megabytes."""
-    def decorate(function: Callable) -> Callable:
-        cached = lru_cache(maxsize=maxsize)(function)
-
-        @wraps(function)
-        def call(*args: str | None) -> object:
-            size = 0
-            for arg in args:
-                if arg:
-                    size += len(arg)
-            return function(*args) if size > max_chars else cached(*args)
-        call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
-        return call
-    return decorate
-
-
 # --- Entry point -------------------------------------------------------------------------------
 
 
@@ -347,7 +332,7 @@ def _ad_region(tag: Element) -> Element:
     parent = tag.getparent()
     if parent is None or first_link(tag) is not None:
         return tag
-    label = clean_text(" ".join(page_strings(tag))) or ""
+    label = clean_text(" ".join(page_strings(tag, CARD_SCAN))) or ""
     if not SPONSOR_LABEL.match(label):
         return tag
     links = sum(1 for node in descendants(parent, CARD_SCAN) if _is_link(node))
@@ -378,7 +363,7 @@ def _site_candidate(match: Element, rule: SiteRule, page: Page) -> tuple[str, st
 def _first_match(element: Element, selector: str) -> Element:
     """The first descendant matching selector, else element itself (bounded, unlike select_one)."""
     compiled = compile_selector(selector)
-    found = (t for t in descendants(element) if is_tag(t) and compiled.admits(t) and compiled.match(t))
+    found = (t for t in descendants(element, CARD_SCAN) if is_tag(t) and compiled.admits(t) and compiled.match(t))
     return next(found, element)
 
 
@@ -492,7 +477,7 @@ def link_title(link: Element) -> str | None:
 
 def _generic_heading(heading: Element, page: Page) -> tuple[str, str | None] | None:
     """A heading that is neither in nor around a link: the title of an overlay-link card."""
-    if first_link(heading) is not None or _ancestor(heading, _is_link) is not None:
+    if first_link(heading) is not None or ancestor(heading, _is_link, CLIMB) is not None:
         return None
     link = card_link(heading)
     if link is None:
@@ -504,7 +489,7 @@ def _generic_heading(heading: Element, page: Page) -> tuple[str, str | None] | N
 
 
 def _inside_heading(link: Element) -> bool:
-    return _ancestor(link, is_headline_element, levels=3) is not None
+    return ancestor(link, is_headline_element, levels=3) is not None
 
 
 def _label_of(link: Element) -> str | None:
@@ -528,12 +513,12 @@ def link_for(element: Element) -> Element | None:
 
 
 def _ancestor_link(element: Element) -> Element | None:
-    return _ancestor(element, _is_link)
+    return ancestor(element, _is_link, CLIMB)
 
 
 def first_link(element: Element) -> Element | None:
     """The first link inside element, looking at a bounded number of descendants."""
-    return next((t for t in descendants(element) if _is_link(t)), None)
+    return next((t for t in descendants(element, CARD_SCAN) if _is_link(t)), None)
 
 
 def _is_link(node: Node) -> bool:
@@ -588,7 +573,7 @@ def _links_around(container: Element | DocumentNode, heading: Element) -> tuple[
     before: list[Element] = []
     after: list[Element] = []
     seen_heading = False
-    for node in descendants(container):
+    for node in descendants(container, CARD_SCAN):
         if node is heading:
             seen_heading = True
         elif _is_link(node):
@@ -676,7 +661,7 @@ def title_inside(link: Element) -> str | None:
 
     The first is not always it: a "section-title" label can come before the card's <h3>.
     """
-    headings = (t for t in descendants(link) if is_tag(t) and is_headline_element(t))
+    headings = (t for t in descendants(link, CARD_SCAN) if is_tag(t) and is_headline_element(t))
     return next(filter(None, (headline_or_none(title_text(h), HEADING_MIN_WORDS) for h in headings)), None)
 
 
@@ -794,390 +779,6 @@ def merge(candidates: Iterable[tuple[str, str | None]]) -> list[dict]:
             story[1] = title
     titled = ({"title": title, "url": url} for url, title in stories.values() if title)
     return list(islice(titled, MAX_HEADLINES))
-
-
-# --- The tree -------------------------------------------------------------------------------------
-# lxml's tree, read the way bs4 reads the tree it builds from the same parser: runs of text are
-# nodes of their own (an element's text, then each child followed by its tail), class-like
-# attributes are whitespace-split lists, and text inside script, style, template, rt and rp is
-# not page text. The bounded walks count the nodes bs4's walks counted, so every bound holds.
-# Two things bs4's tree holds that lxml's does not: top-level text (the newline after </html>),
-# which only a heading's card search climbing past <html> on a tiny page would count; and a
-# node for a <!DOCTYPE> misplaced inside the page, where lxml reads the text on either side
-# as one run. Neither shows on real pages (checked against bs4 on random markup: see tests).
-
-Element = etree._Element
-Node = Element | str  # an element, comment or processing instruction; or a run of text
-
-GONE = "#removed"  # the tag of a removed element's placeholder: a name no HTML parser makes
-STRING_CONTAINERS = frozenset(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS)  # script, style, template, rt, rp
-LIST_ATTRIBUTES = HTMLTreeBuilder.DEFAULT_CDATA_LIST_ATTRIBUTES  # class, rel...: lists in bs4
-TOO_DEEP = etree.XPath(f"boolean({'/*' * (MAX_DEPTH + 1)})")
-LINKS = etree.XPath("//a[@href]")
-BASE_HREFS = etree.XPath("//base[@href]")
-SCRIPTS = etree.XPath("//script[@type]")  # an untyped script is no JSON-LD
-ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-NO_TOKENS: frozenset[str] = frozenset()
-CAMEL_CASE = re.compile(r"([a-z])([A-Z])")
-NON_WORD = re.compile(r"[^a-z0-9]+")
-
-
-class Document:
-    """A parsed page: its top-level nodes in order. Markup after </html> opens another <html>
-    (in bs4's tree as well), so there can be several."""
-
-    def __init__(self, root: Element | None) -> None:
-        self.tree = root.getroottree() if root is not None else None
-        self.nodes: list[Element] = top_level_nodes(root) if root is not None else []
-
-    def elements(self) -> Iterator[Element]:
-        """Every element in document order, like bs4's find_all(True)."""
-        for node in self.nodes:
-            if isinstance(node.tag, str):
-                for element in node.iter(etree.Element):
-                    if element.tag != GONE:
-                        yield element
-
-    def find_all(self, path: etree.XPath) -> list[Element]:
-        """What an absolute XPath finds over every top-level node, in document order."""
-        return path(self.tree) if self.tree is not None else []
-
-    def links(self) -> list[Element]:
-        return self.find_all(LINKS)
-
-
-def build_document(html: str) -> Document:
-    """The page's tree, bounded as base.make_bounded_soup bounds bs4's: cut to MAX_PARSE_CHARS,
-    and flattened (up to FLATTEN_ROUNDS times) when it nests past MAX_DEPTH."""
-    html = html[:MAX_PARSE_CHARS]
-    for _ in range(FLATTEN_ROUNDS):
-        root = _lxml_root(html)
-        if root is None or not TOO_DEEP(root):
-            return Document(root)
-        html = bounded_html(html)
-    return Document(_lxml_root(html))
-
-
-def _lxml_root(html: str) -> Element | None:
-    """The first top-level element (None when there is none) from the parser and options bs4's
-    lxml builder uses, fed the whole text at once as bs4 does; bs4 drops a byte-order mark first.
-
-    The text goes in as UTF-8 bytes, which lxml parses in 60% of the time it takes over a str,
-    into the same tree (tests compare what the parsers read of it with bs4's tree).
-    """
-    parser = etree.HTMLParser(  # collect_ids: no table of id attributes, which nothing here reads
-        recover=True, huge_tree=False, default_doctype=False, encoding="utf-8", collect_ids=False,
-    )
-    try:
-        parser.feed(_utf8(html.removeprefix("\ufeff")))
-        return parser.close()
-    except etree.LxmlError:
-        return None  # nothing the parser could read: no story either
-
-
-def _utf8(text: str) -> bytes:
-    """text as UTF-8; lone surrogates (which only junk has) replaced first, as limit_html does."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return limit_html(text).encode("utf-8")
-
-
-def top_level_nodes(root: Element) -> list[Element]:
-    first = root
-    while (before := first.getprevious()) is not None:
-        first = before
-    return [first, *first.itersiblings()]
-
-
-class DocumentNode:
-    """The node above the top-level nodes (bs4's BeautifulSoup object), where a heading's card
-    search can climb on a small page: its children are the doctype and the top-level nodes."""
-
-    def __init__(self, top: Element) -> None:
-        self.top = top  # any top-level node
-
-    def contents(self) -> Iterator[Node]:
-        if self.top.getroottree().docinfo.doctype:
-            yield etree.Comment("doctype")  # one node to bs4 too, and neither a tag nor text
-        yield from top_level_nodes(self.top)
-
-
-def contents(element: Element | DocumentNode) -> Iterator[Node]:
-    """element's children as bs4 lists them: its text, then each child followed by its tail."""
-    if isinstance(element, DocumentNode):
-        yield from element.contents()
-        return
-    if element.text:
-        yield element.text
-    for child in element:
-        if child.tag != GONE:
-            yield child
-        if child.tail:
-            yield child.tail  # apart from the text before a removed element, as in bs4
-
-
-def descendants(element: Element | DocumentNode, limit: int = CARD_SCAN) -> Iterator[Node]:
-    """element's first `limit` descendants in document order: elements, comments, runs of text."""
-    stack = [contents(element)]
-    while stack and limit > 0:
-        node = next(stack[-1], None)
-        if node is None:
-            stack.pop()
-            continue
-        limit -= 1
-        yield node
-        if is_tag(node):
-            stack.append(contents(node))
-
-
-def page_strings(element: Element, limit: int = CARD_SCAN) -> Iterator[str]:
-    """The runs of page text among element's first `limit` descendants (bs4's NavigableStrings:
-    script, style, template and ruby text are strings of other classes there)."""
-    stack = [(contents(element), in_string_container(element))]
-    while stack and limit > 0:
-        children, hidden = stack[-1]
-        node = next(children, None)
-        if node is None:
-            stack.pop()
-            continue
-        limit -= 1
-        if type(node) is str:
-            if not hidden:
-                yield node
-        elif is_tag(node):
-            stack.append((contents(node), hidden or node.tag in STRING_CONTAINERS))
-
-
-def in_string_container(element: Element) -> bool:
-    """Inside script, style, template, rt or rp, whose text bs4 does not count as page text."""
-    return element.tag in STRING_CONTAINERS or next(element.iterancestors(*STRING_CONTAINERS), None) is not None
-
-
-def is_tag(node: Node) -> bool:
-    """An element: not a run of text, a comment or a processing instruction."""
-    return type(node) is not str and isinstance(node.tag, str)
-
-
-def remove(element: Element) -> None:
-    """Take element and its subtree out of the page, as bs4's decompose() does.
-
-    An lxml element cannot go without the text that follows it (its tail), so an empty
-    placeholder stays behind: every walk here skips it, and no selector matches it.
-    """
-    element.clear(keep_tail=True)
-    element.tag = GONE
-
-
-def attribute(element: Element, name: str) -> str | None:
-    """An attribute as bs4 holds it: class and other list attributes joined by single spaces."""
-    value = element.get(name)
-    if value is not None and is_list_attribute(element.tag, name):
-        return " ".join(value.split())  # str.split() and bs4's \S+ agree on what is whitespace
-    return value
-
-
-def is_list_attribute(tag: str, name: str) -> bool:
-    return name in LIST_ATTRIBUTES["*"] or name in LIST_ATTRIBUTES.get(tag, ())
-
-
-def class_tokens(element: Element) -> frozenset[str]:
-    """Lower-case words of the class and data-testid attributes: "gs-c-promo-heading__title kickerText"
-    -> {gs, c, promo, heading, title, kicker, text}."""
-    classes, test_id = element.get("class"), element.get("data-testid")
-    if not (classes or test_id):
-        return NO_TOKENS
-    # Cached (a front repeats a few hundred class strings over thousands of elements), but not
-    # the huge ones of hostile pages; checked here, as this runs for every element.
-    if len(classes or "") + len(test_id or "") > CACHED_CHARS:
-        return _words(classes, test_id)
-    return _class_tokens(classes, test_id)
-
-
-def _words(classes: str | None, test_id: str | None) -> frozenset[str]:
-    tokens: set[str] = set()
-    for value in (" ".join(classes.split()) if classes else None, test_id):  # bs4's class list, rejoined
-        if value:
-            tokens.update(NON_WORD.split(CAMEL_CASE.sub(r"\1 \2", value[:500]).lower()))  # kickerText
-    tokens.discard("")
-    return frozenset(tokens)
-
-
-_class_tokens = lru_cache(maxsize=4096)(_words)
-
-
-def _ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int = CLIMB) -> Element | None:
-    """The nearest ancestor (at most `levels` up) matching predicate: bounded, unlike find_parent."""
-    node = tag.getparent()
-    for _ in range(levels):
-        if node is None:
-            return None
-        if predicate(node):
-            return node
-        node = node.getparent()
-    return None
-
-
-# --- CSS selectors on the tree ----------------------------------------------------------------------
-# soupsieve parses a selector and its compiled form decides each match, tested the way soupsieve
-# tests bs4's tree. One walk over the elements picks the candidates: what the selectors' last
-# compounds anchor on (a tag name, a class, an attribute), cheaper than XPath attribute tests.
-# Supported: tag names, #id, .class, [attribute] tests and the descendant combinator; anything
-# else is refused when the selector is compiled.
-
-# Attributes the lxml tree fills with their own name when written bare (<script defer>); bs4
-# holds "" there, so a selector may test their presence but not their value.
-FILLED_ATTRIBUTES = {
-    "checked", "compact", "declare", "defer", "disabled", "ismap", "multiple", "nohref", "noresize",
-    "noshade", "nowrap", "readonly", "selected",
-}
-
-
-@dataclass(frozen=True)
-class Selector:
-    selectors: tuple  # soupsieve's compiled selectors, one per comma-separated part
-    tags: frozenset[str]  # an element may match when it has one of these tag names,
-    attributes: dict[str, re.Pattern | None]  # or one of these attributes whose value the pattern finds
-    everything: bool  # or in any case: a last compound with nothing to anchor on
-
-    def admits(self, element: Element) -> bool:
-        """A cheap necessary condition for a match."""
-        if self.everything or element.tag in self.tags:
-            return True
-        for name, pattern in self.attributes.items():
-            value = element.get(name)
-            if value is not None and (pattern is None or pattern.search(value)):
-                return True
-        return False
-
-    def match(self, element: Element, cache: dict | None = None) -> bool:
-        """soupsieve's match(); cache keeps ancestor verdicts across the elements of one walk."""
-        cache = {} if cache is None else cache
-        return element.tag != GONE and any(_matches(element, selector, cache) for selector in self.selectors)
-
-
-@lru_cache(maxsize=64)
-def compile_selector(css: str) -> Selector:
-    selectors = tuple(soupsieve.compile(css).selectors)
-    for selector in selectors:
-        _check_supported(selector)
-    anchors = [_anchor(selector) for selector in selectors]
-    attributes: dict[str, list[str | None]] = {}
-    for name, literal in (a for a in anchors if a is not None and a[0] != "tag"):
-        attributes.setdefault(name, []).append(literal)
-    tags = frozenset(literal for name, literal in filter(None, anchors) if name == "tag")
-    return Selector(selectors, tags, {n: _any_of(ls) for n, ls in attributes.items()}, None in anchors)
-
-
-def select(doc: Document, css: str) -> list[Element]:
-    """The elements css matches, in document order, as soupsieve's select() on bs4's tree."""
-    compiled = compile_selector(css)
-    cache: dict = {}
-    found = (e for e in doc.elements() if compiled.admits(e) and compiled.match(e, cache))
-    return [e for e in found if next(e.iterancestors("template"), None) is None]  # soupsieve never enters one
-
-
-def _check_supported(selector: object) -> None:
-    unsupported = (
-        selector.nth or selector.selectors or selector.contains or selector.lang or selector.flags
-        or (selector.tag is not None and selector.tag.prefix)
-        or any(a.prefix or (a.pattern and a.attribute.lower() in FILLED_ATTRIBUTES) for a in selector.attributes)
-        or (selector.relation and (len(selector.relation) != 1 or selector.relation[0].rel_type != " "))
-    )
-    if unsupported:
-        raise ValueError(f"selector not supported on the lxml tree: {selector}")
-    for outer in selector.relation:
-        _check_supported(outer)
-
-
-def _anchor(selector: object) -> tuple[str, str | None] | None:
-    """("tag", name) or (attribute, text its raw value must contain, or None): what every element
-    the selector matches has. Classes anchor best, then attribute texts, tag names, attributes."""
-    tests = [("class", c) for c in selector.classes]
-    tests += [(a.attribute.translate(ASCII_LOWER), _pattern_literal(a)) for a in selector.attributes if not a.inverse]
-    tests += [("id", i) for i in selector.ids]
-    if selector.tag is not None and selector.tag.name != "*":
-        tests.append(("tag", selector.tag.name.translate(ASCII_LOWER)))
-    ranked = sorted(tests, key=lambda test: (test[1] is None, test[0] == "tag", test[0] == "id"))
-    return ranked[0] if ranked else None
-
-
-def _pattern_literal(test: object) -> str | None:
-    """The text an =, ^=, $= or *= test's value contains, when the raw value must contain it too
-    (case-sensitive, no whitespace: bs4 rejoins class lists); None for other tests."""
-    if test.pattern is None or test.ignore_case:
-        return None
-    core = test.pattern.pattern.removeprefix("^").removesuffix(r"\Z")
-    literal = re.sub(r"\\(.)", r"\1", core, flags=re.DOTALL)
-    exact = literal and re.escape(literal) == core
-    return literal if exact and not any(c.isspace() for c in literal) else None
-
-
-def _any_of(literals: list[str | None]) -> re.Pattern | None:
-    return None if None in literals else re.compile("|".join(map(re.escape, literals)))
-
-
-def _matches(element: Element, selector: object, cache: dict) -> bool:
-    """soupsieve's verdict on one compiled selector for an element (see _check_supported)."""
-    tag = selector.tag
-    if tag is not None and tag.name != "*" and not _same_name(_ascii_lower(tag.name), element.tag):
-        return False
-    if any(element.get("id", "") != i for i in selector.ids):
-        return False
-    if selector.classes:
-        value = element.get("class") or ""
-        if any(c not in value for c in selector.classes):  # not even a substring: the cheap no
-            return False
-        if any(c not in value.split() for c in selector.classes):
-            return False
-    if not all(_attribute_matches(element, a) for a in selector.attributes):
-        return False
-    return not selector.relation or _ancestor_matches(element, selector.relation, cache)
-
-
-@short_key_cache(maxsize=256, max_chars=64)
-def _ascii_lower(name: str) -> str:
-    """soupsieve's case folding of names: ASCII letters only."""
-    return name.translate(ASCII_LOWER)
-
-
-def _same_name(lowered: str, tag: str) -> bool:
-    # The parser lower-cases tag names already: the plain comparison nearly always decides.
-    return tag == lowered or tag.translate(ASCII_LOWER) == lowered
-
-
-def _attribute_matches(element: Element, test: object) -> bool:
-    value = attribute(element, _ascii_lower(test.attribute))
-    if value is None:
-        return bool(test.inverse)
-    if test.pattern is None:
-        return True
-    if test.ignore_case:
-        value = value.translate(ASCII_LOWER)
-    return test.pattern.search(value) is not None
-
-
-def _ancestor_matches(element: Element, relation: object, cache: dict) -> bool:
-    """An ancestor below the nearest <template> (where soupsieve stops) matches the relation.
-
-    As soupsieve does, each element climbed through remembers the verdict for its own ancestors.
-    """
-    climbed = []
-    found = False
-    parent = element.getparent()
-    while parent is not None and parent.tag != "template":
-        key = (id(relation), parent)  # the element itself in the key keeps its proxy (and id) alive
-        if key in cache:
-            found = cache[key]
-            break
-        climbed.append(key)
-        if any(_matches(parent, selector, cache) for selector in relation):
-            found = True
-            break
-        parent = parent.getparent()
-    for key in climbed:
-        cache[key] = found
-    return found
 
 
 __all__ = ["SITE_RULES", "parse"]

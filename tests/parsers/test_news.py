@@ -14,14 +14,13 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
-from bs4 import Comment, NavigableString, ProcessingInstruction, Tag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import parsers
 from errors import ParseError
-from parsers import news
-from parsers.base import make_bounded_soup, make_soup
+from parsers import news, tree
+from parsers.base import make_soup
 from parsers.encoding import decode_html
 from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys
@@ -35,7 +34,7 @@ def fixture(name: str) -> str:
 
 def run(extractor, html: str, url: str) -> list[dict]:
     """One extractor on a page, prepared the way parse() prepares it."""
-    doc = news.build_document(html)
+    doc = tree.build_document(html)
     site = news.site_name(url)
     page = news.Page(url, news.base_url(doc, url), site, news.same_site_domains(site))
     news.strip_chrome(doc)
@@ -599,7 +598,7 @@ def test_five_mib_of_junk_is_bounded() -> None:
 
 def test_caches_keep_no_huge_strings() -> None:
     """Class lists and URLs are cached across pages, but never the huge ones of hostile pages."""
-    caches = (news._class_tokens, news._resolve, news._story_url, news.url_key)
+    caches = (tree._class_tokens, news._resolve, news._story_url, news.url_key)
     huge = "x" * 100_000
     second = f'<div class="card">{story("/2024/01/02/second-story", "Second story title words")}</div>'
     sizes = []
@@ -647,104 +646,3 @@ def test_site_rules_on_real_fronts_find_the_manifest_samples_first() -> None:
         found = pairs(data["headlines"])
         samples = [(s["headline"], urljoin(entry["url"], s["href"])) for s in entry["facts"]["sample_headlines"]]
         assert found[: len(samples)] == samples, entry["file"]
-
-
-# --- The lxml tree, read the way bs4 reads its own ------------------------------------------------
-# The parser walks lxml's tree but must see what it saw in bs4's (same nodes, same text, same
-# class lists, same soupsieve matches): the bounded walks and the site rules depend on it.
-
-TREE_PIECES = [
-    "<div class='a b'>", "<div class=' a\tb '>", "<p class='a\u00a0b x'>", "<span class='y kicker'>", "</div>", "</p>",
-    "</span>", "<a href='/2024/01/02/x-y-z-w'>", "<a>", "</a>", "<template>", "</template>", "<ruby>", "<rt>", "</rt>",
-    "<b data-x='foobar'>", "<b data-x='u w v'>", "<input type='TeXt'>", "<div id='main'>", "</html>", "\n", "text ",
-    "<!-- c -->", "<?php x ?>", "<script>var a = '<b>';</script>", "<style>.x{}</style>", "<table><tr><td class='x'>",
-    "<h3 class='y'>", "</h3>", "<a rel=' nofollow  noopener' href='/x'>", "&amp;", "\ufeff", "<br>", "<B CLASS='A a'>",
-]
-SELECTORS = [
-    "div.a.b", "[data-x^=foo]", "[data-x$=bar]", "[data-x~=w]", "[type=text]", ".a .y", "#main", "a[href]", "*",
-    '[class*="a b"]', "p .y", "template .a", ".a, .x, [data-x*=oo]", "[data-x!=foo]", "[rel~=nofollow]",
-    *(rule.headlines for rule in news.SITE_RULES.values()), *(rule.title for rule in news.SITE_RULES.values() if rule.title),
-]
-TREE_HTML = st.lists(st.sampled_from(TREE_PIECES), max_size=40).map("".join)
-
-
-def bs4_view(html: str) -> tuple[list[tuple], list[str]]:
-    """bs4's tree below each top-level tag or comment: its nodes, and its page text (NavigableStrings)."""
-    nodes, text = [], []
-    soup = make_bounded_soup(html)
-    for top in soup.contents if soup.find(True) else []:  # without an element, lxml has no document
-        if isinstance(top, Tag):
-            for node in [top, *top.descendants]:
-                nodes.append(tree_item(node))
-                text += [node.strip()] if type(node) is NavigableString else []
-        elif isinstance(top, (Comment, ProcessingInstruction)):
-            nodes.append(("other",))  # top-level text and the doctype have no node in lxml's tree
-    return nodes, text
-
-
-def lxml_view(html: str) -> tuple[list[tuple], list[str]]:
-    """The same from the parser's tree, through the parser's own walks."""
-    nodes, text = [], []
-    for top in news.build_document(html).nodes:
-        if news.is_tag(top):
-            nodes += [tree_item(node) for node in [top, *news.descendants(top, limit=10**9)]]
-            text += [string.strip() for string in news.page_strings(top, limit=10**9)]
-        else:
-            nodes.append(("other",))
-    return nodes, text
-
-
-def tree_item(node: object) -> tuple:
-    if isinstance(node, Tag):
-        return node.name, {k: bare_attribute(k, " ".join(v) if isinstance(v, list) else v) for k, v in node.attrs.items()}
-    if isinstance(node, str):
-        return ("other",) if isinstance(node, (Comment, ProcessingInstruction)) else ("text", node.strip())
-    if news.is_tag(node):
-        return node.tag, {k: bare_attribute(k, news.attribute(node, k)) for k in node.keys()}
-    return ("other",)  # an lxml comment or processing instruction
-
-
-def bare_attribute(name: str, value: str) -> str:
-    # <script defer>: bs4 holds "", lxml "defer"; no rule reads such a value (compile_selector refuses it).
-    return "" if name in news.FILLED_ATTRIBUTES and value == name else value
-
-
-@settings(max_examples=150, deadline=None, database=None)
-@given(html=TREE_HTML)
-def test_the_tree_holds_what_bs4s_holds(html: str) -> None:
-    assert lxml_view(html) == bs4_view(html)
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_the_tree_of_each_fixture_holds_what_bs4s_holds(name: str) -> None:
-    assert lxml_view(fixture(name)) == bs4_view(fixture(name))
-
-
-def positions(found: list, everything: list) -> list[int]:
-    index = {id(element): i for i, element in enumerate(everything)}
-    return [index[id(element)] for element in found]
-
-
-@settings(max_examples=150, deadline=None, database=None)
-@given(html=TREE_HTML)
-def test_select_matches_what_soupsieve_matches_in_bs4s_tree(html: str) -> None:
-    soup, doc = make_bounded_soup(html), news.build_document(html)
-    tags, elements = soup.find_all(True), list(doc.elements())
-    for selector in SELECTORS:
-        assert positions(news.select(doc, selector), elements) == positions(soup.select(selector), tags), selector
-        compiled = news.compile_selector(selector)  # match() is asked inside a <template> too
-        assert [compiled.match(e) for e in elements] == [tag.css.match(selector) for tag in tags], selector
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_site_rules_select_what_soupsieve_selects_on_each_fixture(name: str) -> None:
-    soup, doc = make_bounded_soup(fixture(name)), news.build_document(fixture(name))
-    tags, elements = soup.find_all(True), list(doc.elements())
-    for selector in SELECTORS:
-        assert positions(news.select(doc, selector), elements) == positions(soup.select(selector), tags), selector
-
-
-@pytest.mark.parametrize("selector", ["li:nth-child(2)", "div > a", "h2 + p", "a:not(.x)", "p:has(a)", "svg|rect"])
-def test_selectors_the_tree_cannot_answer_like_soupsieve_are_refused(selector: str) -> None:
-    with pytest.raises(ValueError):
-        news.compile_selector(selector)
