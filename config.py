@@ -32,6 +32,7 @@ class Settings:
     port: int = 8000
     bind: str = "127.0.0.1"
     workers: int = 2
+    worker_nice: int = 10  # the API's latency first: workers yield the CPU to web (README, Performance)
     web_workers: int = 4  # gunicorn processes x threads: chosen by bench/api_bench.py (README, Performance)
     web_threads: int = 2
     rqstatus_user: str | None = None
@@ -85,6 +86,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         port=reader.integer("PORT", 8000, 1, 65535),
         bind=reader.text("BIND", "127.0.0.1"),
         workers=reader.integer("WORKERS", 2, 1, 64),
+        worker_nice=reader.integer("WORKER_NICE", 10, 0, 19),
         web_workers=reader.integer("WEB_WORKERS", 4, 1, 64),
         web_threads=reader.integer("WEB_THREADS", 2, 1, 64),
         rqstatus_user=reader.optional("RQSTATUS_USER"),

@@ -248,20 +248,19 @@ def service_settings(service: Service) -> dict:
             "log_level": env.get("LOG_LEVEL"), "rq_workers": int(env["WORKERS"])}
 
 
-def run(stack: Stack, workers_nice: int = 0, **env: str) -> dict:
+def run(stack: Stack, **env: str) -> dict:
     """The whole API bench on a running stack; env overrides the service's settings
-    (e.g. WEB_WORKERS, WEB_THREADS, RATE_LIMITS, GUNICORN_CMD_ARGS); workers_nice > 0 runs
-    the RQ workers at that lower CPU priority (an experiment: the service does not do it)."""
+    (e.g. WEB_WORKERS, WEB_THREADS, WORKER_NICE, RATE_LIMITS, GUNICORN_CMD_ARGS)."""
     overrides = {"WEB_WORKERS": str(Settings.web_workers), "WEB_THREADS": str(Settings.web_threads), **env}
     service = start_service(stack, 2, **overrides)
     started = time.monotonic()
     try:
-        os.setpriority(os.PRIO_PGRP, service.worker.pid, workers_nice)  # work-horses inherit it
         stored = book_urls(STORED)
         wait_finished(service.base, submit(service.base, stored))
         with LoadGenerator(GENERATOR_PROCESSES) as generator:
             bench = Bench(stack, service, generator)
-            result = {"settings": {**service_settings(service), "workers_nice": workers_nice}, "cpus": os.cpu_count(),
+            nice = os.getpriority(os.PRIO_PROCESS, service.worker.pid)  # WORKER_NICE, as the service set it
+            result = {"settings": {**service_settings(service), "workers_nice": nice}, "cpus": os.cpu_count(),
                       "calibration": calibrate(generator, Plan(RATE_SECONDS, RATE, RATE_CONNECTIONS)),
                       "idle": bench.idle(stored), "saturated": bench.saturated(stored)}
     finally:
@@ -307,13 +306,12 @@ def cell(value: object) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=str(RESULTS), help=f"where to write the result (default {RESULTS})")
-    parser.add_argument("--workers-nice", type=int, default=0, help="run the RQ workers at this nice level")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a service setting for this run, e.g. WEB_WORKERS=4 (repeatable)")
     args = parser.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     with running_stack() as stack:
-        result = run(stack, args.workers_nice, **env)
+        result = run(stack, **env)
     print_table(result)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -14,6 +14,7 @@ retries need.
 """
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import sys
@@ -44,6 +45,14 @@ def limit_memory(limit: int = ADDRESS_SPACE_LIMIT) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit if hard == resource.RLIM_INFINITY else hard))
 
 
+def lower_priority(nice: int) -> None:
+    """Run the pool (and every worker it forks) at a lower CPU priority than the web API:
+    a saturated box then keeps GET /info fast and only the backlog drains a little slower."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)  # raising nice needs no privilege; lowering it would
+
+
 def build_pool(settings: Settings) -> WorkerPool:
     # Crash safety (claimed dequeues, job leases, watchdogs, no orphans): jobs/crashsafe.py
     return crashsafe.worker_pool(settings, QUEUE_NAMES,
@@ -66,6 +75,7 @@ def main() -> None:
     logs.configure_logging(settings.log_level, settings.log_format)
     metrics.setup_multiprocess_dir(settings.data_dir)  # before any metric, so work-horses share it
     limit_memory()
+    lower_priority(settings.worker_nice)
     ensure_ticking(Redis.from_url(settings.redis_url), settings.tick_seconds)
     build_pool(settings).start(logging_level=settings.log_level)
 

@@ -73,6 +73,7 @@ def test_settings_are_frozen():
     ({"WORKERS": "64"}, "workers", 64),
     ({"WEB_WORKERS": "3"}, "web_workers", 3),
     ({"WEB_THREADS": "8"}, "web_threads", 8),
+    ({"WORKER_NICE": "0"}, "worker_nice", 0),
     ({"FETCH_MAX_REDIRECTS": "0"}, "max_redirects", 0),
     ({"FETCH_RETRIES": "0"}, "fetch_retries", 0),
     ({"MAX_BODY_BYTES": "1024"}, "max_body_bytes", 1024),

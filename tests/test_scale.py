@@ -7,6 +7,7 @@ same queues, every URL gets exactly one record, and none is fetched twice.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def test_two_worker_hosts_share_one_redis_and_each_url_is_done_once(site, redis_
     second = start(WORKER_COMMAND, second_env, tmp_path / "second.log")
     try:
         time.sleep(3)  # both hosts registered before the work arrives
+        assert os.getpriority(os.PRIO_PROCESS, second.pid) == 10, "workers yield the CPU to web (WORKER_NICE)"
         accepted = requests.post(f"{service.base}/parse", json={"urls": URLS}, timeout=10).json()
         summary = wait_finished(service.base, accepted["batch_id"])
     finally:
