@@ -339,6 +339,8 @@ class Page:
     def soup(self) -> BeautifulSoup:
         try:
             return make_bounded_soup(self.html)
+        except MemoryError:
+            raise  # not the page's fault: the worker must see it (it fails the job and recycles)
         except Exception as exc:  # the tree builder gave up: parse() refuses the page
             self.tree_error = exc
             return make_soup("")
@@ -511,6 +513,8 @@ def _safe(function: Callable, *args: object, default: object = None) -> object:
     """
     try:
         return function(*args)
+    except MemoryError:
+        raise  # a resource failure, not a malformed part: the worker recycles itself on it
     except Exception:
         return default
 

@@ -171,3 +171,12 @@ def test_real_legacy_and_soft_404_pages_build_the_tree() -> None:
             except ParseError:
                 pass
         assert build.called, entry["file"]
+
+
+@pytest.mark.parametrize("failure", [MemoryError, ValueError])
+def test_running_out_of_memory_reaches_the_worker_while_a_broken_tree_refuses_the_page(failure: type) -> None:
+    """A MemoryError is the process's trouble, not the page's: the in-process worker must see
+    it (it fails the job and recycles itself); any other tree failure is a ParseError."""
+    with mock.patch.object(goodreads, "make_bounded_soup", side_effect=failure("tree")):
+        with pytest.raises(MemoryError if failure is MemoryError else ParseError):
+            parsers.parse(fixture("legacy"), "https://www.goodreads.com/book/show/1")
