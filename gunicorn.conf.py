@@ -1,4 +1,5 @@
 """gunicorn settings, derived from config.py so every setting has one home."""
+import socket
 import sys
 
 import logs
@@ -29,6 +30,18 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+
+
+def on_starting(server):  # gunicorn hook, in the master, before it listens
+    # With reuse_port a second server on our port would bind too and silently take a share of
+    # the connections (a stale `make run`, say). A plain bind first makes a taken port an error.
+    family = socket.AF_INET6 if ":" in _settings.bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        try:
+            probe.bind((_settings.bind, _settings.port))
+        except OSError as exc:
+            sys.exit(f"cannot listen on {bind}: {exc.strerror} (is another server running there?)")
 
 
 def child_exit(server, worker):  # gunicorn hook, in the master

@@ -103,3 +103,21 @@ def test_redis_command_uses_aof_everysec(tmp_path):
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--appendfsync") + 1] == "everysec"
     assert command[command.index("--port") + 1] == "7000"
+
+
+def test_web_refuses_a_port_another_server_holds(tmp_path, redis_url):
+    """gunicorn listens with reuse_port, which alone would share a taken port without a word."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another gunicorn would
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = processes.service_env(PORT=str(port), REDIS_URL=redis_url)
+        web = processes.start(processes.WEB_COMMAND, env, tmp_path / "web.log")
+        try:
+            assert web.wait(30) != 0
+        finally:
+            processes.stop(web)
+    assert f"cannot listen on 127.0.0.1:{port}" in (tmp_path / "web.log").read_text()
