@@ -1,7 +1,8 @@
 """Prometheus metrics (GET /metrics), and the hooks that record them and log the job's events.
 
 Every process writes its samples to files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's
-multiprocess mode): gunicorn's workers, and the work-horse RQ forks for each job. /metrics,
+multiprocess mode): gunicorn's workers, and the RQ worker processes (or, with
+WORKER_EXECUTION=fork, the work-horse forked for each job). /metrics,
 served by any gunicorn worker, adds up all the files, so web and workers must share the
 folder (same host, same pid namespace). Who sets it:
 - launch.py (`make run`) and, when started by hand, gunicorn.conf.py and jobs/worker.py call
@@ -14,7 +15,8 @@ folder (same host, same pid namespace). Who sets it:
 The variable must be set before prometheus_client is imported; this module imports it only
 when the first metric is touched, after the folder is settled.
 
-A work-horse lives for one job, so each job leaves a file or two behind. They are folded
+A work-horse (fork mode) lives for one job, and an in-process worker for up to WORKER_MAX_JOBS,
+so each of them leaves a file or two behind. They are folded
 into one archive file per metric type (counter_archive.db, histogram_archive.db) at each
 scrape, and by a job when the folder holds more than COMPACT_AT files; a lock on the
 folder keeps a scrape from reading half a fold. Only counters and histograms are used

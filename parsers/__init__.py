@@ -31,8 +31,8 @@ def parse(html: str | bytes, url: str, content_type: str | None = None, source: 
     """
     if isinstance(html, bytes):
         html = decode_html(html, content_type)
-    # Size cap and no lone surrogates here; each parser builds its tree (if it needs one) with
-    # make_bounded_soup, which also flattens nesting past 64 levels.
+    # Size cap and no lone surrogates here; a parser that needs a tree builds it bounded
+    # (base.make_bounded_soup or tree.build_document), flattening nesting past 64 levels.
     html = limit_html(html)
     return PARSERS[source or source_for_url(url).name](html, url)
 

@@ -12,7 +12,7 @@ The site rules win when they find enough stories; otherwise (markup changed, unk
 the extractor that finds the most stories wins.
 
 The tree is parsers/tree.py's: lxml's own, read the way bs4 reads the tree it builds from the
-same parser, with soupsieve deciding what a CSS selector matches.
+same parser; CSS selectors are parsed by soupsieve and matched as soupsieve would match them.
 
 Pure: no network, no clock. Raises ParseError when the page yields no headline at all, and
 never anything else: every tree walk below is bounded so hostile input ends in bounded time.
@@ -381,7 +381,7 @@ def jsonld_headlines(doc: Document, page: Page) -> list[dict]:
 
 
 def jsonld_stories(doc: Document, page: Page) -> Iterator[tuple[str, str | None]]:
-    for obj in jsonld_in_blocks(script_blocks(doc)):
+    for obj in jsonld_in_blocks(tree_script_blocks(doc)):
         if "itemlist" in jsonld_types(obj):
             yield from _list_items(obj, page, depth=0)
         elif jsonld_types(obj) & {"newsarticle", "article", "reportagenewsarticle", "analysisnewsarticle"}:
@@ -390,7 +390,7 @@ def jsonld_stories(doc: Document, page: Page) -> Iterator[tuple[str, str | None]
                 yield story
 
 
-def script_blocks(doc: Document) -> Iterator[ScriptBlock]:
+def tree_script_blocks(doc: Document) -> Iterator[ScriptBlock]:
     """Each <script> with its type and text, as base.jsonld_in_blocks reads them."""
     for script in doc.find_all(SCRIPTS):
         kind = script.get("type")

@@ -4,8 +4,9 @@ bs4's "lxml" builder drives lxml's HTML parser and copies what it reports into a
 own. The parsers here keep lxml's tree instead (the same elements, attributes and text) and
 read it as bs4 presents its copy: runs of text are nodes of their own (an element's text,
 then each child followed by its tail), class-like attributes are whitespace-split lists,
-text inside script, style, template, rt and rp is not page text, and soupsieve decides what
-a CSS selector matches. Why: building and walking lxml's tree costs 4-5x less than bs4's on
+text inside script, style, template, rt and rp is not page text, and a CSS selector, parsed
+by soupsieve, matches what soupsieve would match (a small matcher here walks soupsieve's
+compiled selector over lxml's elements). Why: building and walking lxml's tree costs 4-5x less than bs4's on
 real pages, for the same output (tests compare both trees node by node, on random markup
 and on the fixtures, and select() with soupsieve's select()).
 
@@ -271,8 +272,8 @@ def ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int) ->
 
 
 # --- CSS selectors on the tree ----------------------------------------------------------------------
-# soupsieve parses a selector and its compiled form decides each match, tested the way soupsieve
-# tests bs4's tree. One walk over the elements picks the candidates: what the selectors' last
+# soupsieve parses a selector; the matcher below walks its compiled form over lxml's elements,
+# testing each part the way soupsieve tests bs4's tree (tests compare their verdicts). One walk over the elements picks the candidates: what the selectors' last
 # compounds anchor on (a tag name, a class, an attribute), cheaper than XPath attribute tests.
 # Supported: tag names, #id, .class, [attribute] tests and the descendant combinator; anything
 # else is refused when the selector is compiled.
