@@ -12,7 +12,6 @@ worker processes' memory is read from /proc (steady RSS after the run, high-wate
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import requests
 from redis import Redis
 from rq import Queue, Worker
 
-from bench import baselines
+from bench import baselines, loadgen
 from bench.stack import Stack, book_urls, news_urls
 from config import PROJECT_ROOT
 from storage import Storage
@@ -35,7 +34,7 @@ POLL_SECONDS = 0.05
 RUN_TIMEOUT = 240  # s: a run that has not finished by then is reported as such
 SUBMIT_CHUNK = 250  # URLs per POST /parse (under MAX_URLS_PER_REQUEST and MAX_REQUEST_BYTES)
 WORKER_COMMAND_MARK = "jobs.worker"
-MIB = 1024 * 1024
+WARM_UP_URLS = 4  # fetched one by one before a system is measured (imports, connections)
 
 
 @dataclass
@@ -55,9 +54,9 @@ def kind_of(url: str) -> str:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least q% of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else float("nan")
+    """loadgen's nearest-rank percentile, of unsorted values (nan when there are none)."""
+    value = loadgen.percentile(sorted(values), q)
+    return float("nan") if value is None else value
 
 
 def summary(name: str, workers: int, urls: int, elapsed: float, latencies: list[float], failed: int) -> dict:
@@ -91,6 +90,7 @@ class ServiceSystem:
         """Completion times (unix) and the count of failed records, once every URL has one."""
         while time.time() < deadline:
             records = self.storage.load_records(urls)
+            RedisCommands.polls += 1
             if all(records):
                 return [r["fetched_at"].timestamp() for r in records], sum(r["status"] != "done" for r in records)
             time.sleep(POLL_SECONDS)
@@ -154,6 +154,7 @@ def wait_for_results(redis: Redis, prefix: str, urls: list[str], deadline: float
     keys = [prefix + url for url in urls]
     while time.time() < deadline:
         values = redis.mget(keys)
+        RedisCommands.polls += 1
         if all(values):
             return [json.loads(v)["at"] for v in values], 0
         time.sleep(POLL_SECONDS)
@@ -203,11 +204,37 @@ def memory_of(pid: int) -> dict:
 # ---- runs -----------------------------------------------------------------------------------------
 
 def burst(system, workload: Workload) -> dict:  # type: ignore[no-untyped-def]
+    commands = RedisCommands(system.stack.redis.url)
     started = time.time()
     system.submit(workload.urls)
     times, failed = system.wait(workload.urls, started + RUN_TIMEOUT)
     elapsed = max(times) - started
-    return summary(system.name, system.workers, len(workload.urls), elapsed, [t - started for t in times], failed)
+    row = summary(system.name, system.workers, len(workload.urls), elapsed, [t - started for t in times], failed)
+    row["redis_commands_per_url"] = round(commands.since_start() / len(workload.urls), 1)
+    return row
+
+
+class RedisCommands:
+    """Commands Redis processed since this was made, less the bench's own polling (one command
+    each) and the idle background (heartbeats, idle workers' polls), measured first for a second."""
+
+    polls = 0  # the systems' wait loops count their polls here
+    INFO_CALLS = 1  # each total() is one INFO, counted by the next reading
+
+    def __init__(self, url: str):
+        self.redis = Redis.from_url(url)
+        before = self.total()
+        time.sleep(1)
+        RedisCommands.polls = 0
+        self.start, self.started_at = self.total(), time.monotonic()
+        self.background_per_s = max(0, self.start - before - self.INFO_CALLS)
+
+    def total(self) -> int:
+        return int(self.redis.info("stats")["total_commands_processed"])
+
+    def since_start(self) -> int:
+        background = self.background_per_s * (time.monotonic() - self.started_at)
+        return round(self.total() - self.start - self.INFO_CALLS - RedisCommands.polls - background)
 
 
 def unloaded(system, urls: list[str]) -> dict:  # type: ignore[no-untyped-def]
@@ -254,6 +281,7 @@ def run(stack: Stack, sizes: Sizes | None = None) -> dict:
                                 (SeedSystem, sizes.seed_books, sizes.seed_fronts)):
         system = make(stack, sizes.workers)
         try:
+            unloaded(system, ranges.workload(WARM_UP_URLS, 0).urls)  # every system starts warm
             result["burst"].append(burst(system, ranges.workload(books, fronts)))
             result["unloaded"].append(unloaded(system, ranges.workload(sizes.lone, 0).urls))
         finally:
@@ -268,7 +296,7 @@ def measure_service(stack: Stack, workers: int, sizes: Sizes, ranges: UrlRanges,
     system = ServiceSystem(stack, workers)
     try:
         if workers == sizes.workers:
-            unloaded(system, ranges.workload(4, 0).urls)  # warm-up: the first jobs import and connect
+            unloaded(system, ranges.workload(WARM_UP_URLS, 0).urls)  # the first jobs import and connect
             result["burst"].append(burst(system, ranges.workload(sizes.books, sizes.fronts)))
             result["unloaded"].append(unloaded(system, ranges.workload(sizes.lone, 0).urls))
             result["memory"] = memory_summary(system.worker_memory())
@@ -292,10 +320,11 @@ def ratios(rows: list[dict]) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"{'burst':10} {'workers':>7} {'URLs':>5} {'s':>7} {'URLs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}")
+    print(f"{'burst':10} {'workers':>7} {'URLs':>5} {'s':>7} {'URLs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}"
+          f" {'redis cmds/URL':>14}")
     for row in result["burst"]:
         print(f"{row['system']:10} {row['workers']:>7} {row['urls']:>5} {row['seconds']:>7.2f} {row['urls_per_s']:>8.1f} "
-              f"{row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} {row['failed']:>6}")
+              f"{row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} {row['failed']:>6} {row['redis_commands_per_url']:>14}")
     print("\nlone URL (one at a time): " + ", ".join(
         f"{r['system']} p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms" for r in result["unloaded"]))
     print("service by worker processes (Goodreads only): " + ", ".join(

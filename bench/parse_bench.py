@@ -80,7 +80,7 @@ def floor(text: str) -> None:
             pass
 
 
-def best_ms(action: Callable[[], object], repeat: int) -> float:
+def median_ms(action: Callable[[], object], repeat: int) -> float:
     """Median of `repeat` runs, in milliseconds (median: robust to a noisy shared core)."""
     times = []
     for _ in range(repeat):
@@ -118,12 +118,12 @@ def goodreads_builds_tree(text: str, url: str) -> bool | None:
 def measure(label: str, url: str, layout: str | None, body: bytes, repeat: int) -> dict:
     text = decode_html(body)
     row: dict = {"page": label, "parser": source_for_url(url).name, "layout": layout, "kib": round(len(body) / 1024)}
-    row["decode"] = best_ms(lambda: decode_html(body), repeat)
-    row["parse"] = best_ms(lambda: safe_parse(text, url), repeat)
-    row["lxml_tree"] = best_ms(lambda: BeautifulSoup(text, "lxml"), repeat)
-    row["html_tree"] = best_ms(lambda: BeautifulSoup(text, "html.parser"), repeat)
-    row["raw_lxml"] = best_ms(lambda: lxml.html.fromstring(text), repeat)
-    row["floor"] = best_ms(lambda: floor(text), repeat)
+    row["decode"] = median_ms(lambda: decode_html(body), repeat)
+    row["parse"] = median_ms(lambda: safe_parse(text, url), repeat)
+    row["lxml_tree"] = median_ms(lambda: BeautifulSoup(text, "lxml"), repeat)
+    row["html_tree"] = median_ms(lambda: BeautifulSoup(text, "html.parser"), repeat)
+    row["raw_lxml"] = median_ms(lambda: lxml.html.fromstring(text), repeat)
+    row["floor"] = median_ms(lambda: floor(text), repeat)
     row["ratio"] = round(row["parse"] / max(row["floor"], 0.01), 2)
     row["tree"] = goodreads_builds_tree(text, url)
     row["peak_kib"] = round(peak_kib(text, url))

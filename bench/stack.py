@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from config import PROJECT_ROOT
+from config import PROJECT_ROOT, Settings
 from tests.pages import PAGES_DIR
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
 from tests.support.processes import Service, service_env, start_service
@@ -126,8 +126,11 @@ class Stack:
         return service_env(REDIS_URL=self.redis.url, **{**FAST_SETTINGS, **self.site.fetch_env(), **overrides})
 
     def start_service(self, workers: int, **overrides: str) -> Service:
+        """The service as shipped (gunicorn's default processes x threads), with FAST_SETTINGS;
+        overrides win over both."""
         logs = Path(tempfile.mkdtemp(prefix="service-", dir=self.folder))
-        service = start_service(self.service_env(**overrides), logs, workers=workers, name="BENCH")
+        shipped = {"WEB_WORKERS": str(Settings.web_workers), "WEB_THREADS": str(Settings.web_threads)}
+        service = start_service(self.service_env(**{**shipped, **overrides}), logs, workers=workers, name="BENCH")
         self.services.append(service)
         return service
 
