@@ -51,6 +51,19 @@ def lower_priority(nice: int) -> None:
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if nice > current:
         os.setpriority(os.PRIO_PROCESS, 0, nice)  # raising nice needs no privilege; lowering it would
+    if nice > 0 and os.getsid(0) == os.getpid():
+        lower_session_priority(nice)
+
+
+def lower_session_priority(nice: int) -> None:
+    """With Linux's autogroup scheduling, each session shares the CPU equally whatever its
+    processes' nice: a worker that leads its own session (a container's main process, a
+    process started with setsid) sets its session's nice too. Never a shared session's."""
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:
+        pass  # no autogroup (kernel without it, or disabled): the process nice is enough
 
 
 def build_pool(settings: Settings) -> WorkerPool:

@@ -65,6 +65,8 @@ def test_two_worker_hosts_share_one_redis_and_each_url_is_done_once(site, redis_
     try:
         time.sleep(3)  # both hosts registered before the work arrives
         assert os.getpriority(os.PRIO_PROCESS, second.pid) == 10, "workers yield the CPU to web (WORKER_NICE)"
+        autogroup = Path(f"/proc/{second.pid}/autogroup")  # it leads its own session: its autogroup too
+        assert not autogroup.exists() or autogroup.read_text().strip().endswith("nice 10"), autogroup.read_text()
         accepted = requests.post(f"{service.base}/parse", json={"urls": URLS}, timeout=10).json()
         summary = wait_finished(service.base, accepted["batch_id"])
     finally:
