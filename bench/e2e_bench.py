@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import requests
 from redis import Redis
@@ -66,6 +67,20 @@ def summary(name: str, workers: int, urls: int, elapsed: float, latencies: list[
 
 
 # ---- the systems --------------------------------------------------------------------------------
+
+class System(Protocol):
+    """What a run needs of the service and of each baseline."""
+
+    name: str
+    workers: int
+    stack: Stack
+
+    def submit(self, urls: list[str]) -> object: ...
+
+    def wait(self, urls: list[str], deadline: float) -> tuple[list[float], int]: ...
+
+    def stop(self) -> None: ...
+
 
 class ServiceSystem:
     """The real service: gunicorn + `python -m jobs.worker` against the stack's Redis."""
@@ -176,7 +191,7 @@ def stop_all(processes: list[subprocess.Popen]) -> None:
         process.wait(10)
 
 
-def wait_for(condition, seconds: float) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], bool], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -203,7 +218,7 @@ def memory_of(pid: int) -> dict:
 
 # ---- runs -----------------------------------------------------------------------------------------
 
-def burst(system, workload: Workload) -> dict:  # type: ignore[no-untyped-def]
+def burst(system: System, workload: Workload) -> dict:
     commands = RedisCommands(system.stack.redis.url)
     started = time.time()
     system.submit(workload.urls)
@@ -237,7 +252,7 @@ class RedisCommands:
         return round(self.total() - self.start - self.INFO_CALLS - RedisCommands.polls - background)
 
 
-def unloaded(system, urls: list[str]) -> dict:  # type: ignore[no-untyped-def]
+def unloaded(system: System, urls: list[str]) -> dict:
     latencies = []
     for url in urls:
         started = time.time()

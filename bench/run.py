@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from bench import api_bench, e2e_bench, parse_bench
@@ -48,7 +49,7 @@ def run_parts(parts: tuple[str, ...], quick: bool) -> dict:
     return result
 
 
-def timed(action, label: str) -> dict:  # type: ignore[no-untyped-def]
+def timed(action: Callable[[], dict], label: str) -> dict:
     print(f"\n== {label} ==", flush=True)
     started = time.monotonic()
     outcome = action()
