@@ -1,13 +1,17 @@
 """rq-dashboard mounted at /rqstatus inside the service's own Flask app, hardened.
 
 Each measure closes one way in:
-- Auth: every path under /rqstatus (rules, static files, even routing redirects and 404s)
-  sits behind HTTP Basic auth when RQSTATUS_USER/RQSTATUS_PASSWORD are set: the check
-  wraps the WSGI app, before Flask routes anything. config.py refuses to listen beyond
-  loopback without credentials.
+- Auth: when RQSTATUS_USER/RQSTATUS_PASSWORD are set, every request that Flask routes to
+  the dashboard (its rules and static files), and every request under /rqstatus that
+  matches no rule (routing redirects, 404s), needs HTTP Basic auth. The gate is the first
+  before_request hook and decides on what was routed, not on how the path was spelled:
+  `//rqstatus/`, `/%2Frqstatus/` and `GET http://host//rqstatus/` all reach the dashboard's
+  rules, so a check of the raw path would let them through. config.py refuses to listen
+  beyond loopback without credentials.
 - No state change by GET or HEAD: a dashboard rule that accepts POST changes state
   (requeue, requeue all, delete, empty, compact) and answers 405 to a safe method
-  (requeue_all also accepts GET upstream). Every other rule only reads.
+  (requeue_all also accepts GET upstream). Every other rule only reads. Emptying the
+  started registry answers 409: its jobs are running, under leases (jobs/crashsafe.py).
 - CSRF: browsers send cached Basic credentials along with any site's request, so a POST
   under /rqstatus needs `X-Requested-With: XMLHttpRequest`, which jQuery adds to the
   dashboard's own same-origin $.post calls, and must not be marked cross-site by
@@ -28,7 +32,11 @@ Each measure closes one way in:
 - Redis: the dashboard uses the service's own client (REDIS_URL with its password and
   TLS, short timeouts) instead of the one rq-dashboard builds on every request, without
   timeouts; there is one instance, 0. The REDIS_URL it displays has no password or query.
-The dashboard reads jobs with the same JSON serializer as the queues.
+- Reads: a job hash in Redis is data, never code. rq-dashboard builds some of its jobs,
+  queues, registries and workers without a serializer (RQ's default is pickle: a forged
+  `meta`, `data` or result would run code in the web process), so its rq names are bound
+  to JSON-only classes (jobs/trust.py): every read uses JSON whatever the call site says,
+  and a job whose fields are not JSON is shown as unreadable (its description says so), not loaded.
 """
 from __future__ import annotations
 
@@ -37,19 +45,19 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import rq_dashboard
 from flask import Flask, Response, abort, current_app, jsonify, request
 from markupsafe import escape
+from rq import registry as rq_registries
 from rq.exceptions import NoSuchJobError
 from rq.serializers import JSONSerializer
 from rq_dashboard import web as dashboard_web
-from werkzeug.datastructures import Authorization
 
 from config import Settings
 from errors import ApiError
+from jobs.trust import JsonJob, JsonQueue, JsonWorker, json_registry, requeue_json_job
 
 URL_PREFIX = "/rqstatus"
 BLUEPRINT = "rq_dashboard"
@@ -70,12 +78,18 @@ CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval' {hashes}; style-src 
        "img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
+SLASH_RUNS = re.compile(r"/{2,}")  # Werkzeug's router merges them (merge_slashes)
+REGISTRY_CLASSES = ("CanceledJobRegistry", "DeferredJobRegistry", "FailedJobRegistry", "FinishedJobRegistry",
+                    "ScheduledJobRegistry", "StartedJobRegistry")
 
 
 def mount_dashboard(app: Flask, settings: Settings) -> None:
+    if settings.rqstatus_user:  # first: before any other hook sees a dashboard request
+        gate = OperatorGate(settings.rqstatus_user, settings.rqstatus_password)
+        app.before_request_funcs.setdefault(None, []).insert(0, gate)
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
-    dashboard_web.config.serializer = JSONSerializer
+    read_jobs_as_json()
     # rq-dashboard's own set-up (it builds a client we then replace); before the blueprint is used.
     dashboard_web.setup_rq_connection(app)
     app.config["RQ_DASHBOARD_REDIS_URL"] = (displayed_redis_url(settings.redis_url),)  # shown in its navbar
@@ -84,14 +98,37 @@ def mount_dashboard(app: Flask, settings: Settings) -> None:
     app.before_request(refuse_state_changing_get)
     app.before_request(refuse_cross_site_post)
     app.before_request(refuse_odd_url_values)
+    app.before_request(refuse_emptying_started_jobs)
     app.after_request(secure_response)
     app.register_error_handler(NoSuchJobError, no_such_job)  # the job view fetches it unguarded: not a 500
-    if settings.rqstatus_user:
-        app.wsgi_app = BasicAuthGate(app.wsgi_app, settings.rqstatus_user, settings.rqstatus_password)
+
+
+def routed_to_dashboard() -> bool:
+    """Whether Flask sends this request to the dashboard: by the rule it matched, whatever the
+    spelling of the path; a request that matched no rule (a 404, a routing redirect) when its
+    path, with slash runs merged as the router merges them, is under URL_PREFIX."""
+    if request.url_rule is not None:
+        return request.blueprint == BLUEPRINT
+    return under_dashboard(SLASH_RUNS.sub("/", request.path))
 
 
 def under_dashboard(path: str) -> bool:
     return path == URL_PREFIX or path.startswith(URL_PREFIX + "/")
+
+
+# ---- reads: JSON only -------------------------------------------------------------------
+
+
+def read_jobs_as_json() -> None:
+    """Bind rq-dashboard's rq names to JSON-only classes (jobs/trust.py): some of its views
+    build jobs, workers and registries without a serializer, which in RQ means pickle."""
+    dashboard_web.config.serializer = JSONSerializer
+    dashboard_web.Job = JsonJob
+    dashboard_web.Queue = JsonQueue
+    dashboard_web.Worker = JsonWorker
+    dashboard_web.requeue_job = requeue_json_job
+    for name in REGISTRY_CLASSES:
+        setattr(dashboard_web, name, json_registry(getattr(rq_registries, name)))
 
 
 # ---- Redis ------------------------------------------------------------------------------
@@ -129,13 +166,21 @@ def refuse_state_changing_get() -> None:
 
 
 def refuse_cross_site_post() -> None:
-    if request.method in SAFE_METHODS or not under_dashboard(request.path):
+    if request.method in SAFE_METHODS or not routed_to_dashboard():
         return
     if request.headers.get("X-Requested-With") != "XMLHttpRequest":
         raise ApiError(403, "csrf_refused", "dashboard actions are taken from the dashboard's own page "
                                             "(send X-Requested-With: XMLHttpRequest)")
     if request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin":
         raise ApiError(403, "csrf_refused", "dashboard actions are not accepted from another site")
+
+
+def refuse_emptying_started_jobs() -> None:
+    """The started registry holds running jobs and their leases (jobs/crashsafe.py): deleting
+    them would not stop them, and RQ 3 cannot remove an entry whose job is gone (a 500)."""
+    if request.endpoint == f"{BLUEPRINT}.empty_queue" and (request.view_args or {}).get("registry_name") == "started":
+        raise ApiError(409, "jobs_running", "started jobs are running: they end by finishing, failing or "
+                                            "timing out, and cannot be emptied from the dashboard")
 
 
 def refuse_odd_url_values() -> None:
@@ -163,7 +208,7 @@ def no_such_job(exc: NoSuchJobError) -> tuple[Response, int]:
 
 
 def secure_response(response: Response) -> Response:
-    if not under_dashboard(request.path):
+    if not routed_to_dashboard():
         return response
     if request.endpoint in ESCAPED_JSON_VIEWS and response.is_json and response.status_code == 200:
         keep_raw = ESCAPED_JSON_VIEWS[request.endpoint]
@@ -202,24 +247,20 @@ def inline_script_hashes(response: Response) -> list[str]:
 # ---- Basic auth -------------------------------------------------------------------------
 
 
-class BasicAuthGate:
-    """WSGI middleware: every request under URL_PREFIX needs the operator's Basic credentials."""
+class OperatorGate:
+    """before_request hook: a request routed to the dashboard needs the operator's Basic credentials."""
 
-    def __init__(self, wsgi_app: Callable, user: str, password: str):
-        self.wsgi_app = wsgi_app
+    def __init__(self, user: str, password: str):
         self.user = user.encode()
         self.password = password.encode()
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if (path == URL_PREFIX or path.startswith(URL_PREFIX + "/")) and not self._authorized(environ):
-            challenge = Response("authentication required\n", 401,
-                                 {"WWW-Authenticate": 'Basic realm="rqstatus"'}, mimetype="text/plain")
-            return challenge(environ, start_response)
-        return self.wsgi_app(environ, start_response)
+    def __call__(self) -> None:
+        if routed_to_dashboard() and not self.authorized():
+            raise ApiError(401, "unauthorized", "the dashboard needs the operator's credentials (HTTP Basic auth)",
+                           {"WWW-Authenticate": 'Basic realm="rqstatus"'})
 
-    def _authorized(self, environ: dict) -> bool:
-        auth = Authorization.from_header(environ.get("HTTP_AUTHORIZATION"))
+    def authorized(self) -> bool:
+        auth = request.authorization
         if auth is None or auth.type != "basic":
             return False
         user_ok = hmac.compare_digest((auth.username or "").encode(), self.user)

@@ -22,6 +22,11 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+def body_too_large(limit: int) -> ApiError:
+    """413 for a request body over MAX_REQUEST_BYTES, however it was framed."""
+    return ApiError(413, "body_too_large", f"the request body is over the limit of {limit} bytes (MAX_REQUEST_BYTES)")
+
+
 class JobError(Exception):
     """A job failure with a short machine-readable code; permanent unless a subclass says otherwise."""
 
@@ -33,6 +38,13 @@ class ParseError(JobError):
     """The page is not what the URL promises (soft 404, login wall, wrong layout)."""
 
     code = "parse_error"
+
+
+class ForeignJob(JobError):
+    """A job in Redis the service never enqueues: a function that is not one of its own, a
+    method, RQ callbacks or webhooks (jobs/trust.py). Refused before anything is imported."""
+
+    code = "foreign_job"
 
 
 class FetchError(JobError):

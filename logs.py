@@ -15,7 +15,10 @@ Jobs: while a job runs, every line carries its `job_id` and `url`:
   execute_job too, so RQ's own lines about the job (in the worker and in its forked
   work-horse: "Job OK", the result TTL, the traceback of a failure, a killed horse) carry
   them. RQ's "dequeued" line, logged before the job is known to be ours, does not.
-gunicorn's own lines (access log, worker boots) keep gunicorn's format.
+gunicorn's own lines (access log, worker boots) keep gunicorn's format, with every value a
+request controls escaped (gunicorn.conf.py uses escaped()): a newline in a Basic-auth user
+name would otherwise start a forged line. Text lines escape control characters too; JSON
+lines are escaped by JSON itself.
 """
 from __future__ import annotations
 
@@ -30,6 +33,9 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 import rq
+from rq.exceptions import StopRequested
+
+from jobs.trust import JOB_FUNCTION
 
 FORMATS = ("json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -38,6 +44,7 @@ _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) 
 _CORE_KEYS = ("ts", "level", "logger", "message", "pid")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # RQ colours queue names and "Job OK" when stdout is a terminal
 _OWN_HANDLER = "_metaparse_handler"
+CONTINUATION = "    "  # the margin of a text record's second and later lines
 # RQ gives these loggers handlers of its own (and stops their propagation) when it finds none above.
 _RQ_LOGGERS = ("rq.worker", "rq.job", "rq.worker_pool", "rq.scheduler")
 
@@ -113,7 +120,9 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """A human line: the classic format plus ` key=value` for each field."""
+    """A human line: the classic format plus ` key=value` for each field. Only a record's
+    first line starts at the margin: its other lines (a traceback, a message with line breaks)
+    are indented and control characters escaped, so no text can pass for a record of its own."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
@@ -121,6 +130,25 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's naming)
         fields = "".join(f" {k}={v}" for k, v in record_fields(record).items())
         return _ANSI.sub("", super().formatMessage(record)) + fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, *rest = super().format(record).splitlines() or [""]
+        return "\n".join([escaped(first), *(CONTINUATION + escaped(line) for line in rest)])
+
+
+def escaped(text: str, backslashes: bool = False) -> str:
+    """text on one line: non-printable characters (a newline, ESC, U+2028...) written as
+    Python escapes; with backslashes, a backslash doubled too, so that the escapes read back
+    unambiguously (gunicorn's access log escapes double quotes itself)."""
+    if text.isprintable() and not (backslashes and "\\" in text):
+        return text
+    return "".join(_escape_char(char, backslashes) for char in text)
+
+
+def _escape_char(char: str, backslashes: bool) -> str:
+    if char == "\\":
+        return "\\\\" if backslashes else char
+    return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
 
 
 # ---- set-up -------------------------------------------------------------------------------
@@ -163,6 +191,15 @@ class _StreamHandler(logging.StreamHandler):
     def stream(self, value: IO[str]) -> None:
         self._stream = value
 
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's naming)
+        """logging prints and swallows an error raised while a line is written. An idle RQ
+        worker's stop signal raises StopRequested from its handler, wherever the worker is,
+        often while writing a line: swallowed, the stop was lost and the worker ran on until
+        killed. It goes on to the worker."""
+        if isinstance(sys.exc_info()[1], StopRequested):
+            raise
+        super().handleError(record)
+
 
 def _route_rq_loggers_to_root() -> None:
     """Undo RQ's own set-up if it ran first (RQ skips it when the root logger has a handler)."""
@@ -181,8 +218,6 @@ def _route_rq_loggers_to_root() -> None:
 
 def job_fields(job: rq.job.Job) -> dict[str, Any]:
     """job_id, and url for a fetch job (its first argument is the canonical URL)."""
-    from jobs.queues import JOB_FUNCTION
-
     fields: dict[str, Any] = {"job_id": job.id}
     try:
         function, args = job.func_name, job.args

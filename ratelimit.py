@@ -48,7 +48,7 @@ from redis.exceptions import RedisError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings
-from dashboard import URL_PREFIX as DASHBOARD_PREFIX
+from dashboard import routed_to_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ STRATEGY = "sliding-window-counter"  # no double burst at a fixed window's edge;
 KEY_PREFIX = "metaparse:limits"  # Redis keys of the counters
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 READ_METHODS = ("GET", "HEAD")
-EXEMPT_PATHS = frozenset({"/healthz", "/metrics"})
+EXEMPT_ENDPOINTS = frozenset({"api.healthz", "metrics"})
 
 
 def init_app(app: Flask, settings: Settings) -> Limiter | None:
@@ -120,8 +120,8 @@ def known_token() -> bytes | None:
 
 
 def is_exempt() -> bool:
-    path = request.path
-    return path in EXEMPT_PATHS or path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/")
+    """By the endpoint Flask routed to, not by the path's spelling."""
+    return request.endpoint in EXEMPT_ENDPOINTS or routed_to_dashboard()
 
 
 def rate_limited(limiter: Limiter, exc: RateLimitExceeded):

@@ -23,10 +23,10 @@ from rq import Retry, get_current_job
 from batches import batch_summary
 from config import Settings
 from jobs.queues import CALLBACK_QUEUE, make_queue
+from jobs.trust import DELIVERY_FUNCTION
 from storage import Storage
 
 log = logging.getLogger(__name__)
-DELIVERY_FUNCTION = "jobs.callbacks.deliver"
 DELIVERY_RETRY_INTERVALS = [5, 30, 120, 600, 1800]
 SIGNATURE_HEADER = "X-Metaparse-Signature"
 TIMESTAMP_HEADER = "X-Metaparse-Timestamp"

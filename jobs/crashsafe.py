@@ -144,12 +144,12 @@ from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
 from config import MIB, Settings
+from jobs.trust import JOB_FUNCTION, ServiceJob
 from storage import PREFIX, Storage
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
-JOB_FUNCTION = "jobs.tasks.fetch_and_parse"  # jobs.queues.JOB_FUNCTION (not imported: no cycle)
 
 HARD_KILL_GRACE = 3  # s after a job's timeout before its executing process (horse, or worker) is SIGKILLed
 LEASE_GRACE = 15  # s after a job's timeout before its execution counts as abandoned
@@ -408,8 +408,9 @@ class ClaimingQueue(Queue):
 
     JSON unless told otherwise, as every queue of the service: RQ's pool builds each worker's
     queues without a serializer, and their registries' cleaning (the abandoned-job path,
-    record_abandoned) must read the job's function and arguments."""
+    record_abandoned) must read the job's function and arguments. Its jobs are ServiceJobs."""
 
+    job_class = ServiceJob
     claim_seconds = CLAIM_SECONDS
     poll_seconds = DEQUEUE_POLL_SECONDS
 
@@ -564,13 +565,19 @@ class CrashSafeScheduler(RQScheduler):
 
 
 class CrashSafeWorker(Worker):
-    """An RQ Worker with the lease, watchdog, claims and death rules of this module."""
+    """An RQ Worker with the lease, watchdog, claims and death rules of this module, that runs
+    only the service's own job functions (its job class is a ServiceJob: jobs/trust.py)."""
 
     timings: Timings = TIMINGS
     pool_pid: int | None = None  # set in the pool process before it forks its workers
     max_connection_wait_time = MAX_RECONNECT_WAIT
+    job_class = ServiceJob
 
     def __init__(self, *args, **kwargs):
+        job_class = kwargs.get("job_class") or self.job_class
+        if not (isinstance(job_class, type) and issubclass(job_class, ServiceJob)):
+            raise TypeError(f"a service worker runs ServiceJobs only (jobs/trust.py), not {job_class!r}")
+        kwargs["job_class"] = job_class
         kwargs.setdefault("worker_ttl", self.timings.worker_ttl)
         kwargs.setdefault("maintenance_interval", self.timings.maintenance_interval)
         kwargs.setdefault("job_monitoring_interval", self.timings.heartbeat_interval)
@@ -939,4 +946,5 @@ def worker_pool(settings: Settings, queue_names: list[str], worker_class: type[W
     CrashSafeWorker.pool_pid = os.getpid()  # the workers are forked from this process
     connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     return CrashSafePool(queue_names, connection=connection, num_workers=settings.workers, serializer=JSONSerializer,
-                         worker_class=pool_worker_class(settings, worker_class), queue_class=ClaimingQueue)
+                         worker_class=pool_worker_class(settings, worker_class), queue_class=ClaimingQueue,
+                         job_class=ServiceJob)

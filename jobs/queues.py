@@ -17,11 +17,11 @@ from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 from rq.utils import now
 
 import metrics
 from config import Settings
+from jobs.trust import JOB_FUNCTION, JsonJob, JsonQueue
 from sources import SOURCES, Route
 from storage import Storage
 
@@ -30,7 +30,6 @@ CALLBACK_QUEUE = "callbacks"
 # Workers listen in this order: the quick ticker, callbacks, then book pages (users wait on
 # them), news and any page.
 QUEUE_NAMES = [MAINTENANCE_QUEUE, CALLBACK_QUEUE] + [source.queue for source in SOURCES.values()]
-JOB_FUNCTION = "jobs.tasks.fetch_and_parse"
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 # Seconds before the 1st, 2nd, 3rd retry when a job dies without saying why (its work-horse
 # was killed); a transient fetch error sets its own delay with backoff_seconds().
@@ -50,12 +49,12 @@ def job_id_for(canonical_url: str) -> str:
 
 
 def make_queue(name: str, connection: Redis) -> Queue:
-    return Queue(name, connection=connection, serializer=JSONSerializer)
+    return JsonQueue(name, connection=connection)
 
 
 def fetch_job(connection: Redis, job_id: str) -> Job | None:
     try:
-        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        return JsonJob.fetch(job_id, connection=connection)
     except NoSuchJobError:
         return None
 

@@ -16,9 +16,9 @@ from rq.exceptions import DuplicateJobError
 
 from jobs import callbacks, recrawl
 from jobs.queues import MAINTENANCE_QUEUE, make_queue
+from jobs.trust import TICK_FUNCTION
 
 log = logging.getLogger(__name__)
-TICK_FUNCTION = "jobs.ticker.tick"
 TICK_TIMEOUT = 30
 
 

@@ -20,8 +20,6 @@ import socket
 import sys
 
 from redis import Redis
-from rq import Worker
-from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 import logs
@@ -31,6 +29,7 @@ from errors import ConfigError
 from jobs import crashsafe
 from jobs.queues import QUEUE_NAMES
 from jobs.ticker import ensure_ticking
+from jobs.trust import JsonWorker
 
 MIB = 1024 * 1024
 # Address-space cap per worker process (and work-horse): a backstop under the per-fetch
@@ -75,7 +74,7 @@ def build_pool(settings: Settings) -> WorkerPool:
 def worker_alive_here(settings: Settings) -> bool:
     """Health check: does a live RQ worker of this host (container) have a fresh heartbeat?"""
     connection = Redis.from_url(settings.redis_url, socket_timeout=5)
-    return any(worker.hostname == socket.gethostname() for worker in Worker.all(connection=connection))
+    return any(worker.hostname == socket.gethostname() for worker in JsonWorker.all(connection=connection))
 
 
 def main() -> None:

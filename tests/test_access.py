@@ -300,6 +300,15 @@ def test_the_dashboard_uses_the_service_redis_client(env, redis_client):
     assert app.redis_conn is app.config["REDIS"]  # REDIS_URL's password, TLS and timeouts
 
 
+def test_emptying_the_started_registry_is_refused_and_compacting_an_empty_queue_is_not_an_error(env, redis_client):
+    client = client_for(env)
+    started = client.post("/rqstatus/queue/goodreads/started/empty", headers=XHR)
+    assert started.status_code == 409 and started.get_json()["error"]["code"] == "jobs_running"
+    assert client.post("/rqstatus/queue/goodreads/failed/empty", headers=XHR).status_code == 200
+    assert not redis_client.exists("rq:queue:pages")
+    assert client.post("/rqstatus/queue/pages/compact", headers=XHR).get_json() == {"status": "OK"}
+
+
 def test_the_displayed_redis_url_has_no_secrets():
     shown = dashboard.displayed_redis_url("rediss://user:pw@redis.internal:6380/2?password=pw2&ssl_ca_certs=/x.pem")
     assert shown == "rediss://redis.internal:6380/2"

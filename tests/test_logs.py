@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from rq.exceptions import StopRequested
 
 import logs
 from config import load_settings
@@ -173,6 +174,34 @@ def test_bound_fields_extra_and_text_format():
     assert second.endswith("DEBUG t: after")
 
 
+def test_text_lines_cannot_be_forged():
+    """Page text with line breaks or terminal escapes, in a message, a field and an exception:
+    only each record's first line starts at the margin, and no control character is written."""
+    stream, level = io.StringIO(), logging.getLogger().level
+    handler = logs.configure_logging("INFO", "text", stream=stream)
+    forged = "2026-01-01 00:00:00,000 ERROR server: forged"
+    try:
+        logging.getLogger("t").info("title %s", f"A\n{forged}\r\x1b[2J\u2028{forged}", extra={"title": f"x\n{forged}"})
+        try:
+            raise ValueError(f"not a book page: \n{forged}")
+        except ValueError:
+            logging.getLogger("t").exception("failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
+    lines = stream.getvalue().splitlines()
+    at_margin = [line for line in lines if not line.startswith(logs.CONTINUATION)]
+    assert len(at_margin) == 2 and at_margin[0].endswith("INFO t: title A") and "ERROR t: failed" in at_margin[1]
+    assert not any(char in stream.getvalue() for char in "\x1b\r\u2028")
+    assert "\\x1b[2J" in stream.getvalue()  # CR and U+2028 break lines: indented like a newline
+
+
+@pytest.mark.parametrize("text, escaped", [("plain é", "plain é"), ("a\nb", "a\\nb"), ("\x1b[31m", "\\x1b[31m"),
+                                           ("back\\slash", "back\\\\slash"), ('"quoted"', '"quoted"')])
+def test_escaped_keeps_a_value_on_one_line(text, escaped):
+    assert logs.escaped(text, backslashes=True) == escaped
+
+
 def test_configure_logging_is_idempotent_and_leaves_other_handlers():
     root = logging.getLogger()
     level = root.level
@@ -232,3 +261,21 @@ def test_the_worker_process_writes_only_json_lines(site, redis_url, redis_client
     horse = next(line for line in job_lines if line["message"] == "job started")
     assert horse["pid"] != pool["pid"]
     assert (tmp_path / "var" / "metrics" / f"counter_{horse['pid']}.db").exists()  # the work-horse's metrics
+
+
+def test_a_stop_signal_that_arrives_while_a_line_is_written_reaches_the_worker():
+    """RQ's idle worker raises StopRequested from its SIGTERM handler, wherever it is: inside
+    logging, the stop was printed as a logging error and lost (the worker ran on until killed)."""
+    class Interrupted(logs.JsonFormatter):
+        def format(self, record):
+            raise StopRequested()
+
+    handler = logs.configure_logging("INFO", "json", stream=io.StringIO())
+    handler.setFormatter(Interrupted())
+    try:
+        with pytest.raises(StopRequested):
+            logging.getLogger("rq.worker").info("cleaning registries")
+        handler.setFormatter(type("Broken", (logs.JsonFormatter,), {"format": lambda self, record: 1 / 0})())
+        logging.getLogger("rq.worker").info("any other error is still only printed")
+    finally:
+        logging.getLogger().removeHandler(handler)

@@ -33,9 +33,9 @@ from jobs.crashsafe import (
     record_abandoned,
 )
 from jobs.queues import JOB_FUNCTION, QUEUE_NAMES, job_id_for, make_queue
+from jobs.trust import JOB_FUNCTIONS, ServiceJob
 from storage import Storage
-from tests.support import job_runs
-from tests.support.worker_faults import stick_fetches, stuck_in_c
+from tests.support.worker_faults import stick_fetches
 
 FORK = multiprocessing.get_context("fork")
 STUCK_URL = "https://www.goodreads.com/book/show/777001"
@@ -57,6 +57,12 @@ def quick_job() -> int:
     return os.getpid()
 
 
+class ThisModulesJobs(ServiceJob):
+    """The workers here also run this module's jobs (a service worker runs the service's only)."""
+
+    allowed_functions = JOB_FUNCTIONS | {f"{__name__}.{job.__name__}" for job in (sleep_job, allocate_job, quick_job)}
+
+
 # ---- a worker in a child process ----------------------------------------------------------------
 
 
@@ -67,8 +73,8 @@ def work_in_child(redis_url: str, setup: Callable[[], None] = lambda: None, **at
     connection = Redis.from_url(redis_url)
     queues = [ClaimingQueue(name, connection=connection) for name in QUEUE_NAMES]
     worker_class = crash_safe(logs.JobLogWorker, "inprocess", **attributes)
-    worker_class(queues, connection=connection, serializer=JSONSerializer, queue_class=ClaimingQueue).work(
-        burst=True, logging_level="WARNING")
+    worker_class(queues, connection=connection, serializer=JSONSerializer, queue_class=ClaimingQueue,
+                 job_class=ThisModulesJobs).work(burst=True, logging_level="WARNING")
 
 
 def start_worker(redis_url: str, setup: Callable[[], None] = lambda: None, **attributes):
