@@ -11,7 +11,7 @@ from redis import Redis
 from rq.job import Job, JobStatus
 
 from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, job_statuses, public_status
-from storage import Storage, decode_value, record_key
+from storage import Storage, decode_value, record_key, record_problem
 
 TERMINAL = {"done", "failed", "expired"}
 
@@ -27,8 +27,10 @@ def lookup(connection: Redis, canonical: str) -> tuple[dict | None, dict | None]
     with connection.pipeline(transaction=False) as pipe:
         pipe.get(key)
         pipe.hget(Job.key_for(job_id_for(canonical)), "status")
-        raw, status = pipe.execute()
-    record = decode_value(key, raw, dict)  # the same safe unpickling as Storage.load_record
+        raw, status = pipe.execute(raise_on_error=False)  # a record key of another type: refused below
+    if isinstance(status, Exception):
+        raise status
+    record = decode_value(key, raw, record_problem)  # the same safe loading as Storage.load_record
     return record, state_of(connection, canonical, record, JobStatus(status.decode()) if status else None)
 
 

@@ -2,17 +2,26 @@
 
 Records and batches are pickled (fast, keeps datetimes) and loaded with an unpickler that
 refuses every global except the datetime types, so a value tampered with in Redis can
-never run code: it is logged and treated as missing.
+never run code. What it loads must then be plain data of the right shape before anyone
+reads it (decode_value): JSON types and datetimes only, at most MAX_STORED_BYTES of
+pickle, MAX_VALUES values and MAX_TEXT characters counted at every reference (a pickle
+can refer to one list many times: 297 bytes can unfold into megabytes of JSON), nested at
+most MAX_DEPTH deep, and the fields the service reads of the type it reads them as
+(record_problem, batch_problem, snapshot_problem). Anything else is logged and treated as
+missing, never answered and never a 500.
 """
 from __future__ import annotations
 
 import io
 import logging
+import math
 import pickle
+from collections.abc import Callable, Collection
 from datetime import date, datetime, timedelta, timezone
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import ResponseError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,17 @@ ALLOWED_GLOBALS = {
     ("datetime", "timezone"): timezone,
 }
 RECORD_KEYS = ("url", "kind", "status", "fetched_at", "parser_version", "data", "error")
+RECORD_STATUSES = frozenset({"done", "failed"})
+# Bounds of a stored value, far above what the service writes (a news front's record is ~50 kB
+# and ~2,000 values) and far below what would hurt a web process to answer.
+MAX_STORED_BYTES = 8 * 1024 * 1024
+MAX_VALUES = 200_000  # containers and scalars, each reference counted
+MAX_TEXT = 32 * 1024 * 1024  # characters in strings and keys, each reference counted
+MAX_DEPTH = 32
+MAX_INTEGER = 2**63  # JSON readers lose larger integers; Python refuses to print > 4,300 digits
+CONTAINERS = frozenset({dict, list, tuple})
+LEAVES = frozenset({bool, type(None), datetime})
+Shape = Callable[[object], "str | None"]  # why a value is not of a stored kind's shape, or None
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -49,19 +69,158 @@ def safe_loads(raw: bytes) -> object:
     return _SafeUnpickler(io.BytesIO(raw)).load()
 
 
-def decode_value(key: str, raw: bytes | None, kind: type) -> object | None:
-    """The value stored at key, unpickled safely, when it is a `kind`; None (logged) otherwise."""
+def decode_value(key: str, raw: bytes | ResponseError | None, shape: Shape) -> dict | None:
+    """The value stored at key, unpickled safely, when it is plain data of the given shape
+    (record_problem, batch_problem, snapshot_problem); None (logged) otherwise. raw may be
+    the error of the read (a pipeline's, unraised): a key of another Redis type is a value
+    of the wrong shape too; any other error is raised."""
     if raw is None:
+        return None
+    if isinstance(raw, ResponseError):
+        if not str(raw).startswith("WRONGTYPE"):
+            raise raw
+        log.error("refused stored value at %s: a Redis value of another type", key)
+        return None
+    if len(raw) > MAX_STORED_BYTES:
+        log.error("refused stored value at %s: %d bytes, over %d", key, len(raw), MAX_STORED_BYTES)
         return None
     try:
         value = safe_loads(raw)
     except Exception as exc:  # any malformed or hostile bytes: refuse, never execute
         log.error("refused stored value at %s: %s", key, exc)
         return None
-    if not isinstance(value, kind):
-        log.error("refused stored value at %s: a %s, not a %s", key, type(value).__name__, kind.__name__)
+    problem = plain_data_problem(value) or shape(value)
+    if problem is not None:
+        log.error("refused stored value at %s: %s", key, problem)
         return None
     return value
+
+
+# ---- what a stored value may be --------------------------------------------------------------
+
+
+def plain_data_problem(value: object) -> str | None:
+    """None when value is plain data within the bounds above, else what is wrong with it.
+
+    One pass over every reference (not every distinct object), so a value that refers to
+    one list a million times is refused before anything unfolds it. Children are checked
+    where they are met, which keeps a news record's ~2,000 values to ~100 us."""
+    values = text = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH}"
+        if type(node) not in CONTAINERS:
+            problem = _leaf_problem(node)
+            if problem:
+                return problem
+            continue
+        children, problem, key_text = _children(node)
+        if problem:
+            return problem
+        values, text = values + len(children) + 1, text + key_text
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                text += len(child)
+                if not (child.isascii() or _is_unicode(child)):
+                    return "text with lone surrogates"
+            elif kind in CONTAINERS:
+                stack.append((child, depth + 1))
+            elif problem := _leaf_problem(child):
+                return problem
+        if values > MAX_VALUES:
+            return f"more than {MAX_VALUES} values (shared or cyclic references count each time)"
+        if text > MAX_TEXT:
+            return f"more than {MAX_TEXT} characters of text"
+    return None
+
+
+def _children(node: dict | list | tuple) -> tuple[Collection, str | None, int]:
+    """(the node's children, a problem with its keys or None, the characters of its keys)."""
+    if type(node) is not dict:
+        return node, None, 0
+    key_text = 0
+    for key in node:
+        if type(key) is not str:
+            return (), f"a {type(key).__name__} key", 0
+        if not (key.isascii() or _is_unicode(key)):
+            return (), "a key with lone surrogates", 0
+        key_text += len(key)
+    return node.values(), None, key_text
+
+
+def _leaf_problem(leaf: object) -> str | None:
+    kind = type(leaf)
+    if kind in LEAVES:
+        return None
+    if kind is str:
+        return None if leaf.isascii() or _is_unicode(leaf) else "text with lone surrogates"
+    if kind is int:
+        return None if -MAX_INTEGER < leaf < MAX_INTEGER else "an integer out of range"
+    if kind is float:
+        return None if math.isfinite(leaf) else "a number that is not finite"
+    return f"a {kind.__name__}"
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def record_problem(value: object) -> str | None:
+    """The fields of a record the service reads, of the types it reads them as."""
+    if type(value) is not dict:
+        return f"a {type(value).__name__}, not a dict (a record)"
+    wrong = _wrong_fields(value, {"url": str, "kind": str, "status": str, "fetched_at": datetime})
+    if wrong:
+        return wrong
+    if value["status"] not in RECORD_STATUSES:
+        return f"record status {value['status']!r}"
+    data, error = value.get("data"), value.get("error")
+    if not (data is None or type(data) is dict) or not (error is None or type(error) is dict):
+        return "record data and error are objects or null"
+    return _headlines_problem(data.get("headlines")) if data and "headlines" in data else None
+
+
+def _headlines_problem(headlines: object) -> str | None:
+    if type(headlines) is not list or not all(type(item) is dict and type(item.get("url")) is str
+                                              for item in headlines):
+        return "headlines are a list of objects with a url"
+    return None
+
+
+def batch_problem(value: object) -> str | None:
+    if type(value) is not dict:
+        return f"a {type(value).__name__}, not a dict (a batch)"
+    wrong = _wrong_fields(value, {"id": str, "created_at": datetime, "items": list})
+    if wrong:
+        return wrong
+    if not (value.get("callback_url") is None or type(value["callback_url"]) is str):
+        return "batch callback_url is a string or null"
+    item_fields = {"url": object, "canonical_url": str, "source": str, "job_id": str}
+    problems = (_wrong_fields(item, item_fields) if type(item) is dict else "a batch item is a dict"
+                for item in value["items"])
+    return next((problem for problem in problems if problem), None)
+
+
+def snapshot_problem(value: object) -> str | None:
+    if type(value) is not dict:
+        return f"a {type(value).__name__}, not a dict (a snapshot)"
+    return _wrong_fields(value, {"fetched_at": datetime, "headlines": list}) or _headlines_problem(value["headlines"])
+
+
+def _wrong_fields(value: dict, fields: dict[str, type]) -> str | None:
+    for name, kind in fields.items():
+        if name not in value:
+            return f"no {name!r}"
+        if kind is not object and type(value[name]) is not kind:
+            return f"{name!r} is a {type(value[name]).__name__}, not a {kind.__name__}"
+    return None
 
 
 def record_key(canonical_url: str) -> str:
@@ -119,14 +278,14 @@ class Storage:
         self.redis.set(record_key(record["url"]), dumps(record), ex=ttl)
 
     def load_record(self, canonical_url: str) -> dict | None:
-        return self._load(record_key(canonical_url), dict)
+        return self._load(record_key(canonical_url), record_problem)
 
     def load_records(self, canonical_urls: list[str]) -> list[dict | None]:
         """Many records in one round trip."""
         if not canonical_urls:
             return []
         keys = [record_key(url) for url in canonical_urls]
-        return [decode_value(key, raw, dict) for key, raw in zip(keys, self.redis.mget(keys))]
+        return [decode_value(key, raw, record_problem) for key, raw in zip(keys, self.redis.mget(keys))]
 
     def scan_records(self, cursor: int = 0, count: int = 100) -> tuple[int, list[dict]]:
         """One page of all records: (next cursor, records); cursor 0 starts, and ends, the walk.
@@ -135,14 +294,14 @@ class Storage:
         """
         cursor, keys = self.redis.scan(cursor=cursor, match=f"{PREFIX}:record:*", count=count)
         raws = self.redis.mget(keys) if keys else []
-        records = [decode_value(key.decode(), raw, dict) for key, raw in zip(keys, raws)]
+        records = [decode_value(key.decode(), raw, record_problem) for key, raw in zip(keys, raws)]
         return int(cursor), [record for record in records if record is not None]
 
     def save_batch(self, batch: dict) -> None:
         self.redis.set(batch_key(batch["id"]), dumps(batch), ex=BATCH_TTL)
 
     def load_batch(self, batch_id: str) -> dict | None:
-        return self._load(batch_key(batch_id), dict)
+        return self._load(batch_key(batch_id), batch_problem)
 
     # ---- completion callbacks --------------------------------------------------------------
 
@@ -213,8 +372,16 @@ class Storage:
     def load_snapshots(self, canonical_url: str) -> list[dict]:
         """Newest first."""
         key = SNAPSHOTS + canonical_url
-        decoded = (decode_value(key, raw, dict) for raw in self.redis.lrange(key, 0, -1))
+        try:
+            raws = self.redis.lrange(key, 0, -1)
+        except ResponseError as exc:  # not a list: refused (and logged) by decode_value
+            raws = [exc]
+        decoded = (decode_value(key, raw, snapshot_problem) for raw in raws)
         return [snapshot for snapshot in decoded if snapshot is not None]
 
-    def _load(self, key: str, kind: type) -> object | None:
-        return decode_value(key, self.redis.get(key), kind)
+    def _load(self, key: str, shape: Shape) -> dict | None:
+        try:
+            raw = self.redis.get(key)
+        except ResponseError as exc:  # decode_value refuses WRONGTYPE and raises the rest
+            raw = exc
+        return decode_value(key, raw, shape)

@@ -7,6 +7,7 @@ import os
 import pickle
 import shlex
 import subprocess
+import time
 from collections import OrderedDict
 from datetime import date, datetime, timedelta, timezone
 
@@ -15,7 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import pages
+
+import parsers
 import storage
+from errors import ParseError
 from storage import (
     BATCH_TTL, RECORD_KEYS, Storage, batch_key, dumps, make_record, record_key, safe_loads,
 )
@@ -37,7 +42,7 @@ def store(redis):
 
 
 def a_record(url: str = URL, **data) -> dict:
-    return make_record(url, "goodreads_book", "ok", "1", data={"title": "The Hobbit", **data})
+    return make_record(url, "goodreads_book", "done", "1", data={"title": "The Hobbit", **data})
 
 
 # --- hostile pickles ------------------------------------------------------------------------------
@@ -239,11 +244,21 @@ def test_load_records_empty_list_makes_no_call(store, redis, monkeypatch):
 
 
 def test_batch_round_trip_and_ttl(store, redis):
-    batch = {"id": "b1", "urls": [URL, OTHER], "created_at": datetime.now(timezone.utc)}
+    batch = a_batch("b1")
     store.save_batch(batch)
     assert store.load_batch("b1") == batch
     assert BATCH_TTL - 10 <= redis.ttl(batch_key("b1")) <= BATCH_TTL
     assert store.load_batch("nope") is None
+
+
+def a_batch(batch_id: str) -> dict:
+    items = [{"url": url, "canonical_url": url, "source": "goodreads", "job_id": f"job-{n}"}
+             for n, url in enumerate([URL, OTHER])]
+    return {"id": batch_id, "created_at": datetime.now(timezone.utc), "items": items, "callback_url": None}
+
+
+def a_snapshot(n: int) -> dict:
+    return {"fetched_at": datetime.now(timezone.utc), "headlines": [{"title": f"Story {n}", "url": f"{OTHER}/{n}"}]}
 
 
 # --- tampered values in Redis ---------------------------------------------------------------------
@@ -317,12 +332,163 @@ def test_non_dict_batch_refused(store, redis, caplog):
 def test_after_save_runs_the_callers_commands_with_the_snapshot_and_the_watchers(store, redis):
     store.watch_batch("b1", [URL])
     for n in range(3):
-        store.push_snapshot(URL, {"fetched_at": datetime.now(timezone.utc), "headlines": [n]}, keep=3, ttl=60)
+        store.push_snapshot(URL, a_snapshot(n), keep=3, ttl=60)
     with redis.pipeline() as pipe:
         pipe.set("caller:key", b"queued first")
-        watching = store.after_save(pipe, URL, {"fetched_at": datetime.now(timezone.utc), "headlines": [3]}, 3, 60)
+        watching = store.after_save(pipe, URL, a_snapshot(3), 3, 60)
     assert watching == ["b1"] and redis.get("caller:key") == b"queued first"
-    assert [snap["headlines"] for snap in store.load_snapshots(URL)] == [[3], [2], [1]]  # newest `keep` kept
+    titles = [snap["headlines"][0]["title"] for snap in store.load_snapshots(URL)]
+    assert titles == ["Story 3", "Story 2", "Story 1"]  # newest `keep` kept
     with redis.pipeline() as pipe:
         assert store.after_save(pipe, "https://www.goodreads.com/book/show/1", None, 3, 60) == []
     assert store.load_snapshots("https://www.goodreads.com/book/show/1") == []
+
+
+# --- values that unpickle safely but are not plain data of the right shape ---------------------------
+
+
+def shared_lists(levels: int) -> list:
+    """A list that refers to one list twice, that one to another twice, ... levels deep:
+    a pickle of a few hundred bytes that unfolds into 2**levels lists."""
+    node: list = ["x" * 10]
+    for _ in range(levels):
+        node = [node, node]
+    return node
+
+
+def self_referencing() -> list:
+    node: list = ["x"]
+    node.append(node)
+    return node
+
+
+def nested(levels: int) -> dict:
+    node: dict = {"leaf": "x"}
+    for _ in range(levels):
+        node = {"child": node}
+    return node
+
+
+def shared_text(times: int) -> list:
+    text = "x" * 1_000_000
+    return [text] * times  # one string, `times` references: ~6 bytes of pickle each
+
+
+NOT_PLAIN = {
+    "shared sub-lists unfolding into 2**25 lists": ({"data": shared_lists(25)}, "values"),
+    "shared sub-lists unfolding into 2**60 lists": ({"data": shared_lists(60)}, "deeper"),
+    "a self-reference": ({"data": self_referencing()}, "deeper"),
+    "a set": ({"data": {"a", "b"}}, "a set"),
+    "a frozenset": ({"data": frozenset({1})}, "a frozenset"),
+    "bytes": ({"data": b"raw"}, "a bytes"),
+    "a complex number": ({"data": 1j}, "refused global builtins.complex"),
+    "NaN": ({"data": float("nan")}, "not finite"),
+    "infinity": ({"data": float("inf")}, "not finite"),
+    "an integer of 5,000 digits": ({"data": 10**5000}, "out of range"),
+    "an integer key": ({"data": {1: "x"}}, "a int key"),
+    "a lone surrogate": ({"data": "\ud800"}, "lone surrogates"),
+    "a lone surrogate in a key": ({"data": {"\udfff": 1}}, "lone surrogates"),
+    "nesting 40 deep": ({"data": nested(40)}, "deeper"),
+    "one megabyte of text referred to 40 times": ({"data": shared_text(40)}, "characters of text"),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_PLAIN))
+def test_a_record_that_is_not_plain_data_is_refused_quickly(store, redis, caplog, name):
+    fields, reason = NOT_PLAIN[name]
+    record = {**a_record(), **fields}
+    raw = dumps(record)
+    assert len(raw) < storage.MAX_STORED_BYTES
+    redis.set(record_key(URL), raw)
+    started = time.perf_counter()
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(URL) is None
+        assert store.load_records([URL]) == [None]
+    assert time.perf_counter() - started < 1.0
+    assert reason in caplog.text and record_key(URL) in caplog.text
+
+
+def test_the_issues_bomb_is_small_and_would_unfold_into_megabytes():
+    """The shape of the issue's 297-byte pickle: each level doubles what JSON would write."""
+    bomb = {**a_record(), "data": shared_lists(20)}
+    assert len(dumps(bomb)) < 500
+    assert storage.plain_data_problem(bomb) is not None
+    assert storage.plain_data_problem({**a_record(), "data": shared_lists(8)}) is None  # 2**8 lists: fine
+
+
+def test_a_stored_value_over_the_byte_limit_is_refused_unread(store, redis, caplog, monkeypatch):
+    redis.set(record_key(URL), dumps(a_record(description="x" * 2000)))
+    monkeypatch.setattr(storage, "MAX_STORED_BYTES", 1000)
+    monkeypatch.setattr(storage, "safe_loads", lambda raw: pytest.fail("unpickled a value over the limit"))
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(URL) is None
+    assert "over 1000" in caplog.text
+
+
+WRONG_RECORDS = {
+    "no url": lambda r: r.pop("url"),
+    "a url that is a list": lambda r: r.update(url=[URL]),
+    "fetched_at as text": lambda r: r.update(fetched_at="2026-01-01"),
+    "an unknown status": lambda r: r.update(status="pwned"),
+    "data that is a list": lambda r: r.update(data=["x"]),
+    "error that is text": lambda r: r.update(error="x"),
+    "headlines that are text": lambda r: r["data"].update(headlines="x"),
+    "headlines without urls": lambda r: r["data"].update(headlines=[{"title": "x"}]),
+    "a headline url that is a number": lambda r: r["data"].update(headlines=[{"url": 1}]),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_RECORDS))
+def test_a_record_of_the_wrong_shape_is_refused(store, redis, caplog, name):
+    record = make_record(OTHER, "news_headlines", "done", "1", data={"headlines": [{"title": "t", "url": OTHER}]})
+    WRONG_RECORDS[name](record)
+    redis.set(record_key(OTHER), dumps(record))
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(OTHER) is None
+    assert "refused stored value" in caplog.text
+
+
+@pytest.mark.parametrize("change", [
+    lambda b: b.pop("items"), lambda b: b.update(items="x"), lambda b: b.update(created_at=0),
+    lambda b: b["items"].append("x"), lambda b: b["items"][0].pop("canonical_url"),
+    lambda b: b.update(callback_url=5), lambda b: b.update(id=None),
+])
+def test_a_batch_of_the_wrong_shape_is_refused(store, redis, change):
+    batch = a_batch("b1")
+    change(batch)
+    redis.set(batch_key("b1"), dumps(batch))
+    assert store.load_batch("b1") is None
+
+
+def test_a_snapshot_of_the_wrong_shape_is_skipped(store, redis):
+    store.push_snapshot(URL, a_snapshot(1), keep=5, ttl=60)
+    redis.lpush(storage.SNAPSHOTS + URL, dumps({"fetched_at": "yesterday", "headlines": []}))
+    redis.lpush(storage.SNAPSHOTS + URL, dumps({"fetched_at": datetime.now(timezone.utc), "headlines": [1]}))
+    assert [snap["headlines"][0]["title"] for snap in store.load_snapshots(URL)] == ["Story 1"]
+
+
+def test_every_real_page_record_is_well_within_the_bounds(store):
+    """The bounds leave room: every record the parsers make from the saved pages."""
+    checked = 0
+    for entry in pages.manifest():
+        try:
+            data = parsers.parse(pages.read_page(entry["file"]), entry["url"])
+        except ParseError:
+            continue  # the saved soft 404s
+        record = make_record(entry["url"], data["kind"], "done", "1", data=data)
+        assert storage.plain_data_problem(record) is None and storage.record_problem(record) is None
+        assert len(dumps(record)) < storage.MAX_STORED_BYTES // 100
+        checked += 1
+    assert checked > 10
+
+
+def test_a_key_of_another_redis_type_is_a_value_of_the_wrong_shape(redis_client, caplog):
+    """On a real Redis (WRONGTYPE): a hash where a record, batch or snapshot list should be."""
+    store = Storage(redis_client)
+    for key in (record_key(URL), batch_key("b1")):
+        redis_client.hset(key, "a", "b")
+    redis_client.set(storage.SNAPSHOTS + URL, b"not a list")
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(URL) is None and store.load_batch("b1") is None
+        assert store.load_records([URL]) == [None] and store.load_snapshots(URL) == []
+    assert caplog.text.count("another type") == 3
