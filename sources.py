@@ -2,6 +2,11 @@
 
 route(url) validates a submitted URL, picks its source and returns the canonical URL
 (the storage key), the RQ queue and the freshness TTL. Pure: no I/O, no settings.
+
+One canonical URL has one source, whatever the spelling: the source is picked from the
+host as DNS will see it (IDNA: `www。goodreads。com` and fullwidth letters are
+www.goodreads.com), so no spelling of a book or a front page can be routed as a generic
+page onto the book's record.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from w3lib.url import canonicalize_url
 
 from errors import BlockedAddress
-from guard import check_url_shape
+from guard import ascii_host, check_url_shape
 
 GOODREADS_HOSTS = {"goodreads.com", "www.goodreads.com", "m.goodreads.com"}
 GOODREADS_BOOK_PATH = re.compile(r"^/(?:[a-z]{2}/)?book/show/(\d+)(?:[-._/].*)?$", re.IGNORECASE)
@@ -33,6 +38,7 @@ NEWS_HOSTS = {
     "wsj.com": "www.wsj.com",
     "www.wsj.com": "www.wsj.com",
 }
+KNOWN_SITE_HOSTS = frozenset(GOODREADS_HOSTS | set(NEWS_HOSTS))
 # A front page is a site root or a short section path; articles carry dates, ids or file names.
 MAX_FRONT_SEGMENTS = 2
 ARTICLE_SEGMENT = re.compile(
@@ -92,17 +98,31 @@ def route(url: object, allow_any_site: bool = False) -> Route:
         parts = check_url_shape(url.strip())
     except BlockedAddress as exc:
         raise Unsupported(str(exc)) from None
-    host = (parts.hostname or "").lower().rstrip(".")
+    host = site_host(parts.hostname)
     if host in GOODREADS_HOSTS:
         return _goodreads_route(parts.path, allow_any_site, url)
     if host in NEWS_HOSTS:
         return _news_route(host, parts.path, allow_any_site, url)
     if allow_any_site:
-        return Route(GENERIC, canonical_generic_url(url.strip()))
+        return _other_site_route(url.strip())
     raise Unsupported(
         "unsupported site: this service accepts Goodreads book pages and the front pages of "
         "bbc.com, bbc.co.uk, theguardian.com, washingtonpost.com, foxnews.com and wsj.com"
     )
+
+
+def site_host(hostname: str | None) -> str:
+    """The host as DNS and the fetcher see it: IDNA-mapped to ASCII, lower case, no final dot."""
+    return ascii_host(hostname or "").lower().rstrip(".")
+
+
+def _other_site_route(url: str) -> Route:
+    canonical = canonical_generic_url(url)
+    if site_host(urlsplit(canonical).hostname) in KNOWN_SITE_HOSTS:
+        # The canonical form names a known site although url's host did not read as one (w3lib's
+        # IDNA and ours disagree on a character): route that form, so it keeps one source.
+        return route(canonical, allow_any_site=True)
+    return Route(GENERIC, canonical)
 
 
 def _goodreads_route(path: str, allow_any_site: bool, url: str) -> Route:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guard import check_url_shape
 from sources import (
@@ -327,3 +329,56 @@ def test_unsupported_is_a_value_error_with_reason():
     exc = Unsupported("because")
     assert isinstance(exc, ValueError)
     assert exc.reason == "because" == str(exc)
+
+
+# --- one canonical URL, one source: hosts read as DNS reads them (IDNA) ----------------------------
+
+DOTS = {"ideographic full stop": "\u3002", "fullwidth full stop": "\uff0e", "halfwidth ideographic full stop": "\uff61"}
+
+
+def host_spellings(host: str) -> dict[str, str]:
+    """Spellings of host that IDNA maps back to it."""
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in host)
+    spellings = {name: host.replace(".", dot) for name, dot in DOTS.items()}
+    return {**spellings, "fullwidth letters": fullwidth, "fullwidth capitals": fullwidth.upper(),
+            "mixed dots and a final dot": host.replace(".", "\u3002", 1) + "."}
+
+
+@pytest.mark.parametrize("allow_any_site", [False, True])
+@pytest.mark.parametrize("plain, path", [("www.goodreads.com", "/book/show/1001"), ("m.goodreads.com", "/book/show/1"),
+                                         ("www.bbc.com", "/news"), ("theguardian.com", "/uk")])
+def test_every_idna_spelling_of_a_known_host_routes_to_its_source(plain, path, allow_any_site):
+    expected = route(f"https://{plain}{path}")
+    for name, host in host_spellings(plain).items():
+        assert route(f"https://{host}{path}", allow_any_site) == expected, name
+
+
+def test_the_issues_spelling_is_the_book_not_a_generic_page():
+    """With any site allowed, this spelling used to get the book's canonical URL as a generic page."""
+    routed = route("https://www\u3002goodreads\u3002com/book/show/1001", allow_any_site=True)
+    assert routed == Route(GOODREADS, "https://www.goodreads.com/book/show/1001")
+
+
+HOST_PIECES = st.sampled_from(["www", "m", "goodreads", "bbc", "co", "uk", "theguardian", "com", "example", "wsj",
+                               "\uff47oodreads", "ＷＷＷ", "ｃｏｍ", "GoodReads", "xn--bcher-kva", "bücher"])
+DOT = st.sampled_from([".", "\u3002", "\uff0e", "\uff61"])
+PATHS = st.sampled_from(["/", "/book/show/1001", "/book/show/1001-x", "/news", "/uk", "/a/b/c", "/book/show/x",
+                         "/news/articles/abc-1234", "/?utm_source=x&a=1"])
+
+
+@st.composite
+def urls(draw) -> str:
+    pieces = draw(st.lists(HOST_PIECES, min_size=1, max_size=4))
+    host = "".join(piece + draw(DOT) for piece in pieces[:-1]) + pieces[-1]
+    return f"{draw(st.sampled_from(['http', 'https', 'HTTPS']))}://{host}{draw(PATHS)}"
+
+
+@given(urls())
+@settings(max_examples=500, deadline=None)
+def test_a_canonical_url_routes_to_itself_and_the_same_source(url):
+    try:
+        first = route(url, allow_any_site=True)
+    except Unsupported:
+        return
+    again = route(first.canonical_url, allow_any_site=True)
+    assert again == first
