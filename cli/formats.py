@@ -1,4 +1,9 @@
-"""Export formats: JSON Lines (records as they are) and CSV (one flat row per record)."""
+"""Export formats: JSON Lines (records as they are) and CSV (one flat row per record).
+
+CSV cells hold text from the fetched pages, which a spreadsheet would run as a formula when
+it begins with =, +, -, @, a tab or a carriage return (`=HYPERLINK(...)` in a book title,
+say). Such a cell gets a leading apostrophe, as OWASP's CSV injection advice says, so a
+spreadsheet shows it as text; numbers are written as numbers."""
 from __future__ import annotations
 
 import csv
@@ -8,6 +13,7 @@ from typing import TextIO
 
 BASE_COLUMNS = ["url", "kind", "status", "fetched_at", "error"]
 LIST_SEPARATOR = "; "
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DATA_PREFIX = "data."  # only for a data field whose name a base column already uses (e.g. url)
 
 
@@ -53,7 +59,15 @@ def csv_row(record: dict) -> dict[str, str]:
     }
     data = record.get("data") or {}
     row.update(zip(data_columns(data), data.values()))
-    return {column: flatten(value) for column, value in row.items()}
+    return {column: cell(value) for column, value in row.items()}
+
+
+def cell(value: object) -> str:
+    """flatten(value), neutralised unless it is a number (-3 is a number, not a formula)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    text = flatten(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def flatten(value: object) -> str:

