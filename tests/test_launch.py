@@ -1,6 +1,7 @@
 """`make run`'s launcher: embedded Redis with AOF, honcho with web and workers, clean stops."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 from redis import Redis
+from redis.exceptions import RedisError
 
-from launch import free_port, redis_command
+from launch import RESTARTS_ALLOWED, free_port, redis_command
 from tests.support import processes
 
 pytestmark = pytest.mark.e2e
@@ -121,3 +123,56 @@ def test_web_refuses_a_port_another_server_holds(tmp_path, redis_url):
         finally:
             processes.stop(web)
     assert f"cannot listen on 127.0.0.1:{port}" in (tmp_path / "web.log").read_text()
+
+
+# ---- the embedded Redis is supervised ---------------------------------------------------------
+
+
+def redis_pid(url: str, seconds: float = 30) -> int:
+    """The embedded redis-server's pid, once it answers."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return int(Redis.from_url(url, socket_timeout=2).info("server")["process_id"])
+        except RedisError:
+            assert time.monotonic() < deadline, "the embedded Redis did not come back"
+            time.sleep(0.1)
+
+
+def kill_redis(url: str, old_pid: int | None = None) -> int:
+    """SIGKILL the embedded Redis (once a new one answers, when old_pid is the last one killed)."""
+    pid = redis_pid(url)
+    while pid == old_pid:
+        time.sleep(0.05)
+        pid = redis_pid(url)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_killed_embedded_redis_comes_back_with_its_data_and_one_that_keeps_dying_stops_everything(tmp_path):
+    """kill -9 of the embedded Redis: the launcher starts it again on its port with its data,
+    and the service answers again; killed again and again, the launcher gives up, stops web
+    and workers and exits 1, so its own supervisor sees the failure."""
+    marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
+    process, base, log_path = launch(tmp_path, marker)
+    try:
+        wait_for_worker(base)
+        requests.post(f"{base}/parse", json=["https://www.wsj.com/"], timeout=5).raise_for_status()
+        time.sleep(1.5)  # appendfsync everysec: on disk within a second (the journal covers that second)
+        url = embedded_redis_url(log_path)
+        killed = kill_redis(url)
+        assert redis_pid(url) != killed
+        processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=30)
+        wait_for_worker(base)
+        assert requests.get(f"{base}/info", params={"url": "https://wsj.com"}, timeout=5).status_code in (200, 202)
+        assert "the embedded Redis died (killed by signal 9); starting it again" in log_path.read_text()
+        assert "stopping the service" not in log_path.read_text()
+        for _ in range(RESTARTS_ALLOWED):  # one restart of the window's budget is spent already
+            killed = kill_redis(url, killed)
+        assert process.wait(60) == 1
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(40)
+    assert processes.wait_until_gone(marker) == [], "a process outlived the launcher"
+    assert "stopping the service" in log_path.read_text()
