@@ -17,7 +17,7 @@ from rq.job import JobStatus
 
 import snapshots
 from config import Settings
-from errors import ApiError, BlockedAddress
+from errors import ApiError, BlockedAddress, body_too_large
 from guard import check_url_shape
 from jobs import callbacks, recrawl
 from jobs.ticker import ensure_ticking
@@ -61,28 +61,51 @@ class Submission:
 
 @api.post("/parse")
 def parse_urls():
+    require_token()  # before the body is read
     return submit_batch(read_submission(json_body()))
 
 
 @api.post("/parseGoodreadsLinks")
 def parse_goodreads_links():
     """Seed-compatible: a JSON list of Goodreads book URLs."""
+    require_token()
     return submit_batch(read_submission(json_body()), only=GOODREADS.name)
 
 
 def json_body() -> object:
-    """The body as JSON whatever its Content-Type; None when it is not JSON (RFC 8259) or
-    is nested deeper than MAX_JSON_DEPTH.
+    """The body as JSON; None when it is not JSON (RFC 8259) or is nested deeper than
+    MAX_JSON_DEPTH. 415 unless the Content-Type is JSON: a cross-site "simple" request (a
+    form, or fetch() with text/plain) cannot send one without a CORS preflight, which this
+    service never grants, so no web page a user visits can submit URLs in their name.
 
     Stricter than json.loads: NaN, Infinity and numbers past a float (1e999) are not JSON,
     and echoed in "rejected" they would make the answer invalid JSON. Nested deeper than
     the recursion limit, json.loads raises RecursionError; a little less deep, it parses but
     echoing the item in "rejected" overflows the encoder (a 500): hence the depth limit."""
+    require_json_content_type()
     try:
-        body = json.loads(request.get_data(), parse_constant=_not_json, parse_float=_finite_float)
+        body = json.loads(request_body(), parse_constant=_not_json, parse_float=_finite_float)
     except (ValueError, RecursionError):
         return None
     return body if _depth(body) <= MAX_JSON_DEPTH else None
+
+
+def require_json_content_type() -> None:
+    if not request.is_json:  # application/json or application/<something>+json
+        raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+
+
+def request_body() -> bytes:
+    """The body, or 413 when it is over MAX_REQUEST_BYTES. A chunked body has no length to
+    check first, and Werkzeug stops reading it at the limit without saying so: the rest
+    would be cut off and the front of it accepted. So one byte past the limit is read."""
+    limit = settings().max_request_bytes
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data()  # a Content-Length over the limit is a 413 already (MAX_CONTENT_LENGTH)
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise body_too_large(limit)
+    return body
 
 
 def _depth(value: object) -> int:
@@ -108,7 +131,6 @@ def _finite_float(text: str) -> float:
 
 def read_submission(body: object) -> Submission:
     """A bare JSON list of URLs, or {"urls": [...], "refresh": bool, "callback_url": str | null}."""
-    require_token()
     if isinstance(body, list):
         body = {"urls": body}
     if not isinstance(body, dict):

@@ -24,6 +24,8 @@ CONNECT_TO_ITEM = re.compile(r"^(?P<host>[^:\s]+):(?P<port>\d+):(?P<addr>\[[0-9a
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # `make run` starts an embedded Redis and sets REDIS_URL; anything else started by hand uses this.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+HOST_NAME = re.compile(r"^[a-z0-9._:-]{1,253}$")  # a DNS name, an IPv4 or an IPv6 address (no brackets)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Settings:
     worker_nice: int = 10  # the API's latency first: workers yield the CPU to web (README, Performance)
     web_workers: int = 4  # gunicorn processes x threads: chosen by bench/api_bench.py (README, Performance)
     web_threads: int = 2
+    allowed_hosts: frozenset[str] = LOOPBACK_NAMES  # Host header names answered; empty: any
     rqstatus_user: str | None = None
     rqstatus_password: str | None = None
     api_tokens: frozenset[str] = frozenset()
@@ -74,17 +77,21 @@ class Settings:
 
     @property
     def listens_beyond_loopback(self) -> bool:
-        return self.bind not in ("127.0.0.1", "localhost", "::1")
+        return self.bind not in LOOPBACK_NAMES
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from environ (default: os.environ over ./.env); ConfigError on a bad value."""
     env = _environment() if environ is None else environ
     reader = _Reader(env)
+    bind = reader.text("BIND", "127.0.0.1")
     settings = Settings(
         redis_url=reader.redis_url("REDIS_URL", DEFAULT_REDIS_URL),
         port=reader.integer("PORT", 8000, 1, 65535),
-        bind=reader.text("BIND", "127.0.0.1"),
+        bind=bind,
+        # Loopback only answers loopback names (a DNS-rebinding page cannot reach it); beyond
+        # it the names people use are not known here: any, unless ALLOWED_HOSTS lists them.
+        allowed_hosts=reader.host_names("ALLOWED_HOSTS", LOOPBACK_NAMES if bind in LOOPBACK_NAMES else frozenset()),
         workers=reader.integer("WORKERS", 2, 1, 64),
         worker_nice=reader.integer("WORKER_NICE", 10, 0, 19),
         web_workers=reader.integer("WEB_WORKERS", 4, 1, 64),
@@ -212,6 +219,19 @@ class _Reader:
         if not items or any(item.amount < 1 for item in items):
             raise ConfigError(f"{name}={value!r} is not a rate limit (e.g. 60/minute or 10/second;500/hour)")
         return value
+
+    def host_names(self, name: str, default: frozenset[str]) -> frozenset[str]:
+        """Comma-separated host names (any case, IPv6 with or without brackets); "*": any (empty)."""
+        value = self.optional(name)
+        if value is None:
+            return default
+        names = {item.strip().lower().strip("[]") for item in value.split(",") if item.strip()}
+        if "*" in names:
+            return frozenset()
+        bad = sorted(item for item in names if not HOST_NAME.match(item))
+        if bad or not names:
+            raise ConfigError(f"{name}={value!r} must list host names (e.g. metaparse.example.com,127.0.0.1) or be *")
+        return frozenset(names)
 
     def connect_to(self, name: str) -> dict[tuple[str, int], tuple[str, int]]:
         mapping = {}

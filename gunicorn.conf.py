@@ -2,6 +2,8 @@
 import socket
 import sys
 
+from gunicorn.glogging import Logger
+
 import logs
 import metrics
 from config import load_settings
@@ -30,6 +32,19 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+
+
+class EscapingLogger(Logger):
+    """gunicorn's logger, with every value of an access line escaped (logs.escaped): the
+    Basic-auth user name is base64 on the wire, so it can hold a newline and forge a line."""
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {name: logs.escaped(value, backslashes=True) if isinstance(value, str) else value
+                for name, value in atoms.items()}
+
+
+logger_class = EscapingLogger
 
 
 def on_starting(server):  # gunicorn hook, in the master, before it listens

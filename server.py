@@ -5,17 +5,19 @@ a saved page and prints its data as JSON.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify, request
 from redis import Redis
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -24,13 +26,18 @@ from api import api
 from apidocs import apidocs
 from config import Settings, load_settings
 from dashboard import mount_dashboard
-from errors import ApiError, ConfigError, ParseError
+from errors import ApiError, ConfigError, ParseError, body_too_large
 import metrics
 import ratelimit
 from webpage import webpage
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
+HEALTH_ENDPOINT = "api.healthz"
+# Redis errors that mean "not now" (down, loading, failing over, full): 503 with Retry-After.
+# Any other Redis error (WRONGTYPE, a script error, a denied command) is a fault: 500, logged.
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError,
+                     ClusterDownError)
 
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
@@ -40,6 +47,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.config["REDIS"] = connect_redis(settings.redis_url)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
+    app.before_request(refuse_undecodable_query)
     app.register_blueprint(api)
     app.register_blueprint(apidocs)
     app.register_blueprint(webpage)
@@ -47,6 +55,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     register_error_handlers(app)
     metrics.init_app(app)
     ratelimit.init_app(app, settings)  # per-client limits in Redis; TRUSTED_PROXIES
+    app.before_request_funcs[None].insert(0, refuse_unknown_host)  # before every other hook, the gate's too
     app.cli.add_command(parse_file)
     return app
 
@@ -59,10 +68,7 @@ def connect_redis(url: str) -> Redis:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, api_error)
     app.register_error_handler(HTTPException, http_error)
-    app.register_error_handler(RedisConnectionError, redis_unavailable)
-    app.register_error_handler(RedisTimeoutError, redis_unavailable)
-    app.register_error_handler(RedisError, redis_unavailable)
-    app.register_error_handler(UnicodeDecodeError, undecodable_request)
+    app.register_error_handler(RedisError, redis_error)
     app.register_error_handler(Exception, internal_error)
 
 
@@ -79,19 +85,48 @@ def http_error(exc: HTTPException):
     headers = dict(exc.get_headers()) if exc.code == 405 else {}
     headers.pop("Content-Type", None)
     if exc.code == 413:
-        return error_response(413, "body_too_large", "the request body is over the size limit")
+        return api_error(body_too_large(current_app.config["MAX_CONTENT_LENGTH"]))
     return error_response(exc.code or 500, code, exc.description or exc.name, headers)
 
 
-def redis_unavailable(exc: Exception):
-    log.error("redis unavailable: %s", exc)
-    return error_response(503, "redis_unavailable", "storage is unavailable; try again shortly",
-                          {"Retry-After": REDIS_RETRY_AFTER})
+def redis_error(exc: RedisError):
+    if isinstance(exc, REDIS_UNAVAILABLE):
+        log.error("redis unavailable: %s", exc)
+        return error_response(503, "redis_unavailable", "storage is unavailable; try again shortly",
+                              {"Retry-After": REDIS_RETRY_AFTER})
+    log.exception("redis command failed")
+    return error_response(500, "storage_error", "a storage command failed; it has been logged")
 
 
-def undecodable_request(exc: UnicodeDecodeError):
-    """Raw non-UTF-8 bytes in a query string (gunicorn refuses them earlier; dev servers do not)."""
-    return error_response(400, "invalid_encoding", "the request is not valid UTF-8")
+def refuse_unknown_host() -> None:
+    """400 for a Host the service does not answer to (ALLOWED_HOSTS). A web page whose name
+    is made to resolve to 127.0.0.1 (DNS rebinding) is same-origin with its own name, so the
+    browser lets it read the answers: only its Host header gives it away. GET /healthz
+    answers any Host: health checks ask by address (compose's asks 127.0.0.1), and it tells
+    a page nothing worth the trouble."""
+    allowed = current_app.config["SETTINGS"].allowed_hosts
+    if allowed and request.endpoint != HEALTH_ENDPOINT and host_name(request.host) not in allowed:
+        raise ApiError(400, "host_not_allowed", f"this service does not answer to the host {request.host!r}: "
+                                                "list its name in ALLOWED_HOSTS")
+
+
+@functools.lru_cache(maxsize=256)
+def host_name(host: str) -> str | None:
+    """The name in a Host header: lower case, without port or IPv6 brackets; None if malformed."""
+    try:
+        return urlsplit("//" + host).hostname
+    except ValueError:
+        return None
+
+
+def refuse_undecodable_query() -> None:
+    """400 for raw non-UTF-8 bytes in the query string (gunicorn refuses them earlier; other
+    servers pass them on), checked up front: a UnicodeDecodeError later, from bytes read
+    out of Redis say, is the service's fault, not the request's."""
+    try:
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_encoding", "the query string is not valid UTF-8") from None
 
 
 def internal_error(exc: Exception):

@@ -1,9 +1,16 @@
 """The HTTP API through Flask's test client, on a real Redis."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from redis.exceptions import (
+    BusyLoadingError, DataError, NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import JobStatus
 
 import parsers
@@ -106,20 +113,30 @@ def test_a_failed_job_does_not_block_resubmission(client, redis_client):
     (None, "invalid_body"),
 ])
 def test_malformed_bodies_get_a_json_reason(client, body, code):
-    response = client.post("/parse", json=body)
+    response = client.post("/parse", data=json.dumps(body), content_type="application/json")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == code
 
 
-def test_broken_json_and_other_content_types(client):
-    for data, content_type in [("{not json", "application/json"), ("url=x", "application/x-www-form-urlencoded")]:
-        response = client.post("/parse", data=data, content_type=content_type)
-        assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_body"
+def test_broken_json_is_400(client):
+    response = client.post("/parse", data="{not json", content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_body"
 
 
-def test_a_plain_text_json_list_is_read(client):
-    response = client.post("/parse", data=f'["{BOOK}"]', content_type="text/plain")
-    assert response.status_code == 202
+@pytest.mark.parametrize("path", ["/parse", "/parseGoodreadsLinks"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          None, "application/xml", "text/json"])
+def test_a_body_not_sent_as_json_is_415_and_enqueues_nothing(client, redis_client, path, content_type):
+    """A cross-site page can POST text/plain, forms and multipart without a CORS preflight."""
+    response = client.post(path, data=f'["{BOOK}"]', content_type=content_type)
+    assert response.status_code == 415 and response.get_json()["error"]["code"] == "unsupported_media_type"
+    assert queue_length(redis_client) == 0
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "application/vnd.api+json", "Application/JSON"])
+def test_every_json_content_type_is_read(client, content_type):
+    assert client.post("/parse", data=f'["{BOOK}"]', content_type=content_type).status_code == 202
 
 
 def test_too_many_urls_is_413(redis_client, base_env):
@@ -155,6 +172,33 @@ def test_api_tokens_guard_writes(redis_client, base_env):
     assert client.post("/parse", json=[BOOK], headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/parse", json=[BOOK], headers={"Authorization": "Bearer beta"}).status_code == 202
     assert client.get(f"/info?url={BOOK}").status_code == 202  # reads stay open
+
+
+def test_the_token_is_checked_before_the_body_is_read(redis_client, base_env):
+    client = create_app({**base_env, "API_TOKENS": "alpha"}).test_client()
+    for data, content_type in ((b"not json at all", "text/plain"), (b"[" * 100, "application/json")):
+        assert client.post("/parse", data=data, content_type=content_type).status_code == 401
+
+
+# ---- Redis errors: 503 only when Redis is away -----------------------------------------------------
+
+
+@pytest.mark.parametrize("error, status", [
+    (RedisConnectionError("refused"), 503), (RedisTimeoutError("timed out"), 503),
+    (BusyLoadingError("loading the dataset"), 503), (ReadOnlyError("a replica"), 503),
+    (OutOfMemoryError("maxmemory"), 503), (TryAgainError("try again"), 503),
+    (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), 500),
+    (NoScriptError("no script"), 500), (NoPermissionError("acl"), 500), (DataError("bad"), 500),
+])
+def test_a_redis_error_is_503_only_when_redis_cannot_answer_now(app, monkeypatch, error, status):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("api.lookup", fail)
+    response = app.test_client().get("/info", query_string={"url": BOOK})
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == ("redis_unavailable" if status == 503 else "storage_error")
+    assert ("Retry-After" in response.headers) == (status == 503)
 
 
 # ---- GET /info ----------------------------------------------------------------------------

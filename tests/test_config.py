@@ -300,3 +300,24 @@ def test_os_environ_not_read_with_explicit_mapping(monkeypatch):
     assert os.environ["PORT"] == "7000"
     s = load_settings({"WORKERS": "3"})
     assert (s.port, s.workers, s.allow_any_site) == (8000, 3, False)
+
+
+CREDENTIALS = {"RQSTATUS_USER": "u", "RQSTATUS_PASSWORD": "p"}
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, {"127.0.0.1", "localhost", "::1"}),  # loopback answers loopback names only
+    ({"BIND": "::1"}, {"127.0.0.1", "localhost", "::1"}),
+    ({"BIND": "0.0.0.0", **CREDENTIALS}, set()),  # beyond loopback: any, unless listed
+    ({"ALLOWED_HOSTS": "*"}, set()),
+    ({"ALLOWED_HOSTS": "Metaparse.Example, [::1] ,10.0.0.5"}, {"metaparse.example", "::1", "10.0.0.5"}),
+    ({"BIND": "0.0.0.0", "ALLOWED_HOSTS": "metaparse.example", **CREDENTIALS}, {"metaparse.example"}),
+])
+def test_allowed_hosts(env, expected):
+    assert load_settings(env).allowed_hosts == frozenset(expected)
+
+
+@pytest.mark.parametrize("raw", ["bad host", "a/b", "x.example,,@", ","])
+def test_allowed_hosts_refuses_what_is_not_a_host_name(raw):
+    with pytest.raises(ConfigError, match="ALLOWED_HOSTS"):
+        load_settings({"ALLOWED_HOSTS": raw})

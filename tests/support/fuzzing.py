@@ -320,4 +320,4 @@ def check_submission(response, what: str, sent: object) -> None:
             assert len(answered) == len(urls), f"{what}: {len(urls)} sent, {len(answered)} answered"
         for item in body["accepted"]:
             assert len(item["job_id"]) == 64 and HEX.match(item["job_id"]), what
-    assert status in (202, 400, 401, 413, 429), f"{what}: unexpected {status}"
+    assert status in (202, 400, 401, 413, 415, 429), f"{what}: unexpected {status}"

@@ -104,6 +104,35 @@ WORKER_COMMAND = [str(VENV_BIN / "python"), "-m", "jobs.worker"]
 
 
 @dataclass
+class Web:
+    """gunicorn alone, as the Procfile's web line runs it (no worker)."""
+
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def start_web(env: dict[str, str], log_path: Path) -> Web:
+    """gunicorn with env (from service_env()) on a free port, once /healthz answers (200:
+    "degraded" without a worker)."""
+    port = free_port()
+    process = start(WEB_COMMAND, {"WEB_WORKERS": "1", **env, "PORT": str(port)}, log_path)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process, log_path)
+    except BaseException:
+        stop(process)
+        raise
+    return Web(port, process, log_path)
+
+
+@dataclass
 class Service:
     """A running web + worker pair; stop() signals both, waits, and checks nothing is left."""
 

@@ -1,0 +1,92 @@
+"""HTTP/1.1 spoken byte by byte over a socket: request lines, paths and framing exactly as
+sent, which an HTTP client library would normalise (merge slashes, re-encode, add headers)."""
+from __future__ import annotations
+
+import base64
+import socket
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def request_bytes(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    """A whole request: the request line as given, Host (127.0.0.1 unless headers name one),
+    the headers, Content-Length for a body."""
+    headers = {"Host": "127.0.0.1", **(headers or {})}
+    lines = [f"{method} {target} HTTP/1.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def send(port: int, data: bytes, timeout: float = 10) -> RawResponse:
+    """Send data on a new connection and read one response until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = read_until_closed(sock)
+    return parse_response(received)
+
+
+def request(port: int, method: str, target: str, headers: dict[str, str] | None = None,
+            body: bytes = b"") -> RawResponse:
+    return send(port, request_bytes(method, target, headers, body))
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_response(data: bytes) -> RawResponse:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP response: {data[:200]!r}")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = dechunk(body)
+    return RawResponse(status, headers, body)
+
+
+def dechunk(body: bytes) -> bytes:
+    out, rest = [], body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out.append(rest[:size])
+        rest = rest[size + 2:]
+    return b"".join(out)
+
+
+def chunked(body: bytes, piece: int = 8192) -> bytes:
+    """body in Transfer-Encoding: chunked framing, `piece` bytes a chunk."""
+    parts = [b"%x\r\n%s\r\n" % (len(body[i:i + piece]), body[i:i + piece]) for i in range(0, len(body), piece)]
+    return b"".join(parts) + b"0\r\n\r\n"
