@@ -165,6 +165,17 @@ def test_any_site_needs_allow_any_site(redis_client, base_env):
     assert body["accepted"][0]["canonical_url"] == "https://example.com/post"
 
 
+def test_a_book_spelled_with_ideographic_dots_is_the_book_not_a_generic_page(redis_client, base_env):
+    """With any site allowed, such a spelling was queued as a generic page under the book's
+    canonical URL and job id: any client could replace the book's record with a page record."""
+    client = create_app({**base_env, "ALLOW_ANY_SITE": "true"}).test_client()
+    plain = client.post("/parse", json=["https://www.goodreads.com/book/show/1001"]).get_json()["accepted"][0]
+    spelled = client.post("/parse", json=["https://www\u3002goodreads\u3002com/book/show/1001"]).get_json()
+    item = spelled["accepted"][0]
+    assert (item["source"], item["queue"], item["job_id"]) == ("goodreads", "goodreads", plain["job_id"])
+    assert item["status"] == "queued" and queue_length(redis_client, "pages") == 0
+
+
 def test_api_tokens_guard_writes(redis_client, base_env):
     client = create_app({**base_env, "API_TOKENS": "alpha,beta"}).test_client()
     refused = client.post("/parse", json=[BOOK])
