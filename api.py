@@ -23,6 +23,7 @@ from jobs import callbacks, recrawl
 from jobs.ticker import ensure_ticking
 from batches import batch_summary, job_error, lookup, record_json
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
+from jobs.trust import JsonJob
 import journal
 import metrics
 from sources import GOODREADS, NEWS, Route, Unsupported, route
@@ -327,12 +328,19 @@ def job_view(job_id: str):
     status = job.get_status(refresh=False)
     return jsonify({
         "job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
-        "queue": job.origin, "url": job.args[0] if job.args else None, "step": job.meta.get("step"),
+        "queue": job.origin, "url": job_url(job), "step": job.meta.get("step"),
         "created_at": iso(job.created_at), "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
         "attempts": len(job.results()), "retries_left": job.retries_left,
         "error": job_error(job) if status == JobStatus.FAILED else None,
     })
+
+
+def job_url(job: JsonJob) -> str | None:
+    """A page job's URL (its first argument); None for other jobs and unreadable ones."""
+    if job.unreadable or not job.args or not isinstance(job.args[0], str):
+        return None
+    return job.args[0]
 
 
 def iso(moment: datetime | None) -> str | None:

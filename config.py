@@ -5,6 +5,7 @@ line that names the variable, and the entry points print that line and exit.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -24,8 +25,8 @@ CONNECT_TO_ITEM = re.compile(r"^(?P<host>[^:\s]+):(?P<port>\d+):(?P<addr>\[[0-9a
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # `make run` starts an embedded Redis and sets REDIS_URL; anything else started by hand uses this.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-HOST_NAME = re.compile(r"^[a-z0-9._:-]{1,253}$")  # a DNS name, an IPv4 or an IPv6 address (no brackets)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})  # the Host names a loopback service answers
+HOST_NAME = re.compile(r"^[a-z0-9._-]{1,253}$")  # a DNS name or an IPv4 address
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,19 @@ class Settings:
 
     @property
     def listens_beyond_loopback(self) -> bool:
-        return self.bind not in LOOPBACK_NAMES
+        return not is_loopback(self.bind)
+
+
+def is_loopback(bind: str) -> bool:
+    """localhost, or a loopback address of either family (127.0.0.0/8, ::1, ::ffff:127.x)."""
+    if bind == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(bind.strip("[]"))
+    except ValueError:
+        return False  # a host name: whatever it resolves to, treat it as reachable from beyond
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,7 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         bind=bind,
         # Loopback only answers loopback names (a DNS-rebinding page cannot reach it); beyond
         # it the names people use are not known here: any, unless ALLOWED_HOSTS lists them.
-        allowed_hosts=reader.host_names("ALLOWED_HOSTS", LOOPBACK_NAMES if bind in LOOPBACK_NAMES else frozenset()),
+        allowed_hosts=reader.host_names("ALLOWED_HOSTS", LOOPBACK_NAMES if is_loopback(bind) else frozenset()),
         workers=reader.integer("WORKERS", 2, 1, 64),
         worker_nice=reader.integer("WORKER_NICE", 10, 0, 19),
         web_workers=reader.integer("WEB_WORKERS", 4, 1, 64),
@@ -151,6 +164,20 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError("FETCH_DEADLINE must be at least FETCH_CONNECT_TIMEOUT")
     if settings.job_timeout <= settings.fetch_deadline:
         raise ConfigError("JOB_TIMEOUT must be longer than FETCH_DEADLINE so a fetch can fail cleanly first")
+
+
+def _host_name(item: str) -> str | None:
+    """item as a Host header's name compares with it (lower case, no brackets); None when it
+    is not a host name or carries a port, which the name in a Host header never matches."""
+    bare = item.lower()
+    if bare.startswith("[") and bare.endswith("]"):
+        bare = bare[1:-1]
+    if ":" in bare:  # only an IPv6 address may hold one
+        try:
+            return str(ipaddress.IPv6Address(bare))
+        except ValueError:
+            return None
+    return bare if HOST_NAME.match(bare) else None
 
 
 class _Reader:
@@ -221,16 +248,17 @@ class _Reader:
         return value
 
     def host_names(self, name: str, default: frozenset[str]) -> frozenset[str]:
-        """Comma-separated host names (any case, IPv6 with or without brackets); "*": any (empty)."""
+        """Comma-separated host names, without ports (any case, IPv6 in brackets or not); "*": any (empty)."""
         value = self.optional(name)
         if value is None:
             return default
-        names = {item.strip().lower().strip("[]") for item in value.split(",") if item.strip()}
-        if "*" in names:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if "*" in items:
             return frozenset()
-        bad = sorted(item for item in names if not HOST_NAME.match(item))
-        if bad or not names:
-            raise ConfigError(f"{name}={value!r} must list host names (e.g. metaparse.example.com,127.0.0.1) or be *")
+        names = {_host_name(item) for item in items}
+        if not names or None in names:
+            raise ConfigError(f"{name}={value!r} must list host names without ports "
+                              "(e.g. metaparse.example.com,127.0.0.1,::1) or be *")
         return frozenset(names)
 
     def connect_to(self, name: str) -> dict[tuple[str, int], tuple[str, int]]:

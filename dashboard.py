@@ -7,7 +7,9 @@ Each measure closes one way in:
   before_request hook and decides on what was routed, not on how the path was spelled:
   `//rqstatus/`, `/%2Frqstatus/` and `GET http://host//rqstatus/` all reach the dashboard's
   rules, so a check of the raw path would let them through. config.py refuses to listen
-  beyond loopback without credentials.
+  beyond loopback without credentials. Wrong credentials are counted per client address in
+  Redis: past AUTH_FAILURES the address gets 429 (whatever it sends) until the window has
+  passed, so the password cannot be guessed at the speed of the network.
 - No state change by GET or HEAD: a dashboard rule that accepts POST changes state
   (requeue, requeue all, delete, empty, compact) and answers 405 to a safe method
   (requeue_all also accepts GET upstream). Every other rule only reads. Emptying the
@@ -44,12 +46,18 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import rq_dashboard
 from flask import Flask, Response, abort, current_app, jsonify, request
+from limits import parse as parse_limit
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from markupsafe import escape
+from redis import Redis
 from rq import registry as rq_registries
 from rq.exceptions import NoSuchJobError
 from rq.serializers import JSONSerializer
@@ -58,6 +66,7 @@ from rq_dashboard import web as dashboard_web
 from config import Settings
 from errors import ApiError
 from jobs.trust import JsonJob, JsonQueue, JsonWorker, json_registry, requeue_json_job
+from storage import DASHBOARD_AUTH_FAILURES
 
 URL_PREFIX = "/rqstatus"
 BLUEPRINT = "rq_dashboard"
@@ -79,13 +88,14 @@ CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval' {hashes}; style-src 
        "frame-ancestors 'none'")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
 SLASH_RUNS = re.compile(r"/{2,}")  # Werkzeug's router merges them (merge_slashes)
+AUTH_FAILURES = parse_limit("10/minute")  # wrong dashboard credentials per client address
 REGISTRY_CLASSES = ("CanceledJobRegistry", "DeferredJobRegistry", "FailedJobRegistry", "FinishedJobRegistry",
                     "ScheduledJobRegistry", "StartedJobRegistry")
 
 
 def mount_dashboard(app: Flask, settings: Settings) -> None:
     if settings.rqstatus_user:  # first: before any other hook sees a dashboard request
-        gate = OperatorGate(settings.rqstatus_user, settings.rqstatus_password)
+        gate = OperatorGate(settings.rqstatus_user, settings.rqstatus_password, app.config["REDIS"])
         app.before_request_funcs.setdefault(None, []).insert(0, gate)
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
@@ -248,14 +258,26 @@ def inline_script_hashes(response: Response) -> list[str]:
 
 
 class OperatorGate:
-    """before_request hook: a request routed to the dashboard needs the operator's Basic credentials."""
+    """before_request hook: a request routed to the dashboard needs the operator's Basic
+    credentials, and an address that sent wrong ones AUTH_FAILURES times waits (429)."""
 
-    def __init__(self, user: str, password: str):
+    def __init__(self, user: str, password: str, redis: Redis):
         self.user = user.encode()
         self.password = password.encode()
+        storage = RedisStorage("redis://", connection_pool=redis.connection_pool, key_prefix=DASHBOARD_AUTH_FAILURES)
+        self.failures = SlidingWindowCounterRateLimiter(storage)
 
     def __call__(self) -> None:
-        if routed_to_dashboard() and not self.authorized():
+        if not routed_to_dashboard():
+            return
+        client = request.remote_addr or "unknown"
+        if not self.failures.test(AUTH_FAILURES, client):
+            wait = max(1, math.ceil(self.failures.get_window_stats(AUTH_FAILURES, client).reset_time - time.time()))
+            raise ApiError(429, "too_many_failed_logins", f"{AUTH_FAILURES} wrong dashboard credentials from this "
+                                                          f"address: retry in {wait} s", {"Retry-After": str(wait)})
+        if not self.authorized():
+            if request.authorization is not None:  # a guess; a first visit sends none
+                self.failures.hit(AUTH_FAILURES, client)
             raise ApiError(401, "unauthorized", "the dashboard needs the operator's credentials (HTTP Basic auth)",
                            {"WWW-Authenticate": 'Basic realm="rqstatus"'})
 

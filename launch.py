@@ -105,8 +105,8 @@ class EmbeddedRedis:
             try:
                 self.start()
                 return True
-            except RedisStartError as exc:
-                print(f"launch: {exc}", flush=True)
+            except (RedisStartError, OSError) as exc:  # OSError: no process at all (no memory, no files)
+                print(f"launch: the embedded Redis did not start: {exc}", flush=True)
         return False
 
     def _may_restart(self) -> bool:
@@ -175,6 +175,12 @@ def start_honcho(env: dict[str, str], port: int) -> subprocess.Popen:
     return honcho
 
 
+def stop_honcho(honcho: subprocess.Popen) -> None:
+    if honcho.poll() is None:
+        honcho.send_signal(signal.SIGTERM)  # honcho stops web and workers, then exits
+        honcho.wait()
+
+
 def supervise(honcho: subprocess.Popen, redis: EmbeddedRedis) -> int:
     """Until honcho exits: restart the embedded Redis whenever it dies, or stop everything
     when it dies too often. honcho's exit status, or 1 when Redis made us give up."""
@@ -219,9 +225,11 @@ def main() -> int:
     _lock = lock_data_dir(settings.data_dir)
     redis = start_embedded_redis(settings.data_dir)
     env["REDIS_URL"] = redis.url
+    honcho = start_honcho(env, settings.port)
     try:
-        return supervise(start_honcho(env, settings.port), redis)
+        return supervise(honcho, redis)
     finally:
+        stop_honcho(honcho)  # already stopped, unless supervising itself failed
         redis.stop()
 
 

@@ -6,6 +6,7 @@ a saved page and prints its data as JSON.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import sys
@@ -16,7 +17,10 @@ from urllib.parse import urlsplit
 import click
 from flask import Flask, current_app, jsonify, request
 from redis import Redis
-from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError, TryAgainError
+from redis.exceptions import (
+    AuthenticationError, AuthorizationError, ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -35,9 +39,11 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
 HEALTH_ENDPOINT = "api.healthz"
 # Redis errors that mean "not now" (down, loading, failing over, full): 503 with Retry-After.
-# Any other Redis error (WRONGTYPE, a script error, a denied command) is a fault: 500, logged.
+# Any other Redis error (WRONGTYPE, a script error, a denied command, a refused password,
+# which redis-py files under ConnectionError) is a fault: 500, logged with its traceback.
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError,
                      ClusterDownError)
+REDIS_REFUSED = (AuthenticationError, AuthorizationError)
 
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
@@ -90,7 +96,7 @@ def http_error(exc: HTTPException):
 
 
 def redis_error(exc: RedisError):
-    if isinstance(exc, REDIS_UNAVAILABLE):
+    if isinstance(exc, REDIS_UNAVAILABLE) and not isinstance(exc, REDIS_REFUSED):
         log.error("redis unavailable: %s", exc)
         return error_response(503, "redis_unavailable", "storage is unavailable; try again shortly",
                               {"Retry-After": REDIS_RETRY_AFTER})
@@ -112,9 +118,11 @@ def refuse_unknown_host() -> None:
 
 @functools.lru_cache(maxsize=256)
 def host_name(host: str) -> str | None:
-    """The name in a Host header: lower case, without port or IPv6 brackets; None if malformed."""
+    """The name in a Host header: lower case, without port or IPv6 brackets (an IPv6 address
+    in its short form, as config.py keeps ALLOWED_HOSTS); None if malformed."""
     try:
-        return urlsplit("//" + host).hostname
+        name = urlsplit("//" + host).hostname
+        return str(ipaddress.IPv6Address(name)) if name and ":" in name else name
     except ValueError:
         return None
 

@@ -23,6 +23,8 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
+from sources import NEWS
+
 log = logging.getLogger(__name__)
 
 PREFIX = "metaparse"
@@ -116,10 +118,13 @@ def plain_data_problem(value: object) -> str | None:
             if problem:
                 return problem
             continue
+        values += len(node) + 1
+        if values > MAX_VALUES:  # before the children are walked: one list may hold millions
+            return f"more than {MAX_VALUES} values (shared or cyclic references count each time)"
         children, problem, key_text = _children(node)
         if problem:
             return problem
-        values, text = values + len(children) + 1, text + key_text
+        text += key_text
         for child in children:
             kind = type(child)
             if kind is str:
@@ -130,8 +135,6 @@ def plain_data_problem(value: object) -> str | None:
                 stack.append((child, depth + 1))
             elif problem := _leaf_problem(child):
                 return problem
-        if values > MAX_VALUES:
-            return f"more than {MAX_VALUES} values (shared or cyclic references count each time)"
         if text > MAX_TEXT:
             return f"more than {MAX_TEXT} characters of text"
     return None
@@ -173,18 +176,21 @@ def _is_unicode(text: str) -> bool:
 
 
 def record_problem(value: object) -> str | None:
-    """The fields of a record the service reads, of the types it reads them as."""
+    """The fields of a record the service reads, of the types it reads them as: a done record
+    has its data (a news front's with its headlines), a failed one its error."""
     if type(value) is not dict:
         return f"a {type(value).__name__}, not a dict (a record)"
     wrong = _wrong_fields(value, {"url": str, "kind": str, "status": str, "fetched_at": datetime})
     if wrong:
         return wrong
-    if value["status"] not in RECORD_STATUSES:
-        return f"record status {value['status']!r}"
-    data, error = value.get("data"), value.get("error")
-    if not (data is None or type(data) is dict) or not (error is None or type(error) is dict):
-        return "record data and error are objects or null"
-    return _headlines_problem(data.get("headlines")) if data and "headlines" in data else None
+    status, data, error = value["status"], value.get("data"), value.get("error")
+    if status not in RECORD_STATUSES:
+        return f"record status {status!r}"
+    if type(data if status == "done" else error) is not dict or not (error is None or type(error) is dict):
+        return "a done record has its data, a failed one its error (objects)"
+    if status == "done" and (value["kind"] == NEWS.kind or "headlines" in data):
+        return _headlines_problem(data.get("headlines"))
+    return None
 
 
 def _headlines_problem(headlines: object) -> str | None:
@@ -220,6 +226,8 @@ def _wrong_fields(value: dict, fields: dict[str, type]) -> str | None:
             return f"no {name!r}"
         if kind is not object and type(value[name]) is not kind:
             return f"{name!r} is a {type(value[name]).__name__}, not a {kind.__name__}"
+        if kind is datetime and value[name].utcoffset() is None:
+            return f"{name!r} has no time zone"  # comparing it with an aware time would raise
     return None
 
 
@@ -249,6 +257,9 @@ def host_slots_key(host: str) -> str:
 def host_next_start_key(host: str) -> str:
     """The earliest time (ms, Redis clock) the next request to a lowercase host may start."""
     return f"{PREFIX}:host-next-start:{host}"
+
+
+DASHBOARD_AUTH_FAILURES = f"{PREFIX}:dashboard-auth-failures"  # counters of wrong dashboard passwords
 
 
 def robots_key(origin: str) -> str:

@@ -6,9 +6,11 @@ runs whatever the pickle names), and a worker imports and calls whatever functio
 names, then its callbacks, and POSTs to its webhooks. So:
 
 - JsonJob reads and writes JSON whatever serializer its caller passes (rq-dashboard builds
-  some of its jobs without one), and reads a job whose fields are not JSON as *unreadable*
-  (`unreadable` set, description saying so, meta and results empty) instead of failing or
-  loading it. JsonQueue, JsonWorker and json_registry() hand out JsonJobs only.
+  some of its jobs without one), and reads a job whose fields are not JSON, or not of the
+  shape RQ writes, as *unreadable* (`unreadable` set, description saying so, meta and
+  results empty) instead of failing or loading it. It never imports an RQ callback or sends
+  a webhook a job names (RQ's registry cleaning would, in any process that reads jobs).
+  JsonQueue, JsonWorker and json_registry() hand out JsonJobs only.
 - ServiceJob, the workers' job class, runs only the service's own job functions
   (JOB_FUNCTIONS): anything else, an object method, an RQ callback or a webhook is refused
   with ForeignJob before the function is imported, and the job fails with that reason.
@@ -55,16 +57,17 @@ class JsonJob(Job):
 
     def restore(self, raw_data: dict) -> Any:
         restored = super().restore(raw_data)
-        if self._unreadable_meta is not None or not self._data_is_json():
+        if self._unreadable_meta is not None or type(self.meta) is not dict or not self._data_is_readable():
             self.mark_unreadable()
         return restored
 
-    def _data_is_json(self) -> bool:
+    def _data_is_readable(self) -> bool:
+        """The data is JSON of RQ's shape: a function name, then arguments as a list and a dict."""
         try:
             self._deserialize_data()
         except DeserializationError:
             return False
-        return True
+        return type(self._func_name) is str and type(self._args) is list and type(self._kwargs) is dict
 
     def mark_unreadable(self) -> None:
         self.unreadable = True
@@ -99,6 +102,25 @@ class JsonJob(Job):
             log.warning("job %s: its results are not readable as JSON; shown as none", self.id)
             return []
 
+    # The service's jobs have no RQ callbacks and no webhooks: one a job names is neither
+    # imported nor sent (a ServiceJob refuses to run such a job at all).
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
+        if self.webhooks:
+            log.warning("job %s: its webhooks are not sent (the service's jobs have none)", self.id)
+
 
 class ServiceJob(JsonJob):
     """The workers' job class: runs the service's own job functions and nothing else."""
@@ -116,7 +138,7 @@ class ServiceJob(JsonJob):
     def func_name(self) -> str:
         """RQ reads it before the function (for the process title): a job that is not JSON is refused there."""
         if self.unreadable:
-            self.refuse("its fields are not JSON", NotJsonJob)
+            self.refuse("its fields are not the JSON this service writes", NotJsonJob)
         try:
             return super().func_name
         except DeserializationError:
@@ -138,24 +160,6 @@ class ServiceJob(JsonJob):
         if self.webhooks:
             return "it carries webhooks, which the service's jobs never have"
         return None
-
-    # Never imported, never sent: a job that names them is refused by refusal() anyway.
-
-    @property
-    def success_callback(self) -> None:
-        return None
-
-    @property
-    def failure_callback(self) -> None:
-        return None
-
-    @property
-    def stopped_callback(self) -> None:
-        return None
-
-    def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
-        if self.webhooks:
-            log.warning("job %s: its webhooks are not sent (the service's jobs have none)", self.id)
 
 
 class JsonQueue(Queue):

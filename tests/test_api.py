@@ -6,13 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from redis.exceptions import (
-    BusyLoadingError, DataError, NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError,
-    TryAgainError,
+    AuthenticationError, AuthorizationError, BusyLoadingError, DataError, NoPermissionError, NoScriptError,
+    OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import JobStatus
 
+import api
 import parsers
 from jobs.queues import fetch_job, job_id_for, make_queue
 from server import create_app
@@ -185,10 +186,14 @@ def test_api_tokens_guard_writes(redis_client, base_env):
     assert client.get(f"/info?url={BOOK}").status_code == 202  # reads stay open
 
 
-def test_the_token_is_checked_before_the_body_is_read(redis_client, base_env):
+def test_the_token_is_checked_before_the_body_is_read(redis_client, base_env, monkeypatch):
+    """An over-limit body is a 413 once read and a wrong type a 415: both are 401 first."""
     client = create_app({**base_env, "API_TOKENS": "alpha"}).test_client()
-    for data, content_type in ((b"not json at all", "text/plain"), (b"[" * 100, "application/json")):
-        assert client.post("/parse", data=data, content_type=content_type).status_code == 401
+    monkeypatch.setattr(api, "request_body", lambda: pytest.fail("the body of an unauthenticated request was read"))
+    too_big = b"[" + b" " * (64 * 1024) + b"]"
+    for path in ("/parse", "/parseGoodreadsLinks"):
+        for data, content_type in ((too_big, "application/json"), (b"not json at all", "text/plain")):
+            assert client.post(path, data=data, content_type=content_type).status_code == 401
 
 
 # ---- Redis errors: 503 only when Redis is away -----------------------------------------------------
@@ -200,6 +205,7 @@ def test_the_token_is_checked_before_the_body_is_read(redis_client, base_env):
     (OutOfMemoryError("maxmemory"), 503), (TryAgainError("try again"), 503),
     (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), 500),
     (NoScriptError("no script"), 500), (NoPermissionError("acl"), 500), (DataError("bad"), 500),
+    (AuthenticationError("invalid password"), 500), (AuthorizationError("no permission"), 500),
 ])
 def test_a_redis_error_is_503_only_when_redis_cannot_answer_now(app, monkeypatch, error, status):
     def fail(*args, **kwargs):
@@ -274,6 +280,16 @@ def test_job_view(client):
     job = client.get(f"/jobs/{job_id_for(BOOK)}").get_json()
     assert job["status"] == "queued" and job["queue"] == "goodreads" and job["url"] == BOOK
     assert job["retries_left"] is None and job["attempts"] == 0 and job["error"] is None
+
+
+def test_a_job_that_is_not_the_services_json_is_answered_not_a_500(client, redis_client):
+    client.post("/parse", json=[BOOK])
+    key = f"rq:job:{job_id_for(BOOK)}"
+    redis_client.hset(key, mapping={"data": b"\x80\x05not json", "meta": b'["not", "a dict"]', "status": "started"})
+    job = client.get(f"/jobs/{job_id_for(BOOK)}")
+    assert job.status_code == 200 and job.get_json()["url"] is None and job.get_json()["step"] is None
+    info = client.get("/info", query_string={"url": BOOK})
+    assert info.status_code == 202 and info.get_json()["status"] == "started"
 
 
 def test_healthz(client, redis_client):

@@ -317,7 +317,17 @@ def test_allowed_hosts(env, expected):
     assert load_settings(env).allowed_hosts == frozenset(expected)
 
 
-@pytest.mark.parametrize("raw", ["bad host", "a/b", "x.example,,@", ","])
+@pytest.mark.parametrize("bind, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True),
+                                            ("::ffff:127.0.0.1", True), ("localhost", True), ("0.0.0.0", False),
+                                            ("::", False), ("10.0.0.5", False), ("metaparse.internal", False)])
+def test_loopback_is_told_by_address(bind, loopback):
+    settings = load_settings({"BIND": bind, **CREDENTIALS})
+    assert settings.listens_beyond_loopback is not loopback
+    assert bool(settings.allowed_hosts) is loopback
+
+
+@pytest.mark.parametrize("raw", ["bad host", "a/b", "x.example,,@", ",", "metaparse.example:8443", "[::1]:8000",
+                                 "10.0.0.5:80"])
 def test_allowed_hosts_refuses_what_is_not_a_host_name(raw):
     with pytest.raises(ConfigError, match="ALLOWED_HOSTS"):
         load_settings({"ALLOWED_HOSTS": raw})

@@ -44,13 +44,31 @@ def test_every_dashboard_rule_needs_basic_auth_when_configured(redis_client, bas
     client = app.test_client()
     paths = dashboard_paths(app) + ["/rqstatus", "/rqstatus/no-such-page", "/rqstatus/0/view/queues"]
     assert any(path.startswith("/rqstatus/static/") for path in paths)
-    for path in paths:
+    for n, path in enumerate(paths):
+        address = {"REMOTE_ADDR": f"192.0.2.{n}"}  # an address each: wrong guesses are limited per address
         for headers in ({}, basic("operator", "wrong"), basic("intruder", "s3cret")):
-            response = client.get(path, headers=headers)
+            response = client.get(path, headers=headers, environ_overrides=address)
             assert response.status_code == 401, path
             assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert client.get("/rqstatus/", headers=basic("operator", "s3cret")).status_code == 200
     assert client.get("/rqstatus/static/css/main.css", headers=basic("operator", "s3cret")).status_code in (200, 404)
+
+
+def test_wrong_credentials_are_limited_per_address(redis_client, base_env):
+    """10 wrong guesses a minute from one address; then 429, even for the right password (else
+    a guess could tell a right one by its answer), until the window has passed."""
+    client = create_app({**base_env, **CREDENTIALS}).test_client()
+    guesser, operator = {"REMOTE_ADDR": "192.0.2.66"}, {"REMOTE_ADDR": "192.0.2.7"}
+    for _ in range(20):  # no credentials at all: a first visit, not a guess
+        assert client.get("/rqstatus/", environ_overrides=guesser).status_code == 401
+    for n in range(10):
+        guess = client.get("/rqstatus/", headers=basic("operator", f"guess{n}"), environ_overrides=guesser)
+        assert guess.status_code == 401
+    locked = client.get("/rqstatus/", headers=basic("operator", "s3cret"), environ_overrides=guesser)
+    assert locked.status_code == 429 and locked.get_json()["error"]["code"] == "too_many_failed_logins"
+    assert 1 <= int(locked.headers["Retry-After"]) <= 60
+    assert client.get("/rqstatus/", headers=basic("operator", "s3cret"), environ_overrides=operator).status_code == 200
+    assert client.get("/healthz", environ_overrides=guesser).status_code == 200  # only the dashboard
 
 
 def test_api_stays_outside_dashboard_auth(redis_client, base_env):

@@ -58,6 +58,19 @@ def test_web_and_worker_settings_load_with_the_compose_environment():
         assert settings.rqstatus_user == "op" and settings.listens_beyond_loopback
 
 
+def test_compose_answers_loopback_names_only():
+    """compose publishes the web port on the host's loopback: a DNS-rebinding page must not
+    be answered there, so the names are the loopback ones unless ALLOWED_HOSTS says otherwise."""
+    env = {"REDIS_PASSWORD": "pw", "RQSTATUS_USER": "op", "RQSTATUS_PASSWORD": "pw2"}
+    web = COMPOSE["services"]["web"]
+    assert web["ports"] == ["${PUBLISH_PORT:-127.0.0.1:8000}:8000"]
+    environment = {k: interpolate(str(v), env) for k, v in web["environment"].items()}
+    assert load_settings(environment).allowed_hosts == {"127.0.0.1", "localhost", "::1"}
+    env["ALLOWED_HOSTS"] = "metaparse.example.com"
+    public = {k: interpolate(str(v), env) for k, v in web["environment"].items()}
+    assert load_settings(public).allowed_hosts == {"metaparse.example.com"}
+
+
 def test_compose_requires_the_secrets():
     with pytest.raises(AssertionError, match="REDIS_PASSWORD is required"):
         interpolate(COMPOSE["services"]["web"]["environment"]["REDIS_URL"], {})

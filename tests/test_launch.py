@@ -157,11 +157,13 @@ def test_a_killed_embedded_redis_comes_back_with_its_data_and_one_that_keeps_dyi
     process, base, log_path = launch(tmp_path, marker)
     try:
         wait_for_worker(base)
+        url = embedded_redis_url(log_path)
+        Redis.from_url(url).set("launch-test:marker", b"kept")  # the service's own keys could be re-made
         requests.post(f"{base}/parse", json=["https://www.wsj.com/"], timeout=5).raise_for_status()
         time.sleep(1.5)  # appendfsync everysec: on disk within a second (the journal covers that second)
-        url = embedded_redis_url(log_path)
         killed = kill_redis(url)
         assert redis_pid(url) != killed
+        assert Redis.from_url(url).get("launch-test:marker") == b"kept", "the restarted Redis lost its data"
         processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=30)
         wait_for_worker(base)
         assert requests.get(f"{base}/info", params={"url": "https://wsj.com"}, timeout=5).status_code in (200, 202)

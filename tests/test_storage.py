@@ -408,6 +408,14 @@ def test_a_record_that_is_not_plain_data_is_refused_quickly(store, redis, caplog
     assert reason in caplog.text and record_key(URL) in caplog.text
 
 
+def test_one_list_of_millions_of_references_is_refused_before_it_is_walked():
+    shared = ["x"]
+    record = {**a_record(), "data": {"many": [shared] * 4_000_000}}
+    started = time.process_time()
+    assert "values" in storage.plain_data_problem(record)
+    assert time.process_time() - started < 0.05
+
+
 def test_the_issues_bomb_is_small_and_would_unfold_into_megabytes():
     """The shape of the issue's 297-byte pickle: each level doubles what JSON would write."""
     bomb = {**a_record(), "data": shared_lists(20)}
@@ -427,6 +435,10 @@ def test_a_stored_value_over_the_byte_limit_is_refused_unread(store, redis, capl
 
 WRONG_RECORDS = {
     "no url": lambda r: r.pop("url"),
+    "fetched_at without a time zone": lambda r: r.update(fetched_at=datetime(2026, 1, 1)),
+    "a done record without data": lambda r: r.update(data=None),
+    "a done news record without headlines": lambda r: r["data"].pop("headlines"),
+    "a failed record without its error": lambda r: r.update(status="failed", data=None, error=None),
     "a url that is a list": lambda r: r.update(url=[URL]),
     "fetched_at as text": lambda r: r.update(fetched_at="2026-01-01"),
     "an unknown status": lambda r: r.update(status="pwned"),
@@ -450,6 +462,7 @@ def test_a_record_of_the_wrong_shape_is_refused(store, redis, caplog, name):
 
 @pytest.mark.parametrize("change", [
     lambda b: b.pop("items"), lambda b: b.update(items="x"), lambda b: b.update(created_at=0),
+    lambda b: b.update(created_at=datetime(2026, 1, 1)),
     lambda b: b["items"].append("x"), lambda b: b["items"][0].pop("canonical_url"),
     lambda b: b.update(callback_url=5), lambda b: b.update(id=None),
 ])
@@ -464,6 +477,7 @@ def test_a_snapshot_of_the_wrong_shape_is_skipped(store, redis):
     store.push_snapshot(URL, a_snapshot(1), keep=5, ttl=60)
     redis.lpush(storage.SNAPSHOTS + URL, dumps({"fetched_at": "yesterday", "headlines": []}))
     redis.lpush(storage.SNAPSHOTS + URL, dumps({"fetched_at": datetime.now(timezone.utc), "headlines": [1]}))
+    redis.lpush(storage.SNAPSHOTS + URL, dumps({"fetched_at": datetime.now(), "headlines": []}))  # naive
     assert [snap["headlines"][0]["title"] for snap in store.load_snapshots(URL)] == ["Story 1"]
 
 

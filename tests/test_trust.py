@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from rq import Callback, Queue, Worker
-from rq.job import Job
-from rq.serializers import PickleSerializer
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer, PickleSerializer
 
 from errors import ForeignJob
 from jobs.crashsafe import crash_safe
 from jobs.queues import make_queue
 from jobs.trust import JOB_FUNCTION, JOB_FUNCTIONS, UNREADABLE, JsonJob, NotJsonJob, ServiceJob
+from tests.support import import_trap
 
 
 class Trap:
@@ -81,3 +85,38 @@ def test_a_service_worker_runs_service_jobs_only(redis_client):
     assert worker_class(["goodreads"], connection=redis_client).job_class is ServiceJob
     with pytest.raises(TypeError, match="ServiceJobs only"):
         worker_class(["goodreads"], connection=redis_client, job_class=Job)
+
+
+def test_cleaning_a_registry_never_imports_a_callback_a_job_names(redis_client, tmp_path, monkeypatch):
+    """StartedJobRegistry.cleanup runs an abandoned job's failure callback, in whatever process
+    cleans (a worker, or the web reading a registry with cleanup on): a job's named callback
+    is never imported or called."""
+    monkeypatch.setenv(import_trap.TRAP_ENV, str(tmp_path / "trap"))
+    spring = f"{import_trap.__name__}.spring"
+    job = make_queue("goodreads", redis_client).enqueue(JOB_FUNCTION, "u", "goodreads", on_failure=Callback(spring))
+    job.set_status(JobStatus.STARTED)
+    with redis_client.pipeline() as pipe:
+        Execution.create(job, ttl=1, pipeline=pipe)
+        pipe.execute()
+    for job_class in (JsonJob, ServiceJob):
+        registry = StartedJobRegistry("goodreads", connection=redis_client, job_class=job_class,
+                                      serializer=JSONSerializer)
+        registry.cleanup(timestamp=time.time() + 60)
+    assert not (tmp_path / "trap.called").exists()
+
+
+@pytest.mark.parametrize("data", [json.dumps([5, None, [], {}]), json.dumps([JOB_FUNCTION, None, "u", {}]),
+                                  json.dumps([JOB_FUNCTION, None, [], []]), json.dumps({"a": 1})])
+def test_json_of_another_shape_is_unreadable_and_refused(redis_client, data):
+    job = make_queue("goodreads", redis_client).enqueue(JOB_FUNCTION, "u", "goodreads")
+    redis_client.hset(job.key, "data", data)
+    assert JsonJob.fetch(job.id, connection=redis_client).unreadable
+    with pytest.raises(NotJsonJob):
+        ServiceJob.fetch(job.id, connection=redis_client).func  # noqa: B018
+
+
+def test_meta_that_is_not_an_object_is_unreadable(redis_client):
+    job = make_queue("goodreads", redis_client).enqueue(JOB_FUNCTION, "u", "goodreads")
+    redis_client.hset(job.key, "meta", json.dumps(["not", "a", "dict"]))
+    read = JsonJob.fetch(job.id, connection=redis_client)
+    assert read.unreadable and read.meta == {} and read.get_meta() == {}
