@@ -17,10 +17,7 @@ from urllib.parse import urlsplit
 import click
 from flask import Flask, current_app, jsonify, request
 from redis import Redis
-from redis.exceptions import (
-    AuthenticationError, AuthorizationError, ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError,
-    TryAgainError,
-)
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -38,12 +35,12 @@ from webpage import webpage
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
 HEALTH_ENDPOINT = "api.healthz"
-# Redis errors that mean "not now" (down, loading, failing over, full): 503 with Retry-After.
-# Any other Redis error (WRONGTYPE, a script error, a denied command, a refused password,
-# which redis-py files under ConnectionError) is a fault: 500, logged with its traceback.
+# Redis errors that mean "storage is not there for us now" (down, loading, failing over, full,
+# or refusing our password, which redis-py files under ConnectionError: being fixed or rotated):
+# 503 with Retry-After. Any other Redis error (WRONGTYPE, a script error, a command an ACL
+# denies) is a fault: 500, logged with its traceback.
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError,
                      ClusterDownError)
-REDIS_REFUSED = (AuthenticationError, AuthorizationError)
 
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
@@ -96,7 +93,7 @@ def http_error(exc: HTTPException):
 
 
 def redis_error(exc: RedisError):
-    if isinstance(exc, REDIS_UNAVAILABLE) and not isinstance(exc, REDIS_REFUSED):
+    if isinstance(exc, REDIS_UNAVAILABLE):
         log.error("redis unavailable: %s", exc)
         return error_response(503, "redis_unavailable", "storage is unavailable; try again shortly",
                               {"Retry-After": REDIS_RETRY_AFTER})

@@ -205,7 +205,7 @@ def test_the_token_is_checked_before_the_body_is_read(redis_client, base_env, mo
     (OutOfMemoryError("maxmemory"), 503), (TryAgainError("try again"), 503),
     (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), 500),
     (NoScriptError("no script"), 500), (NoPermissionError("acl"), 500), (DataError("bad"), 500),
-    (AuthenticationError("invalid password"), 500), (AuthorizationError("no permission"), 500),
+    (AuthenticationError("invalid password"), 503), (AuthorizationError("no permission"), 503),
 ])
 def test_a_redis_error_is_503_only_when_redis_cannot_answer_now(app, monkeypatch, error, status):
     def fail(*args, **kwargs):
