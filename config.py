@@ -166,9 +166,10 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError("JOB_TIMEOUT must be longer than FETCH_DEADLINE so a fetch can fail cleanly first")
 
 
-def _host_name(item: str) -> str | None:
-    """item as a Host header's name compares with it (lower case, no brackets); None when it
-    is not a host name or carries a port, which the name in a Host header never matches."""
+def host_name(item: str) -> str | None:
+    """A host name as ALLOWED_HOSTS keeps it and a Host header's name is compared with it:
+    lower case, no brackets, an IPv6 address in its short form; None when item is not a
+    host name (a port included: the name in a Host header never carries one)."""
     bare = item.lower()
     if bare.startswith("[") and bare.endswith("]"):
         bare = bare[1:-1]
@@ -255,7 +256,7 @@ class _Reader:
         items = [item.strip() for item in value.split(",") if item.strip()]
         if "*" in items:
             return frozenset()
-        names = {_host_name(item) for item in items}
+        names = {host_name(item) for item in items}
         if not names or None in names:
             raise ConfigError(f"{name}={value!r} must list host names without ports "
                               "(e.g. metaparse.example.com,127.0.0.1,::1) or be *")

@@ -6,7 +6,6 @@ a saved page and prints its data as JSON.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import logging
 import sys
@@ -25,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 import parsers
 from api import api
 from apidocs import apidocs
-from config import Settings, load_settings
+from config import Settings, host_name, load_settings
 from dashboard import mount_dashboard
 from errors import ApiError, ConfigError, ParseError, body_too_large
 import metrics
@@ -108,18 +107,17 @@ def refuse_unknown_host() -> None:
     answers any Host: health checks ask by address (compose's asks 127.0.0.1), and it tells
     a page nothing worth the trouble."""
     allowed = current_app.config["SETTINGS"].allowed_hosts
-    if allowed and request.endpoint != HEALTH_ENDPOINT and host_name(request.host) not in allowed:
+    if allowed and request.endpoint != HEALTH_ENDPOINT and host_header_name(request.host) not in allowed:
         raise ApiError(400, "host_not_allowed", f"this service does not answer to the host {request.host!r}: "
                                                 "list its name in ALLOWED_HOSTS")
 
 
 @functools.lru_cache(maxsize=256)
-def host_name(host: str) -> str | None:
-    """The name in a Host header: lower case, without port or IPv6 brackets (an IPv6 address
-    in its short form, as config.py keeps ALLOWED_HOSTS); None if malformed."""
+def host_header_name(host: str) -> str | None:
+    """The name in a Host header, without its port, as config.host_name writes ALLOWED_HOSTS;
+    None if malformed."""
     try:
-        name = urlsplit("//" + host).hostname
-        return str(ipaddress.IPv6Address(name)) if name and ":" in name else name
+        return host_name(urlsplit("//" + host).hostname or "")
     except ValueError:
         return None
 

@@ -136,13 +136,11 @@ class ServiceJob(JsonJob):
 
     @property
     def func_name(self) -> str:
-        """RQ reads it before the function (for the process title): a job that is not JSON is refused there."""
+        """RQ reads it before the function (for the process title): a job that is not JSON is
+        refused there (restore() marked it unreadable when it read the job's data)."""
         if self.unreadable:
             self.refuse("its fields are not the JSON this service writes", NotJsonJob)
-        try:
-            return super().func_name
-        except DeserializationError:
-            self.refuse("its function and arguments are not JSON", NotJsonJob)
+        return super().func_name
 
     def refuse(self, reason: str, error: type[ForeignJob] = ForeignJob) -> NoReturn:
         log.error("refused job %s: %s", self.id, reason, extra={"job_id": self.id})
