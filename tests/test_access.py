@@ -33,6 +33,7 @@ from jobs.queues import Submitter, job_id_for, make_queue
 from launch import free_port
 from server import create_app
 from sources import route
+from tests.support.dashboard_urls import basic_auth, concrete, dashboard_rules
 from tests.support.fixture_server import FixtureServer, Reply
 from tests.support.redis_server import RedisServer
 
@@ -60,10 +61,6 @@ def client_for(env: dict[str, str], **overrides: str):
 
 def post_book(client, **kwargs):
     return client.post("/parse", json=[BOOK], **kwargs)
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 # ---- rate limits ---------------------------------------------------------------------------
@@ -194,21 +191,6 @@ def test_a_non_ascii_bearer_token_is_401_not_500(env, redis_client):
 # ---- dashboard: methods and CSRF -----------------------------------------------------------
 
 
-def dashboard_rules(app):
-    return [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("rq_dashboard.")]
-
-
-def concrete(rule, **values: str) -> str:
-    """The rule's path with every argument filled in (values, else a plain default)."""
-    defaults = {"instance_number": "0", "queue_name": "goodreads", "registry_name": "failed", "per_page": "8",
-                "order": "asc", "page": "1", "job_id": "nojob", "filename": "css/main.css"}
-    path = rule.rule
-    for arg in rule.arguments:
-        value = values.get(arg, defaults.get(arg, "x"))
-        path = re.sub(rf"<(?:[a-z]+:)?{arg}>", value, path)
-    return path
-
-
 def test_every_state_changing_rule_refuses_get_and_head(env, redis_client):
     app = create_app(env)
     client = app.test_client()
@@ -274,7 +256,7 @@ def test_cached_basic_credentials_do_not_make_a_forged_post_pass(env, redis_clie
     """A browser sends the operator's cached Basic credentials with a forged cross-site POST."""
     client = client_for(env, **CREDENTIALS)
     post_book(client)
-    operator = basic("operator", "s3cret")
+    operator = basic_auth("operator", "s3cret")
     assert empty_queue_answer(client, {}).status_code == 401  # the gate first
     assert empty_queue_answer(client, {**operator, "Sec-Fetch-Site": "cross-site"}).status_code == 403
     assert make_queue("goodreads", redis_client).count == 1

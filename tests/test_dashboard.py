@@ -1,19 +1,13 @@
 """rq-dashboard at /rqstatus: reachable, reads JSON-serialised jobs, guarded on every rule."""
 from __future__ import annotations
 
-import base64
-
 import pytest
 
 from server import create_app
+from tests.support.dashboard_urls import basic_auth
 
 BOOK = "https://www.goodreads.com/book/show/5907"
 CREDENTIALS = {"RQSTATUS_USER": "operator", "RQSTATUS_PASSWORD": "s3cret"}
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 def dashboard_paths(app) -> list[str]:
@@ -46,12 +40,13 @@ def test_every_dashboard_rule_needs_basic_auth_when_configured(redis_client, bas
     assert any(path.startswith("/rqstatus/static/") for path in paths)
     for n, path in enumerate(paths):
         address = {"REMOTE_ADDR": f"192.0.2.{n}"}  # an address each: wrong guesses are limited per address
-        for headers in ({}, basic("operator", "wrong"), basic("intruder", "s3cret")):
+        for headers in ({}, basic_auth("operator", "wrong"), basic_auth("intruder", "s3cret")):
             response = client.get(path, headers=headers, environ_overrides=address)
             assert response.status_code == 401, path
             assert response.headers["WWW-Authenticate"].startswith("Basic")
-    assert client.get("/rqstatus/", headers=basic("operator", "s3cret")).status_code == 200
-    assert client.get("/rqstatus/static/css/main.css", headers=basic("operator", "s3cret")).status_code in (200, 404)
+    operator = basic_auth("operator", "s3cret")
+    assert client.get("/rqstatus/", headers=operator).status_code == 200
+    assert client.get("/rqstatus/static/css/main.css", headers=operator).status_code in (200, 404)
 
 
 def test_wrong_credentials_are_limited_per_address(redis_client, base_env):
@@ -62,12 +57,13 @@ def test_wrong_credentials_are_limited_per_address(redis_client, base_env):
     for _ in range(20):  # no credentials at all: a first visit, not a guess
         assert client.get("/rqstatus/", environ_overrides=guesser).status_code == 401
     for n in range(10):
-        guess = client.get("/rqstatus/", headers=basic("operator", f"guess{n}"), environ_overrides=guesser)
+        guess = client.get("/rqstatus/", headers=basic_auth("operator", f"guess{n}"), environ_overrides=guesser)
         assert guess.status_code == 401
-    locked = client.get("/rqstatus/", headers=basic("operator", "s3cret"), environ_overrides=guesser)
+    locked = client.get("/rqstatus/", headers=basic_auth("operator", "s3cret"), environ_overrides=guesser)
     assert locked.status_code == 429 and locked.get_json()["error"]["code"] == "too_many_failed_logins"
     assert 1 <= int(locked.headers["Retry-After"]) <= 60
-    assert client.get("/rqstatus/", headers=basic("operator", "s3cret"), environ_overrides=operator).status_code == 200
+    right = basic_auth("operator", "s3cret")
+    assert client.get("/rqstatus/", headers=right, environ_overrides=operator).status_code == 200
     assert client.get("/healthz", environ_overrides=guesser).status_code == 200  # only the dashboard
 
 

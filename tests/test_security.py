@@ -43,7 +43,9 @@ from jobs.trust import JOB_FUNCTION, TICK_FUNCTION, JsonJob
 from server import create_app
 from storage import make_record, record_key
 from tests.support import import_trap, processes
-from tests.support.raw_http import RawResponse, basic_auth, chunked, request, send
+from tests.support.dashboard_urls import basic_auth, changes_state, concrete, dashboard_rules
+from tests.support.forged import Trap, shared_lists
+from tests.support.raw_http import RawResponse, chunked, request, send
 
 pytestmark = pytest.mark.e2e
 
@@ -70,24 +72,6 @@ def web(module_redis_url, tmp_path_factory):
 def app(module_redis_url):
     """The same app in this process: its URL map is the router gunicorn's processes use."""
     return create_app({"REDIS_URL": module_redis_url, **CREDENTIALS})
-
-
-def dashboard_rules(app) -> list:
-    return [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("rq_dashboard.")]
-
-
-def concrete(rule, **values: str) -> str:
-    """The rule's path with every argument filled in (values, else a plain default)."""
-    defaults = {"instance_number": "0", "queue_name": FORGED_QUEUE, "registry_name": "failed", "per_page": "8",
-                "order": "asc", "page": "1", "job_id": "nojob", "filename": "css/main.css"}
-    path = rule.rule
-    for arg in rule.arguments:
-        path = re.sub(rf"<(?:[a-z]+:)?{arg}>", values.get(arg, defaults.get(arg, "x")), path)
-    return path
-
-
-def changes_state(rule) -> bool:
-    return bool(rule.methods - {"GET", "HEAD", "OPTIONS"})
 
 
 # ---- 1. every spelling of a dashboard path needs the operator's credentials ---------------------
@@ -171,16 +155,6 @@ def test_other_routes_are_not_behind_the_dashboards_gate(web):
 
 
 # ---- 2. no dashboard route unpickles ------------------------------------------------------------
-
-
-class Trap:
-    """Pickles into a call of open(path, "w"): unpickling it creates the marker file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
 
 
 def forge_pickled_job(connection: Redis, marker: Path) -> str:
@@ -358,13 +332,6 @@ def test_a_forged_line_in_a_basic_auth_user_name_stays_on_its_request_line(web):
 # ---- 5. records read back from Redis are plain data of the right shape ----------------------------
 
 BOOK = "https://www.goodreads.com/book/show/1001"
-
-
-def shared_lists(levels: int) -> list:
-    node: list = ["x" * 10]
-    for _ in range(levels):
-        node = [node, node]
-    return node
 
 
 @pytest.mark.parametrize("data", [{"x": shared_lists(25)}, {"x": {"a", "set"}}, {"x": float("nan")}, {1: "int key"}],

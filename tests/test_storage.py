@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import pages
+from tests.support.forged import shared_lists
 
 import parsers
 import storage
@@ -345,15 +346,6 @@ def test_after_save_runs_the_callers_commands_with_the_snapshot_and_the_watchers
 
 
 # --- values that unpickle safely but are not plain data of the right shape ---------------------------
-
-
-def shared_lists(levels: int) -> list:
-    """A list that refers to one list twice, that one to another twice, ... levels deep:
-    a pickle of a few hundred bytes that unfolds into 2**levels lists."""
-    node: list = ["x" * 10]
-    for _ in range(levels):
-        node = [node, node]
-    return node
 
 
 def self_referencing() -> list:

@@ -17,14 +17,7 @@ from jobs.crashsafe import crash_safe
 from jobs.queues import make_queue
 from jobs.trust import JOB_FUNCTION, JOB_FUNCTIONS, UNREADABLE, JsonJob, NotJsonJob, ServiceJob
 from tests.support import import_trap
-
-
-class Trap:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
+from tests.support.forged import Trap
 
 
 def pickled_job(redis_client, marker) -> Job:

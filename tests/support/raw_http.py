@@ -2,7 +2,6 @@
 sent, which an HTTP client library would normalise (merge slashes, re-encode, add headers)."""
 from __future__ import annotations
 
-import base64
 import socket
 from dataclasses import dataclass, field
 
@@ -15,11 +14,6 @@ class RawResponse:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
-
-
-def basic_auth(user: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 def request_bytes(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
