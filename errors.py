@@ -7,6 +7,22 @@ ParseError (a JobError) is raised by parsers when a page is not what its URL pro
 """
 from __future__ import annotations
 
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Redis errors that mean "storage is not there for us now" (down, hung, loading, failing over,
+# full, or refusing our password, which redis-py files under ConnectionError: being fixed or
+# rotated): the API answers 503 with Retry-After. Any other Redis error (WRONGTYPE, a script
+# error, a command an ACL denies) is a fault: 500, logged with its traceback.
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError,
+                     ClusterDownError)
+
+
+def error_body(code: str, message: str) -> dict:
+    """The JSON body of every error the service answers, from Flask or from below it (web/edge.py)."""
+    return {"error": {"code": code, "message": message}}
+
 
 class ApiError(Exception):
     """An HTTP error answered as {"error": {"code", "message"}}."""
@@ -19,7 +35,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def to_dict(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+        return error_body(self.code, self.message)
 
 
 def body_too_large(limit: int) -> ApiError:

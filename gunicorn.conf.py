@@ -1,7 +1,9 @@
 """gunicorn settings, derived from config.py so every setting has one home."""
 import socket
 import sys
+import warnings
 
+from gevent.monkey import MonkeyPatchWarning
 from gunicorn.glogging import Logger
 
 import logs
@@ -19,8 +21,14 @@ metrics.setup_multiprocess_dir(_settings.data_dir)  # before the workers fork, s
 _host = f"[{_settings.bind}]" if ":" in _settings.bind else _settings.bind
 bind = f"{_host}:{_settings.port}"
 workers = _settings.web_workers
-threads = _settings.web_threads
-worker_class = "gthread"  # the API waits on Redis, not the CPU: threads serve it cheaply
+worker_connections = _settings.web_connections
+# gevent's worker with deadlines, per-address bounds and JSON errors: why, in web/edge.py.
+worker_class = "web.edge.EdgeWorker"
+# gunicorn's master imports ssl (gunicorn.sock) before a worker can patch it, so gevent warns
+# in every worker. The web process makes TLS connections only to Redis (rediss://), through
+# redis-py, which the worker imports after the patch (tests/test_redis_tls.py).
+warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl has already been imported",
+                        category=MonkeyPatchWarning)
 # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new connections
 # over them. On one shared socket a busy worker tends to win every accept: keep-alive
 # clients then all sit on one process, held to one core by its GIL (bench/api_bench.py

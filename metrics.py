@@ -203,6 +203,10 @@ class _Metrics:
         self.http_requests = Counter(
             "metaparse_http_requests", "HTTP requests answered, by Flask URL rule and status.",
             ["method", "route", "status"], registry=None)
+        self.edge_refusals = Counter(
+            "metaparse_http_refused", "Requests and connections the web edge answered itself, before Flask "
+            "(web/edge.py), by error code: request_timeout, too_many_connections, malformed_request, ...",
+            ["code"], registry=None)
         self.http_latency = Histogram(
             "metaparse_http_request_duration_seconds", "Time to answer an HTTP request, by Flask URL rule.",
             ["method", "route"], buckets=HTTP_BUCKETS, registry=None)
@@ -300,6 +304,12 @@ def _count(status: int) -> None:
     started = g.get("metrics_started")
     if started is not None:
         metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)
+
+
+@_harmless
+def edge_refused(code: str) -> None:
+    """The web edge answered an error itself (its codes are a fixed set: web/edge.py)."""
+    _metrics().edge_refusals.labels(code).inc()
 
 
 def metrics_view() -> Response:

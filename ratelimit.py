@@ -27,8 +27,9 @@ seconds.
 
 Redis away: fail open. A Redis error while counting skips the limits for
 BREAKER_SECONDS (logged once), so requests are neither turned into 500s nor slowed by a
-second wait for Redis each: an endpoint that needs Redis answers its own 503, and one
-that does not (/docs, the web page) keeps working. Not flask-limiter's in-memory
+second wait for Redis each: an endpoint that needs Redis (the api blueprint) answers its
+503 at once, from the limiter's own error, and one that does not (/docs, the web page)
+keeps working. Not flask-limiter's in-memory
 fallback: per-process counts would let N workers allow N times the limit anyway, and they
 outlive Redis's return by up to half a minute.
 """
@@ -49,6 +50,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings
 from dashboard import routed_to_dashboard
+from errors import REDIS_UNAVAILABLE, error_body
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ KEY_PREFIX = "metaparse:limits"  # Redis keys of the counters
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 READ_METHODS = ("GET", "HEAD")
 EXEMPT_ENDPOINTS = frozenset({"api.healthz", "metrics"})
+API_BLUEPRINT = "api"  # every endpoint of it reads or writes Redis
 
 
 def init_app(app: Flask, settings: Settings) -> Limiter | None:
@@ -99,6 +102,13 @@ class FailOpenLimiter(Limiter):
         except (RedisError, StorageError, OSError) as exc:
             self.skip_until = time.monotonic() + BREAKER_SECONDS
             log.warning("rate limits skipped for %s s: Redis unavailable (%s)", BREAKER_SECONDS, exc)
+            if request.blueprint == API_BLUEPRINT and redis_unavailable(exc):
+                raise  # the API needs Redis anyway: its 503 now, not after a second wait
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """exc is, or wraps (limits' StorageError), Redis being away or hung."""
+    return isinstance(exc, REDIS_UNAVAILABLE) or isinstance(exc.__cause__, REDIS_UNAVAILABLE)
 
 
 def client_key() -> str:
@@ -127,8 +137,7 @@ def is_exempt() -> bool:
 def rate_limited(limiter: Limiter, exc: RateLimitExceeded):
     wait = retry_after_seconds(limiter, exc)
     message = f"too many requests: at most {exc.limit.limit} per client; retry in {wait} s"
-    body = {"error": {"code": "rate_limited", "message": message}}
-    return jsonify(body), 429, {"Retry-After": str(wait)}
+    return jsonify(error_body("rate_limited", message)), 429, {"Retry-After": str(wait)}
 
 
 def retry_after_seconds(limiter: Limiter, exc: RateLimitExceeded) -> int:

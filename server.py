@@ -16,9 +16,7 @@ from urllib.parse import urlsplit
 import click
 from flask import Flask, current_app, jsonify, request
 from redis import Redis
-from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 import parsers
@@ -26,7 +24,7 @@ from api import api
 from apidocs import apidocs
 from config import Settings, host_name, load_settings
 from dashboard import mount_dashboard
-from errors import ApiError, ConfigError, ParseError, body_too_large
+from errors import REDIS_UNAVAILABLE, ApiError, ConfigError, ParseError, body_too_large, error_body
 import metrics
 import ratelimit
 from webpage import webpage
@@ -34,12 +32,9 @@ from webpage import webpage
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
 HEALTH_ENDPOINT = "api.healthz"
-# Redis errors that mean "storage is not there for us now" (down, loading, failing over, full,
-# or refusing our password, which redis-py files under ConnectionError: being fixed or rotated):
-# 503 with Retry-After. Any other Redis error (WRONGTYPE, a script error, a command an ACL
-# denies) is a fault: 500, logged with its traceback.
-REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError,
-                     ClusterDownError)
+# A hung Redis (stopped, or a network that drops packets) must turn into a 503 quickly: one
+# command waits at most this long, and a request makes at most one such wait (ratelimit.py).
+REDIS_TIMEOUT = 1.0
 
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
@@ -64,7 +59,8 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
 
 def connect_redis(url: str) -> Redis:
     """Short timeouts: an API call should fail fast with 503, not hang, when Redis is away."""
-    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+    return Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+                          health_check_interval=30)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -75,7 +71,7 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
+    return jsonify(error_body(code, message)), status, headers or {}
 
 
 def api_error(exc: ApiError):

@@ -233,14 +233,14 @@ class Bench:
 def service_settings(service: Service) -> dict:
     env = service.env
     return {"web_workers": int(env.get("WEB_WORKERS", Settings.web_workers)),
-            "web_threads": int(env.get("WEB_THREADS", Settings.web_threads)),
+            "web_connections": int(env.get("WEB_CONNECTIONS", Settings.web_connections)),
             "gunicorn_cmd_args": env.get("GUNICORN_CMD_ARGS", ""), "rate_limits": env.get("RATE_LIMITS"),
             "log_level": env.get("LOG_LEVEL"), "rq_workers": int(env["WORKERS"])}
 
 
 def run(stack: Stack, **env: str) -> dict:
     """The whole API bench on a running stack; env overrides the service's settings
-    (e.g. WEB_WORKERS, WEB_THREADS, WORKER_NICE, RATE_LIMITS, GUNICORN_CMD_ARGS)."""
+    (e.g. WEB_WORKERS, WEB_CONNECTIONS, WORKER_NICE, RATE_LIMITS, GUNICORN_CMD_ARGS)."""
     service = stack.start_service(2, **env)
     started = time.monotonic()
     try:
@@ -268,8 +268,8 @@ COLUMNS = (("rps", 8), ("p50", 7), ("p90", 7), ("p99", 7), ("max", 8), ("errors"
 
 def print_table(result: dict) -> None:
     settings = result["settings"]
-    print(f"API bench ({result['cpus']} CPUs; gunicorn {settings['web_workers']}x{settings['web_threads']} "
-          f"{settings['gunicorn_cmd_args'] or 'gthread'}; rate limits {settings['rate_limits']}; "
+    print(f"API bench ({result['cpus']} CPUs; gunicorn {settings['web_workers']} processes "
+          f"{settings['gunicorn_cmd_args'] or 'web.edge.EdgeWorker (gevent)'}; rate limits {settings['rate_limits']}; "
           f"{settings['rq_workers']} RQ workers, nice {settings['workers_nice']}); latencies in ms, CPU in cores")
     print(f"{'phase':10} {'run':11} {'load':>9} " + " ".join(f"{name:>{width}}" for name, width in COLUMNS)
           + "  queue before→after, busy workers")

@@ -126,10 +126,10 @@ class Stack:
         return service_env(REDIS_URL=self.redis.url, **{**FAST_SETTINGS, **self.site.fetch_env(), **overrides})
 
     def start_service(self, workers: int, **overrides: str) -> Service:
-        """The service as shipped (gunicorn's default processes x threads), with FAST_SETTINGS;
+        """The service as shipped (gunicorn's default processes), with FAST_SETTINGS;
         overrides win over both."""
         logs = Path(tempfile.mkdtemp(prefix="service-", dir=self.folder))
-        shipped = {"WEB_WORKERS": str(Settings.web_workers), "WEB_THREADS": str(Settings.web_threads)}
+        shipped = {"WEB_WORKERS": str(Settings.web_workers)}
         service = start_service(self.service_env(**{**shipped, **overrides}), logs, workers=workers, name="BENCH")
         self.services.append(service)
         return service

@@ -11,8 +11,8 @@ from errors import ConfigError
 
 # Every variable load_settings reads; cleared from os.environ when a test reads the real environment.
 ALL_VARIABLES = (
-    "REDIS_URL", "PORT", "BIND", "WORKERS", "WEB_WORKERS", "WEB_THREADS", "RQSTATUS_USER",
-    "RQSTATUS_PASSWORD", "API_TOKENS", "ALLOW_ANY_SITE", "FETCH_CONNECT_TO", "FETCH_CA_BUNDLE",
+    "REDIS_URL", "PORT", "BIND", "WORKERS", "WEB_WORKERS", "WEB_CONNECTIONS", "REQUEST_READ_TIMEOUT",
+    "MAX_CONNECTIONS_PER_ADDRESS", "RQSTATUS_USER", "RQSTATUS_PASSWORD", "API_TOKENS", "ALLOW_ANY_SITE", "FETCH_CONNECT_TO", "FETCH_CA_BUNDLE",
     "MAX_BODY_BYTES", "FETCH_DEADLINE", "FETCH_CONNECT_TIMEOUT", "FETCH_READ_TIMEOUT",
     "FETCH_MAX_REDIRECTS", "MAX_URLS_PER_REQUEST", "MAX_REQUEST_BYTES", "JOB_TIMEOUT",
     "FETCH_RETRIES", "RECORD_RETENTION", "USER_AGENT", "LOG_LEVEL",
@@ -35,7 +35,8 @@ def test_empty_mapping_gives_documented_defaults():
     s = load_settings({})
     assert s == Settings(redis_url=DEFAULT_REDIS_URL)
     assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert (s.port, s.bind, s.workers, s.web_workers, s.web_threads) == (8000, "127.0.0.1", 2, 4, 2)
+    assert (s.port, s.bind, s.workers, s.web_workers, s.web_connections) == (8000, "127.0.0.1", 2, 2, 1000)
+    assert (s.request_read_timeout, s.max_connections_per_address) == (10.0, 64)
     assert s.rqstatus_user is None and s.rqstatus_password is None
     assert s.api_tokens == frozenset()
     assert s.allow_any_site is False
@@ -72,7 +73,9 @@ def test_settings_are_frozen():
     ({"PORT": "65535"}, "port", 65535),
     ({"WORKERS": "64"}, "workers", 64),
     ({"WEB_WORKERS": "3"}, "web_workers", 3),
-    ({"WEB_THREADS": "8"}, "web_threads", 8),
+    ({"WEB_CONNECTIONS": "10"}, "web_connections", 10),
+    ({"REQUEST_READ_TIMEOUT": "2.5"}, "request_read_timeout", 2.5),
+    ({"MAX_CONNECTIONS_PER_ADDRESS": "0"}, "max_connections_per_address", 0),
     ({"WORKER_NICE": "0"}, "worker_nice", 0),
     ({"FETCH_MAX_REDIRECTS": "0"}, "max_redirects", 0),
     ({"FETCH_RETRIES": "0"}, "fetch_retries", 0),
@@ -113,7 +116,11 @@ def test_allow_any_site_false(raw):
     ("WORKERS", "0"),
     ("WORKERS", "65"),
     ("WEB_WORKERS", "0"),
-    ("WEB_THREADS", "many"),
+    ("WEB_CONNECTIONS", "many"),
+    ("WEB_CONNECTIONS", "9"),
+    ("REQUEST_READ_TIMEOUT", "0"),
+    ("REQUEST_READ_TIMEOUT", "soon"),
+    ("MAX_CONNECTIONS_PER_ADDRESS", "-1"),
     ("MAX_BODY_BYTES", "1023"),
     ("FETCH_DEADLINE", "abc"),
     ("FETCH_DEADLINE", "0"),

@@ -71,6 +71,17 @@ def test_compose_answers_loopback_names_only():
     assert load_settings(public).allowed_hosts == {"metaparse.example.com"}
 
 
+def test_compose_passes_the_web_edge_settings_through():
+    """Publishing the port needs no proxy; the edge's bounds are the operator's to set."""
+    env = {"REDIS_PASSWORD": "pw", "RQSTATUS_USER": "op", "RQSTATUS_PASSWORD": "pw2"}
+    web = COMPOSE["services"]["web"]["environment"]
+    shipped = load_settings({k: interpolate(str(v), env) for k, v in web.items()})
+    assert (shipped.request_read_timeout, shipped.max_connections_per_address, shipped.trusted_proxies) == (10, 64, 0)
+    env.update(REQUEST_READ_TIMEOUT="5", MAX_CONNECTIONS_PER_ADDRESS="256", TRUSTED_PROXIES="1")
+    chosen = load_settings({k: interpolate(str(v), env) for k, v in web.items()})
+    assert (chosen.request_read_timeout, chosen.max_connections_per_address, chosen.trusted_proxies) == (5, 256, 1)
+
+
 def test_compose_requires_the_secrets():
     with pytest.raises(AssertionError, match="REDIS_PASSWORD is required"):
         interpolate(COMPOSE["services"]["web"]["environment"]["REDIS_URL"], {})

@@ -309,7 +309,7 @@ def test_gunicorn_workers_add_up_and_a_dead_workers_counts_stay(redis_url, tmp_p
     stale = counter_file(folder, 999_999_999, "/jobs/<job_id>", 1000)  # an earlier run's
     port = free_port()
     marker = f"METAPARSE_METRICS_{uuid.uuid4().hex}"
-    env = processes.service_env(REDIS_URL=redis_url, PORT=str(port), WEB_WORKERS="2", WEB_THREADS="2",
+    env = processes.service_env(REDIS_URL=redis_url, PORT=str(port), WEB_WORKERS="2",
                                 DATA_DIR=str(data_dir), **{marker: "1"})
     env.pop(metrics.MULTIPROC_ENV, None)  # gunicorn.conf.py picks DATA_DIR/metrics
     log_path = tmp_path / "web.log"

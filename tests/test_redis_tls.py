@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import trustme
 from redis import Redis
 from rq import SimpleWorker
@@ -26,6 +27,7 @@ from jobs.worker import build_pool
 from launch import free_port
 from server import create_app
 from sources import route
+from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply
 from tests.support.redis_server import RedisServer
 
@@ -109,6 +111,20 @@ def test_the_api_the_dashboard_and_the_limiter_work(env, secure):
     assert {"name": "goodreads", "count": 1} in [{"name": q["name"], "count": q["count"]} for q in queues]
     assert client.post("/parse", json=[BOOK]).status_code == 429  # the limiter counts in this Redis
     assert Redis.from_url(secure.url).keys("metaparse:limits:*")
+
+
+def test_the_real_web_server_talks_to_it(env, secure, tmp_path):
+    """Through gunicorn's gevent worker (web/edge.py), which patches ssl after gunicorn's
+    master imported it: the web process's TLS connections to Redis still work."""
+    web = processes.start_web(processes.service_env(**env), tmp_path / "web.log")
+    try:
+        accepted = requests.post(f"http://127.0.0.1:{web.port}/parse", json=[BOOK], timeout=10)
+        assert accepted.status_code == 202, accepted.text
+        info = requests.get(f"http://127.0.0.1:{web.port}/info", params={"url": BOOK}, timeout=10)
+        assert info.status_code == 202 and info.json()["status"] == "queued"
+    finally:
+        web.stop()
+    assert "Traceback" not in (tmp_path / "web.log").read_text()
 
 
 def test_a_worker_built_from_the_pool_connection_runs_the_job(env, secure, site, tmp_path, monkeypatch):

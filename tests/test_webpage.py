@@ -9,8 +9,11 @@ Skipped, saying why, when Debian's chromium / chromium-driver are not installed
 from __future__ import annotations
 
 import html
+import os
 import shutil
+import signal
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -369,7 +372,8 @@ def test_api_errors_are_shown_in_the_alert(service, browser):
         "code": "redis_unavailable", "message": "storage is unavailable; try again shortly"}}}})
     submit(browser)
     wait_until(browser, "!document.getElementById('alert').hidden")
-    assert alert.text == "redis_unavailable: storage is unavailable; try again shortly (HTTP 503)"
+    assert alert.text == ("The service is unavailable; try again shortly. "
+                          "redis_unavailable: storage is unavailable; try again shortly (HTTP 503)")
 
     stub(browser, {"POST /parse": {"status": 502, "type": "text/html", "body": f"<html>Bad gateway {HOSTILE}</html>"}})
     submit(browser)
@@ -407,6 +411,19 @@ def assert_token_is_asked_for_and_sent(driver) -> None:
     posts = driver.execute_script("return window.__requests.filter(r => r.key === 'POST /parse')")
     assert posts[-1]["auth"] == "Bearer s3cret"
     assert driver.execute_script("return sessionStorage.getItem('metaparse.token')") == "s3cret"
+
+
+def test_a_hung_storage_is_reported_as_unavailable_not_waited_on(browser, tmp_path):
+    """Redis stopped (SIGSTOP) under a real server: the page says so within seconds."""
+    with processes.web_on_own_redis(tmp_path) as (web, redis):
+        browser.get(f"http://127.0.0.1:{web.port}/")
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        submit(browser)
+        wait_until(browser, "document.getElementById('alert').textContent.includes('The service is unavailable')",
+                   seconds=10)
+        assert time.monotonic() - started < 3
+        assert "redis_unavailable" in browser.find_element(By.ID, "alert").text
 
 
 def test_the_page_is_served_with_a_strict_content_security_policy(service):

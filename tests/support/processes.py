@@ -8,7 +8,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import requests
 
 from config import PROJECT_ROOT
 from launch import free_port
+from tests.support.redis_server import RedisServer
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -117,6 +119,22 @@ class Web:
 
     def stop(self) -> None:
         stop(self.process)
+
+
+@contextmanager
+def web_on_own_redis(folder: Path, **env: str) -> Iterator[tuple[Web, RedisServer]]:
+    """gunicorn on a redis-server of its own, which the caller may stop (SIGSTOP: hung) or
+    kill; it is resumed and stopped afterwards."""
+    redis = RedisServer(appendonly=False, data_dir=folder).start()
+    try:
+        web = start_web(service_env(REDIS_URL=redis.url, **env), folder / "web.log")
+        try:
+            yield web, redis
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+            web.stop()
+    finally:
+        redis.stop()
 
 
 def start_web(env: dict[str, str], log_path: Path) -> Web:

@@ -16,11 +16,12 @@ class RawResponse:
         return self.headers.get(name.lower())
 
 
-def request_bytes(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+def request_bytes(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"",
+                  keep_alive: bool = False) -> bytes:
     """A whole request: the request line as given, Host (127.0.0.1 unless headers name one),
-    the headers, Content-Length for a body."""
+    Connection: close unless keep_alive, the headers, Content-Length for a body."""
     headers = {"Host": "127.0.0.1", **(headers or {})}
-    lines = [f"{method} {target} HTTP/1.1", "Connection: close"]
+    lines = [f"{method} {target} HTTP/1.1"] + ([] if keep_alive else ["Connection: close"])
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if body:
         lines.append(f"Content-Length: {len(body)}")
@@ -51,6 +52,17 @@ def read_until_closed(sock: socket.socket) -> bytes:
             break
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_responses(data: bytes) -> list[RawResponse]:
+    """Several responses sent one after the other (each framed by Content-Length)."""
+    found = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(parse_response(head + b"\r\n\r\n").header("Content-Length") or 0)
+        found.append(parse_response(head + b"\r\n\r\n" + rest[:length]))
+        data = rest[length:]
+    return found
 
 
 def parse_response(data: bytes) -> RawResponse:

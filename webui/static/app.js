@@ -9,6 +9,7 @@
 (() => {
   const POLL_MS = 1000;
   const SLOW_POLL_MS = 5000; // after a failed request: give a struggling service room
+  const REQUEST_TIMEOUT_MS = 15000; // no answer by then: say so rather than spin
   const HEADLINES_SHOWN = 10;
   const TERMINAL = new Set(["done", "failed", "expired"]);
   const TOKEN_KEY = "metaparse.token";
@@ -98,22 +99,31 @@
     get retryable() {
       return this.status === 0 || this.status === 429 || this.status >= 500;
     }
+
+    /** Not reachable, or answering that it cannot serve now (its storage away, a proxy's 502/504). */
+    get unavailable() {
+      return this.status === 0 || this.status === 502 || this.status === 503 || this.status === 504;
+    }
   }
 
   /** {status, ok, body}: body is the parsed JSON, or null when the answer is not JSON. */
   async function api(path, options = {}) {
-    let response;
+    let response, text;
     try {
       response = await fetch(path, {
         ...options,
         headers: { Accept: "application/json", ...options.headers },
         credentials: "same-origin",
         cache: "no-store",
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       });
+      text = await response.text();
     } catch (error) {
+      if (error.name === "TimeoutError") {
+        throw new ApiError(0, "timeout", `no answer within ${REQUEST_TIMEOUT_MS / 1000} s`);
+      }
       throw new ApiError(0, "network_error", `the request failed: ${error.message}`);
     }
-    const text = await response.text();
     let body = null;
     try {
       body = JSON.parse(text);
@@ -134,7 +144,8 @@
 
   function describe(error) {
     if (!(error instanceof ApiError)) return `error: ${error && error.message ? error.message : error}`;
-    return error.status ? `${error.code}: ${error.message} (HTTP ${error.status})` : `${error.code}: ${error.message}`;
+    const detail = error.status ? `${error.code}: ${error.message} (HTTP ${error.status})` : `${error.code}: ${error.message}`;
+    return error.unavailable ? `The service is unavailable; try again shortly. ${detail}` : detail;
   }
 
   // ---- the token (only needed when the service sets API_TOKENS) -----------------------------

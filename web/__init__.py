@@ -1,0 +1,1 @@
+"""The web tier's process-level parts (gunicorn's worker class)."""

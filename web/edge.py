@@ -1,0 +1,213 @@
+"""The web tier's gunicorn worker: gevent's, plus what a public address needs before Flask.
+
+Why gevent (bench/api_bench.py and tests/test_edge.py measured it): every connection is a
+greenlet, so a client that trickles its request holds a few kilobytes, not one of a
+handful of threads, and requests never wait for a thread switch (gthread's p99 carried
+the interpreter's 5 ms switch interval). On top of gevent's worker, EdgeWorker adds:
+
+- a request-read deadline: the request line, headers and body must arrive within
+  REQUEST_READ_TIMEOUT seconds of the request's first byte, or the client gets 408 and the
+  connection closes; an idle connection closes silently (REQUEST_READ_TIMEOUT before its
+  first request, gunicorn's keepalive between requests);
+- bodies read in full (up to MAX_REQUEST_BYTES) before the application runs, so no
+  request handler ever waits on a slow client;
+- a bound on the connections one client address holds open (MAX_CONNECTIONS_PER_ADDRESS,
+  shared out between the web processes); over it, 429 and close;
+- every error gunicorn answers itself (a malformed request line, 414, 431, 501, ...) in
+  the API's JSON shape;
+- pipelined requests answered in order: the requests already read are served before the
+  socket is waited on again.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import json
+import math
+from collections import Counter
+
+import gevent
+from gevent.socket import wait_read
+from gunicorn import http, util
+from gunicorn.http import errors as http_errors
+from gunicorn.http.body import Body, ChunkedReader
+from gunicorn.workers.ggevent import GeventWorker
+
+import logs
+import metrics
+from config import load_settings
+from errors import error_body
+
+QUIET_SOCKET_ERRORS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
+REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 414: "URI Too Long", 417: "Expectation Failed",
+           429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented"}
+# gunicorn's parse errors, most specific first: (class, status, code). A response header the
+# application wrote wrong is caught first: that one is the service's fault, not the client's.
+CLIENT_ERRORS = (
+    (http_errors.InvalidResponseHeader, 500, "internal_error"),
+    (http_errors.InvalidResponseHeaderName, 500, "internal_error"),
+    (http_errors.LimitRequestLine, 414, "uri_too_long"),
+    (http_errors.LimitRequestHeaders, 431, "header_fields_too_large"),
+    (http_errors.UnsupportedTransferCoding, 501, "unsupported_transfer_coding"),
+    (http_errors.ExpectationFailed, 417, "expectation_failed"),
+    (http_errors.ForbiddenProxyRequest, 403, "forbidden"),
+    (http_errors.ParseException, 400, "malformed_request"),
+)
+
+
+class RequestReadTimeout(Exception):
+    """The request was not all there by its deadline."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the request was not received within {seconds:g} s (REQUEST_READ_TIMEOUT)")
+
+
+class AddressSlots:
+    """How many connections each client address holds in this process, bounded by limit
+    (0: unbounded). gevent runs one greenlet at a time, so a plain Counter is safe."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held: Counter[str] = Counter()
+
+    def take(self, address: str) -> bool:
+        if self.limit and self.held[address] >= self.limit:
+            return False
+        self.held[address] += 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        self.held[address] -= 1
+        if self.held[address] <= 0:
+            del self.held[address]
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.1 answer with the API's JSON error body; the connection closes after it."""
+    body = json.dumps(error_body(code, message)).encode()
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def client_error(exc: BaseException) -> tuple[int, str]:
+    for kind, status, code in CLIENT_ERRORS:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, "internal_error"
+
+
+class EdgeWorker(GeventWorker):
+    """gunicorn's gevent worker with deadlines, per-address bounds and JSON errors."""
+
+    def init_process(self) -> None:
+        settings = load_settings()  # gunicorn.conf.py has validated them already
+        self.read_timeout = settings.request_read_timeout
+        self.max_body = settings.max_request_bytes
+        # Behind proxies every connection comes from a proxy: the bound would hit all clients at once.
+        share = 0 if settings.trusted_proxies else math.ceil(settings.max_connections_per_address / self.cfg.workers)
+        self.slots = AddressSlots(share)
+        super().init_process()
+
+    def handle(self, listener, client, addr) -> None:
+        address = addr[0] if isinstance(addr, tuple) else ""
+        if not self.slots.take(address):
+            self.refuse(client, address)
+            return
+        try:
+            client.setblocking(1)
+            self.serve(listener.getsockname(), client, addr)
+        except OSError as exc:
+            if exc.errno not in QUIET_SOCKET_ERRORS:
+                self.log.exception("socket error serving a connection")
+        finally:
+            self.slots.give_back(address)
+            util.close(client)
+
+    def refuse(self, client, address: str) -> None:
+        metrics.edge_refused("too_many_connections")
+        self.log.warning("connection refused: %s holds %d connections already (MAX_CONNECTIONS_PER_ADDRESS)",
+                         logs.escaped(address), self.slots.limit)
+        try:
+            client.sendall(error_response(429, "too_many_connections",
+                                          "this address holds too many connections open; close some and retry",
+                                          {"Retry-After": "1"}))
+        except OSError:
+            pass
+        util.close(client)
+
+    def serve(self, listener_name, client, addr) -> None:
+        """Requests of one connection, one after the other, until it closes or must."""
+        parser = http.get_parser(self.cfg, client, addr)
+        idle_limit = self.read_timeout  # before the first request; keepalive between the next ones
+        req = None
+        try:
+            while self.request_arrives(client, parser, idle_limit):
+                req = None
+                req = self.read_request(parser, client)
+                self.handle_request(listener_name, req, client, addr)
+                if not self.cfg.keepalive:
+                    return
+                idle_limit = self.cfg.keepalive
+        except (http_errors.NoMoreData, StopIteration):
+            return
+        except Exception as exc:  # a malformed or late request: answered, then closed
+            self.handle_error(req, client, addr, exc)
+
+    @staticmethod
+    def request_arrives(client, parser, idle_limit: float) -> bool:
+        """True once bytes of a request are there (already read ones count: pipelining);
+        False when the connection stays idle for idle_limit seconds."""
+        if parser.unreader.buf.getbuffer().nbytes:
+            return True
+        try:
+            wait_read(client.fileno(), timeout=idle_limit)
+        except TimeoutError:
+            return False
+        return True
+
+    def read_request(self, parser, client):
+        """The next request, its body read in full, by the read deadline."""
+        with gevent.Timeout(self.read_timeout, RequestReadTimeout(self.read_timeout)):
+            req = next(parser)
+            self.read_body(req, client)
+        return req
+
+    def read_body(self, req, client) -> None:
+        """Up to MAX_REQUEST_BYTES + 1 of the body into memory. A body declared larger is not
+        read at all (the application answers 413 from Content-Length); one that turns out
+        larger is cut there. Either way the rest was never read: the connection closes."""
+        reader = req.body.reader
+        chunked = isinstance(reader, ChunkedReader)
+        length = None if chunked else reader.length
+        if length == 0:
+            return
+        if length is not None and length > self.max_body:
+            req.force_close()
+            return
+        if getattr(req, "_expected_100_continue", False):  # the client waits for a go-ahead first
+            client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            req._expected_100_continue = False  # so gunicorn does not send a second one
+        data = req.body.read(self.max_body + 1)
+        if len(data) > self.max_body:
+            req.force_close()
+        req.body = Body(io.BytesIO(data))
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        if isinstance(exc, RequestReadTimeout):
+            status, code = 408, "request_timeout"
+        else:
+            status, code = client_error(exc)
+        metrics.edge_refused(code)
+        if status == 500:
+            self.log.exception("error handling a request")
+            message = "an unexpected error occurred; it has been logged"
+        else:
+            message = logs.escaped(str(exc)) or REASONS[status]
+            self.log.warning("invalid request from %s: %s", logs.escaped(str(addr[0] if addr else "")), message)
+        try:
+            client.sendall(error_response(status, code, message))
+        except OSError:
+            self.log.debug("could not send the error answer")
