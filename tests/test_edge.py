@@ -162,6 +162,8 @@ def test_slow_clients_leave_the_service_to_everyone_else(shipped_web):
     assert tally["most_open"] >= SOAK_CONNECTIONS * 0.95, tally  # the attack really held ~500 at once
     assert tally["longest_held"] < Settings.request_read_timeout + 3, tally  # each cut off by the deadline
     assert tally["endings"].get("408", 0) > SOAK_CONNECTIONS, tally
+    refusal_lines = shipped_web.log.read_text().count("REQUEST_READ_TIMEOUT")
+    assert refusal_lines <= Settings.web_workers * (SOAK_SECONDS / 10 + 2), refusal_lines  # the log is not flooded
     assert not probe.errors, probe.errors[:10]
     assert len(probe.latencies) > SOAK_SECONDS / (PROBE_EVERY + 0.01) * 0.8
     assert probe.p99() < PROBE_P99_MS, f"p99 {probe.p99():.1f} ms, max {max(probe.latencies):.1f} ms"
@@ -237,8 +239,8 @@ BELOW_FLASK = {
     "over-long URL": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414, "uri_too_long"),
     "header flood": (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(150)) + b"\r\n", 431,
                      "header_fields_too_large"),
-    "unsupported transfer coding": (b"POST /parse HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: br, chunked\r\n\r\n",
-                                    501, "unsupported_transfer_coding"),
+    "unsupported transfer coding": (b"POST /parse HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                    b"Transfer-Encoding: br, chunked\r\n\r\n", 501, "unsupported_transfer_coding"),
     "invalid chunk size": (b"POST /parse HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                            b"Transfer-Encoding: chunked\r\n\r\nZZ\r\n", 400, "malformed_request"),
 }
@@ -309,3 +311,13 @@ def test_a_hung_redis_is_answered_503_within_a_second_and_a_half(hung_redis_web)
         assert json.loads(answer.body)["error"]["code"] == "redis_unavailable"
         assert answer.header("Retry-After")
         assert waited < 1.5, (method, waited)
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_answered_or_logged_as_an_error(quick_web):
+    with connect(quick_web.port) as sock:
+        sock.sendall(INCOMPLETE["body"])
+        time.sleep(0.2)
+    time.sleep(0.5)  # the server reads the end of the stream
+    log = quick_web.log.read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
+    assert '"POST /parse' not in log  # no handler ran on the half body

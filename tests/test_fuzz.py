@@ -364,7 +364,7 @@ def test_deep_json_is_refused_at_every_depth(clients):
 
 # ---- 2. schemathesis, from the service's own OpenAPI document ----------------------------------
 
-SCHEMATHESIS_EXAMPLES = int(os.environ.get("FUZZ_SCHEMATHESIS_EXAMPLES", "1500"))
+SCHEMATHESIS_EXAMPLES = int(os.environ.get("FUZZ_SCHEMATHESIS_EXAMPLES", "1000"))
 SCHEMATHESIS_MIN_TOTAL = 10_000
 SCHEMATHESIS_CHECKS = ["not_a_server_error", "response_schema_conformance", "status_code_conformance",
                        "content_type_conformance", "response_headers_conformance"]

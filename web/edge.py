@@ -24,6 +24,7 @@ import errno
 import io
 import json
 import math
+import time
 from collections import Counter
 
 import gevent
@@ -83,6 +84,28 @@ class AddressSlots:
             del self.held[address]
 
 
+class RefusalLog:
+    """One warning line per error code per INTERVAL seconds, counting the refusals it did not
+    write: an attacker's thousands of slow connections must not flood the log (/metrics
+    counts every one, metaparse_http_refused_total)."""
+
+    INTERVAL = 10.0
+
+    def __init__(self, log):
+        self.log = log
+        self.quiet_until: dict[str, float] = {}
+        self.unwritten: Counter[str] = Counter()
+
+    def warning(self, code: str, message: str) -> None:
+        now = time.monotonic()
+        if now < self.quiet_until.get(code, 0.0):
+            self.unwritten[code] += 1
+            return
+        self.quiet_until[code] = now + self.INTERVAL
+        more = self.unwritten.pop(code, 0)
+        self.log.warning("%s%s", message, f" (and {more} more {code} since the last such line)" if more else "")
+
+
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 answer with the API's JSON error body; the connection closes after it."""
     body = json.dumps(error_body(code, message)).encode()
@@ -109,6 +132,7 @@ class EdgeWorker(GeventWorker):
         # Behind proxies every connection comes from a proxy: the bound would hit all clients at once.
         share = 0 if settings.trusted_proxies else math.ceil(settings.max_connections_per_address / self.cfg.workers)
         self.slots = AddressSlots(share)
+        self.refusals = RefusalLog(self.log)
         super().init_process()
 
     def handle(self, listener, client, addr) -> None:
@@ -128,8 +152,8 @@ class EdgeWorker(GeventWorker):
 
     def refuse(self, client, address: str) -> None:
         metrics.edge_refused("too_many_connections")
-        self.log.warning("connection refused: %s holds %d connections already (MAX_CONNECTIONS_PER_ADDRESS)",
-                         logs.escaped(address), self.slots.limit)
+        self.refusals.warning("too_many_connections", f"connection refused: {logs.escaped(address)} holds "
+                              f"{self.slots.limit} connections already (MAX_CONNECTIONS_PER_ADDRESS)")
         try:
             client.sendall(error_response(429, "too_many_connections",
                                           "this address holds too many connections open; close some and retry",
@@ -153,6 +177,8 @@ class EdgeWorker(GeventWorker):
                 idle_limit = self.cfg.keepalive
         except (http_errors.NoMoreData, StopIteration):
             return
+        except OSError:
+            raise  # the client went away mid-answer: handle() says so, quietly for a reset or a broken pipe
         except Exception as exc:  # a malformed or late request: answered, then closed
             self.handle_error(req, client, addr, exc)
 
@@ -191,6 +217,8 @@ class EdgeWorker(GeventWorker):
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             req._expected_100_continue = False  # so gunicorn does not send a second one
         data = req.body.read(self.max_body + 1)
+        if length is not None and len(data) < length:
+            raise http_errors.NoMoreData(data)  # the client hung up mid-body: nothing to answer
         if len(data) > self.max_body:
             req.force_close()
         req.body = Body(io.BytesIO(data))
@@ -206,7 +234,7 @@ class EdgeWorker(GeventWorker):
             message = "an unexpected error occurred; it has been logged"
         else:
             message = logs.escaped(str(exc)) or REASONS[status]
-            self.log.warning("invalid request from %s: %s", logs.escaped(str(addr[0] if addr else "")), message)
+            self.refusals.warning(code, f"{status} to {logs.escaped(str(addr[0] if addr else ''))}: {message}")
         try:
             client.sendall(error_response(status, code, message))
         except OSError:
