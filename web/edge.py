@@ -24,14 +24,18 @@ import errno
 import io
 import json
 import math
+import socket
 import time
 from collections import Counter
 
 import gevent
 from gevent.socket import wait_read
 from gunicorn import http, util
+from gunicorn.glogging import Logger
 from gunicorn.http import errors as http_errors
 from gunicorn.http.body import Body, ChunkedReader
+from gunicorn.http.message import Request
+from gunicorn.http.parser import RequestParser
 from gunicorn.workers.ggevent import GeventWorker
 
 import logs
@@ -39,6 +43,7 @@ import metrics
 from config import load_settings
 from errors import error_body
 
+Address = tuple | str  # (host, port, ...) of a TCP peer or listener; a path for a unix socket
 QUIET_SOCKET_ERRORS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 414: "URI Too Long", 417: "Expectation Failed",
            429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
@@ -91,7 +96,7 @@ class RefusalLog:
 
     INTERVAL = 10.0
 
-    def __init__(self, log):
+    def __init__(self, log: Logger):
         self.log = log
         self.quiet_until: dict[str, float] = {}
         self.unwritten: Counter[str] = Counter()
@@ -135,7 +140,7 @@ class EdgeWorker(GeventWorker):
         self.refusals = RefusalLog(self.log)
         super().init_process()
 
-    def handle(self, listener, client, addr) -> None:
+    def handle(self, listener: socket.socket, client: socket.socket, addr: Address) -> None:
         address = addr[0] if isinstance(addr, tuple) else ""
         if not self.slots.take(address):
             self.refuse(client, address)
@@ -150,7 +155,7 @@ class EdgeWorker(GeventWorker):
             self.slots.give_back(address)
             util.close(client)
 
-    def refuse(self, client, address: str) -> None:
+    def refuse(self, client: socket.socket, address: str) -> None:
         metrics.edge_refused("too_many_connections")
         self.refusals.warning("too_many_connections", f"connection refused: {logs.escaped(address)} holds "
                               f"{self.slots.limit} connections already (MAX_CONNECTIONS_PER_ADDRESS)")
@@ -162,7 +167,7 @@ class EdgeWorker(GeventWorker):
             pass
         util.close(client)
 
-    def serve(self, listener_name, client, addr) -> None:
+    def serve(self, listener_name: Address, client: socket.socket, addr: Address) -> None:
         """Requests of one connection, one after the other, until it closes or must."""
         parser = http.get_parser(self.cfg, client, addr)
         idle_limit = self.read_timeout  # before the first request; keepalive between the next ones
@@ -183,7 +188,7 @@ class EdgeWorker(GeventWorker):
             self.handle_error(req, client, addr, exc)
 
     @staticmethod
-    def request_arrives(client, parser, idle_limit: float) -> bool:
+    def request_arrives(client: socket.socket, parser: RequestParser, idle_limit: float) -> bool:
         """True once bytes of a request are there (already read ones count: pipelining);
         False when the connection stays idle for idle_limit seconds."""
         if parser.unreader.buf.getbuffer().nbytes:
@@ -194,14 +199,14 @@ class EdgeWorker(GeventWorker):
             return False
         return True
 
-    def read_request(self, parser, client):
+    def read_request(self, parser: RequestParser, client: socket.socket) -> Request:
         """The next request, its body read in full, by the read deadline."""
         with gevent.Timeout(self.read_timeout, RequestReadTimeout(self.read_timeout)):
             req = next(parser)
             self.read_body(req, client)
         return req
 
-    def read_body(self, req, client) -> None:
+    def read_body(self, req: Request, client: socket.socket) -> None:
         """Up to MAX_REQUEST_BYTES + 1 of the body into memory. A body declared larger is not
         read at all (the application answers 413 from Content-Length); one that turns out
         larger is cut there. Either way the rest was never read: the connection closes."""
@@ -223,7 +228,7 @@ class EdgeWorker(GeventWorker):
             req.force_close()
         req.body = Body(io.BytesIO(data))
 
-    def handle_error(self, req, client, addr, exc) -> None:
+    def handle_error(self, req: Request | None, client: socket.socket, addr: Address, exc: BaseException) -> None:
         if isinstance(exc, RequestReadTimeout):
             status, code = 408, "request_timeout"
         else:
