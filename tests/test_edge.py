@@ -321,3 +321,19 @@ def test_a_client_that_hangs_up_mid_body_is_not_answered_or_logged_as_an_error(q
     log = quick_web.log.read_text()
     assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
     assert '"POST /parse' not in log  # no handler ran on the half body
+
+
+def test_idle_connections_do_not_hold_a_stopping_server(module_redis_url, tmp_path):
+    """gunicorn stopping (SIGTERM, as honcho and docker stop it) with connections idle before
+    their first request and between requests: they are closed at once, not waited for."""
+    web = processes.start_web(processes.service_env(REDIS_URL=module_redis_url, WEB_WORKERS="2"), tmp_path / "web.log")
+    idle = [connect(web.port) for _ in range(4)]
+    for sock in idle[2:]:
+        sock.sendall(request_bytes("GET", "/healthz", keep_alive=True))
+        sock.recv(65536)
+    time.sleep(0.3)
+    started = time.monotonic()
+    web.stop()
+    assert time.monotonic() - started < 4  # not keepalive (5 s) or REQUEST_READ_TIMEOUT (10 s)
+    for sock in idle:
+        sock.close()

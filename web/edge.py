@@ -43,6 +43,7 @@ import metrics
 from config import load_settings
 from errors import error_body
 
+SHUTDOWN_POLL = 0.2  # seconds between looks at whether the worker is stopping
 Address = tuple | str  # (host, port, ...) of a TCP peer or listener; a path for a unix socket
 QUIET_SOCKET_ERRORS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 414: "URI Too Long", 417: "Expectation Failed",
@@ -138,6 +139,7 @@ class EdgeWorker(GeventWorker):
         share = 0 if settings.trusted_proxies else math.ceil(settings.max_connections_per_address / self.cfg.workers)
         self.slots = AddressSlots(share)
         self.refusals = RefusalLog(self.log)
+        self.idle: set[gevent.Greenlet] = set()  # serving greenlets waiting for a request
         super().init_process()
 
     def handle(self, listener: socket.socket, client: socket.socket, addr: Address) -> None:
@@ -187,17 +189,34 @@ class EdgeWorker(GeventWorker):
         except Exception as exc:  # a malformed or late request: answered, then closed
             self.handle_error(req, client, addr, exc)
 
-    @staticmethod
-    def request_arrives(client: socket.socket, parser: RequestParser, idle_limit: float) -> bool:
+    def request_arrives(self, client: socket.socket, parser: RequestParser, idle_limit: float) -> bool:
         """True once bytes of a request are there (already read ones count: pipelining);
-        False when the connection stays idle for idle_limit seconds."""
+        False when the connection stays idle for idle_limit seconds. Meanwhile the
+        connection is idle: a stopping worker closes it (close_idle_at_shutdown)."""
         if parser.unreader.buf.getbuffer().nbytes:
             return True
+        waiting = gevent.getcurrent()
+        self.idle.add(waiting)
         try:
             wait_read(client.fileno(), timeout=idle_limit)
         except TimeoutError:
             return False
+        finally:
+            self.idle.discard(waiting)
         return True
+
+    def run(self) -> None:
+        gevent.spawn(self.close_idle_at_shutdown)
+        super().run()
+
+    def close_idle_at_shutdown(self) -> None:
+        """gevent's worker, stopping, waits for every connection to end (up to
+        graceful_timeout): an idle one would hold it REQUEST_READ_TIMEOUT or keepalive
+        seconds for nothing. Requests being read or answered are left to finish."""
+        while self.alive:
+            gevent.sleep(SHUTDOWN_POLL)
+        for waiting in list(self.idle):
+            waiting.kill(block=False)
 
     def read_request(self, parser: RequestParser, client: socket.socket) -> Request:
         """The next request, its body read in full, by the read deadline."""
