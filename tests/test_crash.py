@@ -389,7 +389,7 @@ def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory):
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", MODES)
 def test_soak_random_sigkills_of_workers_and_horses(service_factory, mode):
-    """150 URLs per mode while a thread SIGKILLs a random worker process every 2-5 s, 10 to 12
+    """150 URLs per mode while a thread SIGKILLs a random worker process every 1.5-4 s, 10 to 12
     times (a horse in fork mode, or a worker main; every 6th kill the pool itself, which a
     supervisor restarts)."""
     service = service_factory(workers=3, web_workers=1, delay_for=lambda path: 0.8, env_overrides=in_mode(
@@ -411,8 +411,8 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory, mode):
             time.sleep(0.1)
 
     def kill_randomly() -> None:
-        while not stop.is_set() and sum(kills.values()) < 12 and time.monotonic() - started < 48:
-            stop.wait(rng.uniform(2, 5))
+        while not stop.is_set() and sum(kills.values()) < 12 and time.monotonic() - started < 40:
+            stop.wait(rng.uniform(1.5, 4))
             mains, horses = worker_tree(service.pool.pid)
             roll = rng.random()
             if sum(kills.values()) % 6 == 5:  # the 6th and 12th kill: the whole pool
@@ -429,7 +429,7 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory, mode):
     threads = [threading.Thread(target=supervise, daemon=True), threading.Thread(target=kill_randomly, daemon=True)]
     for thread in threads:
         thread.start()
-    threads[1].join(53)
+    threads[1].join(45)
     killing_ended = time.monotonic()
     records = service.wait_for_records(urls, max(10.0, 115 - (time.monotonic() - started)), poll=1)
     stop.set()
