@@ -67,10 +67,8 @@ CLIENT_ERRORS = (
 
 
 class RequestReadTimeout(Exception):
-    """The request was not all there by its deadline."""
-
-    def __init__(self, seconds: float):
-        super().__init__(f"the request was not received within {seconds:g} s (REQUEST_READ_TIMEOUT)")
+    """The request was not all there by its deadline (raised by gevent.Timeout, which makes
+    one only when the deadline passes: nothing is built per request)."""
 
 
 class AddressSlots:
@@ -223,7 +221,7 @@ class EdgeWorker(GeventWorker):
 
     def read_request(self, parser: RequestParser, client: socket.socket) -> Request:
         """The next request, its body read in full, by the read deadline."""
-        with gevent.Timeout(self.read_timeout, RequestReadTimeout(self.read_timeout)):
+        with gevent.Timeout(self.read_timeout, RequestReadTimeout):
             req = next(parser)
             self.read_body(req, client)
         return req
@@ -259,6 +257,8 @@ class EdgeWorker(GeventWorker):
         if status == 500:
             self.log.exception("error handling a request")
             message = "an unexpected error occurred; it has been logged"
+        elif status == 408:
+            message = f"the request was not received within {self.read_timeout:g} s (REQUEST_READ_TIMEOUT)"
         else:
             message = logs.escaped(str(exc)) or REASONS[status]
             self.refusals.warning(code, f"{status} to {logs.escaped(str(addr[0] if addr else ''))}: {message}")
