@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -32,7 +31,8 @@ from redis import Redis
 from config import PROJECT_ROOT, Settings
 from storage import Storage, make_record
 from tests.support import processes
-from tests.support.raw_http import parse_response, parse_responses, request_bytes, send
+from tests.support.exposition import parse_exposition, value
+from tests.support.raw_http import parse_response, parse_responses, read_until_closed, request_bytes, send
 
 pytestmark = pytest.mark.e2e
 
@@ -73,19 +73,6 @@ def quick_web(module_redis_url, tmp_path_factory):
 
 def connect(port: int, source: str = "127.0.0.2", timeout: float = 10) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
-
-
-def read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def error_code(data: bytes) -> tuple[int, str]:
@@ -185,7 +172,7 @@ def test_an_incomplete_request_is_answered_408_at_the_read_timeout(quick_web, ki
     with connect(quick_web.port) as sock:
         sock.sendall(INCOMPLETE[kind])
         started = time.monotonic()
-        data = read_all(sock)
+        data = read_until_closed(sock)
         waited = time.monotonic() - started
     assert error_code(data) == (408, "request_timeout")
     assert QUICK_TIMEOUT - 0.2 < waited < QUICK_TIMEOUT + 1.5
@@ -196,13 +183,13 @@ def test_a_request_trickled_within_the_timeout_is_served(quick_web):
         for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"Connection: close\r\n\r\n"):
             sock.sendall(piece)
             time.sleep(QUICK_TIMEOUT / 5)
-        assert parse_response(read_all(sock)).status == 200
+        assert parse_response(read_until_closed(sock)).status == 200
 
 
 def test_an_idle_connection_is_closed_without_an_answer(quick_web):
     with connect(quick_web.port) as sock:
         started = time.monotonic()
-        assert read_all(sock) == b""
+        assert read_until_closed(sock) == b""
         assert time.monotonic() - started < QUICK_TIMEOUT + 1.5
 
 
@@ -214,7 +201,7 @@ def test_one_address_holds_a_bounded_number_of_connections(quick_web):
         time.sleep(0.5)  # well within the read timeout: every refusal has arrived
         refused = [sock for sock in opened if answered(sock)]
         for sock in refused:
-            assert error_code(read_all(sock)) == (429, "too_many_connections")
+            assert error_code(read_until_closed(sock)) == (429, "too_many_connections")
         assert QUICK_CAP / 2 <= len(opened) - len(refused) <= QUICK_CAP, len(refused)
         assert send(quick_web.port, request_bytes("GET", "/healthz")).status == 200  # other addresses are served
     finally:
@@ -223,7 +210,7 @@ def test_one_address_holds_a_bounded_number_of_connections(quick_web):
     time.sleep(0.3)  # the server notices the closes
     with connect(quick_web.port, source="127.0.0.3") as sock:  # the address's slots came back
         sock.sendall(request_bytes("GET", "/healthz"))
-        assert parse_response(read_all(sock)).status == 200
+        assert parse_response(read_until_closed(sock)).status == 200
 
 
 def answered(sock: socket.socket) -> bool:
@@ -251,15 +238,14 @@ def test_errors_gunicorn_answers_are_json(shipped_web, name):
     data, status, code = BELOW_FLASK[name]
     with connect(shipped_web.port) as sock:
         sock.sendall(data)
-        answer = read_all(sock)
+        answer = read_until_closed(sock)
     assert error_code(answer) == (status, code)
     assert json.loads(parse_response(answer).body)["error"]["message"]
 
 
 def refused_count(port: int, code: str) -> float:
-    text = send(port, request_bytes("GET", "/metrics")).body.decode()
-    line = re.search(rf'^metaparse_http_refused_total{{code="{code}"}} (\S+)$', text, re.M)
-    return float(line[1]) if line else 0.0
+    exposed = parse_exposition(send(port, request_bytes("GET", "/metrics")).body.decode())
+    return value(exposed, "metaparse_http_refused_total", code=code)
 
 
 def test_what_the_edge_refuses_is_counted_in_metrics(shipped_web):
@@ -267,7 +253,7 @@ def test_what_the_edge_refuses_is_counted_in_metrics(shipped_web):
     for _ in range(3):
         with connect(shipped_web.port) as sock:
             sock.sendall(BELOW_FLASK["over-long URL"][0])
-            read_all(sock)
+            read_until_closed(sock)
     assert refused_count(shipped_web.port, "uri_too_long") == before + 3
 
 
@@ -280,7 +266,7 @@ def test_pipelined_requests_are_all_answered_in_order(shipped_web):
     with connect(shipped_web.port) as sock:
         sock.sendall(b"".join(sent))  # one write: the server reads several requests at once
         started = time.monotonic()
-        data = read_all(sock)
+        data = read_until_closed(sock)
     assert time.monotonic() - started < 2  # not held until keep-alive ends
     answers = parse_responses(data)
     assert [answer.status for answer in answers] == [200, 200, 404, 400, 200]

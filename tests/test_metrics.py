@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.parser import text_string_to_metric_families
 
 import metrics
 import parsers
@@ -30,12 +29,11 @@ from launch import free_port
 from server import create_app
 from storage import Storage, make_record
 from tests.support import job_runs, processes
+from tests.support.exposition import Samples, parse_exposition, value
 from tests.support.fixture_server import Reply
 from tests.support.job_runs import BOOK_PATH, BOOK_URL, run_job, work_burst
 
 GOODREADS = {"queue": "goodreads", "source": "goodreads"}
-
-Samples = dict[tuple[str, frozenset], float]
 
 
 @pytest.fixture
@@ -47,19 +45,10 @@ def app(base_env, redis_client, tmp_path):
 # ---- reading the exposition -----------------------------------------------------------------
 
 
-def parse_exposition(text: str) -> Samples:
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
 def scrape(client) -> Samples:
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     return parse_exposition(response.get_data(as_text=True))
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
