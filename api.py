@@ -19,10 +19,10 @@ import snapshots
 from config import Settings
 from errors import ApiError, BlockedAddress, body_too_large
 from guard import check_url_shape
-from jobs import callbacks, recrawl
+from jobs import callbacks, frontier, recrawl
 from jobs.ticker import ensure_ticking
-from batches import batch_summary, job_error, lookup, record_json
-from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
+from batches import batch_summary, job_error, lookup, record_json, waiting_for_host
+from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, fetch_job, make_queue
 from jobs.trust import JsonJob
 import journal
 import metrics
@@ -183,20 +183,24 @@ def submit_batch(submission: Submission, only: str | None = None):
             routed.append((url, route_for_submission(url, only)))
         except Unsupported as exc:
             rejected.append({"url": url, "reason": exc.reason})
-    done = submit_routes([r for _, r in routed], submission.refresh)  # two spellings enqueue once
+    batch_id = uuid.uuid4().hex  # also the lane its new jobs take turns in on each host
+    done = submit_routes([r for _, r in routed], submission.refresh, batch_id)  # two spellings enqueue once
     accepted = [{"url": url, **done[r.canonical_url]} for url, r in routed]
     journal.record_accepted(redis(), settings(), done.values())  # durable before the 202: journal.py
-    batch_id = save_batch(accepted, submission.callback_url) if accepted else None
+    if accepted:
+        save_batch(batch_id, accepted, submission.callback_url)
+    else:
+        batch_id = None
     if accepted:  # a request refused whole writes nothing to RQ, not even the ticker
         keep_ticking()
     status = 202 if accepted else 400
     return jsonify({"batch_id": batch_id, "accepted": accepted, "rejected": rejected}), status
 
 
-def submit_routes(routes: list[Route], refresh: bool) -> dict[str, dict]:
+def submit_routes(routes: list[Route], refresh: bool, lane: str) -> dict[str, dict]:
     """Submit every distinct page in a few round trips (Submitter.submit_many); canonical URL -> answer."""
     done = {}
-    for answer in Submitter(redis(), settings()).submit_many(routes, refresh):
+    for answer in Submitter(redis(), settings()).submit_many(routes, refresh, lane):
         done[answer.route.canonical_url] = item = accepted_item(answer)
         metrics.job_submitted(item)
         recrawl.client_wants(storage(), answer.route, settings())
@@ -230,15 +234,13 @@ def accepted_item(submission) -> dict:
     }
 
 
-def save_batch(accepted: list[dict], callback_url: str | None) -> str:
-    batch_id = uuid.uuid4().hex
+def save_batch(batch_id: str, accepted: list[dict], callback_url: str | None) -> None:
     items = [{key: item[key] for key in ("url", "canonical_url", "source", "job_id")} for item in accepted]
     batch = {"id": batch_id, "created_at": datetime.now(timezone.utc), "items": items, "callback_url": callback_url}
     storage().save_batch(batch)
     if callback_url:
         storage().watch_batch(batch_id, [item["canonical_url"] for item in items])
         callbacks.check_batch(redis(), batch_id)  # every URL may already be cached
-    return batch_id
 
 
 # ---- reading ------------------------------------------------------------------------------
@@ -272,7 +274,7 @@ def record_response(url: str | None, since: datetime | None = None):
         canonical = route(url, allow_any_site=True).canonical_url
     except Unsupported as exc:
         raise ApiError(400, "invalid_url", exc.reason) from None
-    record, state = lookup(redis(), canonical)
+    record, state = lookup(redis(), canonical, settings().fetch_host_delay)
     if state is None:
         raise ApiError(404, "not_found", f"{canonical} has never been submitted; POST it to /parse")
     if since is not None and record is not None and record["kind"] == NEWS.kind and record["status"] == "done":
@@ -282,7 +284,7 @@ def record_response(url: str | None, since: datetime | None = None):
 
 @api.get("/batches/<batch_id>")
 def batch(batch_id: str):
-    return jsonify(batch_summary(redis(), load_batch_or_404(batch_id)))
+    return jsonify(batch_summary(redis(), load_batch_or_404(batch_id), settings().fetch_host_delay))
 
 
 def load_batch_or_404(batch_id: str) -> dict:
@@ -333,7 +335,16 @@ def job_view(job_id: str):
         "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
         "attempts": len(job.results()), "retries_left": job.retries_left,
         "error": job_error(job) if status == JobStatus.FAILED else None,
+        "waiting": job_waiting(job, status),
     })
+
+
+def job_waiting(job: JsonJob, status: JobStatus) -> dict | None:
+    """A queued page job's host schedule (GET /jobs/<id>); None for any other job."""
+    url = job_url(job)
+    if status != JobStatus.QUEUED or url is None or job.origin not in PAGE_QUEUE_NAMES:
+        return None
+    return waiting_for_host(redis(), url, settings().fetch_host_delay)
 
 
 def job_url(job: JsonJob) -> str | None:
@@ -352,6 +363,8 @@ def healthz():
     connection = redis()
     connection.ping()
     depths = {name: make_queue(name, connection).count for name in QUEUE_NAMES}
+    waiting_for_hosts = frontier.backlog_summary(connection, 0)[0]
     workers = Worker.count(connection=connection)
     status = "ok" if workers else "degraded"
-    return jsonify({"status": status, "redis": "ok", "queues": depths, "workers": workers})
+    return jsonify({"status": status, "redis": "ok", "queues": depths, "waiting_for_hosts": waiting_for_hosts,
+                    "workers": workers})

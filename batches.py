@@ -6,10 +6,13 @@ same answer the API would give.
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from redis import Redis
 from rq.job import Job, JobStatus
 
+from config import Settings
+from jobs import frontier
 from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, job_statuses, public_status
 from storage import Storage, decode_value, record_key, record_problem
 
@@ -21,17 +24,24 @@ def url_state(connection: Redis, canonical: str, record: dict | None) -> dict | 
     return state_of(connection, canonical, record, job_statuses(connection, [job_id_for(canonical)])[0])
 
 
-def lookup(connection: Redis, canonical: str) -> tuple[dict | None, dict | None]:
-    """(the stored record, url_state()) in one round trip: what GET /info needs."""
-    key = record_key(canonical)
+def lookup(connection: Redis, canonical: str,
+           default_delay: float = Settings.fetch_host_delay) -> tuple[dict | None, dict | None]:
+    """(the stored record, url_state()) in one round trip: what GET /info needs. A queued
+    page's state says what it waits for (its host's schedule, read in the same round trip)."""
+    key, host = record_key(canonical), host_of(canonical)
     with connection.pipeline(transaction=False) as pipe:
         pipe.get(key)
         pipe.hget(Job.key_for(job_id_for(canonical)), "status")
-        raw, status = pipe.execute(raise_on_error=False)  # a record key of another type: refused below
-    if isinstance(status, Exception):
-        raise status
+        frontier.read_schedule(pipe, host)
+        raw, status, *schedule = pipe.execute(raise_on_error=False)  # a record key of another type: refused below
+    for reply in (status, *schedule):
+        if isinstance(reply, Exception):
+            raise reply
     record = decode_value(key, raw, record_problem)  # the same safe loading as Storage.load_record
-    return record, state_of(connection, canonical, record, JobStatus(status.decode()) if status else None)
+    state = state_of(connection, canonical, record, JobStatus(status.decode()) if status else None)
+    if state is not None and "queued" in (state["status"], state.get("refresh")):
+        state["waiting"] = schedule_json(frontier.schedule_from(host, schedule, default_delay))
+    return record, state
 
 
 def state_of(connection: Redis, canonical: str, record: dict | None, job_status: JobStatus | None) -> dict | None:
@@ -51,6 +61,40 @@ def state_of(connection: Redis, canonical: str, record: dict | None, job_status:
     return None
 
 
+def waiting_for_host(connection: Redis, canonical: str, default_delay: float) -> dict:
+    """Where a queued page job stands: its host's schedule and a sentence that says it."""
+    host = host_of(canonical)
+    return schedule_json(frontier.host_schedules(connection, [host], default_delay)[host])
+
+
+def schedule_json(schedule: frontier.HostSchedule) -> dict:
+    return {**schedule.as_json(), "detail": describe(schedule)}
+
+
+def describe(schedule: frontier.HostSchedule) -> str:
+    if schedule.next_slot_at is None:
+        return f"waiting for a free worker (then {schedule.host}'s turn)"
+    return (f"waiting for {schedule.host}, next slot at {schedule.next_slot_at.isoformat(timespec='seconds')}"
+            f" ({schedule.backlog} waiting for it, one every {schedule.delay:g} s)")
+
+
+def host_of(url: str) -> str:
+    """The host a page job waits for: its URL's, lower case, as the workers' politeness keys it."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def batch_eta(connection: Redis, items: list[dict], default_delay: float) -> tuple[str | None, list[dict]]:
+    """When the batch's last queued page should start, by its hosts' schedules, and those schedules."""
+    waiting: dict[str, int] = {}
+    for item in items:
+        if item["status"] == "queued":
+            host = host_of(item["canonical_url"])
+            waiting[host] = waiting.get(host, 0) + 1
+    schedules = frontier.host_schedules(connection, list(waiting), default_delay)
+    ends = [end for host, jobs in waiting.items() if (end := schedules[host].clear_at(jobs)) is not None]
+    return (max(ends).isoformat() if ends else None), [schedule_json(schedule) for schedule in schedules.values()]
+
+
 def record_json(record: dict) -> dict:
     fetched_at = record.get("fetched_at")
     return {**record, "fetched_at": fetched_at.isoformat() if isinstance(fetched_at, datetime) else fetched_at}
@@ -62,14 +106,16 @@ def job_error(job: Job) -> dict:
     return {"code": "job_failed", "message": text.splitlines()[-1] if text else "the job failed"}
 
 
-def batch_summary(connection: Redis, batch: dict) -> dict:
-    """What GET /batches/<id> answers: counts per status and every item's state."""
+def batch_summary(connection: Redis, batch: dict, default_delay: float = Settings.fetch_host_delay) -> dict:
+    """What GET /batches/<id> answers: counts per status, when its queued pages should have
+    started by their hosts' schedules (eta; None when none waits) and every item's state."""
     items = batch_items(connection, batch["items"])
     counts: dict[str, int] = {}
     for item in items:
         counts[item["status"]] = counts.get(item["status"], 0) + 1
+    eta, hosts = batch_eta(connection, items, default_delay)
     return {"batch_id": batch["id"], "created_at": batch["created_at"].isoformat(), "total": len(items),
-            "counts": counts, "finished": is_finished(items), "items": items}
+            "counts": counts, "finished": is_finished(items), "eta": eta, "waiting_on": hosts, "items": items}
 
 
 def batch_items(connection: Redis, items: list[dict]) -> list[dict]:

@@ -54,6 +54,8 @@ class Settings:
     max_redirects: int = 5
     fetch_host_concurrency: int = 2  # fetches in flight to one host, across all workers
     fetch_host_delay: float = 1.0  # seconds between request starts to one host; 0: no spacing
+    fetch_host_delays: Mapping[str, float] = field(default_factory=dict)  # per-host FETCH_HOST_DELAY
+    fetch_host_delay_max: float = 60.0  # cap of a host's delay, however Crawl-delay or slow answers raise it
     robots_txt: bool = True
     robots_cache_seconds: int = 3600
     max_urls_per_request: int = 500
@@ -126,6 +128,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_redirects=reader.integer("FETCH_MAX_REDIRECTS", 5, 0, 30),
         fetch_host_concurrency=reader.integer("FETCH_HOST_CONCURRENCY", 2, 1, 64),
         fetch_host_delay=reader.number("FETCH_HOST_DELAY", 1.0, 0, 60),
+        fetch_host_delays=reader.host_delays("FETCH_HOST_DELAYS"),
+        fetch_host_delay_max=reader.number("FETCH_HOST_DELAY_MAX", 60.0, 0, 3600),
         robots_txt=reader.boolean("ROBOTS_TXT", True),
         robots_cache_seconds=reader.integer("ROBOTS_CACHE_SECONDS", 3600, 1, 86400),  # RFC 9309: a day at most
         max_urls_per_request=reader.integer("MAX_URLS_PER_REQUEST", 500, 1, 100_000),
@@ -265,6 +269,20 @@ class _Reader:
             raise ConfigError(f"{name}={value!r} must list host names without ports "
                               "(e.g. metaparse.example.com,127.0.0.1,::1) or be *")
         return frozenset(names)
+
+    def host_delays(self, name: str) -> dict[str, float]:
+        """HOST=SECONDS items, comma-separated: e.g. www.goodreads.com=2,example.org=0.5."""
+        delays = {}
+        for item in filter(None, (i.strip() for i in self.text(name, "").split(","))):
+            host, _, seconds = item.partition("=")
+            try:
+                delay = float(seconds)
+            except ValueError:
+                delay = -1.0
+            if host_name(host.strip()) is None or not 0 <= delay <= 3600:
+                raise ConfigError(f"{name} item {item!r} is not HOST=SECONDS (0 to 3600)")
+            delays[host_name(host.strip())] = delay
+        return delays
 
     def connect_to(self, name: str) -> dict[tuple[str, int], tuple[str, int]]:
         mapping = {}

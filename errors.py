@@ -75,9 +75,10 @@ class TransientFetchError(FetchError):
     code = "fetch_transient"
     transient = True
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status  # the HTTP status that said "later", when one did
 
 
 class FetchTimeout(TransientFetchError):

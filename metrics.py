@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 
 import logs
 from errors import BlockedAddress, JobError
+from jobs import frontier
 from sources import SOURCES
 
 log = logging.getLogger("jobs.tasks")  # the job's events are logged as the task's
@@ -64,6 +65,7 @@ OTHER = "other"
 UNMATCHED_ROUTE = "unmatched"
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 QUEUES = frozenset(source.queue for source in SOURCES.values())
+MAX_HOST_SERIES = 50  # hosts given their own metaparse_host_* series, the busiest first
 SOURCE_NAMES = frozenset(SOURCES)
 SUBMISSION_STATUSES = frozenset({"cached", "queued", "started"})
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -321,6 +323,7 @@ def metrics_view() -> Response:
     registry = CollectorRegistry()
     registry.register(_FilesCollector(path))
     registry.register(QueueDepthCollector(current_app.config["REDIS"]))
+    registry.register(HostCollector(current_app.config["REDIS"], current_app.config["SETTINGS"].fetch_host_delay))
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
 
@@ -356,10 +359,39 @@ class QueueDepthCollector:
         except RedisError as exc:
             web_log.warning("queue depth not read for /metrics: %s", exc)
             return []
-        family = GaugeMetricFamily("metaparse_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"])
+        family = GaugeMetricFamily("metaparse_queue_depth", "Jobs waiting in each RQ queue (page jobs move on at"
+                                   " once to wait per host: metaparse_frontier_jobs).", labels=["queue"])
         for name, count in zip(QUEUE_NAMES, counts):
             family.add_metric([name], count)
         return [family]
+
+
+class HostCollector:
+    """The frontier at scrape time: jobs waiting per host (the MAX_HOST_SERIES busiest: label
+    values stay bounded however many hosts there are) and those hosts' delays, plus the totals."""
+
+    def __init__(self, connection: Any, default_delay: float):
+        self.connection, self.default_delay = connection, default_delay
+
+    def collect(self) -> list:
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            total, hosts, busiest = frontier.backlog_summary(self.connection, MAX_HOST_SERIES)
+            schedules = frontier.host_schedules(self.connection, [host for host, _ in busiest], self.default_delay)
+        except RedisError as exc:
+            web_log.warning("host backlog not read for /metrics: %s", exc)
+            return []
+        backlog = GaugeMetricFamily("metaparse_host_backlog", "Page jobs waiting for their host's turn, by host"
+                                    f" (the {MAX_HOST_SERIES} busiest hosts).", labels=["host"])
+        delay = GaugeMetricFamily("metaparse_host_delay_seconds", "Seconds between request starts to a host,"
+                                  " as adapted to its answers (the same hosts).", labels=["host"])
+        for host, count in busiest:
+            backlog.add_metric([host], count)
+            delay.add_metric([host], schedules[host].delay)
+        return [backlog, delay, GaugeMetricFamily("metaparse_frontier_jobs", "Page jobs waiting for a host's turn.",
+                                                  value=total),
+                GaugeMetricFamily("metaparse_frontier_hosts", "Hosts with page jobs waiting.", value=hosts)]
 
 
 # ---- submission (web) -----------------------------------------------------------------------

@@ -259,6 +259,22 @@ def host_next_start_key(host: str) -> str:
     return f"{PREFIX}:host-next-start:{host}"
 
 
+def host_delay_key(host: str) -> str:
+    """A host's current delay between request starts (ms), as adapted to how it answers."""
+    return f"{PREFIX}:host-delay:{host}"
+
+
+# The frontier (jobs/frontier.py): page jobs waiting for their host's turn.
+FRONTIER_READY = f"{PREFIX}:frontier:ready"  # zset: host -> when (ms, Redis clock) it may be given a turn
+FRONTIER_BACKLOG = f"{PREFIX}:frontier:backlog"  # hash: host -> jobs waiting in its lanes
+FRONTIER_LANES = f"{PREFIX}:frontier:lanes:"  # + host: list of its lanes (batches), in turn order
+FRONTIER_LANE = f"{PREFIX}:frontier:lane:"  # + host + " " + lane: list of job ids, oldest first
+
+
+def frontier_lane_key(host: str, lane: str) -> str:
+    return f"{FRONTIER_LANE}{host} {lane}"
+
+
 DASHBOARD_AUTH_FAILURES = f"{PREFIX}:dashboard-auth-failures"  # counters of wrong dashboard passwords
 
 

@@ -20,7 +20,10 @@ What each piece closes, in the order a job meets them:
    `metaparse:claims`). The worker turns its claim into a started execution in one
    WATCH/MULTI transaction (prepare_execution); a claim still there after CLAIM_SECONDS is
    taken back, and the job put at the head of its queue, by any worker's maintenance
-   (sweep_claims, one Lua script). Exactly one of the two happens, so a claimed job runs
+   (sweep_claims, one Lua script). Page jobs are popped the same way by the frontier's
+   dispatch (jobs/frontier.py), which gives a job out only when its host's turn has come;
+   their claim names the job's lane in the frontier, and a claim taken back puts the job
+   at the head of that lane. Exactly one of the two happens, so a claimed job runs
    once or goes back once, whatever dies when. The same transaction sets the job STARTED: RQ's
    StartedJobRegistry.cleanup ignores (and drops) entries of jobs that are not STARTED, so a
    worker killed before its horse said STARTED would otherwise lose the job too.
@@ -144,6 +147,7 @@ from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
 from config import MIB, Settings
+from jobs import frontier
 from jobs.trust import JOB_FUNCTION, ServiceJob
 from storage import PREFIX, Storage
 
@@ -188,26 +192,6 @@ for i = 2, #KEYS do
 end
 return false
 """
-# KEYS[1] = CLAIMS, KEYS[2] = the claim, KEYS[3] = the job's hash; ARGV[1] = job id.
-# Takes the claim back; puts the job at the head of its queue if it still waits for a run
-# (exists, still "queued", not on the queue already). Atomic, so exactly one of this and
-# the worker's start (a transaction watching the claim) happens.
-TAKE_BACK = """
-local queue_key = redis.call('GET', KEYS[2])
-if not queue_key then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 0
-end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('HGET', KEYS[3], 'status') == 'queued' and not redis.call('LPOS', queue_key, ARGV[1]) then
-  redis.call('LPUSH', queue_key, ARGV[1])
-  return 1
-end
-return 0
-"""
-
-
 @dataclass(frozen=True)
 class Timings:
     """The worker's clocks; see the module docstring for how they relate."""
@@ -413,6 +397,8 @@ class ClaimingQueue(Queue):
     job_class = ServiceJob
     claim_seconds = CLAIM_SECONDS
     poll_seconds = DEQUEUE_POLL_SECONDS
+    dispatch_policy: frontier.DispatchPolicy | None = None  # None: no frontier, every queue popped plainly
+    inbox_keys: frozenset[str] = frozenset()  # the queues whose jobs wait per host in the frontier
 
     def __init__(self, name: str = "default", connection: Redis | None = None, *args, serializer=None, **kwargs):
         super().__init__(name, connection, *args, serializer=serializer or JSONSerializer, **kwargs)
@@ -422,19 +408,31 @@ class ClaimingQueue(Queue):
         """Never sleeps while a queue has a job; when all are empty, polls soon (a job enqueued
         just after is picked up within ~10 ms under steady load), then every poll_seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        script = connection.register_script(CLAIMING_POP)
         pause = DEQUEUE_FIRST_POLL
         while True:
-            result = script(keys=[CLAIMS, *queue_keys], args=[time.time() + cls.claim_seconds, CLAIM],
-                            client=connection)
-            if result:
-                return result[0], result[1]
-            if deadline is None:
-                return None
-            if time.monotonic() >= deadline:
+            queue_key, found = cls._pop_once(queue_keys, connection)
+            if queue_key is not None:
+                return queue_key, found
+            if deadline is None and found < 0:
+                return None  # burst mode: nothing waits, not even for a host's turn
+            if deadline is not None and time.monotonic() >= deadline:
                 raise DequeueTimeout(timeout, queue_keys)
-            time.sleep(min(pause, cls.poll_seconds))
+            # Wake for the next host's turn on time; a job enqueued meanwhile waits one poll.
+            until_turn = found if found >= 0 else math.inf
+            time.sleep(max(0.001, min(pause, cls.poll_seconds, until_turn)))
             pause *= 2
+
+    @classmethod
+    def _pop_once(cls, queue_keys: list[str], connection: Redis) -> tuple[str | None, str | float]:
+        """(queue key, job id) of a claimed job, else (None, seconds until a host's turn, -1: none)."""
+        claim_deadline = time.time() + cls.claim_seconds
+        if cls.dispatch_policy is None:
+            script = connection.register_script(CLAIMING_POP)
+            result = script(keys=[CLAIMS, *queue_keys], args=[claim_deadline, CLAIM], client=connection)
+            return (result[0], result[1]) if result else (None, -1.0)
+        plain = [key for key in queue_keys if key not in cls.inbox_keys]
+        inboxes = [key for key in queue_keys if key in cls.inbox_keys]
+        return frontier.dispatch(connection, cls.dispatch_policy, CLAIMS, CLAIM, claim_deadline, plain, inboxes)
 
     @classmethod
     def lmove(cls, connection: Redis, queue_key: str, timeout: int | None):
@@ -446,7 +444,7 @@ class ClaimingQueue(Queue):
 
 def sweep_claims(connection: Redis, at: float | None = None) -> int:
     """Put back at the head of their queue the jobs claimed but not started in time."""
-    take_back = connection.register_script(TAKE_BACK)
+    take_back = connection.register_script(frontier.TAKE_BACK)
     requeued = 0
     for raw_id in connection.zrangebyscore(CLAIMS, 0, time.time() if at is None else at):
         job_id = raw_id.decode()
@@ -695,6 +693,15 @@ class CrashSafeWorker(Worker):
                 if exc.errno != errno.ESRCH:
                     raise
 
+    def handle_exception(self, job: Job, *exc_info):
+        """A failed job may still hold its host's turn (refused before its function ran, or
+        failed before its fetch): free it now, not when its lease ends. A no-op otherwise."""
+        try:
+            frontier.give_back(self.connection, job.id)
+        except RedisError as exc:
+            self.log.warning("Worker %s: the host turn of job %s is left to its lease (%s)", self.name, job.id, exc)
+        super().handle_exception(job, *exc_info)
+
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
         if not job.should_retry:  # handle_job_failure, next, fails it for good
@@ -940,9 +947,14 @@ def pool_worker_class(settings: Settings, worker_class: type[Worker] = Worker) -
                       max_rss_bytes=settings.worker_max_rss_mib * MIB)
 
 
-def worker_pool(settings: Settings, queue_names: list[str], worker_class: type[Worker] = Worker) -> WorkerPool:
-    """The service's pool: settings.workers crash-safe workers on ClaimingQueues."""
+def worker_pool(settings: Settings, queue_names: list[str], worker_class: type[Worker] = Worker,
+                dispatch: tuple[frontier.DispatchPolicy, list[str]] | None = None) -> WorkerPool:
+    """The service's pool: settings.workers crash-safe workers on ClaimingQueues; with
+    dispatch (a policy and the page queues), those queues' jobs wait per host in the frontier."""
     preload_job_code()
+    if dispatch is not None:
+        ClaimingQueue.dispatch_policy = dispatch[0]
+        ClaimingQueue.inbox_keys = frozenset(Queue.redis_queue_namespace_prefix + name for name in dispatch[1])
     CrashSafeWorker.pool_pid = os.getpid()  # the workers are forked from this process
     connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     return CrashSafePool(queue_names, connection=connection, num_workers=settings.workers, serializer=JSONSerializer,

@@ -215,7 +215,7 @@ def check_status(response: requests.Response) -> None:
         return
     if status in TRANSIENT_STATUSES:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        raise TransientFetchError(f"HTTP {status} from {response.url}", retry_after=retry_after)
+        raise TransientFetchError(f"HTTP {status} from {response.url}", retry_after=retry_after, status=status)
     raise HttpStatusError(status, f"HTTP {status} from {response.url}")
 
 

@@ -1,5 +1,8 @@
-"""Fetch politeness shared by every worker process: per-host concurrency, spacing, robots.txt.
+"""Fetch politeness shared by every worker process: a job's turn on its host, adaptive
+per-host delays, robots.txt, and slots and spacing for the hops outside a turn.
 
+Page jobs reach a worker through the frontier (jobs/frontier.py) only when their host may
+be fetched: the job then holds a *turn* on that host (Politeness.turn, around its fetch).
 The Fetcher enters Politeness.hop() around every hop of a fetch (redirects go to other
 hosts, so each hop is judged on its own host). A hop, in order:
 
@@ -12,20 +15,22 @@ hosts, so each hop is judged on its own host). A hop, in order:
    error, cached only UNREACHABLE_CACHE_SECONDS. A robots.txt redirect that the guard
    refuses (127.0.0.1, a private name...) fails the page with BlockedAddress, like a
    refusal of the page's own host: the cause is named, and nothing is cached.
-2. a concurrency slot: at most FETCH_HOST_CONCURRENCY hops to one hostname at a time,
-   across all processes and machines. A slot is a lease token in a Redis sorted set
-   scored by its expiry (Redis clock), taken atomically by a Lua script that first drops
-   expired leases: a killed worker's slot frees itself after FETCH_DEADLINE + a margin.
-   When robots.txt is cached, one script reads it and takes a free slot in the same round
-   trip (the slot goes back at once if the rules say no): a hop then costs two round trips,
-   this one and the slot's release.
-3. spacing: request starts to one hostname are at least FETCH_HOST_DELAY apart. A Lua
-   script reserves the next start time and answers how long to wait; a short wait is
-   slept (holding the slot, so the start really happens at its reserved time).
-
-Waiting is bounded (MAX_WAIT_SECONDS, and half of what is left of the fetch's deadline):
-a host that stays busy raises HostBusy, a transient error, so RQ retries the job later
-with backoff instead of a worker blocking on one host.
+2. On the host of the job's turn: nothing to wait for. The first request is the turn's
+   own start; each further one (the page after its robots.txt, a same-host redirect)
+   moves the host's next start one delay on (BORROW_START), so the host still sees one
+   request per delay on average. When the turn ends (the fetch returned or failed),
+   FINISH_TURN frees its slot and adapts the host's delay: at least delay_floor() (the
+   host's setting or its robots.txt Crawl-delay, capped), doubled on 429/503 or a timeout,
+   else halfway towards the turn's latency / FETCH_HOST_CONCURRENCY (AutoThrottle).
+3. On any other host (a redirect elsewhere; a job run outside the frontier): a
+   concurrency slot, at most FETCH_HOST_CONCURRENCY hops to one hostname at a time, across
+   all processes and machines (a lease token in a Redis sorted set scored by its expiry,
+   taken by a Lua script that first drops expired leases, so a killed worker's slot frees
+   itself after FETCH_DEADLINE + a margin), then spacing: a Lua script reserves the next
+   start, FETCH_HOST_DELAY (or the host's adapted delay) after the last, and a short wait
+   is slept. Waiting is bounded (MAX_WAIT_SECONDS, and half of what is left of the fetch's
+   deadline): a host that stays busy raises HostBusy, a transient error, so RQ retries the
+   job later with backoff instead of a worker blocking on one host.
 
 Callbacks (Fetcher.post) never come here: they go to the submitter's own receiver, which
 asked for them, so neither robots.txt nor the per-host limits apply to them.
@@ -38,6 +43,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult
@@ -50,14 +56,16 @@ from config import Settings
 from errors import (
     BlockedAddress,
     FetchError,
+    FetchTimeout,
     HostBusy,
     RobotsDisallowed,
     TooManyRedirects,
     TransientFetchError,
 )
 from guard import check_url_shape
+from jobs import frontier
 from jobs.pinning import Deadline
-from storage import host_next_start_key, host_slots_key, robots_key
+from storage import host_delay_key, host_next_start_key, host_slots_key, robots_key
 
 if TYPE_CHECKING:  # type hints only: fetch.py names this module the same way, so no import cycle
     from jobs.fetch import Fetcher, Page
@@ -70,6 +78,7 @@ LEASE_MARGIN_SECONDS = 5.0  # a lease outlives the fetch deadline by this much
 POLL_SECONDS = 0.05  # how often a waiting hop asks for a free slot again
 UNREACHABLE_CACHE_SECONDS = 30  # an unreachable (or refused) robots.txt is asked again this soon
 UNREACHABLE_STATUSES = {429}  # with 5xx: RFC 9309 "unreachable", so disallow for now
+SLOW_DOWN_STATUSES = {429, 503}  # answers that double the host's delay (with a fetch timeout)
 PARSED_CACHE_SIZE = 64  # parsed robots.txt kept per process, by origin
 VERDICT_KINDS = ("rules", "allow", "disallow", "unreachable", "refused")
 
@@ -99,7 +108,8 @@ end
 return {value, redis.call('TTL', KEYS[2]), take_slot(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))}
 """
 
-# KEYS[1]: a host's earliest next start (ms, Redis clock). ARGV: delay ms, max wait ms.
+# KEYS[1]: a host's earliest next start (ms, Redis clock), KEYS[2]: its adapted delay (ms).
+# ARGV: delay ms when none adapted, max wait ms.
 # Returns {reserved, wait ms}: the start is reserved only when the wait is acceptable.
 RESERVE_START = """
 local t = redis.call('TIME')
@@ -109,7 +119,7 @@ local wait = start - now
 if wait > tonumber(ARGV[2]) then
   return {0, wait}
 end
-local delay = tonumber(ARGV[1])
+local delay = tonumber(redis.call('GET', KEYS[2]) or ARGV[1])
 redis.call('SET', KEYS[1], string.format('%d', start + delay), 'PX', string.format('%d', wait + delay))
 return {1, wait}
 """
@@ -158,23 +168,31 @@ class HostSlots:
 
 
 class StartSpacer:
-    """At least delay_seconds between request starts to one hostname, across processes."""
+    """At least the host's delay (delay_seconds, or as adapted by the frontier) between request
+    starts to one hostname, across processes."""
 
     def __init__(self, redis: Redis, delay_seconds: float):
         self.delay_ms = int(delay_seconds * 1000)
         self._reserve = redis.register_script(RESERVE_START)
+        self._borrow = redis.register_script(frontier.BORROW_START)
 
     def wait_turn(self, host: str, max_wait_seconds: float) -> float:
         """Sleep until this host's next start is ours; HostBusy if that is too far off."""
         if self.delay_ms <= 0:
             return 0.0
         max_wait_ms = int(max_wait_seconds * 1000)
-        reserved, wait_ms = self._reserve(keys=[host_next_start_key(host)], args=[self.delay_ms, max_wait_ms])
+        reserved, wait_ms = self._reserve(keys=[host_next_start_key(host), host_delay_key(host)],
+                                          args=[self.delay_ms, max_wait_ms])
         if not reserved:
             raise HostBusy(f"{host}: the next request may start in {wait_ms / 1000:.1f} s",
                            retry_after=wait_ms / 1000)
         time.sleep(wait_ms / 1000)
         return wait_ms / 1000
+
+    def borrow(self, host: str) -> None:
+        """A request within a turn that started already: no wait, the host's next turn moves
+        one delay on (its adapted delay, which a per-host setting may make non-zero)."""
+        self._borrow(args=[host, self.delay_ms])
 
 
 @dataclass(frozen=True)
@@ -204,8 +222,9 @@ class Robots:
         self._parsed: dict[str, tuple[str, Protego]] = {}
 
     def check(self, fetcher: Fetcher, url: str, parts: SplitResult, deadline: Deadline,
-              cached: tuple[RobotsVerdict | None, int] | None = None) -> None:
-        """Return when url may be fetched; RobotsDisallowed, or transient while unreachable.
+              cached: tuple[RobotsVerdict | None, int] | None = None) -> float | None:
+        """Return the rules' Crawl-delay (None: none) when url may be fetched; RobotsDisallowed,
+        or transient while unreachable.
 
         cached: the origin's verdict and TTL as just read from Redis (None: read them here).
         """
@@ -215,6 +234,7 @@ class Robots:
             verdict = self._download(fetcher, f"{parts.scheme}://{parts.netloc}/robots.txt", deadline)
             ttl = self._store(origin, verdict)
         self._judge(verdict, origin, url, ttl)
+        return self._rules(origin, verdict.text).crawl_delay(self.agent) if verdict.kind == "rules" else None
 
     def _cached(self, origin: str) -> tuple[RobotsVerdict | None, int]:
         with self.redis.pipeline() as pipe:
@@ -272,14 +292,101 @@ def verdict_for(page: Page) -> RobotsVerdict:
     return RobotsVerdict("allow", f"robots.txt answered HTTP {status}: no rules")
 
 
+@dataclass
+class Turn:
+    """A job's turn on its host, given by the frontier: requests to that host need no slot or wait."""
+
+    host: str
+    token: str  # the slot's lease token: the job id
+    began: float  # time.monotonic() when the job took its turn
+    requests: int = 0
+    crawl_delay: float | None = None  # the host's robots.txt Crawl-delay, when it has one
+    robots: tuple[RobotsVerdict | None, int] | None = None  # the verdict read with the turn, until used
+
+
+_turn: ContextVar[Turn | None] = ContextVar("turn", default=None)
+
+
+def dispatch_policy(settings: Settings) -> frontier.DispatchPolicy:
+    """How the workers' dispatch hands out turns (jobs/frontier.py), from the settings."""
+    return frontier.DispatchPolicy(
+        default_delay_ms=int(settings.fetch_host_delay * 1000), concurrency=settings.fetch_host_concurrency,
+        lease_ms=int((settings.fetch_deadline + LEASE_MARGIN_SECONDS) * 1000), robots_txt=settings.robots_txt)
+
+
+def slows_down(exc: BaseException) -> bool:
+    """An answer that asks a crawler to slow down: 429 or 503, or no answer in time."""
+    return isinstance(exc, FetchTimeout) or getattr(exc, "status", None) in SLOW_DOWN_STATUSES
+
+
 class Politeness:
     """What the Fetcher enters around each hop; one per worker process, Redis shared by all."""
 
     def __init__(self, redis: Redis, settings: Settings):
         self.settings = settings
+        self.redis = redis
         self.slots = HostSlots(redis, settings.fetch_host_concurrency, settings.fetch_deadline + LEASE_MARGIN_SECONDS)
         self.spacer = StartSpacer(redis, settings.fetch_host_delay)
         self.robots = Robots(redis, settings) if settings.robots_txt else None
+        self._finish = redis.register_script(frontier.FINISH_TURN)
+
+    @contextmanager
+    def turn(self, url: str, token: str) -> Iterator[Turn | None]:
+        """The turn the frontier gave the job `token` on url's host, for the requests made
+        inside; ended (slot freed, delay adapted) on the way out. None (and every request
+        waits for its slot and start as usual) when the job was not given one."""
+        parts = check_url_shape(url)
+        host = (parts.hostname or "").lower()
+        with _redis_errors_are_transient():
+            held, robots = self._turn_and_robots(host, token, origin_of(parts))
+        if not held:
+            yield None
+            return
+        turn = Turn(host, token, time.monotonic(), robots=robots)
+        reset = _turn.set(turn)
+        try:
+            yield turn
+        except BaseException as exc:
+            self._end_turn(turn, exc)
+            raise
+        else:
+            self._end_turn(turn, None)
+        finally:
+            _turn.reset(reset)
+
+    def _turn_and_robots(self, host: str, token: str,
+                         origin: str) -> tuple[bool, tuple[RobotsVerdict | None, int] | None]:
+        """In one round trip: does the job hold a turn on host, and the origin's cached robots.txt verdict."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(host_slots_key(host), token)
+            if self.robots is not None:
+                pipe.get(robots_key(origin)).ttl(robots_key(origin))
+            score, *cached = pipe.execute()
+        if not cached:
+            return score is not None, None
+        raw, ttl = cached
+        return score is not None, ((RobotsVerdict.load(raw) if raw is not None else None), max(int(ttl), 1))
+
+    def _end_turn(self, turn: Turn, failure: BaseException | None) -> None:
+        """FINISH_TURN: the slot back, the host's delay adapted to this turn's answers."""
+        outcome = "ok" if failure is None else "slow" if slows_down(failure) else "error"
+        elapsed = time.monotonic() - turn.began
+        retry_after = getattr(failure, "retry_after", None) or 0
+        settings = self.settings
+        args = [turn.host, turn.token, outcome, int(elapsed * 1000 / max(1, turn.requests)),
+                int(self.delay_floor(turn.host, turn.crawl_delay) * 1000), int(settings.fetch_host_delay_max * 1000),
+                settings.fetch_host_concurrency, int(settings.fetch_host_delay * 1000), int(elapsed * 1000),
+                int(min(retry_after, settings.fetch_host_delay_max) * 1000)]
+        try:
+            self._finish(args=args)
+        except RedisError as exc:  # the lease expires by itself; the fetch's outcome matters more
+            log.warning("could not end the turn on %s: %s", turn.host, exc)
+
+    def delay_floor(self, host: str, crawl_delay: float | None = None) -> float:
+        """The least delay for host: its setting (FETCH_HOST_DELAYS, else FETCH_HOST_DELAY) or
+        its robots.txt Crawl-delay, whichever is longer, capped at FETCH_HOST_DELAY_MAX."""
+        configured = self.settings.fetch_host_delays.get(host, self.settings.fetch_host_delay)
+        return min(max(configured, crawl_delay or 0.0), self.settings.fetch_host_delay_max)
 
     @classmethod
     def connect(cls, settings: Settings) -> "Politeness":
@@ -294,6 +401,11 @@ class Politeness:
         """
         parts = check_url_shape(url)  # a bad URL fails as it would without politeness
         host = (parts.hostname or "").lower()
+        turn = _turn.get()
+        if turn is not None and turn.host == host:
+            self._within_turn(turn, fetcher, url, parts, deadline, robots_file)
+            yield
+            return
         with _redis_errors_are_transient():
             token = None
             if self.robots is not None and not robots_file:
@@ -303,6 +415,18 @@ class Politeness:
             yield
         finally:
             self._release(host, token)
+
+    def _within_turn(self, turn: Turn, fetcher: Fetcher, url: str, parts: SplitResult, deadline: Deadline,
+                     robots_file: bool) -> None:
+        """A request on the host of the job's turn: robots.txt first (fetched in the same turn
+        when not cached); no slot, no wait, but a second request pushes the next turn back."""
+        with _redis_errors_are_transient():
+            if self.robots is not None and not robots_file:
+                cached, turn.robots = turn.robots, None  # read with the turn, for the job's own URL
+                turn.crawl_delay = self.robots.check(fetcher, url, parts, deadline, cached)
+            if turn.requests:
+                self.spacer.borrow(turn.host)
+        turn.requests += 1
 
     def _robots_then_slot(self, fetcher: Fetcher, url: str, parts: SplitResult, host: str,
                           deadline: Deadline) -> str | None:

@@ -27,9 +27,10 @@ from storage import Storage
 
 MAINTENANCE_QUEUE = "maintenance"  # the ticker: re-crawls and callback sweeps, each a few ms
 CALLBACK_QUEUE = "callbacks"
-# Workers listen in this order: the quick ticker, callbacks, then book pages (users wait on
-# them), news and any page.
-QUEUE_NAMES = [MAINTENANCE_QUEUE, CALLBACK_QUEUE] + [source.queue for source in SOURCES.values()]
+# Workers take the quick ticker and callbacks first; page jobs then wait per host and are
+# given out by host turns (jobs/frontier.py).
+PAGE_QUEUE_NAMES = [source.queue for source in SOURCES.values()]  # their jobs wait per host (jobs/frontier.py)
+QUEUE_NAMES = [MAINTENANCE_QUEUE, CALLBACK_QUEUE] + PAGE_QUEUE_NAMES
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 # Seconds before the 1st, 2nd, 3rd retry when a job dies without saying why (its work-horse
 # was killed); a transient fetch error sets its own delay with backoff_seconds().
@@ -104,7 +105,7 @@ class Submitter:
         self.settings = settings
         self.storage = Storage(connection)
 
-    def submit(self, route: Route, refresh: bool = False) -> Submission:
+    def submit(self, route: Route, refresh: bool = False, lane: str = "") -> Submission:
         job_id = job_id_for(route.canonical_url)
         if not refresh and is_fresh(self.storage.load_record(route.canonical_url), route.ttl):
             return Submission(route, job_id, "cached")
@@ -114,30 +115,31 @@ class Submitter:
             if status in IN_FLIGHT:
                 return Submission(route, job_id, public_status(status))
             job.delete()  # a finished or failed run must not block a new one
-        return Submission(route, job_id, self._enqueue(route, job_id))
+        return Submission(route, job_id, self._enqueue(route, job_id, lane))
 
-    def submit_many(self, routes: list[Route], refresh: bool = False) -> list[Submission]:
+    def submit_many(self, routes: list[Route], refresh: bool = False, lane: str = "") -> list[Submission]:
         """submit() for every route (one answer per distinct canonical URL, in order), in
         four round trips whatever their number: WATCH the job keys, read the records, read
         the job statuses, then one MULTI/EXEC enqueues every new job. The WATCH keeps "never
         two jobs at once": if another submitter creates one of these jobs meanwhile, EXEC
-        fails and the request is looked at again (at last URL by URL, as submit() does)."""
+        fails and the request is looked at again (at last URL by URL, as submit() does).
+        lane: the batch the new jobs belong to; a host's batches take turns on it."""
         routes = list({route.canonical_url: route for route in routes}.values())
         if not routes:
             return []
         for _ in range(WATCH_ATTEMPTS):
             try:
-                answers = self._submit_watched(routes, refresh)
+                answers = self._submit_watched(routes, refresh, lane)
                 break
             except WatchError:
                 continue
         else:
-            return [self.submit(route, refresh) for route in routes]
+            return [self.submit(route, refresh, lane) for route in routes]
         # A finished or failed job must be deleted before a new run: rare, and done as
         # submit() does it, outside the transaction (deleting a watched key would abort it).
-        return [self.submit(a.route, refresh) if a.status == STALE_JOB else a for a in answers]
+        return [self.submit(a.route, refresh, lane) if a.status == STALE_JOB else a for a in answers]
 
-    def _submit_watched(self, routes: list[Route], refresh: bool) -> list[Submission]:
+    def _submit_watched(self, routes: list[Route], refresh: bool, lane: str) -> list[Submission]:
         job_ids = [job_id_for(route.canonical_url) for route in routes]
         with self.connection.pipeline() as transaction:
             transaction.watch(*[Job.key_for(job_id) for job_id in job_ids])
@@ -145,7 +147,7 @@ class Submitter:
             new = [answer for answer in answers if answer.status == NEW_JOB]
             if new:
                 transaction.multi()
-                self._enqueue_all(transaction, new)
+                self._enqueue_all(transaction, new, lane)
                 transaction.execute()  # WatchError when one of these jobs changed meanwhile
         for answer in new:
             metrics.job_enqueued(answer.route, answer.job_id)
@@ -167,7 +169,7 @@ class Submitter:
             answers.append(Submission(route, job_id, answer))
         return answers
 
-    def _enqueue_all(self, pipe, submissions: list[Submission]) -> None:
+    def _enqueue_all(self, pipe, submissions: list[Submission], lane: str) -> None:
         """Write every new job on pipe (a MULTI): its hash, then one RPUSH per queue. The keys
         and fields Queue.enqueue_many writes, without its second HSET of each job's status
         and its RPUSH per job: a third of the commands, each of them costs CPU in redis-py."""
@@ -177,31 +179,31 @@ class Submitter:
             name = submission.route.queue
             if name not in queues:
                 queues[name] = make_queue(name, self.connection)
-            job = self._new_job(queues[name], submission)
+            job = self._new_job(queues[name], submission, lane)
             pipe.hset(job.key, mapping=job.to_dict())
             waiting.setdefault(name, []).append(job.id)
         for name, job_ids in waiting.items():
             pipe.sadd(Queue.redis_queues_keys, queues[name].key)
             pipe.rpush(queues[name].key, *job_ids)
 
-    def _new_job(self, queue: Queue, submission: Submission) -> Job:
+    def _new_job(self, queue: Queue, submission: Submission, lane: str) -> Job:
         route = submission.route
         job = queue.create_job(
             JOB_FUNCTION, args=(route.canonical_url, route.source.name), job_id=submission.job_id,
             description=route.canonical_url, timeout=self.settings.job_timeout, result_ttl=RESULT_TTL,
-            failure_ttl=FAILURE_TTL, retry=self._retry(), status=JobStatus.QUEUED,
+            failure_ttl=FAILURE_TTL, retry=self._retry(), status=JobStatus.QUEUED, meta={"lane": lane},
         )
         job.enqueued_at = now()
         return job
 
-    def _enqueue(self, route: Route, job_id: str) -> str:
+    def _enqueue(self, route: Route, job_id: str, lane: str) -> str:
         queue = make_queue(route.queue, self.connection)
         try:
             queue.enqueue(
                 JOB_FUNCTION, route.canonical_url, route.source.name,
                 job_id=job_id, unique=True, description=route.canonical_url,
                 job_timeout=self.settings.job_timeout, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-                retry=self._retry(),
+                retry=self._retry(), meta={"lane": lane},
             )
             metrics.job_enqueued(route, job_id)
         except DuplicateJobError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from rq import get_current_job
@@ -19,7 +20,7 @@ import parsers
 import snapshots
 from config import Settings, load_settings
 from errors import HostBusy, JobError
-from jobs import callbacks, crashsafe
+from jobs import callbacks, crashsafe, frontier
 from jobs.fetch import Fetcher
 from jobs.politeness import Politeness
 from jobs.queues import backoff_seconds
@@ -60,6 +61,7 @@ def fetch_and_parse(canonical_url: str, source_name: str) -> dict:
     storage = Storage(job.connection)
     ttl = source.ttl + context.settings.record_retention
     if (saved := crashsafe.rerun_after_save(job, canonical_url)) is not None:
+        frontier.give_back(job.connection, job.id)  # its host's turn, unused: free it now
         return saved  # an earlier run saved the record, then died before RQ knew
     try:
         data = _fetch_and_parse(context.fetcher, canonical_url, source_name, job)
@@ -89,7 +91,8 @@ def _after_save(job: Job, storage: Storage, record: dict, snapshot: dict | None,
 
 def _fetch_and_parse(fetcher: Fetcher, canonical_url: str, source_name: str, job: Job) -> dict:
     _set_step(job, "fetching")
-    page = fetcher.fetch(canonical_url)
+    with fetcher.politeness.turn(canonical_url, job.id) if fetcher.politeness else nullcontext():
+        page = fetcher.fetch(canonical_url)  # within the host's turn the frontier gave this job
     metrics.fetch_done(page)
     _set_step(job, "parsing")
     return parsers.parse(page.body, page.url, page.content_type, source=source_name)

@@ -27,7 +27,8 @@ import metrics
 from config import Settings, load_settings
 from errors import ConfigError
 from jobs import crashsafe
-from jobs.queues import QUEUE_NAMES
+from jobs.politeness import dispatch_policy
+from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES
 from jobs.ticker import ensure_ticking
 from jobs.trust import JsonWorker
 
@@ -68,7 +69,8 @@ def lower_session_priority(nice: int) -> None:
 def build_pool(settings: Settings) -> WorkerPool:
     # Crash safety (claimed dequeues, job leases, watchdogs, no orphans): jobs/crashsafe.py
     return crashsafe.worker_pool(settings, QUEUE_NAMES,
-                                 worker_class=logs.JobLogWorker)  # RQ's own lines about a job carry job_id and url
+                                 worker_class=logs.JobLogWorker,  # RQ's own lines about a job carry job_id and url
+                                 dispatch=(dispatch_policy(settings), PAGE_QUEUE_NAMES))  # per-host turns
 
 
 def worker_alive_here(settings: Settings) -> bool:

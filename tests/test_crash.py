@@ -248,9 +248,10 @@ def test_sigkill_of_a_work_horse_mid_job_reruns_it_and_saves_once(service_factor
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", MODES)
 def test_sigkill_of_a_whole_worker_mid_job_another_worker_finishes_it(service_factory, mode):
-    job_timeout = 10
+    job_timeout = 7
     service = service_factory(workers=2, web_workers=1, delay_for=slow_first_fetch(3.0, 0.5),
-                              env_overrides=in_mode(mode, JOB_TIMEOUT=str(job_timeout), FETCH_DEADLINE="5"))
+                              env_overrides=in_mode(mode, JOB_TIMEOUT=str(job_timeout), FETCH_DEADLINE="4",
+                                                    FETCH_CONNECT_TIMEOUT="2"))
     url = book_url(202)
     counter = SaveCounter(service.redis.url)
     response = service.submit([url])
@@ -393,7 +394,7 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory, mode):
     times (a horse in fork mode, or a worker main; every 6th kill the pool itself, which a
     supervisor restarts)."""
     service = service_factory(workers=3, web_workers=1, delay_for=lambda path: 0.8, env_overrides=in_mode(
-        mode, JOB_TIMEOUT="10", FETCH_DEADLINE="5", FETCH_CONNECT_TIMEOUT="2", FETCH_READ_TIMEOUT="4"))
+        mode, JOB_TIMEOUT="7", FETCH_DEADLINE="4", FETCH_CONNECT_TIMEOUT="2", FETCH_READ_TIMEOUT="3"))
     urls = [book_url(n) for n in range(20_000, 20_150)]
     counter = SaveCounter(service.redis.url)
     started = time.monotonic()
@@ -456,6 +457,43 @@ def test_soak_random_sigkills_of_workers_and_horses(service_factory, mode):
     assert all(saves[url] == 1 for url in urls)
     assert leftovers == [], f"left running after the pool stopped: {leftovers}"
     assert elapsed < 120
+
+
+@pytest.mark.e2e
+def test_kills_while_jobs_wait_for_their_host_s_turn_lose_none_and_keep_the_order(service_factory):
+    """20 pages of one host, a turn every 0.3 s (the frontier holds them back), while worker
+    processes are SIGKILLed every 0.8-1.5 s, the 5th time the whole pool (a supervisor
+    restarts it): every page is saved once, and the host is fetched in the order the pages
+    were submitted (a page whose run was killed mid-fetch is fetched again later, once)."""
+    fetched: list[str] = []
+    service = service_factory(workers=3, web_workers=1, delay_for=lambda path: fetched.append(path) or 0.01,
+                              env_overrides={"FETCH_HOST_DELAY": "0.3", "FETCH_HOST_CONCURRENCY": "2",
+                                             "JOB_TIMEOUT": "5", "FETCH_DEADLINE": "2",
+                                             "FETCH_CONNECT_TIMEOUT": "1", "FETCH_READ_TIMEOUT": "2"})
+    urls = [book_url(n) for n in range(30_000, 30_020)]
+    counter = SaveCounter(service.redis.url)
+    assert service.submit(urls).status_code == 202
+    rng, kills, pool_restarts = random.Random(30_030), 0, 0
+    while kills < 5:
+        time.sleep(rng.uniform(0.8, 1.5))
+        mains = worker_tree(service.pool.pid)[0]
+        target = service.pool.pid if kills == 4 else (rng.choice(mains) if mains else None)
+        kills += bool(target and kill(target))
+    service.pool.wait(10)
+    service.start_pool()  # what honcho or docker would do
+    pool_restarts += 1
+    records = service.wait_for_records(urls, 60, poll=0.5)
+    saves = counter.stop()
+    paths = ["/book/show/" + url.rsplit("/", 1)[1] for url in urls]
+    first_fetches = list(dict.fromkeys(fetched))
+    refetched = len(fetched) - len(first_fetches)
+    report("kills while jobs wait for their host", urls=len(urls), kills=kills, pool_restarts=pool_restarts,
+           lost=sum(record is None for record in records.values()), refetched=refetched,
+           max_saves=max(saves.values(), default=0), fetched_in_order=first_fetches == paths)
+    assert all(record and record["status"] == "done" for record in records.values()), service.log_tail()
+    assert all(saves[url] == 1 for url in urls), saves
+    assert first_fetches == paths  # the host's pages in submission order, whatever was killed
+    assert refetched <= kills
 
 
 @pytest.mark.e2e

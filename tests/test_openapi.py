@@ -797,7 +797,9 @@ def test_live_in_flight_and_lost_jobs(client, redis_client):
     post(client, "/parse", [BOOK, NEWS], 202)
     for path in ("/info", "/getBookInfo"):
         queued = get(client, path, 202, query_string={"url": BOOK})
+        waiting = queued.pop("waiting")
         assert queued == {"url": BOOK, "status": "queued", "step": None, "job_id": job_id_for(BOOK)}
+        assert waiting["host"] == "www.goodreads.com" and waiting["detail"].startswith("waiting for a free worker")
     start_job(redis_client, NEWS, None)
     assert get(client, "/info", 202, query_string={"url": NEWS})["status"] == "started"
     start_job(redis_client, NEWS, "fetching")

@@ -21,12 +21,12 @@ from rq.serializers import JSONSerializer
 import jobs.tasks
 from config import Settings, load_settings
 from launch import free_port
-from errors import BlockedAddress, HostBusy, RobotsDisallowed, TransientFetchError
+from errors import BlockedAddress, HostBusy, HttpStatusError, RobotsDisallowed, TransientFetchError
 from jobs.fetch import Fetcher
 from jobs.politeness import LEASE_MARGIN_SECONDS, HostSlots, Politeness, StartSpacer, user_agent_token
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
 from sources import route
-from storage import Storage, host_slots_key, robots_key
+from storage import Storage, host_delay_key, host_next_start_key, host_slots_key, robots_key
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
 
 HOSTS = ["www.goodreads.com", "www.bbc.com", "hooks.example.com"]
@@ -277,6 +277,89 @@ def test_a_long_wait_for_a_turn_is_host_busy_with_retry_after(redis_client):
         spacer.wait_turn("www.goodreads.com", 1)
     assert 9 <= caught.value.retry_after <= 10
     assert spacer.wait_turn("www.bbc.com", 1) == 0
+
+
+# ---- a turn given by the frontier (jobs/frontier.py) ----------------------------------------
+
+def give_turn(redis_client: Redis, token: str = "job-1", host: str = "www.goodreads.com", delay: float = 0) -> str:
+    """What the workers' dispatch does for a job: a lease on one of its host's slots, and the
+    host's next start a delay on."""
+    now_ms = int(time.time() * 1000)
+    redis_client.zadd(host_slots_key(host), {token: now_ms + 30_000})
+    redis_client.set(host_next_start_key(host), now_ms + int(delay * 1000))
+    return token
+
+
+def host_delay(redis_client: Redis) -> int:
+    return int(redis_client.get(host_delay_key("www.goodreads.com")))
+
+
+def test_within_its_turn_a_job_fetches_robots_txt_and_its_page_without_waiting(polite, site, redis_client):
+    site.routes["/robots.txt"] = Reply(body=b"User-agent: *\nAllow: /\n", headers=TEXT)
+    site.routes["/page"] = Reply(body=b"<html>ok</html>")
+    fetcher = polite(FETCH_HOST_DELAY="5")
+    started = time.monotonic()
+    with fetcher.politeness.turn(f"{GOODREADS}/page", give_turn(redis_client, delay=5)) as turn:
+        fetcher.fetch(f"{GOODREADS}/page")
+    assert time.monotonic() - started < 1  # not 5 s: robots.txt and the page are one turn
+    assert turn.requests == 2 and site.hits == {"/robots.txt": 1, "/page": 1}
+    assert redis_client.zcard(host_slots_key("www.goodreads.com")) == 0  # the slot went back
+    next_start = int(redis_client.get(host_next_start_key("www.goodreads.com"))) / 1000
+    seconds, micros = redis_client.time()
+    assert 9 < next_start - (seconds + micros / 1e6) <= 10  # the second request pushed the next turn a delay on
+
+
+def test_without_a_turn_a_fetch_takes_a_slot_and_its_start_as_before(polite, site, redis_client):
+    site.routes["/page"] = Reply(body=b"<html>ok</html>")
+    fetcher = polite(FETCH_HOST_DELAY="0.5", ROBOTS_TXT="false")
+    fetcher.fetch(f"{GOODREADS}/page")
+    started = time.monotonic()
+    with fetcher.politeness.turn(f"{GOODREADS}/page", "a-job-never-given-a-turn") as turn:
+        fetcher.fetch(f"{GOODREADS}/page")
+    assert turn is None and 0.4 < time.monotonic() - started < 1.5
+
+
+def test_a_crawl_delay_in_robots_txt_becomes_the_host_s_delay(polite, site, redis_client):
+    site.routes["/robots.txt"] = Reply(body=b"User-agent: *\nCrawl-delay: 3\n", headers=TEXT)
+    site.routes["/page"] = Reply(body=b"<html>ok</html>")
+    fetcher = polite(FETCH_HOST_DELAY="1")
+    with fetcher.politeness.turn(f"{GOODREADS}/page", give_turn(redis_client)):
+        fetcher.fetch(f"{GOODREADS}/page")
+    assert host_delay(redis_client) == 3000
+
+
+def test_a_host_s_own_delay_setting_wins_over_the_default_and_is_capped(polite, site, redis_client):
+    site.routes["/page"] = Reply(body=b"<html>ok</html>")
+    fetcher = polite(FETCH_HOST_DELAY="1", FETCH_HOST_DELAYS="www.goodreads.com=2.5,www.bbc.com=0", ROBOTS_TXT="false")
+    with fetcher.politeness.turn(f"{GOODREADS}/page", give_turn(redis_client)):
+        fetcher.fetch(f"{GOODREADS}/page")
+    assert host_delay(redis_client) == 2500
+    capped = polite(FETCH_HOST_DELAYS="www.goodreads.com=30", FETCH_HOST_DELAY_MAX="10", ROBOTS_TXT="false")
+    assert capped.politeness.delay_floor("www.goodreads.com", crawl_delay=120) == 10
+    assert capped.politeness.delay_floor("www.bbc.com") == 0
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_slow_down_answer_doubles_the_host_s_delay(polite, site, redis_client, status):
+    site.routes["/page"] = Reply(status, b"later", {"Content-Type": "text/html", "Retry-After": "1"})
+    fetcher = polite(FETCH_HOST_DELAY="1", ROBOTS_TXT="false")
+    for expected in (2000, 4000):
+        with pytest.raises(TransientFetchError):
+            with fetcher.politeness.turn(f"{GOODREADS}/page", give_turn(redis_client)):
+                fetcher.fetch(f"{GOODREADS}/page")
+        assert host_delay(redis_client) == expected
+    site.routes["/page"] = Reply(body=b"<html>ok</html>")
+    with fetcher.politeness.turn(f"{GOODREADS}/page", give_turn(redis_client)):
+        fetcher.fetch(f"{GOODREADS}/page")
+    assert 2000 <= host_delay(redis_client) < 2100  # recovering: halfway back towards the floor
+
+
+def test_a_page_not_found_leaves_the_host_s_delay_alone(polite, site, redis_client):
+    fetcher = polite(FETCH_HOST_DELAY="1", ROBOTS_TXT="false")
+    with pytest.raises(HttpStatusError):
+        with fetcher.politeness.turn(f"{GOODREADS}/missing", give_turn(redis_client)):
+            fetcher.fetch(f"{GOODREADS}/missing")
+    assert host_delay(redis_client) == 1000
 
 
 # ---- robots.txt ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import yaml
 
 from config import PROJECT_ROOT
 from tests.support.fixture_server import FixtureServer, Reply
-from tests.support.processes import WORKER_COMMAND, service_env, start, start_service, stop
+from tests.support.processes import WORKER_COMMAND, service_env, start, start_service, stop, wait_for_batch
 
 pytestmark = pytest.mark.e2e
 BOOK = (PROJECT_ROOT / "tests" / "fixtures" / "goodreads" / "next-data.html").read_bytes()
@@ -46,16 +46,6 @@ def job_lines(log: Path) -> set[str]:
     return ids
 
 
-def wait_finished(base: str, batch_id: str, seconds: float = 90) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        summary = requests.get(f"{base}/batches/{batch_id}", timeout=5).json()
-        if summary["finished"]:
-            return summary
-        time.sleep(0.2)
-    raise AssertionError(f"batch not finished in {seconds} s: {summary}")
-
-
 def test_two_worker_hosts_share_one_redis_and_each_url_is_done_once(site, redis_client, redis_url, tmp_path):
     env = service_env(REDIS_URL=redis_url, LOG_LEVEL="INFO", FETCH_HOST_DELAY="0", FETCH_HOST_CONCURRENCY="8",
                       ROBOTS_TXT="false", **site.fetch_env(tmp_path, "www.goodreads.com"))
@@ -68,7 +58,7 @@ def test_two_worker_hosts_share_one_redis_and_each_url_is_done_once(site, redis_
         autogroup = Path(f"/proc/{second.pid}/autogroup")  # it leads its own session: its autogroup too
         assert not autogroup.exists() or autogroup.read_text().strip().endswith("nice 10"), autogroup.read_text()
         accepted = requests.post(f"{service.base}/parse", json={"urls": URLS}, timeout=10).json()
-        summary = wait_finished(service.base, accepted["batch_id"])
+        summary = wait_for_batch(service.base, accepted["batch_id"])
     finally:
         stop(second)
         service.stop()

@@ -289,7 +289,9 @@ def test_workers_refuse_every_job_the_service_did_not_write(module_redis_url, tm
         for name, job_id in ids.items():
             job = wait_for_end(connection, job_id)
             assert job.get_status() == JobStatus.FAILED, name
-            assert re.search(r"(ForeignJob|NotJsonJob): refused job", job.latest_result().exc_string), name
+            result = job.latest_result()
+            assert result is not None, f"{name}: failed without a result"
+            assert re.search(r"(ForeignJob|NotJsonJob): refused job", result.exc_string), name
         assert wait_for_end(connection, tick.id).get_status() == JobStatus.FINISHED  # not everything is refused
         log = service.worker_log.read_text()
     finally:

@@ -11,9 +11,11 @@ from rq.serializers import JSONSerializer
 
 import jobs.tasks
 import parsers
-from config import load_settings
+from config import Settings, load_settings
 from errors import ParseError
-from jobs.queues import QUEUE_NAMES, Submission, Submitter, make_queue
+from jobs.crashsafe import ClaimingQueue
+from jobs.politeness import dispatch_policy
+from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submission, Submitter, make_queue
 from sources import route
 from tests.support.fixture_server import FixtureServer
 
@@ -61,10 +63,20 @@ def submit(redis_client, env: dict[str, str], url: str = BOOK_URL) -> Submission
     return Submitter(redis_client, load_settings(env)).submit(route(url))
 
 
-def work_burst(redis_client, worker_class: type[SimpleWorker] = SimpleWorker) -> None:
-    """Run every queued job of every queue in this process, then return."""
-    queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
-    worker_class(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
+def work_burst(redis_client, worker_class: type[SimpleWorker] = SimpleWorker, settings: Settings | None = None) -> None:
+    """Run every queued job of every queue in this process, then return; with settings, the
+    page jobs are given out by host turns, as the service's workers take them (jobs/frontier.py)."""
+    if settings is None:
+        queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
+        worker_class(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
+        return
+    ClaimingQueue.dispatch_policy = dispatch_policy(settings)
+    ClaimingQueue.inbox_keys = frozenset(make_queue(name, redis_client).key for name in PAGE_QUEUE_NAMES)
+    try:
+        worker_class(QUEUE_NAMES, connection=redis_client, serializer=JSONSerializer,
+                     queue_class=ClaimingQueue).work(burst=True)
+    finally:
+        ClaimingQueue.dispatch_policy, ClaimingQueue.inbox_keys = None, frozenset()
 
 
 def run_job(redis_client, env: dict[str, str], url: str = BOOK_URL,

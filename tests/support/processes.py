@@ -223,3 +223,14 @@ def wait_for_workers(base: str, worker: subprocess.Popen, log_path: Path, count:
         assert worker.poll() is None, log_path.read_text()[-3000:]
         time.sleep(0.2)
     raise AssertionError(f"{count} worker(s) not registered in {seconds} s:\n" + log_path.read_text()[-3000:])
+
+
+def wait_for_batch(base: str, batch_id: str, seconds: float = 90, poll: float = 0.2) -> dict:
+    """GET /batches/<id> until it says finished; its summary then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        summary = requests.get(f"{base}/batches/{batch_id}", timeout=5).json()
+        if summary["finished"]:
+            return summary
+        time.sleep(poll)
+    raise AssertionError(f"batch {batch_id} not finished in {seconds} s: {summary['counts']}")
