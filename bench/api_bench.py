@@ -41,6 +41,7 @@ import requests
 from redis import Redis
 from rq import Worker
 
+from bench import ran_with
 from bench.loadgen import FreshUrls, HttpTarget, LoadGenerator, Plan, RedisTarget, calibrate, http_request
 from bench.stack import Stack, book_urls, running_stack
 from config import PROJECT_ROOT, Settings
@@ -250,6 +251,7 @@ def run(stack: Stack, **env: str) -> dict:
             bench = Bench(stack, service, generator)
             nice = os.getpriority(os.PRIO_PROCESS, service.worker.pid)  # WORKER_NICE, as the service set it
             result = {"settings": {**service_settings(service), "workers_nice": nice}, "cpus": os.cpu_count(),
+                      "ran_with": ran_with.service(service.worker_env, stack.redis),
                       "calibration": calibrate(generator, Plan(RATE_SECONDS, RATE, RATE_CONNECTIONS)),
                       "idle": bench.idle(stored), "saturated": bench.saturated(stored)}
     finally:
@@ -271,6 +273,7 @@ def print_table(result: dict) -> None:
     print(f"API bench ({result['cpus']} CPUs; gunicorn {settings['web_workers']} processes "
           f"{settings['gunicorn_cmd_args'] or 'web.edge.EdgeWorker (gevent)'}; rate limits {settings['rate_limits']}; "
           f"{settings['rq_workers']} RQ workers, nice {settings['workers_nice']}); latencies in ms, CPU in cores")
+    print("  " + ran_with.describe(result["ran_with"]))
     print(f"{'phase':10} {'run':11} {'load':>9} " + " ".join(f"{name:>{width}}" for name, width in COLUMNS)
           + "  queue before→after, busy workers")
     print_row("floor", "calibrate", result["calibration"])

@@ -2,6 +2,12 @@
 
 seed:  what a first hand-rolled RQ scraper looks like: a fork-per-job rq.Worker, a new HTTPS
        connection per job (requests.get), BeautifulSoup with html.parser, a few selectors.
+       `rq worker` never imports the job's module itself, so every forked horse imports it
+       (requests, bs4) and compiles its CSS selectors anew.
+seed + preloaded imports: the same, run by PreloadedSeedWorker, which imports this module
+       and compiles the selectors once in the worker before it forks, as the service's pool
+       does (jobs/crashsafe.py preload_job_code): how much of the service's gain over the
+       seed is preloading alone.
 floor: the least a worker can do per URL: pop from a Redis list, fetch over one reused
        keep-alive connection, regex-extract the page's JSON blocks, json.loads, store.
 
@@ -20,7 +26,7 @@ import time
 import requests
 from bs4 import BeautifulSoup
 from redis import Redis
-from rq import get_current_job
+from rq import Worker, get_current_job
 
 SEED_QUEUE = "seed"
 SEED_DONE = "bench:seed:done"  # counter of finished seed jobs
@@ -65,6 +71,25 @@ def seed_book(soup: BeautifulSoup) -> dict:
 
 def seed_headlines(soup: BeautifulSoup) -> dict:
     return {"headlines": [h.get_text(" ", strip=True) for h in soup.select("h2, h3") if h.get_text(strip=True)]}
+
+
+class PreloadedSeedWorker(Worker):
+    """rq.Worker (fork per job) whose horses inherit the seed job's imports and compiled selectors.
+
+    Naming this class to `rq worker --worker-class` imports this module (and requests, bs4)
+    in the worker process; __init__ then runs the job's parsing once on a tiny page, so
+    soupsieve's selector cache and html.parser's lazy parts are warm before any fork.
+    """
+
+    def __init__(self, *args: object, **kwargs: object):
+        super().__init__(*args, **kwargs)
+        warm_up_seed()
+
+
+def warm_up_seed() -> None:
+    soup = BeautifulSoup('<h1>t</h1><h2>h</h2><div data-testid="genresList"><a>g</a></div>', "html.parser")
+    seed_book(soup)
+    seed_headlines(soup)
 
 
 # ---- floor ----------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """End to end: URLs/s and per-URL latency from submission to stored record, side by side.
 
-Three systems fetch the same URLs from the same local HTTPS site with the same number of
-worker processes: the service (POST /parse -> RQ -> record), the seed-style baseline and the
-floor baseline (bench/baselines.py). Each run:
+Four systems fetch the same URLs from the same local HTTPS site with the same number of
+worker processes: the service (POST /parse -> RQ -> record), the seed-style baseline, the
+same seed with its job code imported before the workers fork ("seed + preloaded imports":
+how much of the service's gain over the seed is preloading alone) and the floor baseline
+(bench/baselines.py), one after the other in one run. Each run:
   burst:      all URLs submitted at t0; throughput = URLs / time to the last record, and each
               URL's latency = its record's time - t0 (so p50 includes the queue it waited in);
   unloaded:   one URL at a time, waiting for its record: the latency of a lone URL.
 The service also runs with 1, 2 and 4 worker processes (how it scales on this box), and its
 worker processes' memory is read from /proc (steady RSS after the run, high-water mark).
+Every row carries the settings its system ran with (bench/ran_with.py), printed beside it.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +29,7 @@ import requests
 from redis import Redis
 from rq import Queue, Worker
 
-from bench import baselines, loadgen
+from bench import baselines, loadgen, ran_with
 from bench.stack import Stack, book_urls, news_urls
 from config import PROJECT_ROOT
 from storage import Storage
@@ -36,6 +40,7 @@ RUN_TIMEOUT = 240  # s: a run that has not finished by then is reported as such
 SUBMIT_CHUNK = 250  # URLs per POST /parse (under MAX_URLS_PER_REQUEST and MAX_REQUEST_BYTES)
 WORKER_COMMAND_MARK = "jobs.worker"
 WARM_UP_URLS = 4  # fetched one by one before a system is measured (imports, connections)
+SEED_PRELOADED = "seed + preloaded imports"
 
 
 @dataclass
@@ -81,6 +86,8 @@ class System(Protocol):
 
     def stop(self) -> None: ...
 
+    def ran_with(self) -> dict: ...
+
 
 class ServiceSystem:
     """The real service: gunicorn + `python -m jobs.worker` against the stack's Redis."""
@@ -117,18 +124,24 @@ class ServiceSystem:
     def stop(self) -> None:
         self.stack.stop_service(self.service)
 
+    def ran_with(self) -> dict:
+        return ran_with.service(self.service.worker_env, self.stack.redis)
+
 
 class SeedSystem:
-    """Fork-per-job rq.Worker processes (pickle serializer, RQ's defaults) running seed_job."""
+    """Fork-per-job rq.Worker processes (pickle serializer, RQ's defaults) running seed_job;
+    preloaded: run by baselines.PreloadedSeedWorker, which imports the job's code before forking."""
 
-    name = "seed"
-
-    def __init__(self, stack: Stack, workers: int):
+    def __init__(self, stack: Stack, workers: int, preloaded: bool = False):
         self.stack, self.workers = stack, workers
+        self.name = SEED_PRELOADED if preloaded else "seed"
         self.redis = Redis.from_url(stack.redis.url)
-        self.queue = Queue(baselines.SEED_QUEUE, connection=self.redis)
-        self.processes = [spawn(["-m", "rq.cli", "worker", "--url", stack.redis.url, "--logging_level", "WARNING",
-                                 baselines.SEED_QUEUE], stack.folder / f"seed-{n}.log") for n in range(workers)]
+        # A queue of its own: the other variant's killed workers stay registered on theirs for a while.
+        queue_name = baselines.SEED_QUEUE + ("-preloaded" if preloaded else "")
+        self.queue = Queue(queue_name, connection=self.redis)
+        worker_class = ["--worker-class", "bench.baselines.PreloadedSeedWorker"] if preloaded else []
+        command = ["-m", "rq.cli", "worker", "--url", stack.redis.url, "--logging_level", "WARNING", *worker_class]
+        self.processes = [spawn([*command, queue_name], stack.folder / f"{queue_name}-{n}.log") for n in range(workers)]
         wait_for(lambda: Worker.count(queue=self.queue) >= workers, 30)
 
     def submit(self, urls: list[str]) -> None:
@@ -141,6 +154,9 @@ class SeedSystem:
 
     def stop(self) -> None:
         stop_all(self.processes)
+
+    def ran_with(self) -> dict:
+        return ran_with.baseline(self.name, self.workers, self.stack.redis, "WARNING (rq worker --logging_level)")
 
 
 class FloorSystem:
@@ -163,6 +179,9 @@ class FloorSystem:
 
     def stop(self) -> None:
         stop_all(self.processes)
+
+    def ran_with(self) -> dict:
+        return ran_with.baseline(self.name, self.workers, self.stack.redis, "none (the loop logs nothing)")
 
 
 def wait_for_results(redis: Redis, prefix: str, urls: list[str], deadline: float) -> tuple[list[float], int]:
@@ -226,6 +245,7 @@ def burst(system: System, workload: Workload) -> dict:
     elapsed = max(times) - started
     row = summary(system.name, system.workers, len(workload.urls), elapsed, [t - started for t in times], failed)
     row["redis_commands_per_url"] = round(commands.since_start() / len(workload.urls), 1)
+    row["ran_with"] = system.ran_with()
     return row
 
 
@@ -260,7 +280,7 @@ def unloaded(system: System, urls: list[str]) -> dict:
         times, _ = system.wait([url], started + RUN_TIMEOUT)
         latencies.append(times[0] - started)
     return {"system": system.name, "urls": len(urls), "p50_ms": round(percentile(latencies, 50) * 1000, 1),
-            "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1), "ran_with": system.ran_with()}
 
 
 class UrlRanges:
@@ -292,19 +312,23 @@ def run(stack: Stack, sizes: Sizes | None = None) -> dict:
     """Every end-to-end measurement; a dict ready for JSON."""
     sizes, ranges = sizes or Sizes(), UrlRanges()
     result: dict = {"burst": [], "unloaded": [], "scale": [], "memory": {}}
-    for make, books, fronts in ((FloorSystem, sizes.books, sizes.fronts),
-                                (SeedSystem, sizes.seed_books, sizes.seed_fronts)):
-        system = make(stack, sizes.workers)
-        try:
-            unloaded(system, ranges.workload(WARM_UP_URLS, 0).urls)  # every system starts warm
-            result["burst"].append(burst(system, ranges.workload(books, fronts)))
-            result["unloaded"].append(unloaded(system, ranges.workload(sizes.lone, 0).urls))
-        finally:
-            system.stop()
+    # The seed twice in a row, plain then preloaded, so the two see the same neighbours.
+    for make in (FloorSystem, SeedSystem, partial(SeedSystem, preloaded=True)):
+        measure_baseline(make(stack, sizes.workers), sizes, ranges, result)
     for workers in sorted(set(sizes.scale) | {sizes.workers}):
         measure_service(stack, workers, sizes, ranges, result)
     result["ratios"] = ratios(result["burst"])
     return result
+
+
+def measure_baseline(system: System, sizes: Sizes, ranges: UrlRanges, result: dict) -> None:
+    books, fronts = (sizes.books, sizes.fronts) if system.name == "floor" else (sizes.seed_books, sizes.seed_fronts)
+    try:
+        unloaded(system, ranges.workload(WARM_UP_URLS, 0).urls)  # every system starts warm
+        result["burst"].append(burst(system, ranges.workload(books, fronts)))
+        result["unloaded"].append(unloaded(system, ranges.workload(sizes.lone, 0).urls))
+    finally:
+        system.stop()
 
 
 def measure_service(stack: Stack, workers: int, sizes: Sizes, ranges: UrlRanges, result: dict) -> None:
@@ -330,28 +354,47 @@ def ratios(rows: list[dict]) -> dict:
     rate = {row["system"]: row["urls_per_s"] for row in rows}
     if not all(rate.get(name) for name in ("service", "seed", "floor")):
         return {}
-    return {"service_vs_seed": round(rate["service"] / rate["seed"], 2),
-            "service_vs_floor": round(rate["service"] / rate["floor"], 3)}
+    found = {"service_vs_seed": round(rate["service"] / rate["seed"], 2),
+             "service_vs_floor": round(rate["service"] / rate["floor"], 3)}
+    if rate.get(SEED_PRELOADED):
+        found["seed_preloaded_vs_seed"] = round(rate[SEED_PRELOADED] / rate["seed"], 2)
+        found["service_vs_seed_preloaded"] = round(rate["service"] / rate[SEED_PRELOADED], 2)
+    return found
 
 
 def print_table(result: dict) -> None:
-    print(f"{'burst':10} {'workers':>7} {'URLs':>5} {'s':>7} {'URLs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}"
+    print(f"{'burst':25} {'workers':>7} {'URLs':>5} {'s':>7} {'URLs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}"
           f" {'redis cmds/URL':>14}")
     for row in result["burst"]:
-        print(f"{row['system']:10} {row['workers']:>7} {row['urls']:>5} {row['seconds']:>7.2f} {row['urls_per_s']:>8.1f} "
+        print(f"{row['system']:25} {row['workers']:>7} {row['urls']:>5} {row['seconds']:>7.2f} {row['urls_per_s']:>8.1f} "
               f"{row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} {row['failed']:>6} {row['redis_commands_per_url']:>14}")
-    print("\nlone URL (one at a time): " + ", ".join(
+    print_settings(result["burst"])
+    print("\nlone URL (one at a time, the systems above): " + ", ".join(
         f"{r['system']} p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms" for r in result["unloaded"]))
-    print("service by worker processes (Goodreads only): " + ", ".join(
-        f"{r['workers']}: {r['urls_per_s']:.1f} URLs/s" for r in result["scale"]))
+    print("service by worker processes (Goodreads only):")
+    for row in result["scale"]:
+        print(f"  {row['workers']}: {row['urls_per_s']:.1f} URLs/s    {ran_with.describe(row['ran_with'])}")
+    print_memory_and_ratios(result)
+
+
+def print_settings(rows: list[dict]) -> None:
+    for row in rows:
+        print("  " + ran_with.describe(row["ran_with"]))
+
+
+def print_memory_and_ratios(result: dict) -> None:
     memory = result["memory"]
     if memory:
-        print(f"worker memory: steady RSS {memory['steady_rss_mib']} MiB (largest process), "
-              f"peak {memory['peak_rss_mib']} MiB over {len(memory['processes'])} worker processes")
-    if result.get("ratios"):
-        r = result["ratios"]
+        print(f"worker memory (service, settings above; {len(memory['processes'])} `jobs.worker` processes: the pool, "
+              f"its workers, RQ's scheduler): steady RSS {memory['steady_rss_mib']} MiB (largest process), "
+              f"peak {memory['peak_rss_mib']} MiB")
+    r = result.get("ratios") or {}
+    if r:
         print(f"service / seed = {r['service_vs_seed']:.2f}x (target >= 6x); "
               f"service / floor = {r['service_vs_floor']:.0%} (target >= 40%)")
+    if r.get("seed_preloaded_vs_seed"):
+        print(f"preloading alone: seed + preloaded imports / seed = {r['seed_preloaded_vs_seed']:.2f}x; "
+              f"service / seed + preloaded imports = {r['service_vs_seed_preloaded']:.2f}x")
 
 
 QUICK = Sizes(books=100, fronts=20, seed_books=40, seed_fronts=10, scale_books=60, lone=5, scale=(1, 2))

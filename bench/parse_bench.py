@@ -36,6 +36,7 @@ import lxml.html
 from bs4 import BeautifulSoup
 
 import parsers
+from bench import ran_with
 from config import PROJECT_ROOT
 from errors import ParseError
 from parsers import goodreads
@@ -157,7 +158,7 @@ def run(repeat: int = 5) -> dict:
     rows = [measure(label, url, layout, body, repeat) for label, url, layout, body in pages()]
     by_parser = {name: totals([r for r in rows if r["parser"] == name]) for name in dict.fromkeys(r["parser"] for r in rows)}
     return {"repeat": repeat, "pages": rows, "by_parser": by_parser, "total": totals(rows),
-            "modern_goodreads": modern_goodreads(rows)}
+            "modern_goodreads": modern_goodreads(rows), "ran_with": ran_with.NO_SERVICE}
 
 
 def print_table(result: dict) -> None:
@@ -171,6 +172,7 @@ def print_table(result: dict) -> None:
     for name, total in [*result["by_parser"].items(), ("all", result["total"])]:
         print_totals(name, total)
     print_target(result["modern_goodreads"])
+    print(ran_with.describe(result.get("ran_with", ran_with.NO_SERVICE)))
 
 
 def print_totals(name: str, t: dict) -> None:

@@ -2,7 +2,9 @@
 
 The site is a FixtureServer (a trustme test CA) that plays www.goodreads.com and the news
 sites: any /book/show/<n> path gets one of the saved modern Goodreads book pages, any path of
-a news host that site's saved front page. Pages come from the real saved pages beside the
+a news host that site's saved front page, any path of an extra host (the generic sites of
+the polite bench) a small HTML page with a <title>, and /robots.txt a real robots.txt
+allowing everything, so a service that reads robots.txt gets rules, not a page. Pages come from the real saved pages beside the
 project (tests/pages.py) or, when those are absent, from the project's own fixtures.
 The service is gunicorn + `python -m jobs.worker`, started as the Procfile starts them.
 """
@@ -13,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from html import escape
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -33,6 +36,9 @@ FIXTURE_FRONTS = {"www.bbc.com": "bbc-next-2023.html", "www.bbc.co.uk": "bbc-gel
                   "www.theguardian.com": "guardian-2017.html", "www.washingtonpost.com": "wapo-2023.html",
                   "www.wsj.com": "wsj-2018.html"}
 HTML = {"Content-Type": "text/html; charset=utf-8"}
+ROBOTS_TXT = Reply(200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain; charset=utf-8"})
+GENERIC_PAGE = ("<!doctype html><html><head><title>Bench page {path} on {host}</title></head>"
+                "<body><h1>Bench page</h1><p>A small generic page of {host}.</p></body></html>")
 # What the bench measures is the pipeline, not our politeness towards one local host.
 FAST_SETTINGS = {
     "FETCH_HOST_DELAY": "0", "FETCH_HOST_CONCURRENCY": "64", "ROBOTS_TXT": "false", "RATE_LIMITS": "false",
@@ -78,6 +84,11 @@ def book_urls(count: int, start: int = 1) -> list[str]:
     return [f"https://{GOODREADS_HOST}/book/show/{n}" for n in range(start, start + count)]
 
 
+def generic_hosts(count: int) -> tuple[str, ...]:
+    """Names of other sites (ALLOW_ANY_SITE), all played by the local site: site-01.bench.test, ..."""
+    return tuple(f"site-{n:02d}.bench.test" for n in range(1, count + 1))
+
+
 def news_urls(count: int, start: int = 1) -> list[str]:
     """Section fronts spread over the news hosts (a front page is a root or a short section path)."""
     return [f"https://{NEWS_HOSTS[n % len(NEWS_HOSTS)]}/news/section-{n}" for n in range(start, start + count)]
@@ -86,10 +97,12 @@ def news_urls(count: int, start: int = 1) -> list[str]:
 class LocalSite:
     """The HTTPS fixture site that plays every benchmarked host."""
 
-    def __init__(self, pages: PageSet, folder: Path):
+    def __init__(self, pages: PageSet, folder: Path, extra_hosts: tuple[str, ...] = ()):
         self.pages = pages
-        self.server = FixtureServer([*SITE_HOSTS, "127.0.0.1"])
+        self.extra_hosts = extra_hosts  # generic sites: their TLS name is in the certificate too
+        self.server = FixtureServer([*SITE_HOSTS, *extra_hosts, "127.0.0.1"])
         self.server.fallback = self._serve
+        self.server.routes["/robots.txt"] = ROBOTS_TXT
         self.ca_bundle = self.server.write_ca_bundle(folder / "site-ca.pem")
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
@@ -97,6 +110,8 @@ class LocalSite:
         send_reply(handler, Reply(200, self.body_for(host, handler.path), HTML))
 
     def body_for(self, host: str, path: str) -> bytes:
+        if host in self.extra_hosts:
+            return GENERIC_PAGE.format(host=host, path=escape(path.split("?")[0])).encode()
         if host in self.pages.fronts:
             return self.pages.fronts[host]
         digits = "".join(c for c in path.rsplit("/", 1)[-1] if c.isdigit()) or "0"
@@ -104,7 +119,8 @@ class LocalSite:
 
     def fetch_env(self) -> dict[str, str]:
         """What the service needs to reach this site for every benchmarked host."""
-        return {"FETCH_CONNECT_TO": self.server.connect_to(*SITE_HOSTS), "FETCH_CA_BUNDLE": str(self.ca_bundle)}
+        hosts = (*SITE_HOSTS, *self.extra_hosts)
+        return {"FETCH_CONNECT_TO": self.server.connect_to(*hosts), "FETCH_CA_BUNDLE": str(self.ca_bundle)}
 
     def local_url(self, url: str) -> tuple[str, str]:
         """(the URL on this server, the Host header): how the baselines reach it without a resolver."""
@@ -146,10 +162,11 @@ class Stack:
 
 
 @contextmanager
-def running_stack(pages: PageSet | None = None) -> Iterator[Stack]:
+def running_stack(pages: PageSet | None = None, extra_hosts: tuple[str, ...] = ()) -> Iterator[Stack]:
+    """extra_hosts: generic sites the local site plays too (each a small page with a <title>)."""
     folder = Path(tempfile.mkdtemp(prefix="metaparse-bench-"))
     redis = RedisServer(appendonly=False, data_dir=folder).start()
-    site = LocalSite(pages or PageSet.load(), folder)
+    site = LocalSite(pages or PageSet.load(), folder, extra_hosts)
     site.server.start()
     stack = Stack(folder, redis, site)
     try:

@@ -153,7 +153,7 @@ def page_data() -> dict:
 # ---- 1. hypothesis: submissions ---------------------------------------------------------------
 
 
-@settings(max_examples=1500, **FUZZ)
+@settings(max_examples=1000, **FUZZ)
 @given(app_name=APPS, endpoint=ENDPOINTS, body=SUBMISSIONS, ascii_only=st.booleans())
 @example(app_name="default", endpoint="/parse", body=["https://www.bbc.com/\ud800"], ascii_only=True)
 @example(app_name="open", endpoint="/parse", body=["https://example.com/?q=\ud800"], ascii_only=True)
