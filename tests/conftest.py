@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server for the session, a clean database per test, the app."""
+"""Shared fixtures: a real redis-server for the session, a clean database per test, the app;
+and the CI=true rules for missing prerequisites (tests/support/prerequisites.py)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import pytest
 from redis import Redis
 
 from server import create_app
+from tests.support.prerequisites import pytest_runtest_makereport, pytest_sessionstart  # noqa: F401 (hooks)
 from tests.support.redis_server import RedisServer
 
 

@@ -15,7 +15,6 @@ import html
 import re
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -35,6 +34,7 @@ from server import create_app
 from sources import route
 from tests.support.dashboard_urls import basic_auth, concrete, dashboard_rules
 from tests.support.fixture_server import FixtureServer, Reply
+from tests.support.prerequisites import BROWSER_REASON, CHROMEDRIVER, CHROMIUM, have_browser
 from tests.support.redis_server import RedisServer
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -44,9 +44,7 @@ HOSTILE_BOOK = "https://www.goodreads.com/book/show/666"
 OTHER_BOOK = "https://www.goodreads.com/book/show/42"
 CREDENTIALS = {"RQSTATUS_USER": "operator", "RQSTATUS_PASSWORD": "s3cret"}
 XHR = {"X-Requested-With": "XMLHttpRequest"}  # what jQuery adds to the dashboard's own $.post
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-needs_browser = pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-                                   reason="needs Debian's chromium and chromium-driver (scripts/ensure-browser)")
+needs_browser = pytest.mark.skipif(not have_browser(), reason=BROWSER_REASON)
 
 
 @pytest.fixture
@@ -369,8 +367,8 @@ def directives(policy: str) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip("needs Debian's chromium and chromium-driver (scripts/ensure-browser)")
+    if not have_browser():
+        pytest.skip(BROWSER_REASON)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

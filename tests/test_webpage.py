@@ -28,16 +28,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from sources import Unsupported, route
 from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply
+from tests.support.prerequisites import BROWSER_REASON, CHROMEDRIVER, CHROMIUM, have_browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-        reason=f"browser tests need Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}); "
-               "run ./scripts/ensure-browser as root to install them",
-    ),
+    pytest.mark.skipif(not have_browser(), reason=BROWSER_REASON),
 ]
 
 FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html"
