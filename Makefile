@@ -11,9 +11,13 @@ PIPENV_VERSION := 2026.10.3
 run: $(SYNCED)
 	$(VENV_PYTHON) launch.py
 
+# Tests run in TEST_PROCESSES pytest processes side by side (pytest-xdist), each test file
+# whole in one of them: most of the suite's time is real processes waiting on real clocks.
+TEST_PROCESSES ?= 2
+
 test: $(SYNCED)
 	./scripts/ensure-browser
-	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+	$(VENV_PYTHON) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 $(SYNCED): Pipfile.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 from redis import Redis
@@ -13,11 +14,26 @@ from tests.support.prerequisites import pytest_runtest_makereport, pytest_sessio
 from tests.support.redis_server import RedisServer
 
 
+def database_of_test_process(url: str, worker_id: str) -> str:
+    """url itself for a lone pytest; for pytest-xdist's process gwN, the database N further on,
+    so the processes running tests side by side never flush each other's keys."""
+    if not worker_id.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if parts.scheme == "unix":
+        query["db"] = str(int(query.get("db", 0)) + int(worker_id[2:]))
+        return f"unix://{parts.netloc}{parts.path}?{urlencode(query)}"  # urlunsplit would drop the empty host
+    database = int(parts.path.strip("/") or 0) + int(worker_id[2:])
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """REDIS_URL when set (its database is flushed per test: point it at a scratch one), else our own server."""
+def redis_url(worker_id: str) -> Iterator[str]:
+    """REDIS_URL when set (its databases are flushed per test: point it at scratch ones, one per
+    test process), else our own server."""
     if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
+        yield database_of_test_process(os.environ["REDIS_URL"], worker_id)
         return
     server = RedisServer(appendonly=False).start()
     yield server.url

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from config import PROJECT_ROOT
+from tests.conftest import database_of_test_process
 
 SKIPPING_TESTS = '''
 import pytest
@@ -91,3 +92,11 @@ def test_outside_ci_a_missing_browser_only_skips_the_browser_tests(tmp_path):
     run = run_ensure_browser(tmp_path, ci=False)
     assert run.returncode == 0
     assert "browser tests will be skipped" in run.stderr
+
+
+def test_test_processes_side_by_side_each_flush_a_database_of_their_own():
+    assert database_of_test_process("redis://:pw@127.0.0.1:6380/3", "master") == "redis://:pw@127.0.0.1:6380/3"
+    assert database_of_test_process("redis://127.0.0.1:6380/3", "gw0") == "redis://127.0.0.1:6380/3"
+    assert database_of_test_process("redis://127.0.0.1:6380/3", "gw1") == "redis://127.0.0.1:6380/4"
+    assert database_of_test_process("rediss://h:6380", "gw2") == "rediss://h:6380/2"
+    assert database_of_test_process("unix:///run/redis.sock?db=1", "gw1") == "unix:///run/redis.sock?db=2"
