@@ -372,8 +372,10 @@ def match_horses(result: Run, redis_url: str) -> None:
     for outcome in result.outcomes.values():
         job = fetch_job(connection, outcome.job["job_id"])
         parent = worker_pid.get(job.worker_name) if job is not None else None
-        started, ended = iso(outcome.job["started_at"]).timestamp(), iso(outcome.job["ended_at"]).timestamp() + 0.05
-        # RQ forks the horse, then the job is marked started: the horse alive at started_at
+        started, ended = iso(outcome.job["started_at"]).timestamp(), iso(outcome.job["ended_at"]).timestamp() + 5
+        # RQ forks the horse, then the job is marked started: the horse alive at started_at. Its
+        # worker forks the next horse only after this one exits, so started alone tells them
+        # apart; the horse exits after writing ended_at, late on a loaded box (hence the 5 s).
         horses = [f["pid"] for f in forks if f["ppid"] == parent and f["pid"] in exits
                   and f["t"] <= started <= exits[f["pid"]]["t"] <= ended]
         if len(horses) == 1:
