@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
@@ -24,6 +23,7 @@ from jobs.ticker import ensure_ticking
 from server import create_app
 from storage import Storage, make_record
 from tests.support.fixture_server import FixtureServer, Reply
+from tests.support.job_runs import BurstWorker
 
 BOOK = "https://www.goodreads.com/book/show/7"
 NEWS = "https://www.bbc.com/news"
@@ -76,7 +76,7 @@ def fake_parsers(monkeypatch):
 
 def work(redis_client) -> None:
     queues = [make_queue(name, redis_client) for name in QUEUE_NAMES]
-    SimpleWorker(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    BurstWorker(queues, connection=redis_client, serializer=JSONSerializer).work(burst=True)
 
 
 def verify(headers: dict[str, str], body: bytes) -> bool:
@@ -159,17 +159,38 @@ def test_signature_helper_matches_the_documented_scheme():
 # ---- re-crawl, ticker, snapshots --------------------------------------------------------------
 
 
-def test_submitted_news_pages_are_recrawled_until_nobody_wants_them(client, redis_client, env):
-    client.post("/parse", json=[NEWS])
-    make_queue("news", redis_client).empty()
+def submit_news_page(env: dict[str, str]) -> tuple[float, float]:
+    """POST the news front page through an app with env's settings; the times just before and after."""
+    before = time.time()
+    create_app(env).test_client().post("/parse", json=[NEWS])
+    return before, time.time()
+
+
+@pytest.mark.parametrize("interval", [None, 120], ids=["default", "NEWS_RECRAWL_INTERVAL=120"])
+def test_a_submitted_news_page_is_recrawled_every_interval_even_while_fresh(interval, redis_client, env):
+    every = interval or 900  # NEWS_RECRAWL_INTERVAL's default
+    env = {**env, "NEWS_RECRAWL_INTERVAL": str(interval)} if interval else env
+    settings, news_queue = load_settings(env), make_queue("news", redis_client)
+    before, after = submit_news_page(env)
+    news_queue.empty()
+    # Fetched a moment ago and fresh for 15 minutes: the re-crawl must fetch it all the same.
+    Storage(redis_client).save_record(make_record(NEWS, "news_headlines", "done", "1", data={"headlines": []}), 3600)
+    assert recrawl.run_due(redis_client, settings, before + every - 1) == 0
+    assert recrawl.run_due(redis_client, settings, after + every) == 1
+    assert news_queue.count == 1
+    assert recrawl.run_due(redis_client, settings, after + 2 * every - 1) == 0  # the next one, an interval on
+    assert recrawl.run_due(redis_client, settings, after + 2 * every) == 1
+
+
+@pytest.mark.parametrize("wanted_for", [None, 3600], ids=["default", "NEWS_RECRAWL_FOR=3600"])
+def test_a_news_page_nobody_submitted_for_news_recrawl_for_drops_off_the_schedule(wanted_for, redis_client, env):
+    lasts = wanted_for or 7 * 86400  # NEWS_RECRAWL_FOR's default
+    env = {**env, "NEWS_RECRAWL_FOR": str(wanted_for)} if wanted_for else env
     settings = load_settings(env)
-    now = time.time()
-    assert recrawl.run_due(redis_client, settings, now) == 0  # not due yet
-    assert recrawl.run_due(redis_client, settings, now + settings.news_recrawl_interval + 1) == 1
-    assert make_queue("news", redis_client).count == 1
-    later = now + settings.news_recrawl_for + 10 * settings.news_recrawl_interval
-    assert recrawl.run_due(redis_client, settings, later) == 0  # forgotten: no client asked for a week
-    assert Storage(redis_client).due_recrawls(later + 10**6) == []
+    before, after = submit_news_page(env)
+    assert recrawl.run_due(redis_client, settings, before + lasts) == 1  # submitted within NEWS_RECRAWL_FOR
+    assert recrawl.run_due(redis_client, settings, after + lasts + settings.news_recrawl_interval) == 0
+    assert Storage(redis_client).due_recrawls(after + 10 * lasts) == []  # forgotten
 
 
 def test_goodreads_pages_are_not_recrawled(client, redis_client, env):
