@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -29,6 +30,7 @@ BOOK = "https://www.goodreads.com/book/show/7"
 NEWS = "https://www.bbc.com/news"
 HOOK = "https://hooks.example.com/done"
 SECRET = "hook-secret"
+DELIVERY_SCHEDULE = [5, 30, 120, 600, 1800]  # README: retried "with backoff (5 s to 30 min)"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def site():
 @pytest.fixture
 def env(site, base_env, tmp_path: Path, monkeypatch) -> dict[str, str]:
     values = {
-        **base_env, "CALLBACK_SECRET": SECRET, "FETCH_RETRIES": "2",
+        **base_env, "CALLBACK_SECRET": SECRET, "FETCH_RETRIES": "2", "FETCH_HOST_DELAY": "0",
         "FETCH_CONNECT_TO": site.connect_to("www.goodreads.com", "www.bbc.com", "hooks.example.com"),
         "FETCH_CA_BUNDLE": str(site.write_ca_bundle(tmp_path / "ca.pem")),
     }
@@ -96,6 +98,7 @@ def test_finished_batch_is_posted_once_and_signed(client, redis_client, site):
     assert abs(int(headers["X-Metaparse-Timestamp"]) - time.time()) < 60
     payload = json.loads(body)
     assert payload["batch_id"] == batch_id and payload["finished"] is True and payload["counts"] == {"done": 1}
+    assert payload == client.get(f"/batches/{batch_id}").get_json()  # the batch as GET /batches answers it
     work(redis_client)  # nothing left to send
     assert len(site.posts["/done"]) == 1
 
@@ -127,6 +130,87 @@ def test_receiver_errors_are_retried_and_4xx_is_final(client, redis_client, site
     job = fetch_job(redis_client, f"callback-{batch_id}")
     assert job.get_status() == JobStatus.FAILED and job.retries_left == 0
     assert len(site.posts["/done"]) == 2
+
+
+def submit_finished_batch(client, redis_client, callback_url: str = HOOK) -> str:
+    """A batch whose only page is stored already, so its callback is due at once; its id."""
+    Storage(redis_client).save_record(make_record(BOOK, "goodreads_book", "done", "1", data={"title": "x"}), 3600)
+    return client.post("/parse", json={"urls": [BOOK], "callback_url": callback_url}).get_json()["batch_id"]
+
+
+def attempt_delivery(redis_client, batch_id: str) -> tuple[Job, float | None]:
+    """Run the batch's callback job now (a scheduled retry is moved up): the job, and the seconds
+    from this attempt to the retry RQ scheduled (None when it scheduled none)."""
+    job = fetch_job(redis_client, f"callback-{batch_id}")
+    scheduled = ScheduledJobRegistry(CALLBACK_QUEUE, connection=redis_client)
+    if job.get_status() == JobStatus.SCHEDULED:
+        scheduled.remove(job)
+        make_queue(CALLBACK_QUEUE, redis_client).enqueue_job(job)
+    attempted_at = datetime.now(timezone.utc)
+    work(redis_client)
+    job = fetch_job(redis_client, job.id)
+    if job.get_status() != JobStatus.SCHEDULED:
+        return job, None
+    return job, (scheduled.get_scheduled_time(job) - attempted_at).total_seconds()
+
+
+def test_an_undelivered_callback_is_retried_on_the_documented_backoff_then_given_up(client, redis_client, site):
+    site.routes["/done"] = Reply(503, b"busy", {})
+    batch_id = submit_finished_batch(client, redis_client)
+    for interval in DELIVERY_SCHEDULE:
+        job, waits = attempt_delivery(redis_client, batch_id)
+        # RQ schedules in whole seconds: the retry may be due up to 1 s before attempt + interval.
+        assert waits is not None and interval - 1 <= waits <= interval + 5, (interval, waits)
+    job, waits = attempt_delivery(redis_client, batch_id)
+    assert job.get_status() == JobStatus.FAILED and waits is None
+    assert len(site.posts["/done"]) == len(DELIVERY_SCHEDULE) + 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 501, 502, 503, 504, 507, 599])
+def test_a_receiver_answering_429_or_5xx_is_tried_again(status, client, redis_client, site):
+    site.routes["/done"] = Reply(status, b"later", {})
+    job, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == len(DELIVERY_SCHEDULE) - 1
+    assert waits is not None and DELIVERY_SCHEDULE[0] - 1 <= waits <= DELIVERY_SCHEDULE[0] + 5
+
+
+@pytest.mark.parametrize("retry_after,waits_for", [("100", 100), ("7200", 1800)])
+def test_a_receivers_retry_after_is_honoured_up_to_the_schedules_last_step(retry_after, waits_for, client,
+                                                                          redis_client, site):
+    site.routes["/done"] = Reply(429, b"slow down", {"Retry-After": retry_after})
+    job, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
+    assert waits is not None and waits_for - 1 <= waits <= waits_for + 5
+
+
+def test_an_unreachable_receiver_is_tried_again(client, redis_client, env, monkeypatch):
+    with socket.socket() as unused:  # a port nobody listens on: the connection is refused
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("FETCH_CONNECT_TO", f"hooks.example.com:443:127.0.0.1:{port}")
+    job, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == len(DELIVERY_SCHEDULE) - 1
+    assert waits is not None and DELIVERY_SCHEDULE[0] - 1 <= waits <= DELIVERY_SCHEDULE[0] + 5
+
+
+@pytest.mark.parametrize("status", [302, 400, 401, 404, 408, 410, 422])
+def test_any_other_answer_from_the_receiver_is_final(status, client, redis_client, site):
+    site.routes["/done"] = Reply(status, b"no", {"Location": "https://hooks.example.com/elsewhere"})
+    job, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
+    assert job.get_status() == JobStatus.FAILED and waits is None
+    assert len(site.posts["/done"]) == 1 and "/elsewhere" not in site.posts  # a redirect is not followed
+
+
+def test_a_callback_url_whose_name_resolves_to_a_private_address_is_never_posted(client, redis_client, monkeypatch):
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebound(host, *args, **kwargs):  # the receiver's name answers with a loopback address
+        return real_getaddrinfo("127.0.0.1" if host == "rebound.example.com" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    batch_id = submit_finished_batch(client, redis_client, "https://rebound.example.com/hook")
+    job, waits = attempt_delivery(redis_client, batch_id)
+    assert job.get_status() == JobStatus.FAILED and waits is None
+    assert "BlockedAddress" in job.latest_result().exc_string
 
 
 def test_the_sweep_catches_a_batch_whose_check_was_missed(client, redis_client, site, env):
