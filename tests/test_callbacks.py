@@ -18,7 +18,7 @@ import jobs.tasks
 import parsers
 from config import load_settings
 from jobs import recrawl
-from jobs.callbacks import sign
+from jobs.callbacks import sign, sweep
 from jobs.queues import CALLBACK_QUEUE, MAINTENANCE_QUEUE, QUEUE_NAMES, fetch_job, make_queue
 from jobs.ticker import ensure_ticking
 from server import create_app
@@ -109,6 +109,16 @@ def test_a_batch_of_cached_pages_calls_back_at_once(client, redis_client, site):
     assert body["accepted"][0]["status"] == "cached"
     work(redis_client)
     assert json.loads(site.posts["/done"][0][1])["counts"] == {"done": 1}
+
+
+def test_no_callback_until_every_url_of_the_batch_is_finished(client, redis_client, site):
+    Storage(redis_client).save_record(make_record(BOOK, "goodreads_book", "done", "1", data={"title": "x"}), 3600)
+    batch_id = client.post("/parse", json={"urls": [BOOK, NEWS], "callback_url": HOOK}).get_json()["batch_id"]
+    assert sweep(redis_client) == 0 and fetch_job(redis_client, f"callback-{batch_id}") is None  # the news page is queued
+    site.routes["/news"] = Reply(body=b"<html><title>alpha</title></html>")
+    work(redis_client)
+    [(_, body)] = site.posts["/done"]
+    assert json.loads(body)["counts"] == {"done": 2}
 
 
 def test_failed_pages_count_as_finished(client, redis_client, site):
@@ -218,8 +228,6 @@ def test_the_sweep_catches_a_batch_whose_check_was_missed(client, redis_client, 
     # As if the page job's own check had raced a sibling: the record is there, no callback yet.
     make_queue("goodreads", redis_client).empty()
     Storage(redis_client).save_record(make_record(BOOK, "goodreads_book", "done", "1", data={"title": "x"}), 3600)
-    from jobs.callbacks import sweep
-
     assert sweep(redis_client) == 1 and sweep(redis_client) == 0
     work(redis_client)
     assert json.loads(site.posts["/done"][0][1])["batch_id"] == batch_id
