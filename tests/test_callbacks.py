@@ -8,6 +8,7 @@ import socket
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from rq.job import Job, JobStatus
@@ -15,6 +16,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 import jobs.tasks
+import jobs.ticker
 import parsers
 from config import load_settings
 from jobs import recrawl
@@ -297,14 +299,24 @@ def test_one_tick_chain_however_often_it_is_ensured(redis_client):
     assert len(scheduled) == 1 and scheduled[0].startswith("tick-")
 
 
-def test_tick_runs_maintenance_and_schedules_the_next(redis_client, env):
-    queue = make_queue(MAINTENANCE_QUEUE, redis_client)
-    queue.enqueue("jobs.ticker.tick", job_id="tick-now")
-    started = time.time()
+@pytest.mark.parametrize("every", [None, 20], ids=["default", "TICK_SECONDS=20"])
+def test_a_tick_recrawls_sweeps_callbacks_and_schedules_the_next_tick(every, client, redis_client, monkeypatch):
+    period = every or 5  # TICK_SECONDS's default
+    if every:
+        monkeypatch.setenv("TICK_SECONDS", str(every))
+    client.post("/parse", json=[NEWS])
+    Storage(redis_client).schedule_recrawl(NEWS, time.time())  # its re-crawl is due
+    # A finished batch whose callback check was missed: the tick's sweep finds it.
+    client.post("/parse", json={"urls": [BOOK], "callback_url": HOOK})
+    make_queue("goodreads", redis_client).empty()
+    Storage(redis_client).save_record(make_record(BOOK, "goodreads_book", "done", "1", data={"title": "x"}), 3600)
+    tick_time = (int(time.time()) // 100 + 10) * 100 + 2.5  # the tick's clock: 2.5 s past a round time
+    monkeypatch.setattr(jobs.ticker, "time", SimpleNamespace(time=lambda: tick_time))
+    make_queue(MAINTENANCE_QUEUE, redis_client).enqueue("jobs.ticker.tick", job_id="tick-now")
     work(redis_client)
-    assert fetch_job(redis_client, "tick-now").return_value() == {"recrawled": 0, "callbacks": 0}
-    [next_tick] = ScheduledJobRegistry(MAINTENANCE_QUEUE, connection=redis_client).get_job_ids()
-    assert int(next_tick.removeprefix("tick-")) > started
+    assert fetch_job(redis_client, "tick-now").return_value() == {"recrawled": 1, "callbacks": 1}
+    next_tick = (int(tick_time) // period + 1) * period  # the next whole multiple of TICK_SECONDS
+    assert f"tick-{next_tick}" in ScheduledJobRegistry(MAINTENANCE_QUEUE, connection=redis_client).get_job_ids()
 
 
 def test_info_since_lists_the_new_headlines(client, redis_client, site):
