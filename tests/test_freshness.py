@@ -15,7 +15,8 @@ import pytest
 
 import parsers
 from config import load_settings
-from jobs.queues import Submitter, is_fresh, make_queue
+from jobs import crashsafe
+from jobs.queues import Submitter, fetch_job, is_fresh, make_queue
 from server import create_app
 from sources import route
 from storage import Storage, batch_key, make_record, record_key
@@ -105,12 +106,22 @@ def test_a_saved_record_is_kept_while_fresh_then_record_retention_more(kind, ret
     assert_kept_for(redis_client, url, fresh_for + (retention or DEFAULT_RETENTION))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_failed_record_is_kept_as_long_as_a_done_one(kind, site, worker_env, redis_client):
-    url, _, fresh_for = KINDS[kind]
-    env = worker_env()
+def fail_by_404(site: FixtureServer, redis_client, env: dict[str, str], url: str) -> None:
     serve(site, url, Reply(404, b"gone"))
     run_page_job(redis_client, env, url)
+
+
+def fail_by_a_dead_worker(site: FixtureServer, redis_client, env: dict[str, str], url: str) -> None:
+    """What the worker pool records when the worker running the job died on its last try."""
+    submission = Submitter(redis_client, load_settings(env)).submit(route(url, allow_any_site=True))
+    crashsafe.record_crash(fetch_job(redis_client, submission.job_id), "killed")
+
+
+@pytest.mark.parametrize("fail", [fail_by_404, fail_by_a_dead_worker], ids=["site-answers-404", "worker-died"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_failed_record_is_kept_as_long_as_a_done_one(kind, fail, site, worker_env, redis_client):
+    url, _, fresh_for = KINDS[kind]
+    fail(site, redis_client, worker_env(), url)
     assert Storage(redis_client).load_record(url)["status"] == "failed"
     assert_kept_for(redis_client, url, fresh_for + DEFAULT_RETENTION)
 
