@@ -116,7 +116,8 @@ def test_a_batch_of_cached_pages_calls_back_at_once(client, redis_client, site):
 def test_no_callback_until_every_url_of_the_batch_is_finished(client, redis_client, site):
     Storage(redis_client).save_record(make_record(BOOK, "goodreads_book", "done", "1", data={"title": "x"}), 3600)
     batch_id = client.post("/parse", json={"urls": [BOOK, NEWS], "callback_url": HOOK}).get_json()["batch_id"]
-    assert sweep(redis_client) == 0 and fetch_job(redis_client, f"callback-{batch_id}") is None  # the news page is queued
+    # The news page is still queued: no callback yet.
+    assert sweep(redis_client) == 0 and fetch_job(redis_client, f"callback-{batch_id}") is None
     site.routes["/news"] = Reply(body=b"<html><title>alpha</title></html>")
     work(redis_client)
     [(_, body)] = site.posts["/done"]
@@ -190,11 +191,11 @@ def test_a_receiver_answering_429_or_5xx_is_tried_again(status, client, redis_cl
 def test_a_receivers_retry_after_is_honoured_up_to_the_schedules_last_step(retry_after, waits_for, client,
                                                                           redis_client, site):
     site.routes["/done"] = Reply(429, b"slow down", {"Retry-After": retry_after})
-    job, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
+    _, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
     assert waits is not None and waits_for - 1 <= waits <= waits_for + 5
 
 
-def test_an_unreachable_receiver_is_tried_again(client, redis_client, env, monkeypatch):
+def test_an_unreachable_receiver_is_tried_again(client, redis_client, monkeypatch):
     with socket.socket() as unused:  # a port nobody listens on: the connection is refused
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]

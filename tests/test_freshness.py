@@ -133,10 +133,9 @@ def test_a_failed_record_is_kept_as_long_as_a_done_one(kind, fail, site, worker_
 def test_a_record_is_fresh_until_its_documented_age(kind):
     url, _, fresh_for = KINDS[kind]
     record = make_record(url, kind, "done", parsers.PARSER_VERSION, data={})
-    ttl = route(url, allow_any_site=True).ttl
-    at_age = lambda seconds: record["fetched_at"] + timedelta(seconds=seconds)  # noqa: E731
-    assert is_fresh(record, ttl, now=at_age(fresh_for - 1))
-    assert not is_fresh(record, ttl, now=at_age(fresh_for + 1))
+    ttl, fetched_at = route(url, allow_any_site=True).ttl, record["fetched_at"]
+    assert is_fresh(record, ttl, now=fetched_at + timedelta(seconds=fresh_for - 1))
+    assert not is_fresh(record, ttl, now=fetched_at + timedelta(seconds=fresh_for + 1))
 
 
 @pytest.mark.parametrize("age_past_fresh,refresh,answer", [
