@@ -91,11 +91,18 @@ def deliver(batch_id: str) -> dict:
     try:
         status = context.fetcher.post(batch["callback_url"], body, headers)
     except Exception as exc:
-        retrying = will_retry(job, exc, len(DELIVERY_RETRY_INTERVALS))
+        retrying = will_retry(job, exc, len(DELIVERY_RETRY_INTERVALS), delivery_delay)
         log.warning("callback for batch %s failed (%s): %s", batch_id, "will retry" if retrying else "final", exc)
         raise
     log.info("callback for batch %s delivered to %s: HTTP %s", batch_id, batch["callback_url"], status)
     return {"batch_id": batch_id, "delivered": True, "status": status}
+
+
+def delivery_delay(failures: int, retry_after: float | None = None) -> int:
+    """Seconds before the next POST after `failures` failed ones: DELIVERY_RETRY_INTERVALS, or
+    the receiver's Retry-After when that is later, up to the schedule's last step."""
+    scheduled = DELIVERY_RETRY_INTERVALS[min(failures, len(DELIVERY_RETRY_INTERVALS)) - 1]
+    return max(scheduled, min(round(retry_after or 0), DELIVERY_RETRY_INTERVALS[-1]))
 
 
 def signed_headers(settings: Settings, body: bytes) -> dict[str, str]:

@@ -84,7 +84,7 @@ class Fetcher:
         with Deadline(self.settings.fetch_deadline) as deadline:
             try:
                 with self._send(url, "POST", body, headers) as response:
-                    check_status(response)
+                    check_receiver_status(response)
                     return response.status_code
             except FetchError:
                 raise
@@ -214,6 +214,18 @@ def check_status(response: requests.Response) -> None:
     if 200 <= status < 300:
         return
     if status in TRANSIENT_STATUSES:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise TransientFetchError(f"HTTP {status} from {response.url}", retry_after=retry_after, status=status)
+    raise HttpStatusError(status, f"HTTP {status} from {response.url}")
+
+
+def check_receiver_status(response: requests.Response) -> None:
+    """Return for 2xx. A receiver of POSTs asks for a later try with 429 or any 5xx (README:
+    completion callbacks); any other answer, a redirect included, is final."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status == 429 or 500 <= status < 600:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise TransientFetchError(f"HTTP {status} from {response.url}", retry_after=retry_after, status=status)
     raise HttpStatusError(status, f"HTTP {status} from {response.url}")

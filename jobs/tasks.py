@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from storage import Storage, make_record
 
 log = logging.getLogger(__name__)
 MAX_HOST_BUSY_RETRIES = 50  # a host busy for this many tries in a row fails the job
+RetryDelay = Callable[[int, float | None], int]  # (failures so far, Retry-After) -> seconds to the next try
 
 
 @dataclass
@@ -110,9 +112,9 @@ def _record_failure(job: Job, storage: Storage, url: str, kind: str, exc: Except
     return True
 
 
-def will_retry(job: Job, exc: Exception, max_retries: int) -> bool:
-    """Whether RQ will retry after exc, and when: RQ reads retries_left and retry_intervals
-    from this very job object when it handles the failure."""
+def will_retry(job: Job, exc: Exception, max_retries: int, delay: RetryDelay = backoff_seconds) -> bool:
+    """Whether RQ will retry after exc, and when (delay(failures so far, the answer's Retry-After)):
+    RQ reads retries_left and retry_intervals from this very job object when it handles the failure."""
     if not (isinstance(exc, JobError) and exc.transient):
         job.retries_left = 0  # a permanent error: no retry
     elif isinstance(exc, HostBusy) and job.meta.get("host_busy", 0) < MAX_HOST_BUSY_RETRIES:
@@ -122,7 +124,7 @@ def will_retry(job: Job, exc: Exception, max_retries: int) -> bool:
         job.retries_left = (job.retries_left or 0) + 1
     if job.retries_left:
         failures = max_retries - job.retries_left + 1
-        job.retry_intervals = [backoff_seconds(failures, getattr(exc, "retry_after", None))]
+        job.retry_intervals = [delay(failures, getattr(exc, "retry_after", None))]
     return bool(job.retries_left)
 
 

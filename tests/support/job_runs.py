@@ -23,6 +23,17 @@ BOOK_URL = "https://www.goodreads.com/book/show/42"
 BOOK_PATH = "/book/show/42"
 
 
+class BurstWorker(SimpleWorker):
+    """A SimpleWorker without its pub/sub channel: nobody sends commands to a burst in this
+    process, and stopping the channel's thread costs a second at the end of every burst."""
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+
 def goodreads_site() -> Iterator[FixtureServer]:
     """For a module fixture (`yield from goodreads_site()`): an HTTPS "www.goodreads.com"."""
     server = FixtureServer(["www.goodreads.com"]).start()
@@ -31,16 +42,18 @@ def goodreads_site() -> Iterator[FixtureServer]:
 
 
 def worker_env(site: FixtureServer, redis_url: str, tmp_path: Path, monkeypatch, retries: int,
-               clear_routes: bool = True, clear_hits: bool = False) -> dict[str, str]:
+               clear_routes: bool = True, clear_hits: bool = False, hosts: tuple[str, ...] = ("www.goodreads.com",),
+               settings: dict[str, str] | None = None) -> dict[str, str]:
     """The job's settings, read from the environment like a worker's: set there (monkeypatch
-    undoes it) and jobs.tasks' cached context dropped so the job rebuilds them. The site's
-    routes (and, with clear_hits, its hit counts) are reset for the test."""
+    undoes it) and jobs.tasks' cached context dropped so the job rebuilds them. The site plays
+    `hosts`; `settings` adds other variables. The site's routes (and, with clear_hits, its hit
+    counts) are reset for the test."""
     if clear_routes:
         site.routes.clear()
     if clear_hits:
         site.hits.clear()
     env = {
-        "REDIS_URL": redis_url, **site.fetch_env(tmp_path, "www.goodreads.com"), "FETCH_RETRIES": str(retries),
+        "REDIS_URL": redis_url, **site.fetch_env(tmp_path, *hosts), "FETCH_RETRIES": str(retries), **(settings or {}),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
