@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def network_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every reach for the network, recorded (a parser that swallows the error still shows here)."""
     calls: list[str] = []
 
-    def refuse(name: str):
+    def refuse(name: str) -> Callable[..., None]:
         def refused(*args: object, **kwargs: object) -> None:
             calls.append(name)
             raise OSError(f"offline: {name}")
