@@ -7,7 +7,7 @@ tests/fixtures/goodreads/ holds small pages written for these tests (invented bo
   soft-404.html, signin.html   pages that must be refused
 Pages layered from the four single-source fixtures show each field's fall-through order, so
 a clone without the real saved pages still tests everything. The real pages are covered by
-tests/golden/goodreads-*.json (and one date check below, skipped when they are absent).
+tests/golden/goodreads-*.json and tests/parsers/test_real_pages.py (skipped when they are absent).
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 import parsers
 from errors import ParseError
 from parsers import goodreads
-from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "goodreads"
@@ -549,24 +548,6 @@ def test_placeholder_covers_are_not_covers() -> None:
     html = edit(fixture("jsonld"), "https://images.example.org/books/1000001-lantern.jpg",
                 "https://s.gr-assets.com/assets/nophoto/book/111x148.png")
     assert parse(html)["cover_url"] is None
-
-
-# ---------------------------------------------------------------------------------------
-# Real pages: Apollo dates against the dates the page shows (skipped without the pages)
-# ---------------------------------------------------------------------------------------
-
-def test_apollo_dates_match_the_visible_publication_line_on_real_pages() -> None:
-    checked = 0
-    for entry in manifest():
-        if entry.get("kind") != "goodreads_book" or "next" not in entry.get("layout", "") or "404" in entry["layout"]:
-            continue
-        html = read_page(entry["file"]).decode("utf-8")
-        data = goodreads.parse(html, entry["url"])
-        line = re.search(r'data-testid="publicationInfo">([^<]*)<', html).group(1)
-        field = "first_published" if line.lower().startswith("first") else "published"
-        assert data[field] == goodreads._parse_date(line), entry["file"]
-        checked += 1
-    assert checked >= 5
 
 
 # ---------------------------------------------------------------------------------------

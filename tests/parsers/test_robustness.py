@@ -17,15 +17,16 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from bs4 import BeautifulSoup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import parsers
 from errors import ParseError
-from parsers import base
+from parsers import base, tree
 from parsers.base import MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, limit_html, make_bounded_soup, make_soup
 from sources import source_for_url
-from tests.pages import PAGES_DIR, manifest, read_page
+from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys
 
 GOODREADS_URL = "https://www.goodreads.com/book/show/42399429-how-javascript-works"
@@ -93,9 +94,7 @@ def timed_parse(html: str | bytes, url: str, content_type: str | None) -> tuple[
 
 
 def real_pages() -> list[tuple[str, str]]:
-    """(file, url) of each saved real page, or skip when they are absent."""
-    if not (PAGES_DIR / "MANIFEST.json").is_file():
-        pytest.skip(f"real saved pages not found at {PAGES_DIR}")
+    """(file, url) of each saved real page, or skip (with tests/pages.py's reason) when they are absent."""
     return [(entry["file"], entry["url"]) for entry in manifest()]
 
 
@@ -298,6 +297,39 @@ def test_make_bounded_soup_flattens_only_past_max_depth() -> None:
         assert not flattener.called
         make_bounded_soup("<html><body>" + "<div>" * (MAX_DEPTH - 1) + "x")
         assert flattener.called
+
+
+# README's numbers written out: the tests above take the constants, which could drift from them.
+README_MAX_CHARS = 2_500_000
+README_MAX_DEPTH = 64
+
+
+def test_a_page_is_read_up_to_two_and_a_half_million_characters() -> None:
+    head = "<html><head><title>T</title></head><body><p>"
+    words = "abcd " * ((README_MAX_CHARS - len(head)) // 5 + 1000)  # a thousand words past the cap
+    kept = README_MAX_CHARS - len(head)
+    assert parsers.parse(head + words, GENERIC_URL)["word_count"] == -(-kept // 5)  # a cut word counts
+
+
+def nested_page(levels: int) -> str:
+    return "<html><body>" + "<div>" * (levels - 2) + "deep text"  # html and body are two levels
+
+
+def lxml_levels(doc: tree.Document) -> int:
+    return max(len(list(element.iterancestors())) + 1 for element in doc.elements())
+
+
+def soup_levels(soup: BeautifulSoup) -> int:
+    return max(len(list(tag.parents)) for tag in soup.find_all(True))  # the soup object is no level
+
+
+@pytest.mark.parametrize("levels", [README_MAX_DEPTH + 1, 10 * README_MAX_DEPTH])
+def test_both_trees_keep_64_levels_and_flatten_deeper_nesting_keeping_its_text(levels: int) -> None:
+    at_limit, deeper = nested_page(README_MAX_DEPTH), nested_page(levels)
+    assert lxml_levels(tree.build_document(at_limit)) == soup_levels(make_bounded_soup(at_limit)) == README_MAX_DEPTH
+    doc, soup = tree.build_document(deeper), make_bounded_soup(deeper)
+    assert lxml_levels(doc) == soup_levels(soup) == README_MAX_DEPTH
+    assert "deep text" in "".join(doc.nodes[0].itertext()) and "deep text" in soup.get_text()
 
 
 def test_limit_html_cuts_and_replaces_lone_surrogates_and_leaves_clean_text_alone() -> None:
