@@ -282,9 +282,10 @@ class PoliteSite:
             send_reply(handler, Reply(body=self.fronts.get(host, self.book)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def polite_service(module_redis_url, tmp_path_factory) -> Iterator[tuple[processes.Service, PoliteSite]]:
-    """gunicorn + `python -m jobs.worker` with the shipped politeness, workers and rate limits."""
+    """gunicorn + `python -m jobs.worker` with the shipped politeness, workers and rate limits. It
+    lives for one test: left running, its workers would take the jobs of the unit tests here."""
     site = PoliteSite()
     site.server.start()
     logs = tmp_path_factory.mktemp("polite")
