@@ -283,13 +283,13 @@ class PoliteSite:
 
 
 @pytest.fixture
-def polite_service(module_redis_url, tmp_path_factory) -> Iterator[tuple[processes.Service, PoliteSite]]:
+def polite_service(redis_client, redis_url, tmp_path_factory) -> Iterator[tuple[processes.Service, PoliteSite]]:
     """gunicorn + `python -m jobs.worker` with the shipped politeness, workers and rate limits. It
     lives for one test: left running, its workers would take the jobs of the unit tests here."""
     site = PoliteSite()
     site.server.start()
     logs = tmp_path_factory.mktemp("polite")
-    env = processes.service_env(REDIS_URL=module_redis_url, FETCH_RETRIES="0",
+    env = processes.service_env(REDIS_URL=redis_url, FETCH_RETRIES="0",  # redis_client: flushed first
                                 **site.server.fetch_env(logs, "www.goodreads.com", *NEWS_FRONTS))
     service = processes.start_service(env, logs, workers=Settings.workers, name="POLITE")
     yield service, site
