@@ -564,13 +564,13 @@ ROBUSTNESS = settings(max_examples=60, deadline=timedelta(seconds=MAX_SECONDS), 
 
 
 def assert_keys_or_refusal(html: str, url: str = URL) -> None:
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: what a pathology costs, whatever else the box runs
     try:
         data = goodreads.parse(html, url)
     except ParseError:
         return
     finally:
-        assert time.monotonic() - start < MAX_SECONDS
+        assert time.process_time() - start < MAX_SECONDS
     assert_contract_keys(data)
     assert isinstance(data["title"], str) and data["title"]
     assert all(isinstance(v, str) and v for v in data["authors"] + data["genres"])

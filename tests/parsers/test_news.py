@@ -560,9 +560,10 @@ def test_arbitrary_text(html: str, url: str) -> None:
 
 
 def timed(html: str, url: str = "https://example.com/") -> float:
-    start = time.perf_counter()
+    """CPU seconds the parse took: what a pathology costs, whatever else the box runs."""
+    start = time.process_time()
     parse_or_refuse(html, url)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 STORY_LINK = '<a href="/2024/01/02/deeply-nested-story">A deeply nested story headline</a>'
@@ -613,9 +614,9 @@ def test_caches_keep_no_huge_strings() -> None:
 
 def test_huge_flat_page_is_capped() -> None:
     links = "".join(f'<p><a href="/2024/01/02/story-number-{i}">Story number {i} on a huge page</a></p>' for i in range(20_000))
-    start = time.perf_counter()
+    start = time.process_time()
     data = news.parse(f"<html><body>{links}</body></html>", "https://example.com/")
-    assert time.perf_counter() - start < 60
+    assert time.process_time() - start < 60
     assert len(data["headlines"]) == news.MAX_HEADLINES
 
 
