@@ -15,10 +15,11 @@ import html
 import re
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from redis import Redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from werkzeug.serving import make_server
@@ -138,6 +139,7 @@ def test_forwarded_for_counts_only_with_trusted_proxies(env, redis_client):
     assert post_book(proxied, headers={"X-Forwarded-For": "198.51.100.1"}).status_code == 429
     # With one trusted proxy only the address it appended counts, not what the client sent.
     assert post_book(proxied, headers={"X-Forwarded-For": "198.51.100.1, 198.51.100.2"}).status_code == 202
+    assert post_book(proxied, headers={"X-Forwarded-For": "198.51.100.3, 198.51.100.2"}).status_code == 429
 
 
 def test_redis_down_fails_open_and_never_500(env, caplog):
@@ -149,6 +151,19 @@ def test_redis_down_fails_open_and_never_500(env, caplog):
         assert response.status_code == 503 and response.get_json()["error"]["code"] == "redis_unavailable"
     skipped = [r for r in caplog.records if r.name == "ratelimit" and "skipped" in r.getMessage()]
     assert len(skipped) == 1  # one Redis attempt, then limits are skipped for BREAKER_SECONDS
+
+
+def test_limits_are_skipped_for_five_seconds_after_each_redis_error(env, monkeypatch, caplog):
+    """Each try at counting logs a warning; between tries, limits are skipped without one."""
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    client = client_for(env, REDIS_URL="redis://127.0.0.1:1/0", RATE_LIMIT_READ="1/minute")
+    tries = []
+    for elapsed in (0, 4.9, 5.1, 9.9, 10.2):
+        clock[0] = 1000.0 + elapsed
+        assert client.get("/openapi.json").status_code == 200
+        tries.append(sum("skipped" in r.getMessage() for r in caplog.records if r.name == "ratelimit"))
+    assert tries == [1, 1, 2, 2, 3]
 
 
 def test_limits_count_again_once_redis_is_back(env, monkeypatch):
@@ -234,6 +249,7 @@ def test_a_cross_site_form_post_is_refused(env, redis_client):
     form = {"data": {"x": "1"}, "content_type": "application/x-www-form-urlencoded"}
     refused = empty_queue_answer(client, {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, **form)
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "csrf_refused"
+    assert empty_queue_answer(client, {"Origin": "https://evil.example"}, **form).status_code == 403  # no Sec-Fetch-*
     # Even with the header (a page cannot send it without a preflight, but still):
     assert empty_queue_answer(client, {**XHR, "Sec-Fetch-Site": "cross-site"}).status_code == 403
     assert empty_queue_answer(client, {**XHR, "Sec-Fetch-Site": "same-site"}).status_code == 403
@@ -289,9 +305,17 @@ def test_emptying_the_started_registry_is_refused_and_compacting_an_empty_queue_
     assert client.post("/rqstatus/queue/pages/compact", headers=XHR).get_json() == {"status": "OK"}
 
 
-def test_the_displayed_redis_url_has_no_secrets():
+def test_the_displayed_redis_url_has_no_secrets(env):
     shown = dashboard.displayed_redis_url("rediss://user:pw@redis.internal:6380/2?password=pw2&ssl_ca_certs=/x.pem")
     assert shown == "rediss://redis.internal:6380/2"
+    port = free_port()
+    server = RedisServer(appendonly=False, port=port, extra_args=["--requirepass", "hunter2"],
+                         url=f"redis://:hunter2@127.0.0.1:{port}/0").start()
+    try:
+        page = client_for(env, REDIS_URL=server.url).get("/rqstatus/").get_data(as_text=True)
+    finally:
+        server.stop()
+    assert f"redis://127.0.0.1:{port}/0" in page and "hunter2" not in page  # in its navbar, less the password
 
 
 # ---- dashboard: hostile page text ----------------------------------------------------------
@@ -321,13 +345,19 @@ def hostile_failed_job(hostile_site, env, redis_client, redis_url, tmp_path, mon
     return job_id
 
 
-def test_hostile_page_text_is_escaped_in_the_json_the_dashboard_inserts_raw(env, hostile_failed_job):
+def test_hostile_page_text_is_escaped_in_the_json_the_dashboard_inserts_raw(env, hostile_failed_job, redis_client):
     client = client_for(env)
     job = client.get(f"/rqstatus/0/data/job/{hostile_failed_job}.json")
     assert HOSTILE not in job.get_data(as_text=True)
     assert html.escape(HOSTILE) in job.get_json()["exc_info"]  # shown as text by job.html
+    # Page text never reaches the queue and worker lists; names do, and are escaped the same way
+    # (a queue named with markup, and a worker on it, so that the check below has something to find).
+    queue = Queue(HOSTILE, connection=redis_client)
+    redis_client.sadd(Queue.redis_queues_keys, queue.key)  # listed, as a queue with jobs would be
+    SimpleWorker([queue], connection=redis_client, name="forged-worker").register_birth()
     for path in ("/rqstatus/0/data/queues.json", "/rqstatus/0/data/workers.json"):
-        assert "<" not in client.get(path).get_data(as_text=True), path
+        answer = client.get(path).get_data(as_text=True)
+        assert "<" not in answer and html.escape(HOSTILE) in answer, path
     # The job list's template escapes description and exc_info itself (jQuery .text()):
     # its JSON stays raw, so the page does not show "&lt;" (see the browser test).
     listing = client.get("/rqstatus/0/data/jobs/goodreads/failed/8/asc/1.json").get_json()

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
@@ -30,9 +31,12 @@ from redis import Redis
 
 from config import PROJECT_ROOT, Settings
 from storage import Storage, make_record
+from web import edge
 from tests.support import processes
 from tests.support.exposition import parse_exposition, value
-from tests.support.raw_http import parse_response, parse_responses, read_until_closed, request_bytes, send
+from tests.support.raw_http import (
+    parse_response, parse_responses, read_response, read_until_closed, request_bytes, send,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -243,6 +247,20 @@ def test_errors_gunicorn_answers_are_json(shipped_web, name):
     assert json.loads(parse_response(answer).body)["error"]["message"]
 
 
+def test_refusals_are_logged_once_per_code_per_ten_seconds_with_a_count_of_the_rest(monkeypatch):
+    """RefusalLog alone, on a clock of our own: an attack's thousands of refusals are one line per
+    code per 10 s, and the next line says how many were not written."""
+    clock, lines = [1000.0], []
+    monkeypatch.setattr(edge, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    refusals = edge.RefusalLog(SimpleNamespace(warning=lambda form, *args: lines.append(form % args)))
+    busy = "too_many_connections"
+    for elapsed, code in [(0, busy), (0, "uri_too_long"), (1, busy), (9.9, busy), (10.1, busy), (10.2, busy)]:
+        clock[0] = 1000.0 + elapsed
+        refusals.warning(code, f"{code} at {elapsed}")
+    assert lines == [f"{busy} at 0", "uri_too_long at 0",
+                     f"{busy} at 10.1 (and 2 more {busy} since the last such line)"]
+
+
 def refused_count(port: int, code: str) -> float:
     exposed = parse_exposition(send(port, request_bytes("GET", "/metrics")).body.decode())
     return value(exposed, "metaparse_http_refused_total", code=code)
@@ -311,15 +329,24 @@ def test_a_client_that_hangs_up_mid_body_is_not_answered_or_logged_as_an_error(q
 
 def test_idle_connections_do_not_hold_a_stopping_server(module_redis_url, tmp_path):
     """gunicorn stopping (SIGTERM, as honcho and docker stop it) with connections idle before
-    their first request and between requests: they are closed at once, not waited for."""
+    their first request and between requests: they are closed at once, not waited for. A
+    request being read meanwhile (on a connection that was idle before it) is answered."""
     web = processes.start_web(processes.service_env(REDIS_URL=module_redis_url, WEB_WORKERS="2"), tmp_path / "web.log")
-    idle = [connect(web.port) for _ in range(4)]
-    for sock in idle[2:]:
+    idle, busy = [connect(web.port) for _ in range(4)], connect(web.port)
+    for sock in [*idle[2:], busy]:
         sock.sendall(request_bytes("GET", "/healthz", keep_alive=True))
-        sock.recv(65536)
-    time.sleep(0.3)
+        assert read_response(sock).status == 200
+    in_progress = request_bytes("GET", "/healthz")
+    busy.sendall(in_progress[:20])
+    time.sleep(0.3)  # the server has read the first bytes: the request is being read, not waited for
     started = time.monotonic()
-    web.stop()
+    os.killpg(web.process.pid, signal.SIGTERM)
+    try:
+        assert [read_until_closed(sock) for sock in idle] == [b""] * len(idle)  # closed at once, unanswered
+        busy.sendall(in_progress[20:])
+        assert parse_response(read_until_closed(busy)).status == 200
+    finally:
+        web.stop()
     assert time.monotonic() - started < 4  # not keepalive (5 s) or REQUEST_READ_TIMEOUT (10 s)
-    for sock in idle:
+    for sock in [*idle, busy]:
         sock.close()

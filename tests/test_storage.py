@@ -424,6 +424,48 @@ def test_a_stored_value_over_the_byte_limit_is_refused_unread(store, redis, capl
     assert "over 1000" in caplog.text
 
 
+# The bounds as README states them, written out: a change of the constants in storage.py shows here.
+README_BOUNDS = {"bytes": 8 * 1024 * 1024, "values": 200_000, "text": 32 * 1024 * 1024, "depth": 32}
+
+
+def nested_lists(depth: int) -> list:
+    node: list = []
+    for _ in range(depth - 1):
+        node = [node]
+    return node
+
+
+@pytest.mark.parametrize("bound, at_limit, over, reason", [
+    ("values", lambda n: [0] * (n - 1), lambda n: [0] * n, "values"),  # a list of k scalars is k + 1 values
+    ("text", lambda n: ["x" * (n // 32)] * 32, lambda n: ["x" * (n // 32)] * 32 + ["x"], "characters"),
+    ("depth", nested_lists, lambda n: nested_lists(n + 1), "deeper"),
+])
+def test_plain_data_is_bounded_exactly_where_the_readme_says(bound, at_limit, over, reason):
+    limit = README_BOUNDS[bound]
+    assert storage.plain_data_problem(at_limit(limit)) is None
+    assert reason in storage.plain_data_problem(over(limit))
+
+
+def record_pickled_to(size: int) -> dict:
+    """A record whose pickle is exactly size bytes (its description pads it)."""
+    padding = size - len(dumps(a_record(description="")))
+    overshoot = len(dumps(a_record(description="x" * padding))) - size  # the string's longer length field
+    record = a_record(description="x" * (padding - overshoot))
+    assert len(dumps(record)) == size
+    return record
+
+
+def test_a_stored_value_of_exactly_the_byte_limit_is_read_and_one_byte_more_is_not(store, redis, caplog):
+    limit = README_BOUNDS["bytes"]
+    at_limit = record_pickled_to(limit)
+    store.save_record(at_limit, ttl=60)
+    assert store.load_record(URL) == at_limit
+    redis.set(record_key(URL), dumps(at_limit) + b".")  # one byte more (a second STOP opcode: never read)
+    with caplog.at_level(logging.ERROR, logger=storage.__name__):
+        assert store.load_record(URL) is None
+    assert f"{limit + 1} bytes, over {limit}" in caplog.text
+
+
 WRONG_RECORDS = {
     "no url": lambda r: r.pop("url"),
     "fetched_at without a time zone": lambda r: r.update(fetched_at=datetime(2026, 1, 1)),

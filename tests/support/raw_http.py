@@ -54,6 +54,21 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def read_response(sock: socket.socket) -> RawResponse:
+    """One response (framed by Content-Length) from a connection kept alive after it."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _content_length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed in the middle of a response: {data[:200]!r}")
+        data += chunk
+    return parse_response(data)
+
+
+def _content_length(data: bytes) -> int:
+    return int(parse_response(data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n").header("Content-Length") or 0)
+
+
 def parse_responses(data: bytes) -> list[RawResponse]:
     """Several responses sent one after the other (each framed by Content-Length)."""
     found = []
