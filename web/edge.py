@@ -261,6 +261,7 @@ class EdgeWorker(GeventWorker):
             message = f"the request was not received within {self.read_timeout:g} s (REQUEST_READ_TIMEOUT)"
         else:
             message = logs.escaped(str(exc)) or REASONS[status]
+        if status != 500:
             self.refusals.warning(code, f"{status} to {logs.escaped(str(addr[0] if addr else ''))}: {message}")
         try:
             client.sendall(error_response(status, code, message))
