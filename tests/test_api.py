@@ -1,6 +1,7 @@
 """The HTTP API through Flask's test client, on a real Redis."""
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -46,15 +47,16 @@ def test_accepts_a_bare_list_and_reports_every_rejection(client, redis_client):
     body = response.get_json()
     assert body["batch_id"]
     [accepted] = body["accepted"]
+    job_id = hashlib.sha256(BOOK.encode()).hexdigest()  # README: the job id is the canonical URL's sha256
     assert accepted == {
         "url": SPELLINGS[0], "canonical_url": BOOK, "source": "goodreads", "queue": "goodreads",
-        "job_id": job_id_for(BOOK), "status": "queued",
+        "job_id": job_id, "status": "queued",
     }
     reasons = {item["url"]: item["reason"] for item in body["rejected"]}
     assert "not public" in reasons["http://127.0.0.1/admin"]
     assert "unsupported site" in reasons["https://example.com/"]
     assert "string" in reasons[7]
-    assert queue_length(redis_client) == 1
+    assert make_queue("goodreads", redis_client).job_ids == [job_id]
 
 
 def test_accepts_an_object_with_refresh(client, redis_client):

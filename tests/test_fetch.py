@@ -125,8 +125,24 @@ def drip(handler) -> None:
         pass  # the fetcher hung up, as it should
 
 
-def test_dripping_server_hits_the_wall_clock_deadline(server, fetcher):
-    server.routes["/drip"] = drip
+def drip_headers(handler) -> None:
+    """The status line and headers one byte every 0.2 s. urllib3 reads them whole before the
+    fetcher's body loop can look at its deadline: only the watchdog, shutting the socket
+    down, stops this one before its ~50 s are over."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Drip: " + b"d" * 200 + b"\r\n\r\n"
+    try:
+        for byte in head:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(0.2)
+    except OSError:
+        pass  # the fetcher hung up, as it should
+    handler.close_connection = True
+
+
+@pytest.mark.parametrize("dripping", [drip, drip_headers], ids=["body", "headers"])
+def test_dripping_server_hits_the_wall_clock_deadline(server, fetcher, dripping):
+    server.routes["/drip"] = dripping
     started = time.monotonic()
     with pytest.raises(FetchTimeout):
         fetcher.fetch("https://www.goodreads.com/drip")

@@ -75,11 +75,13 @@ class Workers:
         self.redis.delete(host_next_start_key(host))
         self.redis.zadd(FRONTIER_READY, {host: 0}, xx=True)
 
-    def end_turn(self, url: str, outcome: str = "ok", latency_ms: int = 10, floor_ms: int | None = None) -> int:
-        """FINISH_TURN as a job's fetch ends it; the floor is the policy's delay unless given."""
+    def end_turn(self, url: str, outcome: str = "ok", latency_ms: int = 10, floor_ms: int | None = None,
+                 cap_ms: int = 60_000) -> int:
+        """FINISH_TURN as a job's fetch ends it; the floor is the policy's delay unless given,
+        the cap FETCH_HOST_DELAY_MAX's default unless given."""
         host = url.split("/")[2]
         floor_ms = self.rules.default_delay_ms if floor_ms is None else floor_ms
-        args = [host, job_id_for(url), outcome, latency_ms, floor_ms, 60_000, self.rules.concurrency,
+        args = [host, job_id_for(url), outcome, latency_ms, floor_ms, cap_ms, self.rules.concurrency,
                 self.rules.default_delay_ms, latency_ms, 0]
         return int(self.finish(args=args))
 
@@ -103,8 +105,11 @@ def test_a_host_whose_turn_has_come_is_served_before_a_backlogged_host_s_next_tu
 def test_plain_queues_come_first_and_are_never_held_per_host(redis_client, submitter, workers):
     submit(submitter, [f"{BOOKS}1"], lane="a")
     redis_client.rpush("rq:queue:callbacks", "callback-job")
-    assert frontier.dispatch(redis_client, workers.rules, CLAIMS, CLAIM, time.time() + 30, QUEUE_KEYS[:2],
-                             QUEUE_KEYS[2:]) == ("rq:queue:callbacks", "callback-job")
+    redis_client.rpush("rq:queue:maintenance", "tick-job")
+    given = [frontier.dispatch(redis_client, workers.rules, CLAIMS, CLAIM, time.time() + 30, QUEUE_KEYS[:2],
+                               QUEUE_KEYS[2:]) for _ in range(2)]
+    assert given == [("rq:queue:maintenance", "tick-job"), ("rq:queue:callbacks", "callback-job")]  # README's order
+    assert workers.take()[0] == f"{BOOKS}1"
 
 
 def test_batches_for_one_host_take_turns_and_each_keeps_its_order(redis_client, submitter, workers):
@@ -234,6 +239,16 @@ def test_slow_answers_raise_the_delay_towards_latency_over_concurrency(redis_cli
     assert delays == [2500, 3250, 3625]
 
 
+def test_the_adapted_delay_never_passes_fetch_host_delay_max(redis_client, submitter):
+    submit(submitter, [f"{BOOKS}{n}" for n in range(1, 4)], lane="a")
+    workers = Workers(redis_client, policy(delay_ms=1000, concurrency=1))
+    delays = []
+    for outcome, latency_ms in (("slow", 10), ("slow", 10), ("ok", 60_000)):
+        workers.skip_delay()
+        delays.append(workers.end_turn(workers.take()[0], outcome, latency_ms=latency_ms, cap_ms=3000))
+    assert delays == [2000, 3000, 3000]  # doubled, doubled again, then halfway to a minute's latency: capped
+
+
 def test_with_spacing_off_for_a_host_slow_answers_do_not_space_it(redis_client, submitter):
     """FETCH_HOST_DELAY=0 (and no Crawl-delay): no delay to adapt; RQ's retries back off instead."""
     submit(submitter, [f"{BOOKS}1", f"{BOOKS}2"], lane="a")
@@ -248,6 +263,27 @@ def test_the_next_turn_is_a_delay_after_the_turn_began_even_when_the_delay_grew(
     workers.end_turn(workers.take()[0], "ok", latency_ms=0, floor_ms=3000)  # e.g. robots.txt said Crawl-delay: 3
     url, wait = workers.take()
     assert url is None and 2.8 < wait <= 3.0
+
+
+def test_what_a_queued_page_waits_for_is_shown_by_jobs_info_batches_and_metrics(client, redis_client):
+    """The API in process (the e2e test below reads the same answers from the real service)."""
+    books = [f"{BOOKS}{n}" for n in range(1, 11)]
+    batch_id = client.post("/parse", json=books).get_json()["batch_id"]
+    workers = Workers(redis_client, policy(delay_ms=1000))  # the app's FETCH_HOST_DELAY
+    assert workers.take()[0] == books[0]  # the first turn is taken: the other nine wait, a second apart
+    now = datetime.now(timezone.utc)
+    waiting = client.get(f"/jobs/{job_id_for(books[9])}").get_json()["waiting"]
+    assert (waiting["host"], waiting["backlog"], waiting["batches"], waiting["delay_seconds"]) == \
+        ("www.goodreads.com", 9, 1, 1.0)
+    assert 0 < (datetime.fromisoformat(waiting["next_slot_at"]) - now).total_seconds() <= 1.0
+    info = client.get("/info", query_string={"url": books[9]})
+    assert info.status_code == 202
+    assert info.get_json()["waiting"]["detail"].startswith("waiting for www.goodreads.com, next slot at ")
+    eta = client.get(f"/batches/{batch_id}").get_json()["eta"]
+    assert 8 < (datetime.fromisoformat(eta) - now).total_seconds() <= 9.0  # the 9th waiting page: 8 delays later
+    exposition = parse_exposition(client.get("/metrics").get_data(as_text=True))
+    assert value(exposition, "metaparse_host_backlog", host="www.goodreads.com") == 9
+    assert value(exposition, "metaparse_host_delay_seconds", host="www.goodreads.com") == 1.0
 
 
 def test_page_queue_names_are_the_inboxes(redis_client):

@@ -2,6 +2,8 @@
 there, and URL by URL (submitting again what Redis lost) when one is not."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from rq.job import Job
 
@@ -60,3 +62,12 @@ def test_a_url_with_its_record_but_not_its_job_is_not_submitted_again(redis_clie
     redis_client.delete(Job.key_for(job_id_for(QUEUED)))
     journal.record_accepted(redis_client, settings, answers)
     assert not redis_client.exists(Job.key_for(job_id_for(QUEUED)))
+
+
+def test_post_parse_journals_its_urls_fsynced_before_the_202(client, app, monkeypatch):
+    synced, fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or fsync(fd))
+    assert client.post("/parse", json=[QUEUED]).status_code == 202
+    settings = app.config["SETTINGS"]
+    assert [entry.url for entry in journal.reconciler_for(settings).journal.entries()] == [QUEUED]
+    assert any(path.endswith(journal.SUFFIX) for path in synced), synced  # the segment itself, not only its folder

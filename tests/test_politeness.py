@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 import jobs.tasks
 from config import Settings, load_settings
 from launch import free_port
-from errors import BlockedAddress, HostBusy, HttpStatusError, RobotsDisallowed, TransientFetchError
+from errors import BlockedAddress, FetchTimeout, HostBusy, HttpStatusError, RobotsDisallowed, TransientFetchError
 from jobs.fetch import Fetcher
 from jobs.politeness import LEASE_MARGIN_SECONDS, HostSlots, Politeness, StartSpacer, user_agent_token
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
@@ -354,6 +354,16 @@ def test_a_slow_down_answer_doubles_the_host_s_delay(polite, site, redis_client,
     assert 2000 <= host_delay(redis_client) < 2100  # recovering: halfway back towards the floor
 
 
+def test_a_fetch_timeout_doubles_the_host_s_delay_up_to_its_cap(polite, site, redis_client):
+    site.routes["/page"] = Probe(pause=1.5)  # no answer within the fetch's deadline
+    fetcher = polite(FETCH_HOST_DELAY="1", FETCH_HOST_DELAY_MAX="1.5", FETCH_DEADLINE="1", FETCH_CONNECT_TIMEOUT="1",
+                     ROBOTS_TXT="false")
+    with pytest.raises(FetchTimeout):
+        with fetcher.politeness.turn(f"{GOODREADS}/page", give_turn(redis_client)):
+            fetcher.fetch(f"{GOODREADS}/page")
+    assert host_delay(redis_client) == 1500  # doubled to 2 s, capped at FETCH_HOST_DELAY_MAX
+
+
 def test_a_page_not_found_leaves_the_host_s_delay_alone(polite, site, redis_client):
     fetcher = polite(FETCH_HOST_DELAY="1", ROBOTS_TXT="false")
     with pytest.raises(HttpStatusError):
@@ -453,8 +463,9 @@ def test_forbidden_robots_txt_disallows_everything(polite, site, status):
     assert "/page" not in site.hits
 
 
-def test_unreachable_robots_txt_is_transient_and_cached_briefly(polite, site, redis_client):
-    site.routes["/robots.txt"] = Reply(503, b"down", TEXT)
+@pytest.mark.parametrize("status", [429, 503])
+def test_unreachable_robots_txt_is_transient_and_cached_briefly(polite, site, redis_client, status):
+    site.routes["/robots.txt"] = Reply(status, b"down", TEXT)
     site.routes["/page"] = Reply(body=b"<html>ok</html>")
     fetcher = polite()
     for _ in range(2):

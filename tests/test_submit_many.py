@@ -9,6 +9,7 @@ import pytest
 from redis.connection import AbstractConnection
 from rq.job import Job, JobStatus
 
+import jobs.queues
 import parsers
 from config import load_settings
 from jobs.queues import Submitter, fetch_job, job_id_for, make_queue
@@ -119,6 +120,24 @@ def test_a_job_created_meanwhile_is_not_enqueued_twice(submitter, redis_client, 
     assert len(calls) == 2, "the transaction did not notice the rival's job"
     assert [a.status for a in answers] == ["queued"] * 3
     assert sorted(queued_ids(redis_client)) == sorted(job_id_for(url) for url in BOOKS[:3])
+
+
+def test_submit_never_queues_a_page_twice_when_a_rival_enqueues_it_after_the_look(submitter, redis_client,
+                                                                                  monkeypatch):
+    """submit() looks for the page's job, then enqueues with unique=True: a job another request
+    created in between makes RQ refuse the second one, and the page is queued once."""
+    rival, look, raced = Submitter(redis_client, submitter.settings), jobs.queues.fetch_job, []
+
+    def look_then_race(connection, job_id):
+        found = look(connection, job_id)
+        if not raced:  # the rival's own look comes here too
+            raced.append(job_id)
+            rival.submit(route(BOOKS[0]))
+        return found
+
+    monkeypatch.setattr(jobs.queues, "fetch_job", look_then_race)
+    assert submitter.submit(route(BOOKS[0])).status == "queued"
+    assert raced and queued_ids(redis_client) == [job_id_for(BOOKS[0])]
 
 
 def test_always_raced_falls_back_to_one_by_one(submitter, redis_client, monkeypatch):

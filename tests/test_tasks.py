@@ -12,9 +12,11 @@ from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
 
 import jobs.tasks
+import parsers
 from config import load_settings
+from jobs import crashsafe
 from jobs.queues import backoff_seconds, fetch_job, job_id_for, make_queue
-from storage import Storage, robots_key
+from storage import Storage, make_record, robots_key
 from tests.support import job_runs
 from tests.support.fixture_server import Reply
 from tests.support.job_runs import BOOK_URL, submit, work_burst
@@ -101,6 +103,19 @@ def test_parse_error_is_permanent(server, worker_env, redis_client, fake_book_pa
     submit(redis_client, worker_env)
     work_burst(redis_client)
     assert Storage(redis_client).load_record(BOOK_URL)["error"]["code"] == "parse_error"
+
+
+def test_a_rerun_after_a_save_then_crash_neither_fetches_nor_saves_again(server, worker_env, redis_client,
+                                                                        fake_book_parser):
+    server.routes["/book/show/42"] = Reply(body=b"<html><title>A second run</title></html>")
+    submission = submit(redis_client, worker_env)
+    saved = make_record(BOOK_URL, "goodreads_book", "done", parsers.PARSER_VERSION, data={"title": "The first run"})
+    job = fetch_job(redis_client, submission.job_id)
+    assert crashsafe.save_once(job, Storage(redis_client), saved, 3600)  # the first run saved, then died
+    work_burst(redis_client)
+    assert Storage(redis_client).load_record(BOOK_URL)["data"]["title"] == "The first run"
+    assert "/book/show/42" not in server.hits
+    assert fetch_job(redis_client, submission.job_id).get_status() == JobStatus.FINISHED
 
 
 def test_transient_failure_is_retried_and_only_the_last_one_is_recorded(server, worker_env, redis_client, fake_book_parser):

@@ -73,7 +73,8 @@ def test_worn_workers_are_replaced_at_once_and_every_job_is_saved_once(tmp_path)
         for url in URLS:
             submitter.submit(route(url))
         while client.exists(*[record_key(url) for url in URLS]) < len(URLS):
-            assert time.monotonic() - started < 60 and pool.poll() is None, log.read_text()[-3000:]
+            # a hang guard: the 60 jobs took 7-15 s on a quiet box, over 60 s at a load of 8 (3 runs of 10)
+            assert time.monotonic() - started < 120 and pool.poll() is None, log.read_text()[-3000:]
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         saves = counter.stop()
@@ -85,7 +86,11 @@ def test_worn_workers_are_replaced_at_once_and_every_job_is_saved_once(tmp_path)
         assert all(saves[url] == 1 for url in URLS) and len(saves) == len(URLS), saves
         assert len(ended) >= len(URLS) // (MAX_JOBS + 1) - 2, ended  # max_jobs jitters up by 10 %: 5 stays 5
         assert all(message.endswith("exit status 0") for message in ended), ended
-        assert gaps and statistics.median(gaps) < 1.0, gaps  # RQ's own pool waits up to a second before respawning
+        # The pool starts workers at most once per RESPAWN_PACE (1 s): that is the bound. Gaps here,
+        # to the new worker's first line: ~20 ms on a quiet box, median 0.53 s and max 1.12 s at a
+        # load of 8 (10 runs); RQ's own one-second poll measured a 0.37 s median at that load, so under
+        # load this bounds the pace, not how soon the pool wakes.
+        assert gaps and statistics.median(gaps) < 1.0, gaps
         assert pool.poll() is None
     finally:
         processes.stop(pool)
