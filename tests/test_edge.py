@@ -35,12 +35,7 @@ from storage import Storage, make_record
 from tests.support import processes
 from tests.support.exposition import parse_exposition, value
 from tests.support.raw_http import (
-    parse_response,
-    parse_responses,
-    read_response,
-    read_until_closed,
-    request_bytes,
-    send,
+    parse_response, parse_responses, read_response, read_until_closed, request_bytes, send,
 )
 from web import edge
 
