@@ -24,3 +24,13 @@ def test_every_test_the_security_section_names_exists():
     named = set(TEST_NAME.findall(section["body"])) - modules
     assert len(named) >= 30
     assert named - defined_tests() == set()
+
+
+def test_every_test_the_promise_table_names_exists():
+    """tests/README.md pairs each README promise with its test and the mutation that test catches."""
+    table = (PROJECT_ROOT / "tests" / "README.md").read_text()
+    named = set(re.findall(r"::(test_[a-z0-9_]+)", table))
+    files = set(re.findall(r"\b((?:parsers/)?test_[a-z0-9_]+\.py)\b", table))
+    assert len(named) >= 150 and len(files) >= 30
+    assert named - defined_tests() == set()
+    assert {name for name in files if not list((PROJECT_ROOT / "tests").glob(f"**/{name}"))} == set()
