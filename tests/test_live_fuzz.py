@@ -30,7 +30,7 @@ import pytest
 import requests
 import schemathesis
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 from werkzeug.wrappers import Response
@@ -38,7 +38,7 @@ from werkzeug.wrappers import Response
 from dashboard import CSP
 from server import create_app
 from tests.support import processes, schemathesis_run
-from tests.support.dashboard_urls import REACH_THE_DASHBOARD, SPELLINGS
+from tests.support.dashboard_urls import REACH_THE_DASHBOARD, SPELLINGS, basic_auth
 from tests.support.fuzz_seed import BOOK, SEEDED_VALUES, read_schemas, seed
 from tests.support.fuzzing import (
     CONTENT_TYPES, PATH_SEGMENTS, QUERY_STRINGS, RAW_BODIES, SUBMISSIONS, check_answer, check_submission, describe,
@@ -49,21 +49,26 @@ from tests.support.raw_http import RawConnection, RawResponse
 pytestmark = pytest.mark.e2e
 
 CREDENTIALS = {"RQSTATUS_USER": "operator", "RQSTATUS_PASSWORD": "s3cret"}
+OPERATOR = basic_auth("operator", "s3cret")
 READ_TIMEOUT = 2  # REQUEST_READ_TIMEOUT of the live server: the requests that never end cost this
 # No rate limits, so the fuzzing reaches the code behind them (as in tests/test_fuzz.py).
 SETTINGS = {**CREDENTIALS, "RATE_LIMITS": "false", "FETCH_RETRIES": "0", "REQUEST_READ_TIMEOUT": str(READ_TIMEOUT)}
 # Derandomized: the same examples every run, so the few hundred over HTTP are a fixed sweep.
 LIVE_FUZZ = dict(derandomize=True, database=None, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
-DASHBOARD_CSP = CSP.split("{hashes}")[0]  # what only answers of the dashboard's own rules carry
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                        HealthCheck.large_base_example])
+DASHBOARD_CSP = CSP.split("{hashes}")[0]  # what only answers routed to the dashboard carry
+# What only the dashboard's own pages, JSON views and static files contain: seen without the
+# product's own idea of what is routed to it.
+DASHBOARD_CONTENT = (b"<title>RQ dashboard</title>", b'{"queues": ', b'{"workers": ',
+                     b"/* @override http://localhost:9181")
 
 
 @dataclass
 class Live:
-    """The live server, its Redis, and the same app in this process on the same Redis."""
+    """The live server, and the same app in this process on the same Redis (the oracle)."""
 
     web: processes.Web
-    redis: Redis
     in_process: FlaskClient
 
     @property
@@ -77,9 +82,9 @@ def live(tmp_path_factory) -> Iterator[Live]:
     with processes.web_on_own_redis(folder, **SETTINGS) as (web, redis_server):
         connection = Redis.from_url(redis_server.url)
         seed(connection, lambda urls: requests.post(f"{web.base}/parse", json=urls, timeout=10).status_code)
-        app = create_app({**SETTINGS, "REDIS_URL": redis_server.url, "DATA_DIR": str(folder / "app")})
-        yield Live(web, connection, app.test_client())
         connection.close()
+        app = create_app({**SETTINGS, "REDIS_URL": redis_server.url, "DATA_DIR": str(folder / "app")})
+        yield Live(web, app.test_client())
 
 
 # ---- 1. schemathesis over HTTP ------------------------------------------------------------------
@@ -121,6 +126,8 @@ class LiveClient:
 
     def exchange(self, method: str, target: str, body: bytes | Iterator[bytes], headers: dict[str, str],
                  chunked: bool) -> http.client.HTTPResponse:
+        """Send the request and take its answer, also when the server answered (and closed) before
+        reading it all: a 414 or a malformed line is answered as soon as it is seen."""
         try:
             self.connection.request(method, target, body=body, headers=headers, encode_chunked=chunked)
         except (BrokenPipeError, ConnectionResetError):  # answered before the body was sent: read that
@@ -171,17 +178,26 @@ SENT_BODIES = st.one_of(
 )
 
 
+# Several pages in one batch, two spellings of one book among them: each must be kept.
+MANY = ["https://www.goodreads.com/book/show/5907.The_Hobbit", "https://m.goodreads.com/book/show/5907-the-hobbit",
+        "https://www.bbc.com/news", "https://www.goodreads.com/book/show/77", "ftp://refused.example/"]
+
+
 @settings(max_examples=150, **LIVE_FUZZ)
 @given(endpoint=st.sampled_from(["/parse", "/parseGoodreadsLinks"]), sent=SENT_BODIES,
        content_type=st.one_of(st.just("application/json"), CONTENT_TYPES),
        piece=st.one_of(st.none(), st.integers(1, 70_000)))
+@example(endpoint="/parse", sent=(MANY, encode_json(MANY, True)), content_type="application/json", piece=None)
+@example(endpoint="/parse", sent=(MANY, encode_json(MANY, True)), content_type="application/json", piece=7)
 def test_submissions_over_http_answer_as_in_process_and_are_kept(live, client, endpoint, sent, content_type, piece):
+    """However the body is framed, the app reads the bytes sent: the same decision as in process."""
     value, raw = sent
     headers = {} if content_type is None else {"Content-Type": content_type}
     answer = client.open("POST", endpoint, raw, headers, piece)
     what = describe("POST", endpoint, raw[:300]) + f" as {content_type!r}" + (f" in chunks of {piece}" if piece else "")
     check_submission(answer, what, value)
-    assert submission_outcome(answer) == submission_outcome(live.in_process.post(endpoint, data=raw, headers=headers)), what
+    in_process = live.in_process.post(endpoint, data=raw, headers=headers)
+    assert submission_outcome(answer) == submission_outcome(in_process), what
     if answer.status_code == 202:
         assert_kept(client, answer.get_json(), what)
 
@@ -211,8 +227,21 @@ TARGETS = st.builds(lambda path, spelling, query: SPELLINGS[spelling](path) + (f
 METHODS = st.sampled_from(["GET", "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FUZZ"])
 
 
+def test_the_dashboard_content_looked_for_is_what_it_serves(client):
+    """So that finding none of DASHBOARD_CONTENT below means something."""
+    served = [client.open("GET", path, headers=OPERATOR).get_data()
+              for path in ("/rqstatus/", "/rqstatus/0/data/queues.json", "/rqstatus/0/data/workers.json",
+                           "/rqstatus/static/css/main.css")]
+    assert all(any(mark in body for body in served) for mark in DASHBOARD_CONTENT), [body[:100] for body in served]
+
+
 @settings(max_examples=300, **LIVE_FUZZ)
 @given(method=METHODS, target=TARGETS, body=st.one_of(st.just(b""), BODIES))
+# Spellings that reached the dashboard before its gate decided on the routed rule, always tried.
+@example(method="GET", target="//rqstatus/", body=b"")
+@example(method="GET", target="http://127.0.0.1//rqstatus/0/data/queues.json", body=b"")
+@example(method="GET", target="/%2Frqstatus/static/css/main.css", body=b"")
+@example(method="FUZZ", target="/%72%71status/0/data/workers.json", body=b"")
 def test_any_request_target_over_http_is_never_a_5xx_an_html_error_or_the_dashboard(client, method, target, body):
     answer = client.open(method, target, body, {"Content-Type": "application/json"} if body else {})
     what = describe(method, target, body[:200])
@@ -223,6 +252,7 @@ def test_any_request_target_over_http_is_never_a_5xx_an_html_error_or_the_dashbo
         check_answer(answer, what)
     dashboard_answer = (answer.headers.get("Content-Security-Policy") or "").startswith(DASHBOARD_CSP)
     assert not dashboard_answer or answer.status_code >= 400, f"{what}: the dashboard answered {answer.status}"
+    assert not any(mark in answer.get_data() for mark in DASHBOARD_CONTENT), f"{what}: a dashboard page, no credentials"
 
 
 FITS_A_LINE = 3000  # bytes of query string: the request line stays under gunicorn's limit (section 3)
@@ -484,8 +514,8 @@ def odd_dashboard_requests() -> Iterator[tuple[str, bytes]]:
 
 
 def test_no_odd_method_version_or_script_name_reaches_the_dashboard(live):
-    """Routing fails for every one of these (no rule takes the method, or the path matches no
-    rule), so the gate decides by the path as the router reads it: under /rqstatus, 401."""
+    """An odd method matches no rule, so the gate decides by the path as the router reads it;
+    HTTP/1.0 without Host and a SCRIPT_NAME prefix route as usual. Under /rqstatus: 401."""
     statuses = {}
     for what, sent in odd_dashboard_requests():
         with RawConnection(live.port) as connection:

@@ -103,12 +103,12 @@ class RawConnection:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def response(self, bodiless: bool = False) -> RawResponse:
-        """The next answer: its head, then the body its Content-Length or chunked framing says
-        (none when bodiless: the answer to a HEAD); raises EOFError if the server closed first."""
+    def response(self) -> RawResponse:
+        """The next answer to a request other than HEAD: its head, then the body its Content-Length
+        or chunked framing says; raises EOFError if the server closed first."""
         head = self._read_through(b"\r\n\r\n")
         answer = parse_response(head)
-        if bodiless or answer.status in (204, 304) or answer.status < 200:
+        if answer.status in (204, 304) or answer.status < 200:
             return answer
         if (answer.header("Transfer-Encoding") or "").lower() == "chunked":
             answer.body = dechunk(self._read_through(b"0\r\n\r\n"))
