@@ -26,40 +26,24 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis import Redis
-from rq.job import JobStatus
-from schemathesis.engine import events as engine_events
-from schemathesis.engine import from_schema
 from werkzeug.wrappers import Request
 
-import parsers
-import snapshots
-from jobs.queues import fetch_job, job_id_for
 from server import create_app
-from storage import Storage, make_record
+from tests.support import schemathesis_run
+from tests.support.fuzz_seed import NEWS, READ_SCHEMAS, SEED_BATCH, SEEDED_JOBS, SEEDED_VALUES, read_schemas, seed
 from tests.support.fuzzing import (
-    CONTENT_TYPES, JSON_VALUES, PATH_SEGMENTS, QUERY_STRINGS, RAW_BODIES, RECORD_FOUND, SUBMISSIONS, TIMEISH, URLS,
+    CONTENT_TYPES, JSON_VALUES, PATH_SEGMENTS, QUERY_STRINGS, RAW_BODIES, SUBMISSIONS, TIMEISH, URLS,
     NUMBERISH, WILD_TEXT, check_answer, check_submission, describe, encode_json, percent_encode,
 )
 
 TOKEN = "fuzz-token"
-BOOK = "https://www.goodreads.com/book/show/5907"  # queued: a job, no record
-DIED = "https://www.goodreads.com/book/show/42"  # a job that failed without a record
-FAILED = "https://www.goodreads.com/book/show/99999999999"  # a failed record
-NEWS = "https://www.bbc.com/news"  # a done record with snapshots
-WSJ = "https://www.wsj.com/"  # a done record, its refresh in flight
-PAGE = "https://example.com/blog/ten-rules-for-sourdough"  # a done generic page
-SEEDED_URLS = [BOOK, DIED, FAILED, NEWS, WSJ, PAGE]
-SEED_BATCH = "5eed00000000000000000000000000ba"
-SEEDED_JOBS = [job_id_for(url) for url in SEEDED_URLS]
 
 FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                   HealthCheck.filter_too_much, HealthCheck.large_base_example])
@@ -101,7 +85,8 @@ def apps(redis_url: str, fuzz_redis: Redis, tmp_path_factory) -> dict:
         "default": make_app(redis_url, data_dir),
         "open": make_app(redis_url, data_dir, ALLOW_ANY_SITE="true", CALLBACK_SECRET="fuzz-secret", API_TOKENS=TOKEN),
     }
-    seed(built["default"], fuzz_redis)
+    client = built["default"].test_client()
+    seed(fuzz_redis, lambda urls: client.post("/parse", json=urls).status_code)
     return built
 
 
@@ -112,42 +97,6 @@ def clients(apps: dict) -> dict:
 
 def auth(app_name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"} if app_name == "open" else {}
-
-
-def seed(app, connection: Redis) -> None:
-    """Something behind every read: jobs queued and failed, records done and failed, snapshots, a batch."""
-    client = app.test_client()
-    response = client.post("/parse", json=[BOOK, DIED, FAILED, NEWS, WSJ])
-    assert response.status_code == 202, response.get_data()
-    fetch_job(connection, job_id_for(DIED)).set_status(JobStatus.FAILED)
-    storage = Storage(connection)
-    now = datetime.now(timezone.utc)
-    storage.save_record(make_record(FAILED, "goodreads_book", "failed", parsers.PARSER_VERSION,
-                                    error={"code": "http_status", "message": f"HTTP 404 from {FAILED}"}), 3600)
-    for hours, titles in ((3, ["Old story", "Kept story"]), (0, ["Old story", "Kept story", "New story"])):
-        record = make_record(NEWS, "news_headlines", "done", parsers.PARSER_VERSION, data=news_data("bbc.com", titles))
-        record["fetched_at"] = now - timedelta(hours=hours)
-        storage.save_record(record, 3600)
-        storage.push_snapshot(NEWS, snapshots.take(record), 20, 3600)
-    storage.save_record(make_record(WSJ, "news_headlines", "done", parsers.PARSER_VERSION,
-                                    data=news_data("wsj.com", ["Markets rally"])), 3600)
-    storage.save_record(make_record(PAGE, "page", "done", parsers.PARSER_VERSION, data=page_data()), 3600)
-    storage.save_batch({"id": SEED_BATCH, "created_at": now, "callback_url": None, "items": [
-        {"url": url, "canonical_url": url, "source": source, "job_id": job_id_for(url)}
-        for url, source in ((BOOK, "goodreads"), (DIED, "goodreads"), (FAILED, "goodreads"), (NEWS, "news"),
-                            (WSJ, "news"), (PAGE, "generic"))]})
-
-
-def news_data(site: str, titles: list[str]) -> dict:
-    return {"kind": "news_headlines", "site": site, "headlines": [
-        {"title": title, "url": f"https://www.{site}/news/{index}-{title.lower().replace(' ', '-')}"}
-        for index, title in enumerate(titles)]}
-
-
-def page_data() -> dict:
-    return {"kind": "page", "title": "Ten rules for sourdough", "description": None, "site_name": None, "image": None,
-            "author": None, "published": None, "canonical_url": PAGE, "type": "article", "language": "en",
-            "word_count": 812}
 
 
 # ---- 1. hypothesis: submissions ---------------------------------------------------------------
@@ -210,26 +159,6 @@ def test_any_authorization_header_is_answered_401_or_accepted(clients, header):
 
 
 # ---- 1. hypothesis: reads ---------------------------------------------------------------------
-
-READ_SCHEMAS = {
-    "/info": {200: RECORD_FOUND, 202: "InFlight"},
-    "/getBookInfo": {200: RECORD_FOUND, 202: "InFlight"},
-    "/records": {200: "RecordsPage"},
-    f"/batches/{SEED_BATCH}": {200: "Batch"},
-    f"/jobs/{SEEDED_JOBS[0]}": {200: "Job"},
-    f"/jobs/{SEEDED_JOBS[1]}": {200: "Job"},
-    "/healthz": {200: "Health"},
-}
-SEEDED_VALUES = st.sampled_from(SEEDED_URLS + [SEED_BATCH] + SEEDED_JOBS)
-
-
-def read_schemas(path: str) -> dict[int, str]:
-    if path.startswith("/batches/"):
-        return {200: "Batch"}
-    if path.startswith("/jobs/"):
-        return {200: "Job"}
-    return READ_SCHEMAS.get(path, {})
-
 
 @settings(max_examples=800, **FUZZ)
 @given(app_name=APPS, path=st.sampled_from(sorted(READ_SCHEMAS)), query=QUERY_STRINGS)
@@ -366,8 +295,6 @@ def test_deep_json_is_refused_at_every_depth(clients):
 
 SCHEMATHESIS_EXAMPLES = int(os.environ.get("FUZZ_SCHEMATHESIS_EXAMPLES", "1000"))
 SCHEMATHESIS_MIN_TOTAL = 10_000
-SCHEMATHESIS_CHECKS = ["not_a_server_error", "response_schema_conformance", "status_code_conformance",
-                       "content_type_conformance", "response_headers_conformance"]
 
 
 @pytest.mark.timeout(1800)
@@ -376,63 +303,10 @@ def test_schemathesis_finds_no_server_error(redis_url, fuzz_redis, apps, tmp_pat
     skips it; it is fetched to load the schema): examples, coverage and fuzzing phases."""
     app = make_app(redis_url, tmp_path)
     seed_value = int(os.environ.get("FUZZ_SEED") or random.getrandbits(64))
-    config = schemathesis.Config.from_dict({
-        "seed": seed_value,
-        "workers": 1,
-        "generation": {"max-examples": SCHEMATHESIS_EXAMPLES, "mode": "all", "database": "none"},
-        "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True},
-                   # response-derived values make a small, finite space: hypothesis would stop early
-                   "fuzzing": {"enabled": True, "extra-data-sources": {"responses": False}},
-                   "stateful": {"enabled": False}},
-        "checks": {"enabled": False, **{name: {"enabled": True} for name in SCHEMATHESIS_CHECKS}},
-    })
+    config = schemathesis_run.fuzz_config(seed_value, SCHEMATHESIS_EXAMPLES)
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=config)
-    operations = sorted(result.ok().label for result in schema.get_all_operations())
-
-    started = time.monotonic()
-    requests: Counter[str] = Counter()
-    statuses: Counter[int] = Counter()
-    server_errors, failed_checks, errors = [], [], []
-    finished = None
-    for event in from_schema(schema).execute():
-        if isinstance(event, engine_events.ScenarioFinished):
-            recorder = event.recorder
-            for case_id, interaction in recorder.interactions.items():
-                requests[f"{event.phase.value} {recorder.label}"] += 1
-                status = interaction.response.status_code if interaction.response is not None else None
-                statuses[status] += 1
-                if status is not None and status >= 500:
-                    server_errors.append(f"{interaction.request.method} {interaction.request.uri} "
-                                         f"{(interaction.request.body or b'')[:300]!r} -> {status} "
-                                         f"{interaction.response.content[:300]!r}")
-            for case_id, checks in recorder.checks.items():
-                for check in checks:
-                    if check.failure_info is not None:
-                        interaction = recorder.interactions.get(case_id)
-                        request = f"{interaction.request.method} {interaction.request.uri}" if interaction else "?"
-                        failed_checks.append(f"{check.name}: {check.failure_info.failure.title} ({request})")
-        elif isinstance(event, (engine_events.NonFatalError, engine_events.FatalError)):
-            errors.append(event.info.format() if hasattr(event, "info") else repr(event.exception))
-        elif isinstance(event, engine_events.EngineFinished):
-            finished = event
-    elapsed = time.monotonic() - started
-
-    total = sum(requests.values())
-    per_operation = Counter()
-    for key, count in requests.items():
-        per_operation[key.split(" ", 1)[1]] += count
-    print(f"\nschemathesis {schemathesis.__version__}: seed {seed_value}, {total} requests in {elapsed:.0f} s "
-          f"over {len(operations)} operations ({SCHEMATHESIS_EXAMPLES} fuzzing examples each at most)")
-    for label in operations:
-        phases = ", ".join(f"{key.split(' ', 1)[0]} {count}" for key, count in sorted(requests.items())
-                           if key.split(" ", 1)[1] == label)
-        print(f"  {label:32} {per_operation[label]:6}  ({phases})")
-    print(f"  statuses: {dict(sorted(statuses.items(), key=lambda item: str(item[0])))}")
-
-    assert finished is not None and finished.stop_reason.value == "completed", finished
-    assert not errors, "\n".join(errors[:10])
-    assert not server_errors, f"{len(server_errors)} answers were 5xx:\n" + "\n".join(server_errors[:20])
-    assert not failed_checks, f"{len(failed_checks)} checks failed:\n" + "\n".join(sorted(set(failed_checks))[:20])
-    assert set(per_operation) == set(operations), set(operations) - set(per_operation)
+    result = schemathesis_run.run(schema)
+    print(schemathesis_run.summary(result, f"seed {seed_value} ({SCHEMATHESIS_EXAMPLES} fuzzing examples at most)"))
+    schemathesis_run.assert_clean(result)
     if SCHEMATHESIS_EXAMPLES >= 1500:
-        assert total >= SCHEMATHESIS_MIN_TOTAL, f"only {total} requests"
+        assert result.total >= SCHEMATHESIS_MIN_TOTAL, f"only {result.total} requests"

@@ -43,7 +43,9 @@ from jobs.trust import JOB_FUNCTION, TICK_FUNCTION, JsonJob
 from server import create_app
 from storage import make_record, record_key
 from tests.support import import_trap, processes
-from tests.support.dashboard_urls import basic_auth, changes_state, concrete, dashboard_rules
+from tests.support.dashboard_urls import (
+    REACH_THE_DASHBOARD, SPELLINGS, basic_auth, changes_state, concrete, dashboard_rules,
+)
 from tests.support.forged import Trap, shared_lists
 from tests.support.raw_http import RawResponse, chunked, request, send
 
@@ -76,33 +78,6 @@ def app(module_redis_url):
 
 # ---- 1. every spelling of a dashboard path needs the operator's credentials ---------------------
 
-# How a path P (starting with /rqstatus) can be spelled so that it may still reach the dashboard.
-# Each is sent as the raw request target; gunicorn and Werkzeug decide what it routes to.
-SPELLINGS = {
-    "as is": lambda p: p,
-    "two leading slashes": lambda p: "/" + p,
-    "three leading slashes": lambda p: "//" + p,
-    "%2F after the first slash": lambda p: "/%2F" + p[1:],
-    "%2f after the first slash": lambda p: "/%2f" + p[1:],
-    "%2F%2F before the path": lambda p: "%2F%2F" + p[1:],
-    "slash runs inside": lambda p: p.replace("/", "//"),
-    "%2F for every slash but the first": lambda p: "/" + p[1:].replace("/", "%2F"),
-    "a dot segment first": lambda p: "/." + p,
-    "a dot-dot segment first": lambda p: "/x/.." + p,
-    "%2e%2e segment first": lambda p: "/x/%2e%2e" + p,
-    "a dot segment inside": lambda p: p.replace("/rqstatus/", "/rqstatus/./", 1),
-    "percent-encoded letters": lambda p: p.replace("/rqstatus", "/%72%71status", 1),
-    "upper case": lambda p: p.replace("/rqstatus", "/RQSTATUS", 1),
-    "a query string": lambda p: p + "?x=1",
-    "a semicolon parameter": lambda p: p.replace("/rqstatus", "/rqstatus;x=1", 1),
-    "absolute form": lambda p: "http://127.0.0.1" + p,
-    "absolute form, two slashes": lambda p: "http://127.0.0.1/" + p,
-    "absolute form, other host": lambda p: "http://elsewhere.example//" + p[1:],
-}
-# The spellings that reached the dashboard before the gate decided on routing (issue: all of these
-# answered 200 without credentials); the test checks they still reach it, so it cannot pass vacuously.
-REACH_THE_DASHBOARD = {"two leading slashes", "three leading slashes", "%2F after the first slash",
-                       "%2f after the first slash", "absolute form, two slashes", "percent-encoded letters"}
 DENIED = (400, 401, 404)  # refused by gunicorn, the gate, or no rule at all: never the dashboard's answer
 
 

@@ -16,7 +16,7 @@ EdgeWorker adds:
 - a bound on the connections one client address holds open (MAX_CONNECTIONS_PER_ADDRESS,
   shared out between the web processes); over it, 429 and close;
 - every error gunicorn answers itself (a malformed request line, 414, 431, 501, ...) in
-  the API's JSON shape;
+  the API's JSON shape, and 501 for the transfer codings gunicorn would pass on undecoded;
 - pipelined requests answered in order: the requests already read are served before the
   socket is waited on again;
 - a stopping worker closes its idle connections at once instead of waiting for them.
@@ -129,6 +129,15 @@ def client_error(exc: BaseException) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+def refuse_codings_left_encoded(req: Request) -> None:
+    """501 for any transfer coding but chunked. gunicorn refuses unknown ones itself, but lets
+    gzip, deflate and compress (before chunked) through without decoding them: the application
+    would read the compressed bytes as the body, or take a body sent plain under that label."""
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING" and any(coding.strip(" \t").lower() != "chunked" for coding in value.split(",")):
+            raise http_errors.UnsupportedTransferCoding(value)
+
+
 class EdgeWorker(GeventWorker):
     """gunicorn's gevent worker with deadlines, per-address bounds and JSON errors."""
 
@@ -223,6 +232,7 @@ class EdgeWorker(GeventWorker):
         """The next request, its body read in full, by the read deadline."""
         with gevent.Timeout(self.read_timeout, RequestReadTimeout):
             req = next(parser)
+            refuse_codings_left_encoded(req)
             self.read_body(req, client)
         return req
 

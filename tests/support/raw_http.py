@@ -11,9 +11,15 @@ class RawResponse:
     status: int
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes = b""
+    version: str = "HTTP/1.1"
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    @property
+    def closes(self) -> bool:
+        """Whether the server said it closes the connection after this answer."""
+        return self.version == "HTTP/1.0" or (self.header("Connection") or "").lower() == "close"
 
 
 def request_bytes(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"",
@@ -85,14 +91,71 @@ def parse_response(data: bytes) -> RawResponse:
     lines = head.decode("latin-1").split("\r\n")
     if not lines[0].startswith("HTTP/"):
         raise ValueError(f"not an HTTP response: {data[:200]!r}")
-    status = int(lines[0].split()[1])
+    version, status = lines[0].split()[0], int(lines[0].split()[1])
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = dechunk(body)
-    return RawResponse(status, headers, body)
+    return RawResponse(status, headers, body, version)
+
+
+class RawConnection:
+    """One connection kept open across requests: send bytes, read one answer at a time by its
+    framing, then see whether the server keeps the connection usable or closes it."""
+
+    def __init__(self, port: int, timeout: float = 10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> RawResponse:
+        """The next answer to a request other than HEAD: its head, then the body its Content-Length
+        or chunked framing says; raises EOFError if the server closed first."""
+        head = self._read_through(b"\r\n\r\n")
+        answer = parse_response(head)
+        if answer.status in (204, 304) or answer.status < 200:
+            return answer
+        if (answer.header("Transfer-Encoding") or "").lower() == "chunked":
+            answer.body = dechunk(self._read_through(b"0\r\n\r\n"))
+        elif answer.header("Content-Length") is not None:
+            answer.body = self._read_exactly(int(answer.header("Content-Length")))
+        else:
+            answer.body = self.rest()
+        return answer
+
+    def rest(self) -> bytes:
+        """Whatever the server sends until it closes the connection."""
+        data, self.buffer = self.buffer + read_until_closed(self.sock), b""
+        return data
+
+    def _read_through(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            self._receive()
+        end = self.buffer.index(marker) + len(marker)
+        data, self.buffer = self.buffer[:end], self.buffer[end:]
+        return data
+
+    def _read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._receive()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def _receive(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError(f"the server closed the connection; received {self.buffer[:300]!r}")
+        self.buffer += chunk
 
 
 def dechunk(body: bytes) -> bytes:
