@@ -275,11 +275,15 @@ def test_unknown_batches_and_jobs_are_404_json(client, path):
     assert response.status_code == 404 and "error" in response.get_json()
 
 
-def test_job_view(client):
+def test_job_view(redis_client, base_env):
+    client = create_app({**base_env, "FETCH_RETRIES": "2"}).test_client()
     client.post("/parse", json=[BOOK])
     job = client.get(f"/jobs/{job_id_for(BOOK)}").get_json()
     assert job["status"] == "queued" and job["queue"] == "goodreads" and job["url"] == BOOK
-    assert job["retries_left"] is None and job["attempts"] == 0 and job["error"] is None
+    assert job["retries_left"] == 2 and job["attempts"] == 0 and job["error"] is None
+    for moment in ("created_at", "enqueued_at"):
+        assert datetime.fromisoformat(job[moment]) > datetime.now(timezone.utc) - timedelta(minutes=1)
+    assert job["started_at"] is None and job["ended_at"] is None  # not run yet: tests/test_e2e.py runs one
 
 
 def test_a_job_that_is_not_the_services_json_is_answered_not_a_500(client, redis_client):

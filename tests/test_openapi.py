@@ -814,6 +814,7 @@ def test_live_info_since(client, redis_client):
     for path in ("/info", "/getBookInfo"):
         body = get(client, path, 200, query_string={"url": NEWS, "since": between})
         assert [h["title"] for h in body["new_headlines"]] == ["New story"] and len(body["snapshots"]) == 2
+        assert datetime.fromisoformat(body["compared_with"]) == older["fetched_at"]  # the snapshot current then
         everything = get(client, path, 200, query_string={"url": NEWS, "since": "2000-01-01T00:00:00Z"})
         assert everything["compared_with"] is None and len(everything["new_headlines"]) == 3
         get(client, path, 200, query_string={"url": NEWS, "since": "2026-01-31"})  # a bare date is midnight UTC
