@@ -92,9 +92,13 @@ def test_second_launch_on_the_same_data_dir_is_refused(tmp_path):
         process.wait(40)
 
 
-def test_bad_setting_stops_with_one_line(tmp_path):
+ENTRY_POINTS = {"launch": [sys.executable, "launch.py"], "web": processes.WEB_COMMAND, "worker": processes.WORKER_COMMAND}
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_bad_setting_stops_with_one_line(tmp_path, entry_point):
     env = processes.service_env(PORT="eighty", DATA_DIR=str(tmp_path / "var"))
-    process = processes.start([sys.executable, "launch.py"], env, tmp_path / "bad.log")
+    process = processes.start(ENTRY_POINTS[entry_point], env, tmp_path / "bad.log")
     assert process.wait(30) != 0
     output = (tmp_path / "bad.log").read_text().strip()
     assert output == "configuration error: PORT='eighty' is not a whole number"
