@@ -36,7 +36,11 @@ def launch(tmp_path: Path, marker: str, **settings: str):
     log_path = tmp_path / "launch.log"
     process = processes.start([sys.executable, "launch.py"], env, log_path)
     base = f"http://127.0.0.1:{port}"
-    processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=90)
+    try:
+        processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=90)
+    except BaseException:
+        stop_if_running(process)
+        raise
     return process, base, log_path
 
 
