@@ -566,7 +566,8 @@ def test_export_jsonl_and_csv(service, tmp_path):
     assert jsonl.returncode == 0, jsonl.stderr
     records = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert sorted(r["url"] for r in records) == sorted(urls)
-    as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv")  # stdout: jsonl unless told
+    # To stdout the format is JSON Lines unless --format says otherwise.
+    as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv")
     assert sorted(row["url"] for row in csv.DictReader(io.StringIO(as_csv.stdout))) == sorted(urls)
     csv_path = tmp_path / "all.csv"
     every = run(service.cli_env, "--quiet", "export", "--output", str(csv_path))

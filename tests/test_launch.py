@@ -31,8 +31,9 @@ NEWS = "https://www.bbc.com/news"
 
 def launch(tmp_path: Path, marker: str, **settings: str):
     port = free_port()
-    env = processes.service_env(**{"PORT": str(port), "WORKERS": "1", "WEB_WORKERS": "1", "DATA_DIR": str(tmp_path / "var"),
-                                   "FETCH_CONNECT_TO": NO_WEB, "FETCH_RETRIES": "0", marker: "1", **settings})
+    env = processes.service_env(**{"PORT": str(port), "WORKERS": "1", "WEB_WORKERS": "1",
+                                   "DATA_DIR": str(tmp_path / "var"), "FETCH_CONNECT_TO": NO_WEB,
+                                   "FETCH_RETRIES": "0", marker: "1", **settings})
     log_path = tmp_path / "launch.log"
     process = processes.start([sys.executable, "launch.py"], env, log_path)
     base = f"http://127.0.0.1:{port}"
@@ -170,7 +171,8 @@ def test_second_launch_on_the_same_data_dir_is_refused(tmp_path):
         process.wait(40)
 
 
-ENTRY_POINTS = {"launch": [sys.executable, "launch.py"], "web": processes.WEB_COMMAND, "worker": processes.WORKER_COMMAND}
+ENTRY_POINTS = {"launch": [sys.executable, "launch.py"], "web": processes.WEB_COMMAND,
+                "worker": processes.WORKER_COMMAND}
 
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
@@ -290,7 +292,8 @@ def test_make_test_runs_on_a_redis_server_of_its_own_unless_redis_url_is_set(red
         return
     client = Redis.from_url(redis_url)
     assert client.connection_pool.connection_kwargs["port"] != 6379, "6379 is someone else's"
-    assert parent_pid(int(client.info("server")["process_id"])) == os.getpid(), "not a redis-server this session started"
+    server_pid = int(client.info("server")["process_id"])
+    assert parent_pid(server_pid) == os.getpid(), "not a redis-server this session started"
 
 
 def test_each_test_starts_on_an_empty_database(redis_url, request):
