@@ -277,11 +277,15 @@ def test_unknown_batches_and_jobs_are_404_json(client, path):
     assert response.status_code == 404 and "error" in response.get_json()
 
 
-def test_job_view(client):
+def test_job_view(redis_client, base_env):
+    client = create_app({**base_env, "FETCH_RETRIES": "2"}).test_client()
     client.post("/parse", json=[BOOK])
     job = client.get(f"/jobs/{job_id_for(BOOK)}").get_json()
     assert job["status"] == "queued" and job["queue"] == "goodreads" and job["url"] == BOOK
-    assert job["retries_left"] is None and job["attempts"] == 0 and job["error"] is None
+    assert job["retries_left"] == 2 and job["attempts"] == 0 and job["error"] is None
+    for moment in ("created_at", "enqueued_at"):
+        assert datetime.fromisoformat(job[moment]) > datetime.now(timezone.utc) - timedelta(minutes=1)
+    assert job["started_at"] is None and job["ended_at"] is None  # not run yet: tests/test_e2e.py runs one
 
 
 def test_a_job_that_is_not_the_services_json_is_answered_not_a_500(client, redis_client):
@@ -323,14 +327,15 @@ def test_records_are_listed_page_by_page_and_per_batch(client, redis_client):
     urls = [f"https://www.goodreads.com/book/show/{n}" for n in range(1, 8)]
     for url in urls:
         save_done(redis_client, url)
-    seen, cursor = set(), "0"
+    seen, cursor, pages = set(), "0", 0
     while True:
         page = client.get("/records", query_string={"cursor": cursor, "limit": "2"}).get_json()
         seen.update(record["url"] for record in page["records"])
+        pages += 1
         if page["next_cursor"] is None:
             break
         cursor = str(page["next_cursor"])
-    assert seen == set(urls)
+    assert seen == set(urls) and pages > 1  # limit=2 is heeded: 7 records do not come in one page
     batch = client.post("/parse", json=urls[:2] + ["https://www.bbc.com/news"]).get_json()["batch_id"]
     listed = client.get("/records", query_string={"batch": batch}).get_json()["records"]
     assert [record["url"] for record in listed] == urls[:2]  # the news page has no record yet

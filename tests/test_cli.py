@@ -25,7 +25,7 @@ from cli import formats, output
 from cli.client import ServiceClient, ServiceError, Submission, Unreachable
 from cli.commands import summary_exit_code
 from cli.exits import ExitCode, UsageError
-from cli.main import main
+from cli.main import build_parser, main
 from cli.urls import gather_urls, parse_lines
 from cli.waiting import Outcome, Waiter, count, final_items
 from config import PROJECT_ROOT
@@ -358,6 +358,27 @@ def test_help_documents_the_exit_codes(capsys):
         assert f"\n  {code} " in help_text
 
 
+COMMAND_LINES = [["get", "https://a.example/"], ["submit", "https://a.example/"], ["export"]]
+
+
+@pytest.mark.parametrize("command", COMMAND_LINES, ids=[line[0] for line in COMMAND_LINES])
+def test_server_and_token_come_from_the_option_else_the_environment_else_the_default(command, monkeypatch):
+    monkeypatch.delenv("METAPARSE_URL", raising=False)
+    monkeypatch.delenv("METAPARSE_TOKEN", raising=False)
+    assert server_and_token(command) == ("http://127.0.0.1:8000", None)
+    monkeypatch.setenv("METAPARSE_URL", "http://env.example:9000")
+    monkeypatch.setenv("METAPARSE_TOKEN", "from-env")
+    assert server_and_token(command) == ("http://env.example:9000", "from-env")
+    options = ["--server", "http://option.example", "--token", "from-option"]
+    assert server_and_token(options + command) == ("http://option.example", "from-option")
+    assert server_and_token(command + options) == ("http://option.example", "from-option")
+
+
+def server_and_token(argv: list[str]) -> tuple[str, str | None]:
+    args = build_parser().parse_args(argv)  # built anew: the defaults are read from the environment then
+    return args.server, args.token
+
+
 @pytest.mark.parametrize("argv", [
     [], ["get"], ["export", "--format", "xml"], ["--server", "localhost:8000", "get", "https://a/"],
     ["submit", "--timeout", "0", "https://a/"], ["submit", "--timeout", "5", "https://a/"],  # 2nd: no --wait
@@ -488,13 +509,15 @@ def test_piped_stdin_without_file_and_chunks_over_the_server_limit(service):
 
 
 @pytest.mark.e2e
-def test_submit_without_wait_then_again_is_cached(service):
+def test_submit_without_wait_then_again_is_cached_and_a_rejection_exits_1(service):
     first = run(service.cli_env, "submit", run_book(10), "--wait")
     assert first.returncode == 0 and first.stdout.splitlines()[-1] == "done 1, failed 0, cached 0, rejected 0"
     again = run(service.cli_env, "submit", run_book(10))
     assert again.returncode == 0 and f"accepted  {run_book(10)}  (cached)" in again.stdout
     waited = run(service.cli_env, "submit", run_book(10), "--wait")
     assert waited.stdout.splitlines()[-1] == "done 0, failed 0, cached 1, rejected 0"
+    refused = run(service.cli_env, "submit", run_book(10), "ftp://www.goodreads.com/book/show/5")
+    assert refused.returncode == 1 and refused.stdout.splitlines()[-1] == "1 accepted, 1 rejected"
 
 
 @pytest.mark.e2e
@@ -543,6 +566,9 @@ def test_export_jsonl_and_csv(service, tmp_path):
     assert jsonl.returncode == 0, jsonl.stderr
     records = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert sorted(r["url"] for r in records) == sorted(urls)
+    # To stdout the format is JSON Lines unless --format says otherwise.
+    as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv")
+    assert sorted(row["url"] for row in csv.DictReader(io.StringIO(as_csv.stdout))) == sorted(urls)
     csv_path = tmp_path / "all.csv"
     every = run(service.cli_env, "--quiet", "export", "--output", str(csv_path))
     assert every.returncode == 0 and every.stdout == "" and every.stderr == ""
@@ -561,12 +587,13 @@ def test_export_of_an_unknown_batch_exits_4(service):
 
 
 @pytest.mark.e2e
-def test_token_from_option_and_a_missing_token(service):
-    no_token = cli_env(METAPARSE_URL=service.base)
-    refused = run(no_token, "submit", run_book(13))
+def test_server_and_token_from_options_and_a_missing_token(service):
+    no_token = cli_env(METAPARSE_URL=f"http://127.0.0.1:{free_port()}")  # nothing there: --server must win
+    refused = run(no_token, "--server", service.base, "submit", run_book(13))
     assert refused.returncode == 5 and "send Authorization: Bearer" in refused.stderr
     assert "--token" in refused.stderr and "Traceback" not in refused.stderr
-    assert run(no_token, "submit", run_book(13), "--token", TOKEN, "--quiet").returncode == 0
+    accepted = run(no_token, "submit", run_book(13), "--server", service.base, "--token", TOKEN, "--quiet")
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_unreachable_server_as_a_subprocess():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -49,6 +50,62 @@ def test_empty_mapping_gives_documented_defaults():
     assert s.user_agent.startswith("metaparse/")
     assert s.log_level == "INFO"
     assert s.listens_beyond_loopback is False
+
+
+# README's Settings table: each variable, the Settings attribute it sets, and its default as README states it.
+README_DEFAULTS = {
+    "REDIS_URL": ("redis_url", "redis://127.0.0.1:6379/0"),  # `make run`'s embedded one: tests/test_launch.py
+    "PORT": ("port", 8000), "BIND": ("bind", "127.0.0.1"),
+    "ALLOWED_HOSTS": ("allowed_hosts", frozenset({"127.0.0.1", "localhost", "::1"})),  # BIND is loopback
+    "WORKERS": ("workers", 2), "WORKER_EXECUTION": ("worker_execution", "inprocess"),
+    "WORKER_MAX_JOBS": ("worker_max_jobs", 1000), "WORKER_MAX_RSS_MIB": ("worker_max_rss_mib", 150),
+    "WEB_WORKERS": ("web_workers", 2), "WEB_CONNECTIONS": ("web_connections", 1000),
+    "REQUEST_READ_TIMEOUT": ("request_read_timeout", 10.0),
+    "MAX_CONNECTIONS_PER_ADDRESS": ("max_connections_per_address", 64),
+    "WORKER_NICE": ("worker_nice", 10),
+    "RQSTATUS_USER": ("rqstatus_user", None), "RQSTATUS_PASSWORD": ("rqstatus_password", None),
+    "API_TOKENS": ("api_tokens", frozenset()),
+    "RATE_LIMITS": ("rate_limits", True),
+    "RATE_LIMIT_WRITE": ("rate_limit_write", "60/minute"), "RATE_LIMIT_READ": ("rate_limit_read", "600/minute"),
+    "TRUSTED_PROXIES": ("trusted_proxies", 0),
+    "ALLOW_ANY_SITE": ("allow_any_site", False),
+    "FETCH_CONNECT_TO": ("fetch_connect_to", {}), "FETCH_CA_BUNDLE": ("fetch_ca_bundle", None),
+    "MAX_BODY_BYTES": ("max_body_bytes", 5 * 1024 * 1024),
+    "FETCH_DEADLINE": ("fetch_deadline", 20.0),
+    "FETCH_CONNECT_TIMEOUT": ("connect_timeout", 5.0), "FETCH_READ_TIMEOUT": ("read_timeout", 10.0),
+    "FETCH_MAX_REDIRECTS": ("max_redirects", 5),
+    "FETCH_HOST_CONCURRENCY": ("fetch_host_concurrency", 2),
+    "FETCH_HOST_DELAY": ("fetch_host_delay", 1.0), "FETCH_HOST_DELAYS": ("fetch_host_delays", {}),
+    "FETCH_HOST_DELAY_MAX": ("fetch_host_delay_max", 60.0),
+    "ROBOTS_TXT": ("robots_txt", True), "ROBOTS_CACHE_SECONDS": ("robots_cache_seconds", 3600),
+    "FETCH_RETRIES": ("fetch_retries", 3),
+    "JOB_TIMEOUT": ("job_timeout", 60),
+    "MAX_URLS_PER_REQUEST": ("max_urls_per_request", 500), "MAX_REQUEST_BYTES": ("max_request_bytes", 64 * 1024),
+    "RECORD_RETENTION": ("record_retention", 30 * 86400),
+    "CALLBACK_SECRET": ("callback_secret", None),
+    "NEWS_RECRAWL_INTERVAL": ("news_recrawl_interval", 900), "NEWS_RECRAWL_FOR": ("news_recrawl_for", 7 * 86400),
+    "SNAPSHOTS_KEPT": ("snapshots_kept", 20), "TICK_SECONDS": ("tick_seconds", 5),
+    "DATA_DIR": ("data_dir", config.PROJECT_ROOT / "var"),
+    "LOG_FORMAT": ("log_format", "json"),
+}
+# In the table without a default here: README states none, or it is not read by config.py.
+NO_DEFAULT_STATED = {"USER_AGENT", "LOG_LEVEL"}
+DEFAULTS_TESTED_ELSEWHERE = {"PROMETHEUS_MULTIPROC_DIR"}  # tests/test_metrics.py: DATA_DIR/metrics
+
+
+@pytest.mark.parametrize("variable", README_DEFAULTS)
+def test_each_default_is_the_one_the_readme_states(variable):
+    attribute, expected = README_DEFAULTS[variable]
+    value = getattr(load_settings({}), attribute)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_every_variable_of_the_readme_settings_table_has_its_default_checked():
+    table = re.search(r"^## Settings\n(?P<body>.*?)^## ", (config.PROJECT_ROOT / "README.md").read_text(), re.S | re.M)
+    assert table, "README has no Settings section"
+    first_cells = [row.split("|")[1] for row in table["body"].splitlines() if row.startswith("| `")]
+    named = {name for cell in first_cells for name in re.findall(r"`([A-Z_]+)`", cell)}
+    assert named == set(README_DEFAULTS) | NO_DEFAULT_STATED | DEFAULTS_TESTED_ELSEWHERE
 
 
 @pytest.mark.parametrize("name", ["PORT", "WORKERS", "REDIS_URL", "LOG_LEVEL", "ALLOW_ANY_SITE", "USER_AGENT"])
@@ -148,6 +205,26 @@ def test_allow_any_site_false(raw):
     ("FETCH_CONNECT_TO", "example.com:99999:1.2.3.4:443"),
     ("FETCH_CONNECT_TO", "example.com:443:1.2.3.4:70000"),
     ("FETCH_CA_BUNDLE", "/nonexistent/ca-bundle.pem"),
+    ("WORKER_NICE", "20"),
+    ("WORKER_EXECUTION", "thread"),
+    ("WORKER_MAX_JOBS", "-1"),
+    ("WORKER_MAX_RSS_MIB", "lots"),
+    ("RATE_LIMITS", "sometimes"),
+    ("RATE_LIMIT_WRITE", "sixty/minute"),
+    ("RATE_LIMIT_READ", "0/minute"),
+    ("TRUSTED_PROXIES", "11"),
+    ("FETCH_HOST_CONCURRENCY", "0"),
+    ("FETCH_HOST_DELAY", "-1"),
+    ("FETCH_HOST_DELAYS", "www.goodreads.com:2"),
+    ("FETCH_HOST_DELAYS", "example.org=soon"),
+    ("FETCH_HOST_DELAY_MAX", "3601"),
+    ("ROBOTS_TXT", "maybe"),
+    ("ROBOTS_CACHE_SECONDS", "86401"),
+    ("NEWS_RECRAWL_INTERVAL", "59"),
+    ("NEWS_RECRAWL_FOR", "-1"),
+    ("SNAPSHOTS_KEPT", "0"),
+    ("TICK_SECONDS", "301"),
+    ("LOG_FORMAT", "xml"),
 ])
 def test_bad_value_refused_naming_variable(name, raw):
     message = config_error({name: raw})

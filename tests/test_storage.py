@@ -247,6 +247,7 @@ def test_batch_round_trip_and_ttl(store, redis):
     batch = a_batch("b1")
     store.save_batch(batch)
     assert store.load_batch("b1") == batch
+    assert BATCH_TTL == 7 * 86400  # README: a batch can be read for 7 days
     assert BATCH_TTL - 10 <= redis.ttl(batch_key("b1")) <= BATCH_TTL
     assert store.load_batch("nope") is None
 

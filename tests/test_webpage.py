@@ -15,6 +15,7 @@ import signal
 import struct
 import time
 import zlib
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from sources import Unsupported, route
 from tests.support import processes
-from tests.support.fixture_server import FixtureServer, Reply
+from tests.support.fixture_server import FixtureServer, Handler, Reply, send_reply
 from tests.support.prerequisites import BROWSER_REASON, CHROMEDRIVER, CHROMIUM, have_browser
 
 pytestmark = [
@@ -45,6 +46,7 @@ MISSING_BOOK_URL = "https://www.goodreads.com/book/show/404"
 NEWS_URL = "https://www.bbc.com/news"
 INVALID_URL = "ftp://www.goodreads.com/book/show/1"
 WAIT_SECONDS = 60
+NEWS_ANSWER_SECONDS = 2.5  # the news page answers this slowly: the page, polling every second, shows "fetching"
 SHOT_COPY = Path("/tmp/webpage.png")
 NARROW_SHOT_COPY = Path("/tmp/webpage-narrow.png")
 
@@ -73,12 +75,20 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
+def answered_after(seconds: float, reply: Reply) -> Handler:
+    """A route that answers only after `seconds`: a job fetching it stays in its fetching step meanwhile."""
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(seconds)
+        send_reply(handler, reply)
+    return answer
+
+
 @pytest.fixture(scope="module")
 def site():
     server = FixtureServer(["www.goodreads.com", "www.bbc.com", COVER_HOST]).start()
     server.routes["/book/show/1"] = Reply(body=FIXTURE_BOOK.read_bytes())
     server.routes["/book/show/404"] = Reply(404, b"<html>not here</html>")
-    server.routes["/news"] = Reply(body=news_front_page())
+    server.routes["/news"] = answered_after(NEWS_ANSWER_SECONDS, Reply(body=news_front_page()))
     server.routes[COVER_PATH] = Reply(body=png(60, 90, (40, 90, 140)), headers={"Content-Type": "image/png"})
     yield server
     server.stop()
@@ -205,7 +215,8 @@ def test_the_page_submits_urls_and_shows_each_result_live(service, browser, tmp_
     assert_news_row(browser, news)
     assert_rejected(browser)
     badges = browser.execute_script("return window.__badges")
-    assert badges[2][0] == "queued" and badges[2][-1] == "done", badges  # the news row went live
+    assert badges[2][0] == "queued" and badges[2][-1] == "done", badges  # the news row went live...
+    assert "fetching" in badges[2], badges  # ...showing the step while its slow page was fetched
     assert browser.find_element(By.ID, "alert").is_displayed() is False  # no API error happened
     assert "3 of 3 finished" in text(browser, "#summary")
 
