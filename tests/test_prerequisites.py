@@ -12,6 +12,7 @@ from pathlib import Path
 from config import PROJECT_ROOT
 from tests.conftest import database_of_test_process
 
+ONE_PLAIN_TEST = "tests/test_prerequisites.py::test_test_processes_side_by_side_each_flush_a_database_of_their_own"
 SKIPPING_TESTS = '''
 import pytest
 
@@ -41,7 +42,7 @@ def run_pytest(args: list[str], cwd: Path, ci: bool, **env: str) -> subprocess.C
 
 def test_under_ci_missing_pages_stop_the_suite_before_any_test_and_say_where(tmp_path):
     absent = tmp_path / "no-pages-here"
-    run = run_pytest(["tests/test_readme.py"], PROJECT_ROOT, ci=True, METAPARSE_PAGES_DIR=str(absent))
+    run = run_pytest([ONE_PLAIN_TEST], PROJECT_ROOT, ci=True, METAPARSE_PAGES_DIR=str(absent))
     assert run.returncode == 3, run.stdout + run.stderr
     assert "CI=true and the test suite's prerequisites are missing" in run.stdout + run.stderr
     assert str(absent / "MANIFEST.json") in run.stdout + run.stderr
@@ -49,7 +50,7 @@ def test_under_ci_missing_pages_stop_the_suite_before_any_test_and_say_where(tmp
 
 
 def test_outside_ci_missing_pages_leave_the_suite_running(tmp_path):
-    run = run_pytest(["tests/test_readme.py"], PROJECT_ROOT, ci=False, METAPARSE_PAGES_DIR=str(tmp_path))
+    run = run_pytest([ONE_PLAIN_TEST], PROJECT_ROOT, ci=False, METAPARSE_PAGES_DIR=str(tmp_path))
     assert run.returncode == 0, run.stdout + run.stderr
     assert " passed" in run.stdout
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,19 +32,23 @@ CLOCK_CALLS = {"now", "utcnow", "today"}  # datetime.now(), date.today(), ...
 
 @pytest.fixture
 def network_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every reach for the network, recorded (a parser that swallows the error still shows here)."""
+    """Every reach for the network from the test's own thread, recorded (a parser that swallows
+    the error still shows here); other threads of the process (an earlier test's servers) go on."""
     calls: list[str] = []
+    test_thread = threading.get_ident()
 
-    def refuse(name: str) -> Callable[..., None]:
-        def refused(*args: object, **kwargs: object) -> None:
+    def refuse(name: str, original: Callable[..., object]) -> Callable[..., object]:
+        def refused(*args: object, **kwargs: object) -> object:
+            if threading.get_ident() != test_thread:
+                return original(*args, **kwargs)
             calls.append(name)
             raise OSError(f"offline: {name}")
         return refused
 
     for name in ("connect", "connect_ex", "sendto", "sendall"):
-        monkeypatch.setattr(socket.socket, name, refuse(name))
+        monkeypatch.setattr(socket.socket, name, refuse(name, getattr(socket.socket, name)))
     for name in ("getaddrinfo", "create_connection", "gethostbyname"):
-        monkeypatch.setattr(socket, name, refuse(name))
+        monkeypatch.setattr(socket, name, refuse(name, getattr(socket, name)))
     return calls
 
 
