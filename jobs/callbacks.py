@@ -101,7 +101,7 @@ def deliver(batch_id: str) -> dict:
 def delivery_delay(failures: int, retry_after: float | None = None) -> int:
     """Seconds before the next POST after `failures` failed ones: DELIVERY_RETRY_INTERVALS, or
     the receiver's Retry-After when that is later, up to the schedule's last step."""
-    scheduled = DELIVERY_RETRY_INTERVALS[min(failures, len(DELIVERY_RETRY_INTERVALS)) - 1]
+    scheduled = DELIVERY_RETRY_INTERVALS[min(max(failures, 1), len(DELIVERY_RETRY_INTERVALS)) - 1]
     return max(scheduled, min(round(retry_after or 0), DELIVERY_RETRY_INTERVALS[-1]))
 
 

@@ -12,6 +12,7 @@ import contextlib
 import email.utils
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urljoin
@@ -84,7 +85,7 @@ class Fetcher:
         with Deadline(self.settings.fetch_deadline) as deadline:
             try:
                 with self._send(url, "POST", body, headers) as response:
-                    check_receiver_status(response)
+                    check_status(response, receiver_asks_again)
                     return response.status_code
             except FetchError:
                 raise
@@ -208,27 +209,23 @@ def _discard(response: requests.Response) -> None:
     response.close()
 
 
-def check_status(response: requests.Response) -> None:
-    """Return for 2xx; a redirect reaching here was not followed, so it fails like a 4xx."""
+def check_status(response: requests.Response,
+                 transient: Callable[[int], bool] = TRANSIENT_STATUSES.__contains__) -> None:
+    """Return for 2xx; a redirect reaching here was not followed, so it fails like a 4xx. A
+    status transient(status) calls for a later try (a page's own set by default)."""
     status = response.status_code
     if 200 <= status < 300:
         return
-    if status in TRANSIENT_STATUSES:
+    if transient(status):
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise TransientFetchError(f"HTTP {status} from {response.url}", retry_after=retry_after, status=status)
     raise HttpStatusError(status, f"HTTP {status} from {response.url}")
 
 
-def check_receiver_status(response: requests.Response) -> None:
-    """Return for 2xx. A receiver of POSTs asks for a later try with 429 or any 5xx (README:
-    completion callbacks); any other answer, a redirect included, is final."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if status == 429 or 500 <= status < 600:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        raise TransientFetchError(f"HTTP {status} from {response.url}", retry_after=retry_after, status=status)
-    raise HttpStatusError(status, f"HTTP {status} from {response.url}")
+def receiver_asks_again(status: int) -> bool:
+    """A receiver of POSTs asks for a later try with 429 or any 5xx (README: completion
+    callbacks); any other answer, a redirect included, is final."""
+    return status == 429 or 500 <= status < 600
 
 
 def check_content_type(content_type: str | None) -> None:
