@@ -16,24 +16,29 @@ from tests.support.redis_server import RedisServer
 
 def database_of_test_process(url: str, worker_id: str) -> str:
     """url itself for a lone pytest; for pytest-xdist's process gwN, the database N further on,
-    so the processes running tests side by side never flush each other's keys."""
+    so the processes running tests side by side never flush each other's keys. A `db` in the
+    query wins over the path in redis-py, so that is the one moved when it is there."""
     if not worker_id.startswith("gw"):
         return url
-    parts = urlsplit(url)
+    parts, offset = urlsplit(url), int(worker_id[2:])
     query = dict(parse_qsl(parts.query))
-    if parts.scheme == "unix":
-        query["db"] = str(int(query.get("db", 0)) + int(worker_id[2:]))
-        return f"unix://{parts.netloc}{parts.path}?{urlencode(query)}"  # urlunsplit would drop the empty host
-    database = int(parts.path.strip("/") or 0) + int(worker_id[2:])
-    return urlunsplit(parts._replace(path=f"/{database}"))
+    if "db" in query or parts.scheme == "unix":
+        query["db"] = str(int(query.get("db", 0)) + offset)
+        return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"  # urlunsplit drops an empty host
+    return urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) + offset}"))
+
+
+def xdist_process_name() -> str:
+    """pytest-xdist's name for this process (gw0, gw1, ...), or "master" when run without it."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "master")
 
 
 @pytest.fixture(scope="session")
-def redis_url(worker_id: str) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """REDIS_URL when set (its databases are flushed per test: point it at scratch ones, one per
     test process), else our own server."""
     if os.environ.get("REDIS_URL"):
-        yield database_of_test_process(os.environ["REDIS_URL"], worker_id)
+        yield database_of_test_process(os.environ["REDIS_URL"], xdist_process_name())
         return
     server = RedisServer(appendonly=False).start()
     yield server.url

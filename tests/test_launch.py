@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from launch import EmbeddedRedis, find_redis_server, free_port, redis_command
 from storage import Storage
-from tests.conftest import database_of_test_process
+from tests.conftest import database_of_test_process, xdist_process_name
 from tests.support import processes
 from tests.support.redis_server import RedisServer
 
@@ -71,9 +71,12 @@ def silent_port() -> Iterator[int]:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_launch_runs_everything_and_stops_without_orphans(tmp_path, stop_signal, silent_port):
     marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
-    # The news page's fetch hangs for a while, so that its job is still in flight when the stop comes.
+    # The news page's fetch hangs 6 s (its TLS handshake waits out the connect timeout), so its
+    # job is still in flight when the stop comes moments after it is seen started: the stop must
+    # wait for it, Redis included.
     process, base, log_path = launch(tmp_path, marker, FETCH_CONNECT_TO=f"www.bbc.com:443:127.0.0.1:{silent_port}",
-                                     FETCH_CONNECT_TIMEOUT="2", FETCH_READ_TIMEOUT="2", ROBOTS_TXT="false")
+                                     FETCH_CONNECT_TIMEOUT="6", FETCH_READ_TIMEOUT="6", FETCH_DEADLINE="8",
+                                     ROBOTS_TXT="false")
     try:
         check_running_service(base, embedded_redis_url(log_path))
         stop_launcher(process, stop_signal)
@@ -114,9 +117,10 @@ def stop_if_running(process: subprocess.Popen) -> None:
 
 def wait_until_started(base: str, url: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
-    while requests.get(f"{base}/info", params={"url": url}, timeout=5).json()["status"] != "started":
+    while (status := requests.get(f"{base}/info", params={"url": url}, timeout=5).json()["status"]) != "started":
+        assert status == "queued", f"{url} is {status}: it ended before it could be seen in flight"
         assert time.monotonic() < deadline, f"{url} was not picked up by a worker"
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -288,9 +292,9 @@ def test_a_killed_embedded_redis_comes_back_with_its_data_and_one_that_keeps_dyi
 # ---- `make test`'s own Redis ------------------------------------------------------------------
 
 
-def test_make_test_runs_on_a_redis_server_of_its_own_unless_redis_url_is_set(redis_url, worker_id):
+def test_make_test_runs_on_a_redis_server_of_its_own_unless_redis_url_is_set(redis_url):
     if os.environ.get("REDIS_URL"):
-        assert redis_url == database_of_test_process(os.environ["REDIS_URL"], worker_id)
+        assert redis_url == database_of_test_process(os.environ["REDIS_URL"], xdist_process_name())
         return
     client = Redis.from_url(redis_url)
     assert client.connection_pool.connection_kwargs["port"] != 6379, "6379 is someone else's"

@@ -33,7 +33,8 @@ def test_passes():
 
 
 def run_pytest(args: list[str], cwd: Path, ci: bool, **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k != "CI"} | env | {"PYTHONPATH": str(PROJECT_ROOT)}
+    inherited = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("PYTEST_")}  # xdist's, addopts
+    environment = inherited | env | {"PYTHONPATH": str(PROJECT_ROOT)}
     if ci:
         environment["CI"] = "true"
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
@@ -101,3 +102,4 @@ def test_test_processes_side_by_side_each_flush_a_database_of_their_own():
     assert database_of_test_process("redis://127.0.0.1:6380/3", "gw1") == "redis://127.0.0.1:6380/4"
     assert database_of_test_process("rediss://h:6380", "gw2") == "rediss://h:6380/2"
     assert database_of_test_process("unix:///run/redis.sock?db=1", "gw1") == "unix:///run/redis.sock?db=2"
+    assert database_of_test_process("redis://127.0.0.1:6380?db=3", "gw1") == "redis://127.0.0.1:6380?db=4"

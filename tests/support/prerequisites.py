@@ -17,7 +17,13 @@ import pytest
 from tests.pages import PAGES_DIR
 from tests.support.processes import VENV_BIN
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+def on_path(name: str) -> Path:
+    """Where PATH finds name, as scripts/ensure-browser looks for it (Debian's place when nowhere)."""
+    return Path(shutil.which(name) or f"/usr/bin/{name}")
+
+
+CHROMIUM, CHROMEDRIVER = on_path("chromium"), on_path("chromedriver")
 BROWSER = (f"Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
            "./scripts/ensure-browser installs them as root")
 BROWSER_REASON = f"needs {BROWSER}"
