@@ -196,11 +196,10 @@ def test_a_receivers_retry_after_is_honoured_up_to_the_schedules_last_step(retry
 
 
 def test_an_unreachable_receiver_is_tried_again(client, redis_client, monkeypatch):
-    with socket.socket() as unused:  # a port nobody listens on: the connection is refused
+    with socket.socket() as unused:  # bound, never listening: refused, and no other process takes the port
         unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    monkeypatch.setenv("FETCH_CONNECT_TO", f"hooks.example.com:443:127.0.0.1:{port}")
-    job, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
+        monkeypatch.setenv("FETCH_CONNECT_TO", f"hooks.example.com:443:127.0.0.1:{unused.getsockname()[1]}")
+        job, waits = attempt_delivery(redis_client, submit_finished_batch(client, redis_client))
     assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == len(DELIVERY_SCHEDULE) - 1
     assert waits is not None and DELIVERY_SCHEDULE[0] - 1 <= waits <= DELIVERY_SCHEDULE[0] + 5
 

@@ -169,12 +169,11 @@ def test_status_codes_map_to_transient_or_permanent(server, fetcher, status, err
 
 
 def test_connection_refused_is_transient(fetcher, tmp_path):
-    with socket.socket() as unused:
+    with socket.socket() as unused:  # bound, never listening: refused, and no other process takes the port
         unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    fetcher.settings = load_settings({"FETCH_CONNECT_TO": f"www.bbc.com:443:127.0.0.1:{port}"})
-    with pytest.raises(TransientFetchError):
-        fetcher.fetch("https://www.bbc.com/news")
+        fetcher.settings = load_settings({"FETCH_CONNECT_TO": f"www.bbc.com:443:127.0.0.1:{unused.getsockname()[1]}"})
+        with pytest.raises(TransientFetchError):
+            fetcher.fetch("https://www.bbc.com/news")
 
 
 def test_connection_is_pinned_to_the_address_the_guard_approved(server, fetcher, monkeypatch):
