@@ -26,7 +26,7 @@ from jobs.ticker import ensure_ticking
 from server import create_app
 from storage import Storage, make_record
 from tests.support.fixture_server import FixtureServer, Reply
-from tests.support.job_runs import BurstWorker
+from tests.support.job_runs import BurstWorker, title_of
 
 BOOK = "https://www.goodreads.com/book/show/7"
 NEWS = "https://www.bbc.com/news"
@@ -67,10 +67,10 @@ def client(env, redis_client):
 def fake_parsers(monkeypatch):
     """These tests are about what happens around parsing: parsers that read the <title>."""
     def book(html: str, url: str) -> dict:
-        return {"kind": "goodreads_book", "title": html.split("<title>")[1].split("</title>")[0]}
+        return {"kind": "goodreads_book", "title": title_of(html)}
 
     def news(html: str, url: str) -> dict:
-        titles = html.split("<title>")[1].split("</title>")[0].split("|")
+        titles = title_of(html).split("|")
         return {"kind": "news_headlines", "site": "bbc.com",
                 "headlines": [{"title": t, "url": f"https://www.bbc.com/news/{t}"} for t in titles]}
 

@@ -22,7 +22,7 @@ from sources import route
 from storage import Storage, batch_key, make_record, record_key
 from tests.support import job_runs
 from tests.support.fixture_server import FixtureServer, Reply
-from tests.support.job_runs import BurstWorker
+from tests.support.job_runs import BurstWorker, title_of
 
 MINUTE, DAY = 60, 86400
 DEFAULT_RETENTION = 30 * DAY  # RECORD_RETENTION's default
@@ -62,7 +62,7 @@ def client(base_env, redis_client):
 def title_parsers(monkeypatch):
     """Lifetimes are under test, not parsing: every source's parser reads the page's <title>."""
     def parse_title(html: str, url: str) -> dict:
-        title = html.split("<title>")[1].split("</title>")[0]
+        title = title_of(html)
         return {"title": title, "headlines": [{"title": title, "url": f"{url}/{title}"}]}
 
     for source in ("goodreads", "news", "generic"):

@@ -328,9 +328,11 @@ def polite_service(redis_client, redis_url, tmp_path_factory) -> Iterator[tuple[
     env = processes.service_env(REDIS_URL=redis_url, FETCH_RETRIES="0",  # redis_client: flushed first
                                 **site.server.fetch_env(logs, "www.goodreads.com", *NEWS_FRONTS))
     service = processes.start_service(env, logs, workers=Settings.workers, name="POLITE")
-    yield service, site
-    service.stop()
-    site.server.stop()
+    try:
+        yield service, site
+    finally:
+        service.stop()
+        site.server.stop()
 
 
 @pytest.mark.e2e

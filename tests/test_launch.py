@@ -30,7 +30,7 @@ NO_WEB = "www.bbc.com:443:127.0.0.1:9,www.wsj.com:443:127.0.0.1:9"
 NEWS = "https://www.bbc.com/news"
 
 
-def launch(tmp_path: Path, marker: str, **settings: str):
+def launch(tmp_path: Path, marker: str, **settings: str) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     env = processes.service_env(**{"PORT": str(port), "WORKERS": "1", "WEB_WORKERS": "1",
                                    "DATA_DIR": str(tmp_path / "var"), "FETCH_CONNECT_TO": NO_WEB,

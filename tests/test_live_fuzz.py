@@ -493,7 +493,7 @@ def test_a_body_sent_after_100_continue_is_read(live):
         assert_connection_sane(connection, answer)
 
 
-# ---- 3. the dashboard: odd methods, HTTP/1.0 and SCRIPT_NAME, in every spelling -----------------
+# ---- 4. the dashboard: odd methods, HTTP/1.0 and SCRIPT_NAME, in every spelling -----------------
 
 DASHBOARD_PATHS = ["/rqstatus/", "/rqstatus/0/data/queues.json", "/rqstatus/static/css/main.css",
                    "/rqstatus/requeue/goodreads", "/rqstatus/no-such-page"]

@@ -61,11 +61,16 @@ def worker_env(site: FixtureServer, redis_url: str, tmp_path: Path, monkeypatch,
     return env
 
 
+def title_of(html: str) -> str:
+    """The text of the page's <title>: what the stand-in parsers below and in tests read."""
+    return html.split("<title>")[1].split("</title>")[0]
+
+
 def parse_title(html: str, url: str) -> dict:
     """A stand-in for the Goodreads parser when the parser is not under test: reads the <title>."""
     if "<title>" not in html:
         raise ParseError("no title")
-    return {"kind": "goodreads_book", "title": html.split("<title>")[1].split("</title>")[0]}
+    return {"kind": "goodreads_book", "title": title_of(html)}
 
 
 def use_title_parser(monkeypatch) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import schemathesis
 from schemathesis.engine import events as engine_events
 from schemathesis.engine import from_schema
+from schemathesis.schemas import BaseSchema
 
 CHECKS = ["not_a_server_error", "response_schema_conformance", "status_code_conformance",
           "content_type_conformance", "response_headers_conformance"]
@@ -53,7 +54,7 @@ class Run:
         return counts
 
 
-def run(schema) -> Run:
+def run(schema: BaseSchema) -> Run:
     """Run every phase the schema's config enables, collecting what each scenario sent and got."""
     result = Run(sorted(found.ok().label for found in schema.get_all_operations()))
     started = time.monotonic()
