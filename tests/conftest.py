@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 from redis import Redis
 
 from server import create_app
 from tests.support.prerequisites import pytest_runtest_makereport, pytest_sessionstart  # noqa: F401 (hooks)
-from tests.support.redis_server import RedisServer
-
-
-def database_of_test_process(url: str, worker_id: str) -> str:
-    """url itself for a lone pytest; for pytest-xdist's process gwN, the database N further on,
-    so the processes running tests side by side never flush each other's keys. A `db` in the
-    query wins over the path in redis-py, so that is the one moved when it is there."""
-    if not worker_id.startswith("gw"):
-        return url
-    parts, offset = urlsplit(url), int(worker_id[2:])
-    query = dict(parse_qsl(parts.query))
-    if "db" in query or parts.scheme == "unix":
-        query["db"] = str(int(query.get("db", 0)) + offset)
-        return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"  # urlunsplit drops an empty host
-    return urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) + offset}"))
-
-
-def xdist_process_name() -> str:
-    """pytest-xdist's name for this process (gw0, gw1, ...), or "master" when run without it."""
-    return os.environ.get("PYTEST_XDIST_WORKER", "master")
+from tests.support.redis_server import RedisServer, database_of_test_process, xdist_process_name
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,8 @@ from redis.exceptions import RedisError
 
 from launch import EmbeddedRedis, find_redis_server, free_port, redis_command
 from storage import Storage
-from tests.conftest import database_of_test_process, xdist_process_name
 from tests.support import processes
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, database_of_test_process, xdist_process_name
 
 pytestmark = pytest.mark.e2e
 # Workers must never reach the real web: the sites these tests submit lead to a closed local port.

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from config import PROJECT_ROOT
-from tests.conftest import database_of_test_process
+from tests.support.redis_server import database_of_test_process
 
 ONE_PLAIN_TEST = "tests/test_prerequisites.py::test_test_processes_side_by_side_each_flush_a_database_of_their_own"
 SKIPPING_TESTS = '''

@@ -1,10 +1,12 @@
-"""A real redis-server for the test session: REDIS_URL when given, else one of our own."""
+"""A real redis-server for the session: REDIS_URL when given (one database per test process), else one of our own."""
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -63,3 +65,22 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def database_of_test_process(url: str, worker_id: str) -> str:
+    """url itself for a lone pytest; for pytest-xdist's process gwN, the database N further on,
+    so the processes running tests side by side never flush each other's keys. A `db` in the
+    query wins over the path in redis-py, so that is the one moved when it is there."""
+    if not worker_id.startswith("gw"):
+        return url
+    parts, offset = urlsplit(url), int(worker_id[2:])
+    query = dict(parse_qsl(parts.query))
+    if "db" in query or parts.scheme == "unix":
+        query["db"] = str(int(query.get("db", 0)) + offset)
+        return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"  # urlunsplit drops an empty host
+    return urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) + offset}"))
+
+
+def xdist_process_name() -> str:
+    """pytest-xdist's name for this process (gw0, gw1, ...), or "master" when run without it."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "master")
