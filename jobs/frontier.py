@@ -78,31 +78,31 @@ local function lane_of(meta)
   end
   return ''
 end
-local function lane_key(host, lane) return ARGV_LANE .. host .. ' ' .. lane end
+local function lane_key(host, lane) return PREFIX_LANE .. host .. ' ' .. lane end
 -- put a job id in its host's lane (at the head when given back), the lane in the host's turn
 -- order and the host among the ready ones (now, or its next start)
 local function file(host, lane, job_id, at_head, now)
   local key = lane_key(host, lane)
   if at_head then redis.call('LPUSH', key, job_id) else redis.call('RPUSH', key, job_id) end
-  local lanes = ARGV_LANES .. host
+  local lanes = PREFIX_LANES .. host
   if not redis.call('LPOS', lanes, lane) then
     if at_head then redis.call('LPUSH', lanes, lane) else redis.call('RPUSH', lanes, lane) end
   end
-  redis.call('HINCRBY', ARGV_BACKLOG, host, 1)
-  if not redis.call('ZSCORE', ARGV_READY, host) then
-    local next_start = tonumber(redis.call('GET', ARGV_NEXT .. host) or '0')
-    redis.call('ZADD', ARGV_READY, math.max(now, next_start), host)
+  redis.call('HINCRBY', PREFIX_BACKLOG, host, 1)
+  if not redis.call('ZSCORE', PREFIX_READY, host) then
+    local next_start = tonumber(redis.call('GET', PREFIX_NEXT .. host) or '0')
+    redis.call('ZADD', PREFIX_READY, math.max(now, next_start), host)
   end
 end
 """
 
 
 def _lua(body: str) -> str:
-    """A script with the key prefixes bound (Lua has no imports: they are written in)."""
-    names = {"ARGV_LANE": FRONTIER_LANE, "ARGV_LANES": FRONTIER_LANES, "ARGV_BACKLOG": FRONTIER_BACKLOG,
-             "ARGV_READY": FRONTIER_READY, "ARGV_NEXT": host_next_start_key(""), "ARGV_SLOTS": host_slots_key(""),
-             "ARGV_DELAY": host_delay_key(""), "ARGV_ROBOTS": robots_key(""), "ARGV_JOB": JOB_KEY_PREFIX,
-             "ARGV_QUEUE": QUEUE_KEY_PREFIX}
+    """A script with the key prefixes bound as PREFIX_* constants (Lua has no imports: they are written in)."""
+    names = {"PREFIX_LANE": FRONTIER_LANE, "PREFIX_LANES": FRONTIER_LANES, "PREFIX_BACKLOG": FRONTIER_BACKLOG,
+             "PREFIX_READY": FRONTIER_READY, "PREFIX_NEXT": host_next_start_key(""), "PREFIX_SLOTS": host_slots_key(""),
+             "PREFIX_DELAY": host_delay_key(""), "PREFIX_ROBOTS": robots_key(""), "PREFIX_JOB": JOB_KEY_PREFIX,
+             "PREFIX_QUEUE": QUEUE_KEY_PREFIX}
     header = "".join(f"local {name} = '{value}'\n" for name, value in names.items())
     return header + _LUA_COMMON + body
 
@@ -133,7 +133,7 @@ for i = 2 + plain, #KEYS do
     local job_id = redis.call('LPOP', KEYS[i])
     if not job_id then break end
     drained = drained + 1
-    local fields = redis.call('HMGET', ARGV_JOB .. job_id, 'description', 'origin', 'meta')
+    local fields = redis.call('HMGET', PREFIX_JOB .. job_id, 'description', 'meta')
     if fields[1] then  -- a deleted job is dropped, as RQ's own dequeue would skip it
       local host = host_and_origin(fields[1])
       if host == '' then
@@ -142,7 +142,7 @@ for i = 2 + plain, #KEYS do
         claim(KEYS[i], job_id)
         return {KEYS[i], job_id}
       end
-      file(host, lane_of(fields[3]), job_id, false, now)
+      file(host, lane_of(fields[2]), job_id, false, now)
     end
   end
 end
@@ -154,11 +154,11 @@ local function drop_dead_heads(host, lanes)
     local job_id = redis.call('LINDEX', key, 0)
     if not job_id then
       redis.call('LPOP', lanes)
-    elseif redis.call('EXISTS', ARGV_JOB .. job_id) == 1 then
+    elseif redis.call('EXISTS', PREFIX_JOB .. job_id) == 1 then
       return lane, key, job_id
     else
       redis.call('LPOP', key)
-      redis.call('HINCRBY', ARGV_BACKLOG, host, -1)
+      redis.call('HINCRBY', PREFIX_BACKLOG, host, -1)
     end
   end
   return nil
@@ -167,50 +167,50 @@ local function give_turn(host, lanes, lane, key, job_id)
   redis.call('LPOP', key)
   redis.call('LMOVE', lanes, lanes, 'LEFT', 'RIGHT')  -- round robin: this lane goes last
   if redis.call('LLEN', key) == 0 then redis.call('LREM', lanes, -1, lane) end
-  if redis.call('HINCRBY', ARGV_BACKLOG, host, -1) <= 0 then redis.call('HDEL', ARGV_BACKLOG, host) end
-  local slots = ARGV_SLOTS .. host
+  if redis.call('HINCRBY', PREFIX_BACKLOG, host, -1) <= 0 then redis.call('HDEL', PREFIX_BACKLOG, host) end
+  local slots = PREFIX_SLOTS .. host
   redis.call('ZADD', slots, now + lease, job_id)
   redis.call('PEXPIRE', slots, lease)
-  local delay = tonumber(redis.call('GET', ARGV_DELAY .. host) or default_delay)
-  redis.call('SET', ARGV_NEXT .. host, string.format('%d', now + delay), 'PX', string.format('%d', delay + 1000))
+  local delay = tonumber(redis.call('GET', PREFIX_DELAY .. host) or default_delay)
+  redis.call('SET', PREFIX_NEXT .. host, string.format('%d', now + delay), 'PX', string.format('%d', delay + 1000))
   if redis.call('EXISTS', lanes) == 1 then
-    redis.call('ZADD', ARGV_READY, now + delay, host)
+    redis.call('ZADD', PREFIX_READY, now + delay, host)
   else
-    redis.call('ZREM', ARGV_READY, host)
+    redis.call('ZREM', PREFIX_READY, host)
   end
   claim(key, job_id)
-  return {ARGV_QUEUE .. (redis.call('HGET', ARGV_JOB .. job_id, 'origin') or ''), job_id}
+  return {PREFIX_QUEUE .. (redis.call('HGET', PREFIX_JOB .. job_id, 'origin') or ''), job_id}
 end
-for _, host in ipairs(redis.call('ZRANGEBYSCORE', ARGV_READY, '-inf', now, 'LIMIT', 0, tonumber(ARGV[9]))) do
-  local lanes = ARGV_LANES .. host
+for _, host in ipairs(redis.call('ZRANGEBYSCORE', PREFIX_READY, '-inf', now, 'LIMIT', 0, tonumber(ARGV[9]))) do
+  local lanes = PREFIX_LANES .. host
   local lane, key, job_id = drop_dead_heads(host, lanes)
   if not lane then
     if redis.call('EXISTS', lanes) == 0 then
-      redis.call('ZREM', ARGV_READY, host)
-      redis.call('HDEL', ARGV_BACKLOG, host)
+      redis.call('ZREM', PREFIX_READY, host)
+      redis.call('HDEL', PREFIX_BACKLOG, host)
     end
   else
-    local slots = ARGV_SLOTS .. host
+    local slots = PREFIX_SLOTS .. host
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
     local host_limit = limit
     if robots_on then
-      local _, origin = host_and_origin(redis.call('HGET', ARGV_JOB .. job_id, 'description'))
-      if redis.call('EXISTS', ARGV_ROBOTS .. origin) == 0 then host_limit = 1 end
+      local _, origin = host_and_origin(redis.call('HGET', PREFIX_JOB .. job_id, 'description'))
+      if redis.call('EXISTS', PREFIX_ROBOTS .. origin) == 0 then host_limit = 1 end
     end
-    local next_start = tonumber(redis.call('GET', ARGV_NEXT .. host) or '0')
+    local next_start = tonumber(redis.call('GET', PREFIX_NEXT .. host) or '0')
     if next_start > now then
       -- a request outside the frontier (a redirect from another host's page) took this start
-      redis.call('ZADD', ARGV_READY, next_start, host)
+      redis.call('ZADD', PREFIX_READY, next_start, host)
     elseif redis.call('ZCARD', slots) < host_limit then
       return give_turn(host, lanes, lane, key, job_id)
     else
       -- every slot taken: ready again when the first lease ends (a finished turn says so sooner)
       local first = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
-      redis.call('ZADD', ARGV_READY, tonumber(first[2]), host)
+      redis.call('ZADD', PREFIX_READY, tonumber(first[2]), host)
     end
   end
 end
-local first = redis.call('ZRANGE', ARGV_READY, 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGE', PREFIX_READY, 0, 0, 'WITHSCORES')
 if first[2] then return {false, math.max(0, tonumber(first[2]) - now)} end
 return {false, -1}
 """)
@@ -225,16 +225,16 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 if not lane_key_value then return 0 end
 redis.call('DEL', KEYS[2])
 if redis.call('HGET', KEYS[3], 'status') ~= 'queued' then return 0 end
-if string.sub(lane_key_value, 1, #ARGV_LANE) ~= ARGV_LANE then
+if string.sub(lane_key_value, 1, #PREFIX_LANE) ~= PREFIX_LANE then
   if redis.call('LPOS', lane_key_value, ARGV[1]) then return 0 end
   redis.call('LPUSH', lane_key_value, ARGV[1])  -- a plain queue
   return 1
 end
-local host, lane = string.match(string.sub(lane_key_value, #ARGV_LANE + 1), '^(.*) ([^ ]*)$')
+local host, lane = string.match(string.sub(lane_key_value, #PREFIX_LANE + 1), '^(.*) ([^ ]*)$')
 if redis.call('LPOS', lane_key_value, ARGV[1]) then return 0 end
 local now = now_ms()
 file(host, lane, ARGV[1], true, now)
-redis.call('ZADD', ARGV_READY, 'LT', math.max(now, tonumber(redis.call('GET', ARGV_NEXT .. host) or '0')), host)
+redis.call('ZADD', PREFIX_READY, 'LT', math.max(now, tonumber(redis.call('GET', PREFIX_NEXT .. host) or '0')), host)
 return 1
 """)
 
@@ -249,9 +249,9 @@ return 1
 FINISH_TURN = _lua("""
 local host = ARGV[1]
 local now = now_ms()
-redis.call('ZREM', ARGV_SLOTS .. host, ARGV[2])
+redis.call('ZREM', PREFIX_SLOTS .. host, ARGV[2])
 local floor, cap, concurrency = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local old = tonumber(redis.call('GET', ARGV_DELAY .. host) or ARGV[8])
+local old = tonumber(redis.call('GET', PREFIX_DELAY .. host) or ARGV[8])
 local delay
 if floor <= 0 then
   delay = 0  -- spacing off for this host (its setting is 0 and robots.txt names no Crawl-delay)
@@ -263,12 +263,12 @@ else
   delay = math.max(old, floor)
 end
 delay = math.floor(math.min(delay, cap))
-redis.call('SET', ARGV_DELAY .. host, delay, 'PX', DELAY_MEMORY_MS)
-local next_start = math.max(tonumber(redis.call('GET', ARGV_NEXT .. host) or '0'), now - tonumber(ARGV[9]) + delay)
+redis.call('SET', PREFIX_DELAY .. host, delay, 'PX', DELAY_MEMORY_MS)
+local next_start = math.max(tonumber(redis.call('GET', PREFIX_NEXT .. host) or '0'), now - tonumber(ARGV[9]) + delay)
 local keep_ms = math.max(1, next_start - now) + 1000
-redis.call('SET', ARGV_NEXT .. host, string.format('%d', next_start), 'PX', string.format('%d', keep_ms))
-if redis.call('EXISTS', ARGV_LANES .. host) == 1 then
-  redis.call('ZADD', ARGV_READY, math.max(now, next_start), host)
+redis.call('SET', PREFIX_NEXT .. host, string.format('%d', next_start), 'PX', string.format('%d', keep_ms))
+if redis.call('EXISTS', PREFIX_LANES .. host) == 1 then
+  redis.call('ZADD', PREFIX_READY, math.max(now, next_start), host)
 end
 return delay
 """.replace("DELAY_MEMORY_MS", str(DELAY_MEMORY_MS)))
@@ -278,12 +278,12 @@ return delay
 # the host's next turn comes one delay later. Answers the new next start (ms).
 BORROW_START = _lua("""
 local host, now = ARGV[1], now_ms()
-local delay = tonumber(redis.call('GET', ARGV_DELAY .. host) or ARGV[2])
-local next_start = math.max(now, tonumber(redis.call('GET', ARGV_NEXT .. host) or '0')) + delay
+local delay = tonumber(redis.call('GET', PREFIX_DELAY .. host) or ARGV[2])
+local next_start = math.max(now, tonumber(redis.call('GET', PREFIX_NEXT .. host) or '0')) + delay
 local keep_ms = next_start - now + 1000
-redis.call('SET', ARGV_NEXT .. host, string.format('%d', next_start), 'PX', string.format('%d', keep_ms))
-if redis.call('ZSCORE', ARGV_READY, host) then
-  redis.call('ZADD', ARGV_READY, 'GT', next_start, host)
+redis.call('SET', PREFIX_NEXT .. host, string.format('%d', next_start), 'PX', string.format('%d', keep_ms))
+if redis.call('ZSCORE', PREFIX_READY, host) then
+  redis.call('ZADD', PREFIX_READY, 'GT', next_start, host)
 end
 return next_start
 """)
@@ -293,11 +293,11 @@ return next_start
 # run): its slot is freed now rather than when its lease ends, and the host is ready again
 # at its next start. Answers 1 when the job held a slot, 0 when it held none (already ended).
 GIVE_BACK = _lua("""
-local host = host_and_origin(redis.call('HGET', ARGV_JOB .. ARGV[1], 'description'))
-if redis.call('ZREM', ARGV_SLOTS .. host, ARGV[1]) == 0 then return 0 end
-if redis.call('EXISTS', ARGV_LANES .. host) == 1 then
+local host = host_and_origin(redis.call('HGET', PREFIX_JOB .. ARGV[1], 'description'))
+if redis.call('ZREM', PREFIX_SLOTS .. host, ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', PREFIX_LANES .. host) == 1 then
   local now = now_ms()
-  redis.call('ZADD', ARGV_READY, math.max(now, tonumber(redis.call('GET', ARGV_NEXT .. host) or '0')), host)
+  redis.call('ZADD', PREFIX_READY, math.max(now, tonumber(redis.call('GET', PREFIX_NEXT .. host) or '0')), host)
 end
 return 1
 """)
