@@ -50,6 +50,7 @@ from urllib.parse import SplitResult
 
 from protego import Protego
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from config import Settings
@@ -238,8 +239,7 @@ class Robots:
 
     def _cached(self, origin: str) -> tuple[RobotsVerdict | None, int]:
         with self.redis.pipeline() as pipe:
-            raw, ttl = pipe.get(robots_key(origin)).ttl(robots_key(origin)).execute()
-        return (RobotsVerdict.load(raw) if raw is not None else None), max(int(ttl), 1)
+            return cached_verdict(*read_cached_verdict(pipe, origin).execute())
 
     def _store(self, origin: str, verdict: RobotsVerdict) -> int:
         short = verdict.kind in ("unreachable", "refused")  # ask again soon: it may be fixed
@@ -278,6 +278,16 @@ class Robots:
                 self._parsed.pop(next(iter(self._parsed)))
             known = self._parsed[origin] = (text, Protego.parse(text))
         return known[1]
+
+
+def read_cached_verdict(pipe: Pipeline, origin: str) -> Pipeline:
+    """Queue on pipe the reads of an origin's cached robots.txt verdict: the verdict, its TTL."""
+    return pipe.get(robots_key(origin)).ttl(robots_key(origin))
+
+
+def cached_verdict(raw: bytes | None, ttl: int) -> tuple[RobotsVerdict | None, int]:
+    """What read_cached_verdict read: the verdict (None when not cached) and seconds it stays."""
+    return (RobotsVerdict.load(raw) if raw is not None else None), max(int(ttl), 1)
 
 
 def verdict_for(page: Page) -> RobotsVerdict:
@@ -360,12 +370,9 @@ class Politeness:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zscore(host_slots_key(host), token)
             if self.robots is not None:
-                pipe.get(robots_key(origin)).ttl(robots_key(origin))
+                read_cached_verdict(pipe, origin)
             score, *cached = pipe.execute()
-        if not cached:
-            return score is not None, None
-        raw, ttl = cached
-        return score is not None, ((RobotsVerdict.load(raw) if raw is not None else None), max(int(ttl), 1))
+        return score is not None, (cached_verdict(*cached) if cached else None)
 
     def _end_turn(self, turn: Turn, failure: BaseException | None) -> None:
         """FINISH_TURN: the slot back, the host's delay adapted to this turn's answers."""
