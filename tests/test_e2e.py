@@ -31,6 +31,7 @@ def site():
     server = FixtureServer(["www.goodreads.com", "www.bbc.com", "hooks.example.com"]).start()
     server.routes["/book/show/1"] = Reply(body=FIXTURE_BOOK.read_bytes())
     server.routes["/book/show/404"] = Reply(404, b"<html>not here</html>")
+    server.routes["/book/show/4040"] = Reply(404, b"<html>not here either</html>")  # no other test submits it
     server.routes["/hook"] = Reply(204, b"", {})
     yield server
     server.stop()
@@ -90,8 +91,9 @@ def test_a_real_saved_goodreads_page_end_to_end(service, site):
 
 
 def test_a_failed_fetch_is_a_failed_record_and_visible_everywhere(service):
-    batch = requests.post(f"{service.base}/parse", json=["https://www.goodreads.com/book/show/404"], timeout=5).json()
-    record = wait_for_record(service.base, "https://www.goodreads.com/book/show/404")
+    # A page of its own: a failed record another test left would answer before this job ran.
+    batch = requests.post(f"{service.base}/parse", json=["https://www.goodreads.com/book/show/4040"], timeout=5).json()
+    record = wait_for_record(service.base, "https://www.goodreads.com/book/show/4040")
     assert record["status"] == "failed" and record["error"]["code"] == "http_status"
     job = requests.get(f"{service.base}/jobs/{batch['accepted'][0]['job_id']}", timeout=5).json()
     assert job["status"] == "failed" and "404" in job["error"]["message"]
