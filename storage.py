@@ -271,9 +271,6 @@ FRONTIER_LANES = f"{PREFIX}:frontier:lanes:"  # + host: list of its lanes (batch
 FRONTIER_LANE = f"{PREFIX}:frontier:lane:"  # + host + " " + lane: list of job ids, oldest first
 
 
-def frontier_lane_key(host: str, lane: str) -> str:
-    return f"{FRONTIER_LANE}{host} {lane}"
-
 
 DASHBOARD_AUTH_FAILURES = f"{PREFIX}:dashboard-auth-failures"  # counters of wrong dashboard passwords
 
