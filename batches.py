@@ -28,7 +28,7 @@ def lookup(connection: Redis, canonical: str,
            default_delay: float = Settings.fetch_host_delay) -> tuple[dict | None, dict | None]:
     """(the stored record, url_state()) in one round trip: what GET /info needs. A queued
     page's state says what it waits for (its host's schedule, read in the same round trip)."""
-    key, host = record_key(canonical), host_of(canonical)
+    key, host = record_key(canonical), frontier.host_of(urlsplit(canonical))
     with connection.pipeline(transaction=False) as pipe:
         pipe.get(key)
         pipe.hget(Job.key_for(job_id_for(canonical)), "status")
@@ -63,7 +63,7 @@ def state_of(connection: Redis, canonical: str, record: dict | None, job_status:
 
 def waiting_for_host(connection: Redis, canonical: str, default_delay: float) -> dict:
     """Where a queued page job stands: its host's schedule and a sentence that says it."""
-    host = host_of(canonical)
+    host = frontier.host_of(urlsplit(canonical))
     return schedule_json(frontier.host_schedules(connection, [host], default_delay)[host])
 
 
@@ -78,17 +78,12 @@ def describe(schedule: frontier.HostSchedule) -> str:
             f" ({schedule.backlog} waiting for it, one every {schedule.delay:g} s)")
 
 
-def host_of(url: str) -> str:
-    """The host a page job waits for: its URL's, lower case, as the workers' politeness keys it."""
-    return (urlsplit(url).hostname or "").lower()
-
-
 def batch_eta(connection: Redis, items: list[dict], default_delay: float) -> tuple[str | None, list[dict]]:
     """When the batch's last queued page should start, by its hosts' schedules, and those schedules."""
     waiting: dict[str, int] = {}
     for item in items:
         if item["status"] == "queued":
-            host = host_of(item["canonical_url"])
+            host = frontier.host_of(urlsplit(item["canonical_url"]))
             waiting[host] = waiting.get(host, 0) + 1
     schedules = frontier.host_schedules(connection, list(waiting), default_delay)
     ends = [end for host, jobs in waiting.items() if (end := schedules[host].clear_at(jobs)) is not None]

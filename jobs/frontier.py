@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import SplitResult
 
 from redis import Redis
 from redis.client import Pipeline
@@ -306,6 +307,12 @@ return 1
 def give_back(connection: Redis, job_id: str) -> bool:
     """Free the host turn a job holds and will not use (GIVE_BACK); False when it held none."""
     return bool(connection.register_script(GIVE_BACK)(args=[job_id], client=connection))
+
+
+def host_of(parts: SplitResult) -> str:
+    """The host a page job waits for and takes turns on: its URL's host name, lower case (what
+    the scripts' host_and_origin reads; politeness and the API's waiting views key it the same)."""
+    return (parts.hostname or "").lower()
 
 
 @dataclass(frozen=True)

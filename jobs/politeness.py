@@ -346,7 +346,7 @@ class Politeness:
         inside; ended (slot freed, delay adapted) on the way out. None (and every request
         waits for its slot and start as usual) when the job was not given one."""
         parts = check_url_shape(url)
-        host = (parts.hostname or "").lower()
+        host = frontier.host_of(parts)
         with _redis_errors_are_transient():
             held, robots = self._turn_and_robots(host, token, origin_of(parts))
         if not held:
@@ -407,7 +407,7 @@ class Politeness:
         robots_file: this hop fetches a robots.txt itself, which RFC 9309 always allows.
         """
         parts = check_url_shape(url)  # a bad URL fails as it would without politeness
-        host = (parts.hostname or "").lower()
+        host = frontier.host_of(parts)
         turn = _turn.get()
         if turn is not None and turn.host == host:
             self._within_turn(turn, fetcher, url, parts, deadline, robots_file)
@@ -492,7 +492,7 @@ def _redis_errors_are_transient() -> Iterator[None]:
 def origin_of(parts: SplitResult) -> str:
     """scheme://host:port, the unit robots.txt applies to (RFC 9309 section 2.3)."""
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
+    host = frontier.host_of(parts)
     host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}:{parts.port or DEFAULT_PORTS[scheme]}"
 
