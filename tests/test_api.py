@@ -15,10 +15,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import JobStatus
 
 import api
-import parsers
 from jobs.queues import fetch_job, job_id_for, make_queue
 from server import create_app
 from storage import Storage, make_record
+from tests.support.job_runs import save_done_record
 
 BOOK = "https://www.goodreads.com/book/show/5907"
 SPELLINGS = [
@@ -33,9 +33,7 @@ def queue_length(redis_client, name: str = "goodreads") -> int:
 
 
 def save_done(redis_client, url: str = BOOK, age: timedelta = timedelta(0)) -> None:
-    record = make_record(url, "goodreads_book", "done", parsers.PARSER_VERSION, data={"title": "The Hobbit"})
-    record["fetched_at"] -= age
-    Storage(redis_client).save_record(record, 3600)
+    save_done_record(redis_client, url, "goodreads_book", {"title": "The Hobbit"}, age)
 
 
 # ---- POST /parse --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from sources import route
 from storage import Storage, batch_key, make_record, record_key
 from tests.support import job_runs
 from tests.support.fixture_server import FixtureServer, Reply
-from tests.support.job_runs import BurstWorker, title_of
+from tests.support.job_runs import BurstWorker, save_done_record, title_of
 
 MINUTE, DAY = 60, 86400
 DEFAULT_RETENTION = 30 * DAY  # RECORD_RETENTION's default
@@ -81,9 +81,7 @@ def run_page_job(redis_client, env: dict[str, str], url: str) -> None:
 
 def save_done(redis_client, url: str, kind: str, age: timedelta) -> None:
     """A done record fetched `age` ago (kept an hour: its TTL is not under test here)."""
-    record = make_record(url, kind, "done", parsers.PARSER_VERSION, data={"title": "t", "headlines": []})
-    record["fetched_at"] -= age
-    Storage(redis_client).save_record(record, 3600)
+    save_done_record(redis_client, url, kind, {"title": "t", "headlines": []}, age)
 
 
 def assert_kept_for(redis_client, url: str, seconds: int) -> None:

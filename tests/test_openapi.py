@@ -36,6 +36,7 @@ from jobs.queues import fetch_job, job_id_for, make_queue
 from server import create_app
 from storage import Storage, make_record
 from tests.parsers.contract import CONTRACT_KEYS
+from tests.support.job_runs import save_done_record
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = PROJECT_ROOT / "openapi.yaml"
@@ -684,10 +685,7 @@ def page_data() -> dict:
 
 def save_done(redis_client, url: str, kind: str, data: dict, age: timedelta = timedelta(0)) -> dict:
     assert set(data) == CONTRACT_KEYS[kind]
-    record = make_record(url, kind, "done", parsers.PARSER_VERSION, data=data)
-    record["fetched_at"] -= age
-    Storage(redis_client).save_record(record, 3600)
-    return record
+    return save_done_record(redis_client, url, kind, data, age)
 
 
 def save_failed(redis_client, url: str = MISSING_BOOK) -> None:

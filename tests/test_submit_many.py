@@ -10,11 +10,10 @@ from redis.connection import AbstractConnection
 from rq.job import Job, JobStatus
 
 import jobs.queues
-import parsers
 from config import load_settings
 from jobs.queues import Submitter, fetch_job, job_id_for, make_queue
 from sources import route
-from storage import Storage, make_record
+from tests.support.job_runs import save_done_record
 
 BOOKS = [f"https://www.goodreads.com/book/show/{n}" for n in range(1, 201)]
 
@@ -29,9 +28,7 @@ def routes(urls: list[str]) -> list:
 
 
 def save_done(redis_client, url: str, age: timedelta = timedelta(0)) -> None:
-    record = make_record(url, "goodreads_book", "done", parsers.PARSER_VERSION, data={"title": "A book"})
-    record["fetched_at"] -= age
-    Storage(redis_client).save_record(record, 3600)
+    save_done_record(redis_client, url, "goodreads_book", {"title": "A book"}, age)
 
 
 def queued_ids(redis_client) -> list[str]:

@@ -4,8 +4,10 @@ tests/test_logs.py, tests/test_metrics.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
+from redis import Redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -17,6 +19,7 @@ from jobs.crashsafe import ClaimingQueue
 from jobs.politeness import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submission, Submitter, make_queue
 from sources import route
+from storage import Storage, make_record
 from tests.support.fixture_server import FixtureServer
 
 BOOK_URL = "https://www.goodreads.com/book/show/42"
@@ -59,6 +62,15 @@ def worker_env(site: FixtureServer, redis_url: str, tmp_path: Path, monkeypatch,
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings from this env
     return env
+
+
+def save_done_record(redis_client: Redis, url: str, kind: str, data: dict, age: timedelta = timedelta(0)) -> dict:
+    """A done record of url fetched `age` ago, stored as a job would (kept an hour: the tests
+    that call this look at freshness, not at the TTL)."""
+    record = make_record(url, kind, "done", parsers.PARSER_VERSION, data=data)
+    record["fetched_at"] -= age
+    Storage(redis_client).save_record(record, 3600)
+    return record
 
 
 def title_of(html: str) -> str:
