@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from launch import EmbeddedRedis, find_redis_server, free_port, redis_command
 from storage import Storage
 from tests.support import processes
+from tests.support.crash_service import proc_of
 from tests.support.redis_server import RedisServer, database_of_test_process, xdist_process_name
 
 pytestmark = pytest.mark.e2e
@@ -298,14 +299,9 @@ def test_make_test_runs_on_a_redis_server_of_its_own_unless_redis_url_is_set(red
     client = Redis.from_url(redis_url)
     assert client.connection_pool.connection_kwargs["port"] != 6379, "6379 is someone else's"
     server_pid = int(client.info("server")["process_id"])
-    assert parent_pid(server_pid) == os.getpid(), "not a redis-server this session started"
+    assert proc_of(server_pid).ppid == os.getpid(), "not a redis-server this session started"
 
 
 def test_each_test_starts_on_an_empty_database(redis_url, request):
     Redis.from_url(redis_url).set("launch-test:left-by-an-earlier-test", 1)
     assert request.getfixturevalue("redis_client").dbsize() == 0
-
-
-def parent_pid(pid: int) -> int:
-    """From /proc/PID/stat: "pid (name) state ppid ..." (the name may hold spaces and parentheses)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

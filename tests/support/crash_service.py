@@ -50,17 +50,22 @@ class Proc:
     state: str
 
 
+def proc_of(pid: int) -> Proc:
+    """The process's /proc/PID/stat: "pid (name) state ppid pgid ..." (the name may hold spaces
+    and parentheses); OSError when it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return Proc(pid, int(fields[1]), int(fields[2]), fields[0])
+
+
 def process_table() -> dict[int, Proc]:
     table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            table[int(entry.name)] = proc_of(int(entry.name))
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        table[int(entry.name)] = Proc(int(entry.name), int(fields[1]), int(fields[2]), fields[0])
     return table
 
 
