@@ -189,10 +189,9 @@ def submit_batch(submission: Submission, only: str | None = None):
     journal.record_accepted(redis(), settings(), done.values())  # durable before the 202: journal.py
     if accepted:
         save_batch(batch_id, accepted, submission.callback_url)
-    else:
-        batch_id = None
-    if accepted:  # a request refused whole writes nothing to RQ, not even the ticker
         keep_ticking()
+    else:
+        batch_id = None  # a request refused whole writes nothing to RQ, not even the ticker
     status = 202 if accepted else 400
     return jsonify({"batch_id": batch_id, "accepted": accepted, "rejected": rejected}), status
 

@@ -5,6 +5,7 @@ same answer the API would give.
 """
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -80,11 +81,7 @@ def describe(schedule: frontier.HostSchedule) -> str:
 
 def batch_eta(connection: Redis, items: list[dict], default_delay: float) -> tuple[str | None, list[dict]]:
     """When the batch's last queued page should start, by its hosts' schedules, and those schedules."""
-    waiting: dict[str, int] = {}
-    for item in items:
-        if item["status"] == "queued":
-            host = frontier.host_of(urlsplit(item["canonical_url"]))
-            waiting[host] = waiting.get(host, 0) + 1
+    waiting = Counter(frontier.host_of(urlsplit(item["canonical_url"])) for item in items if item["status"] == "queued")
     schedules = frontier.host_schedules(connection, list(waiting), default_delay)
     ends = [end for host, jobs in waiting.items() if (end := schedules[host].clear_at(jobs)) is not None]
     return (max(ends).isoformat() if ends else None), [schedule_json(schedule) for schedule in schedules.values()]
