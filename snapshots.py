@@ -16,11 +16,17 @@ def take(record: dict) -> dict:
 def new_since(current: list[dict], history: list[dict], since: datetime) -> dict:
     """Headlines of `current` absent from the snapshot current at `since` (all, if none was)."""
     before = next((snap for snap in history if snap["fetched_at"] <= since), None)
-    known = {headline["url"] for headline in before["headlines"]} if before else set()
+    known = set().union(*map(_urls, before["headlines"])) if before else set()
     return {
         "since": since.isoformat(),
         "compared_with": before["fetched_at"].isoformat() if before else None,
-        "new_headlines": [headline for headline in current if headline["url"] not in known],
+        "new_headlines": [headline for headline in current if not _urls(headline) & known],
         "snapshots": [{"fetched_at": snap["fetched_at"].isoformat(), "headline_count": len(snap["headlines"])}
                       for snap in history],
     }
+
+
+def _urls(headline: dict) -> set[str]:
+    """The URLs a headline is known by: a snapshot taken before headlines had url_as_linked
+    holds the URL as linked (tracking parameters and all) where a newer one has it apart."""
+    return {headline["url"], headline.get("url_as_linked")} - {None}

@@ -14,7 +14,7 @@ from parsers.encoding import decode_html
 from sources import source_for_url
 
 # Bump when a parser's output changes, so stored records show which parser made them.
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"  # 2: headline items with kicker, summary, image...; librarian_note; authors
 
 PARSERS: dict[str, Callable[[str, str], dict]] = {
     "goodreads": goodreads.parse_limited,  # parse() below has done goodreads.parse's limit_html

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import islice
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from errors import ParseError
 from parsers.base import ScriptBlock, absolute_url, clean_text, jsonld_in_blocks, jsonld_types
+from parsers.news_cards import CardFacts, read_card, section_of
 from parsers.tree import (
     BASE_HREFS,
     SCRIPTS,
@@ -35,6 +37,7 @@ from parsers.tree import (
     DocumentNode,
     Element,
     Node,
+    Selector,
     ancestor,
     build_document,
     class_tokens,
@@ -62,6 +65,7 @@ class SiteRule:
 
     headlines: str  # CSS: each match is one story headline: a link, or an element in or beside one
     title: str = ""  # CSS inside a match: the element holding the bare title, when there is one
+    sublinks: str = ""  # CSS: each match is a related link under a story's headline (a sub-link)
 
 
 BBC = SiteRule(
@@ -69,6 +73,7 @@ BBC = SiteRule(
         ".gs-c-promo-heading__title",  # GEL 2016-2023: a.gs-c-promo-heading > h3.gs-c-promo-heading__title
         "[data-testid=card-headline]",  # Next.js 2023-: <a data-testid=internal-link> ... h2[card-headline]
     ]),
+    sublinks="[data-testid=card-related-headline]",  # in the card's div[data-testid=card-relatedUrls]
 )
 GUARDIAN = SiteRule(
     headlines=", ".join([
@@ -77,12 +82,14 @@ GUARDIAN = SiteRule(
         ".card-headline",  # beside h3.card-headline (a kicker <div> + span.show-underline)
     ]),
     title=".js-headline-text, .show-underline",
+    sublinks="a.fc-sublink__link, .card-sublink-headline",  # ul.fc-sublinks; DCR's h3 in a <li>
 )
 WASHINGTON_POST = SiteRule(
     headlines=", ".join([
         'a[data-pb-local-content-field="web_headline"]',  # PageBuilder 2018-
         '[data-feature-id="homepage/story"] .headline a',
     ]),
+    sublinks='[class*="related-links"] a',  # "MORE COVERAGE": ul.font-size-related-links under the blurb
 )
 WSJ = SiteRule(
     headlines=", ".join([
@@ -94,10 +101,12 @@ WSJ = SiteRule(
         '[class*="HeadlineTextBlock"]',
     ]),
     title='[class*="headlineText"], [class*="HeadlineTextBlock"]',
+    sublinks='.wsj-bullet-item a, [class*="WSJTheme--bullet-item"] a',  # ul.wsj-bullets under the summary
 )
 FOX_NEWS = SiteRule(
     # article.article > .info > header.info-header > (.meta .eyebrow) + h2/h3.title > a
     headlines="article .info-header .title a, article .title a",
+    sublinks="article .related-item a",  # ul.related in the card's content
 )
 SITE_RULES: dict[str, SiteRule] = {
     "bbc.com": BBC,
@@ -113,7 +122,13 @@ SITE_FAMILIES = ({"bbc.com", "bbc.co.uk"},)
 
 def rule_selectors() -> list[str]:
     """Every CSS selector of the site rules, for parsers.warm_up() to compile ahead of use."""
-    return [css for rule in SITE_RULES.values() for css in (rule.headlines, rule.title) if css]
+    return [css for rule in SITE_RULES.values() for css in selectors_of(rule) if css]
+
+
+def selectors_of(rule: SiteRule) -> tuple[str, ...]:
+    """What site_headlines compiles for a rule: headlines with sub-links, and each apart."""
+    both = f"{rule.headlines}, {rule.sublinks}" if rule.sublinks else rule.headlines
+    return both, rule.title, rule.sublinks
 
 
 # --- Tuning ----------------------------------------------------------------------------------
@@ -135,12 +150,18 @@ CARD_LINKS = 3  # a sponsored card holds a few links (image, title, "more"); a l
 CLIMB = 8  # ancestor levels searched for a headline's link or heading
 CARD_CLIMB = 6  # ancestor levels searched for an overlay-link card's link
 CARD_SCAN = 200  # descendants scanned per card level, or for a heading inside a link
+TITLE_DEPTH = 24  # ancestor levels of a title element recorded, to tell where its card ends
+SUBLINK_CLIMB = 6  # levels between a sub-link and the element it shares with its lead story
+SUBLINK_ITEM_CLIMB = 3  # levels from a sub-link's title up to its list item
 TITLE_SCAN = 200  # nodes walked to build one title
+KICKER_SCAN = 20  # nodes read for a kicker element's text
 
 # --- Vocabulary --------------------------------------------------------------------------------
 
 HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 HEADLINE_TOKENS = {"headline", "headlines", "title", "hed", "heading"}
+# Class / data-testid tokens of the label shown over or before a title.
+KICKER_TOKENS = {"kicker", "eyebrow", "flag", "pill", "badge", "live", "pulse", "label", "overline", "supertitle"}
 # Class / data-testid tokens of elements glued to a title that are not the title.
 NOISE_TOKENS = {
     "kicker", "eyebrow", "label", "badge", "pill", "flag", "tag", "live", "pulse", "duration",
@@ -152,6 +173,8 @@ AD_TOKENS = {
     "ad", "ads", "advert", "adverts", "advertisement", "advertising", "adslot", "adunit", "dfp",
     "gpt", "sponsor", "sponsored", "outbrain", "taboola", "promoted", "paid", "paidpost", "commercial",
 }
+# Class / data-testid tokens on the way from a related link up to its lead story's card.
+SUBLINK_TOKENS = {"related", "sublink", "sublinks"}
 # ARIA roles of page-level regions: navigation, search, the site header and the site footer.
 CHROME_ROLES = {"navigation", "search", "banner", "contentinfo"}
 SKIP_TEXT_TAGS = {"script", "style", "template", "noscript", "svg", "button", "select", "figcaption", "time"}
@@ -215,14 +238,23 @@ NON_STORY_SEGMENTS = {
     "store", "about", "about-us", "contact", "contact-us", "help", "faq", "terms", "terms-of-service",
     "terms-of-use", "privacy", "privacy-policy", "cookies", "cookie-policy", "careers", "jobs",
     "advertising", "advertise", "sitemap", "rss", "sponsored", "advertiser-content", "brand-studio",
-    "partner-content", "paid-content", "paidpost",
+    "partner-content", "paid-content", "paidpost", "apps", "app", "download", "downloads",
 }
 NON_STORY_HOST_PREFIXES = (
     "help.", "helpcenter.", "support.", "subscribe.", "subscription.", "account.", "accounts.",
     "login.", "shop.", "store.", "jobs.", "careers.", "classifieds.", "ads.", "ad.",
+    "email.", "newsletter.", "newsletters.", "link.", "apps.", "app.",
 )
+# Hosts of app stores, newsletter archives and social networks: a front's promo tiles for its
+# own apps, newsletters and channels link there, and no story does.
+NON_STORY_DOMAINS = frozenset({
+    "apple.com", "play.google.com", "mailchi.mp", "campaign-archive.com", "list-manage.com", "eepurl.com",
+    "facebook.com", "twitter.com", "x.com", "instagram.com", "tiktok.com", "whatsapp.com", "t.me",
+    "youtube.com", "linkedin.com", "pinterest.com", "threads.net", "snapchat.com", "flipboard.com",
+})
 TRACKING_PARAM = re.compile(
-    r"^(?:utm_\w+|mod|itid|src_origin|cmpid|cmp|intcmp|ns_\w+|at_\w+|ocid|fbclid|gclid|xtor|s_cid|ref|reflink)$",
+    r"^(?:utm_\w+|mod|itid|ito|src_origin|cmpid|cmp|intcmp|ns_\w+|at_\w+|ocid|fbclid|gclid|dclid|msclkid"
+    r"|mc_cid|mc_eid|igshid|smid|smtyp|xtor|s_cid|ref|reflink|ftag|traffic_source|wt\.mc_id)$",
     re.IGNORECASE,
 )
 SECOND_LEVEL_LABELS = {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go"}
@@ -239,37 +271,121 @@ class Page:
     domains: frozenset[str]  # registrable domains that count as this site
 
 
-def parse(html: str, url: str) -> dict:
-    """The stories on a news front page, in page order; ParseError when there are none."""
+# How well a candidate's title was read: a later link to the same story with a better title
+# (the headline link after the image link) gives the story its title.
+TITLE_FROM_LABEL = 1  # aria-label or title attribute of a link without text
+TITLE_FROM_LINK = 2  # a link's own text, or a JSON-LD name
+TITLE_FROM_HEADING = 3  # a heading or headline element, or a site rule's title element
+
+
+@dataclass
+class Candidate:
+    """One link (or heading) to a story: where it was found and what it says."""
+
+    url: str
+    title: str | None
+    element: Element  # where the title was read: what the story's card is found from
+    rank: int = TITLE_FROM_LINK
+    kicker: str | None = None
+    sublink: bool = False  # a related link under another story's headline
+    source: str = ""  # the rule that read it, for explain
+    shown_at: tuple[Element, ...] = ()  # its title elements outside sub-links: where cards end
+
+
+def parse(html: str, url: str, explain: bool = False) -> dict:
+    """The stories on a news front page, in page order; ParseError when there are none.
+
+    explain adds an "explain" key: which extractor and rule produced the headlines and each
+    item's fields, to diagnose a wrong item on a new page in one run.
+    """
     if isinstance(html, bytes):
         html = html.decode("utf-8", errors="replace")
     if not isinstance(html, str) or not isinstance(url, str):
         raise ParseError("a news page is parsed from text and a URL string")
     try:
-        site = site_name(url)
-        doc = build_document(html)  # cut and flattened when huge or absurdly deep
-        page = Page(url, base_url(doc, url), site, same_site_domains(site))
-        headlines = extract_headlines(doc, page)
+        front = read_front(html, url, site_name(url))
+        items = [card_item(story, front, position) for position, story in enumerate(front.stories, 1)]
     except (ValueError, RecursionError) as exc:
         # A malformed URL or a pathological document: refuse the page rather than crash the job.
         raise ParseError(f"unreadable news page: {exc.__class__.__name__}") from None
-    if not headlines:
+    if not items:
         raise ParseError("no headlines found on the news page")
-    return {"kind": KIND, "site": site, "headlines": headlines}
+    data = {"kind": KIND, "site": front.page.site, "headlines": [item for item, _ in items]}
+    if explain:
+        data["explain"] = front.explain([sources for _, sources in items])
+    return data
 
 
-def extract_headlines(doc: Document, page: Page) -> list[dict]:
+@dataclass
+class Front:
+    """What the extractors made of one page: its stories, and how they were found."""
+
+    page: Page
+    stories: list[Candidate] = field(default_factory=list)
+    extractor: str = "none"
+    found: dict[str, int] = field(default_factory=dict)  # main stories each extractor found
+    chrome: str = "navigation, page header/footer and ad slots removed first"
+
+    @cached_property
+    def all_keys(self) -> frozenset[str]:
+        return frozenset(url_key(story.url) for story in self.stories)
+
+    @cached_property
+    def titles_under(self) -> dict[Element, set[str]]:
+        """element -> the stories whose title it holds outside a sub-link (within TITLE_DEPTH levels)."""
+        holders: dict[Element, set[str]] = {}
+        for story in self.stories:
+            for element in story.shown_at:
+                for node in islice(element.iterancestors(), TITLE_DEPTH):
+                    holders.setdefault(node, set()).add(url_key(story.url))
+        return holders
+
+    def explain(self, items: list[dict[str, str]]) -> dict:
+        return {"site": "url: the page's host", "headlines": self.extractor, "found": self.found,
+                "chrome": self.chrome, "items": items}
+
+
+def read_front(html: str, url: str, site: str) -> Front:
+    """The page's stories from its stripped tree; from the whole tree when stripping left none
+    (a page whose <body> wears an ad class must not lose every story with it)."""
+    doc = build_document(html)  # cut and flattened when huge or absurdly deep
+    page = Page(url, base_url(doc, url), site, same_site_domains(site))
+    front = extract_front(doc, page, strip=True)
+    if not front.stories and doc.links():
+        front = extract_front(build_document(html), page, strip=False)
+        front.chrome = "nothing removed: with page chrome removed no story was left"
+    return front
+
+
+def extract_front(doc: Document, page: Page, strip: bool) -> Front:
     """Site rules when they find enough stories, else the extractor that finds the most."""
     if not doc.links():  # no link, no story in the markup (and junk ends fast)
-        return jsonld_headlines(doc, page)
-    strip_chrome(doc)
-    found = site_headlines(doc, page)
-    if len(found) >= ENOUGH_HEADLINES:
-        return found  # the JSON-LD and generic extractors are not even run
-    others = max((jsonld_headlines(doc, page), generic_headlines(doc, page)), key=len)
+        stories = jsonld_headlines(doc, page)
+        return Front(page, stories, "json-ld: stories listed in the page's JSON-LD", {"json-ld": main_count(stories)})
+    if strip:
+        strip_chrome(doc)
+    site = site_headlines(doc, page)
+    front = Front(page, site, f"site-rule: the selectors for {registrable_domain(page.site)}",
+                  {"site-rule": main_count(site)})
+    if main_count(site) >= ENOUGH_HEADLINES:
+        return front  # the JSON-LD and generic extractors are not even run
+    jsonld, generic = jsonld_headlines(doc, page), generic_headlines(doc, page)
+    front.found.update({"json-ld": main_count(jsonld), "generic": main_count(generic)})
+    others = max((jsonld, generic), key=main_count)
     # On a small page of a known layout the site rules still hold, and the guesses add
     # sub-links they skip; markup that changed leaves the rules only a stray few.
-    return found if found and len(found) >= SITE_SHARE * len(others) else max((found, others), key=len)
+    if site and main_count(site) >= SITE_SHARE * main_count(others):
+        return front
+    if main_count(others) > main_count(site):
+        front.stories = others
+        front.extractor = "json-ld: stories listed in the page's JSON-LD" if others is jsonld else \
+            "generic: same-site article links whose text reads as a headline"
+    return front
+
+
+def main_count(stories: list[Candidate]) -> int:
+    """Stories that are not sub-links: what the extractors are compared on."""
+    return sum(1 for story in stories if not story.sublink)
 
 
 def site_name(url: str) -> str:
@@ -339,25 +455,152 @@ def _ad_region(tag: Element) -> Element:
     return parent if links <= CARD_LINKS else tag
 
 
+# --- Items: what each story's card shows -------------------------------------------------------
+
+
+def card_item(story: Candidate, front: Front, position: int) -> tuple[dict, dict[str, str]]:
+    """The headline item of one story, and for explain the source of each of its fields."""
+    url = canonical_url(story.url)
+    facts = read_story_card(story, front)
+    section = section_of(url)
+    item = {
+        "title": story.title,
+        "url": url,
+        "url_as_linked": story.url if story.url != url else None,
+        "kicker": story.kicker or facts.kicker,
+        "summary": facts.summary if facts.summary != story.title else None,
+        "image": facts.image,
+        "section": section,
+        "position": position,
+        "sublink": story.sublink,
+    }
+    sources = {"title": story.source, **(facts.sources or {})}
+    if story.kicker:
+        sources["kicker"] = "the title element: a kicker element, a line before the title or a label"
+    if section:
+        sources["section"] = "url: the path's section segment"
+    return item, {name: sources[name] for name in item if name in sources and item[name] is not None}
+
+
+def read_story_card(story: Candidate, front: Front) -> CardFacts:
+    if story.element is None:
+        return CardFacts(sources={})
+    own = url_key(story.url)
+    card = sublink_card(story.element) if story.sublink else story_card(story.element, own, front)
+    return read_card(card, story.element, front.page.base, lambda e: _links_elsewhere(e, own, front), is_kicker_element)
+
+
+def story_card(element: Element, own: str, front: Front) -> Element:
+    """The largest element around a story's headline (at most CARD_CLIMB levels up) that holds
+    no other main story's title: the card its summary, image and kicker are read from."""
+    card = element
+    for _ in range(CARD_CLIMB):
+        parent = card.getparent()
+        if parent is None or not front.titles_under.get(parent, set()) <= {own}:
+            break
+        card = parent
+    return card
+
+
+def sublink_card(element: Element) -> Element:
+    """A sub-link's own list item, else its link: the lead's card around it is the lead's."""
+    item = element if element.tag == "li" else ancestor(element, lambda e: e.tag == "li", SUBLINK_ITEM_CLIMB)
+    link = link_for(element) if item is None else None
+    return item if item is not None else link if link is not None else element
+
+
+def _links_elsewhere(element: Element, own: str, front: Front) -> bool:
+    """A link to another story of the page (a lead's sub-link inside its card)."""
+    if element.tag != "a":
+        return False
+    key = _story_key(element, front)
+    return key is not None and key != own and key in front.all_keys
+
+
+def _story_key(link: Element, front: Front) -> str | None:
+    url = resolve(link.get("href"), front.page.base)
+    return url_key(url) if url is not None else None
+
+
+def mark_sublinks(stories: list[Candidate]) -> list[Candidate]:
+    """Mark the related links under a story's headline, in its card, as that story's sub-links."""
+    lead: Candidate | None = None
+    for story in stories:
+        if lead is not None and is_sublink_of(story, lead):
+            story.sublink = True
+            story.shown_at = tuple(e for e in story.shown_at if e is not story.element)
+        else:
+            lead = story
+    return stories
+
+
+def is_sublink_of(story: Candidate, lead: Candidate) -> bool:
+    """story sits in lead's card, under its headline: marked related or a sub-link on the way up
+    from story to the element they share, or a list item under a lead headed by a heading (with
+    no other heading in what they share, which would make it a list of stories)."""
+    if story.element is None or lead.element is None:
+        return False
+    common, path = _climb_to_common(story.element, lead.element)
+    if common is None:
+        return False
+    if any(is_related_element(node) for node in path):
+        return True
+    return (lead.rank == TITLE_FROM_HEADING and story.rank < TITLE_FROM_HEADING
+            and any(node.tag == "li" for node in path) and _headings_in(common) == 1)
+
+
+def _climb_to_common(element: Element, other: Element) -> tuple[Element | None, list[Element]]:
+    """(the nearest ancestor element shares with other, at most SUBLINK_CLIMB levels up; the
+    elements from element up to it, excluded)."""
+    others = {other, *islice(other.iterancestors(), SUBLINK_CLIMB + CLIMB)}
+    path = [element]
+    for node in islice(element.iterancestors(), SUBLINK_CLIMB):
+        if node in others:
+            return node, path
+        path.append(node)
+    return None, path
+
+
+def is_related_element(element: Element) -> bool:
+    tokens = class_tokens(element)
+    return not tokens.isdisjoint(SUBLINK_TOKENS) or "sublink" in (element.get("data-link-name") or "")
+
+
+def _headings_in(element: Element) -> int:
+    """Heading elements in element, counted up to 2."""
+    headings = (t for t in descendants(element, CARD_SCAN) if is_tag(t) and t.tag in HEADING_TAGS)
+    return sum(1 for _ in islice(headings, 2))
+
+
 # --- Extractor 1: site rules ---------------------------------------------------------------------
 
 
-def site_headlines(doc: Document, page: Page) -> list[dict]:
+def site_headlines(doc: Document, page: Page) -> list[Candidate]:
     rule = SITE_RULES.get(registrable_domain(page.site))
     if rule is None:
         return []
-    return merge(filter(None, (_site_candidate(match, rule, page) for match in
-                               islice(select(doc, rule.headlines), MAX_ELEMENTS))))
+    css, _, sublink_css = selectors_of(rule)
+    sublinks = compile_selector(sublink_css) if sublink_css else None
+    matches = islice(select(doc, css), MAX_ELEMENTS)
+    return merge(filter(None, (_site_candidate(m, rule, page, sublinks) for m in matches)))
 
 
-def _site_candidate(match: Element, rule: SiteRule, page: Page) -> tuple[str, str | None] | None:
+def _site_candidate(match: Element, rule: SiteRule, page: Page, sublinks: Selector | None) -> Candidate | None:
     link = link_for(match)
     url = story_url(link, page) if link is not None else None
     if url is None:
         return None
     title_element = _first_match(match, rule.title) if rule.title else match
-    text = title_text(title_element) or (_label_of(match) if match is link else None)
-    return url, headline_or_none(text, SITE_MIN_WORDS)
+    title, kicker = headline_text(title_element)
+    if title_element is not match:
+        kicker = kicker or headline_text(match)[1]  # a kicker beside the title element, in the match
+    sublink = sublinks is not None and sublinks.match(match)
+    source = f"site-rule: {'sub-link' if sublink else 'headline'} of {registrable_domain(page.site)}"
+    if not title and match is link:
+        title, rank = _label_of(match), TITLE_FROM_LABEL
+    else:
+        rank = TITLE_FROM_HEADING
+    return Candidate(url, headline_or_none(title, SITE_MIN_WORDS), title_element, rank, kicker, sublink, source)
 
 
 def _first_match(element: Element, selector: str) -> Element:
@@ -370,14 +613,22 @@ def _first_match(element: Element, selector: str) -> Element:
 # --- Extractor 2: JSON-LD lists -------------------------------------------------------------------
 
 
-def jsonld_headlines(doc: Document, page: Page) -> list[dict]:
-    """Stories listed in JSON-LD (ItemList, NewsArticle...); untitled items take a page link's title."""
+def jsonld_headlines(doc: Document, page: Page) -> list[Candidate]:
+    """Stories listed in JSON-LD (ItemList, NewsArticle...); untitled items take a page link's
+    title, and every item the link's element, where its card is read."""
     listed = [(url, name) for url, name in jsonld_stories(doc, page) if is_same_site(url, page)]
     if not listed:
         return []
-    titles = link_titles(doc, page)
-    return merge((url, headline_or_none(name, HEADING_MIN_WORDS) or titles.get(url_key(url)))
-                 for url, name in listed)
+    links = link_titles(doc, page)
+    return merge(_jsonld_candidate(url, name, links.get(url_key(url))) for url, name in listed)
+
+
+def _jsonld_candidate(url: str, name: str | None, link: Candidate | None) -> Candidate:
+    title = headline_or_none(name, HEADING_MIN_WORDS)
+    if title is None and link is not None:
+        return replace(link, url=url, source=f"json-ld: url, title from the page's link ({link.source})")
+    element = link.element if link is not None else None
+    return Candidate(url, title, element, TITLE_FROM_LINK, None, False, "json-ld: name")
 
 
 def jsonld_stories(doc: Document, page: Page) -> Iterator[tuple[str, str | None]]:
@@ -426,24 +677,25 @@ def _jsonld_story(obj: dict, page: Page) -> tuple[str, str | None] | None:
     return url, clean_text(name) if isinstance(name, str) else None
 
 
-def link_titles(doc: Document, page: Page) -> dict[str, str]:
-    """url key -> the first headline-like text of a link to it anywhere on the page."""
-    titles: dict[str, str] = {}
+def link_titles(doc: Document, page: Page) -> dict[str, Candidate]:
+    """url key -> the first link to it anywhere on the page whose text reads as a headline."""
+    titles: dict[str, Candidate] = {}
     for link in islice(doc.links(), MAX_ELEMENTS):
         url = resolve(link.get("href"), page.base)
         if url is not None and url_key(url) not in titles:
-            title = link_title(link)
-            if title:
-                titles[url_key(url)] = title
+            candidate = link_title(link, url)
+            if candidate.title:
+                titles[url_key(url)] = candidate
     return titles
 
 
 # --- Extractor 3: generic ---------------------------------------------------------------------------
 
 
-def generic_headlines(doc: Document, page: Page) -> list[dict]:
+def generic_headlines(doc: Document, page: Page) -> list[Candidate]:
     """Links to same-site article URLs whose text reads like a headline, in page order;
-    and headings beside a card's bare link (overlay cards), which cost more: fewer of those."""
+    and headings beside a card's bare link (overlay cards), which cost more: fewer of those.
+    Related links under a story's headline come out marked as its sub-links."""
     candidates = []
     headings_left = MAX_CARD_HEADINGS
     for element in islice(filter(_is_generic_element, doc.elements()), MAX_ELEMENTS):
@@ -452,30 +704,37 @@ def generic_headlines(doc: Document, page: Page) -> list[dict]:
         elif headings_left > 0:
             headings_left -= 1
             candidates.append(_generic_heading(element, page))
-    return merge(filter(None, candidates))
+    return mark_sublinks(merge(filter(None, candidates)))
 
 
 def _is_generic_element(tag: Element) -> bool:
     return _is_link(tag) or is_headline_element(tag)
 
 
-def _generic_link(link: Element, page: Page) -> tuple[str, str | None] | None:
+def _generic_link(link: Element, page: Page) -> Candidate | None:
     url = story_url(link, page)
     if url is None or not is_article_url(url, page):
         return None
-    return url, link_title(link)
+    return link_title(link, url)
 
 
-def link_title(link: Element) -> str | None:
+def link_title(link: Element, url: str) -> Candidate:
     """A link's headline: its heading's text, else its own text (stricter outside a heading)."""
     inside = title_inside(link)
     if inside:
-        return inside
-    text = title_text(link) or _label_of(link)
-    return headline_or_none(text, HEADING_MIN_WORDS if _inside_heading(link) else LINK_MIN_WORDS)
+        heading, title, kicker = inside
+        return Candidate(url, title, heading, TITLE_FROM_HEADING, kicker, False, "generic: heading inside the link")
+    title, kicker = headline_text(link)
+    in_heading = _inside_heading(link)
+    rank, source = (TITLE_FROM_HEADING, "generic: link inside a heading") if in_heading else \
+        (TITLE_FROM_LINK, "generic: link text")
+    if not title:
+        title, rank, source = _label_of(link), TITLE_FROM_LABEL, "generic: the link's aria-label or title"
+    title = headline_or_none(title, HEADING_MIN_WORDS if in_heading else LINK_MIN_WORDS)
+    return Candidate(url, title, link, rank, kicker, False, source)
 
 
-def _generic_heading(heading: Element, page: Page) -> tuple[str, str | None] | None:
+def _generic_heading(heading: Element, page: Page) -> Candidate | None:
     """A heading that is neither in nor around a link: the title of an overlay-link card."""
     if first_link(heading) is not None or ancestor(heading, _is_link, CLIMB) is not None:
         return None
@@ -485,7 +744,9 @@ def _generic_heading(heading: Element, page: Page) -> tuple[str, str | None] | N
     url = story_url(link, page)
     if url is None or not is_article_url(url, page):
         return None
-    return url, headline_or_none(title_text(heading), HEADING_MIN_WORDS)
+    title, kicker = headline_text(heading)
+    title = headline_or_none(title, HEADING_MIN_WORDS)
+    return Candidate(url, title, heading, TITLE_FROM_HEADING, kicker, False, "generic: heading beside the card's link")
 
 
 def _inside_heading(link: Element) -> bool:
@@ -595,10 +856,14 @@ def _story_url(href: str, base: str) -> str | None:
         return None
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
-    if not host or host.startswith(NON_STORY_HOST_PREFIXES):
+    if not host or host.startswith(NON_STORY_HOST_PREFIXES) or _is_non_story_domain(host):
         return None
     segments = {s.lower() for s in parts.path.split("/") if s}
     return None if segments & NON_STORY_SEGMENTS else url
+
+
+def _is_non_story_domain(host: str) -> bool:
+    return registrable_domain(host) in NON_STORY_DOMAINS or host.removeprefix("www.") in NON_STORY_DOMAINS
 
 
 def resolve(href: object, base: str) -> str | None:
@@ -638,6 +903,13 @@ def _is_article_segment(segment: str, index: int, segments: list[str]) -> bool:
     return len(words) >= SLUG_WORDS
 
 
+def canonical_url(url: str) -> str:
+    """The story's URL without tracking parameters (utm_*, mod, cmpid, ito...) or fragment."""
+    parts = urlsplit(url)
+    kept = [p for p in parts.query.split("&") if p and not TRACKING_PARAM.match(p.split("=")[0])]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept), ""))
+
+
 @short_key_cache(maxsize=4096)
 def url_key(url: str) -> str:
     """What makes two links the same story: host without www, path, non-tracking query."""
@@ -656,58 +928,92 @@ def is_headline_element(tag: Element) -> bool:
     return not HEADLINE_TOKENS.isdisjoint(class_tokens(tag))
 
 
-def title_inside(link: Element) -> str | None:
-    """The text of the first heading / headline-classed element inside a link that reads as one.
+def title_inside(link: Element) -> tuple[Element, str, str | None] | None:
+    """(element, title, kicker) of the first heading / headline-classed element inside a link
+    whose text reads as a headline.
 
     The first is not always it: a "section-title" label can come before the card's <h3>.
     """
-    headings = (t for t in descendants(link, CARD_SCAN) if is_tag(t) and is_headline_element(t))
-    return next(filter(None, (headline_or_none(title_text(h), HEADING_MIN_WORDS) for h in headings)), None)
+    for heading in (t for t in descendants(link, CARD_SCAN) if is_tag(t) and is_headline_element(t)):
+        title, kicker = headline_text(heading)
+        if headline_or_none(title, HEADING_MIN_WORDS):
+            return heading, title, kicker
+    return None
 
 
 def title_text(element: Element) -> str | None:
     """The element's title text: noise elements and a leading kicker dropped, labels stripped."""
-    text = clean_text(" ".join(text for _, text in _drop_kicker(_title_parts(element))))
-    return strip_labels(text) if text else None
+    return headline_text(element)[0]
 
 
-def _title_parts(element: Element) -> list[tuple[Element | None, str]]:
-    """(child, its text) per child of element that shows text; bare strings have child None."""
+def headline_text(element: Element) -> tuple[str | None, str | None]:
+    """(title, kicker) of a headline element. The kicker is what the page shows before the
+    title: a kicker-classed element, a short line before a <br> or a short separate element,
+    and a label glued to the title ("Analysis:", "LIVE"); never dropped, never in the title."""
+    parts, kickers = _title_parts(element)
+    parts, line_kicker = _drop_kicker(parts)
+    text = clean_text(" ".join(text for _, text in parts))
+    title, label = split_labels(text) if text else (None, None)
+    return title, join_kickers([*kickers, line_kicker, label])
+
+
+def join_kickers(texts: Iterable[str | None]) -> str | None:
+    """One kicker from its pieces, in page order: "Live", "Analysis" -> "Live Analysis"."""
+    pieces = [clean_text(t.strip(EDGE_PUNCTUATION)) for t in texts if t]
+    return clean_text(" ".join(p for p in dict.fromkeys(pieces) if p)) or None
+
+
+Part = tuple[Element | None, str]
+
+
+def _title_parts(element: Element) -> tuple[list[Part], list[str]]:
+    """(child, its text) per child of element that shows text (bare strings have child None),
+    and the texts of kicker-classed elements met before any of them."""
     parts: list[tuple[Element | None, list[str]]] = []
-    for top, text in _visible_strings(element):
-        if parts and top is not None and parts[-1][0] is top:
+    kickers: list[str] = []
+    for top, text, is_kicker in _visible_strings(element):
+        if is_kicker:
+            kickers.append(text)
+        elif parts and top is not None and parts[-1][0] is top:
             parts[-1][1].append(text)
         else:
             parts.append((top, [text]))
-    return [(top, clean_text(" ".join(texts)) or "") for top, texts in parts]
+    return [(top, clean_text(" ".join(texts)) or "") for top, texts in parts], kickers
 
 
-def _drop_kicker(parts: list[tuple[Element | None, str]]) -> list[tuple[Element | None, str]]:
-    """Without a leading kicker: a short line before a <br>, or a short separate element
-    ("Live", "'Witch hunt'") before the title. Kickers with a telling class are already gone;
-    this catches the unlabelled ones. Inline formatting (<em>Dune</em> tops box office) stays.
+def _drop_kicker(parts: list[Part]) -> tuple[list[Part], str | None]:
+    """(parts, kicker) without a leading kicker: a short line before a <br>, or a short separate
+    element ("Live", "'Witch hunt'") before the title. Kickers with a telling class are already
+    apart; this catches the unlabelled ones. Inline formatting (<em>Dune</em> tops box office)
+    stays.
     """
     lines = [i for i, (tag, _) in enumerate(parts) if tag is not None and tag.tag == "br"]
     if lines and _is_kicker(parts[: lines[0]], parts[lines[0] + 1:]):
-        return parts[lines[0] + 1:]
+        return parts[lines[0] + 1:], _text_of(parts[: lines[0]])
     first = parts[0][0] if parts else None
     if first is None or first.tag in INLINE_TAGS or first.tag == "br" or is_headline_element(first):
-        return parts
-    return parts[1:] if _is_kicker(parts[:1], parts[1:]) else parts
+        return parts, None
+    return (parts[1:], _text_of(parts[:1])) if _is_kicker(parts[:1], parts[1:]) else (parts, None)
 
 
-def _is_kicker(head: list[tuple[Element | None, str]], rest: list[tuple[Element | None, str]]) -> bool:
-    head_text = " ".join(text for _, text in head)
+def _text_of(parts: list[Part]) -> str:
+    return " ".join(text for _, text in parts)
+
+
+def _is_kicker(head: list[Part], rest: list[Part]) -> bool:
+    head_text = _text_of(head)
     rest_words = sum(word_count(text) for _, text in rest)
     return 0 < word_count(head_text) <= 4 and len(head_text) <= 40 and rest_words >= 3
 
 
-def _visible_strings(element: Element) -> Iterator[tuple[Element | None, str]]:
-    """(top-level child of element, string) for each string a reader sees, noise skipped.
+def _visible_strings(element: Element) -> Iterator[tuple[Element | None, str, bool]]:
+    """(top-level child of element, string, is a kicker) for each string a reader sees, noise
+    skipped; a kicker-classed element before any title text comes whole, flagged.
 
     Walks at most TITLE_SCAN nodes: a title is a few elements, and hostile nesting stays cheap.
     """
     stack: list[tuple[Iterator[Node], Element | None, bool]] = [(contents(element), None, in_string_container(element))]
+    shown = False
     for _ in range(TITLE_SCAN):
         if not stack:
             return
@@ -717,13 +1023,24 @@ def _visible_strings(element: Element) -> Iterator[tuple[Element | None, str]]:
             stack.pop()
         elif type(node) is str:
             if not hidden and node.strip():
-                yield top, node
+                shown = True
+                yield top, node, False
         elif is_tag(node):
             if node.tag == "br" and top is None:
-                yield node, ""  # a line break between kicker and title
+                yield node, "", False  # a line break between kicker and title
             elif not is_noise(node):
                 hides = hidden or node.tag in STRING_CONTAINERS  # ruby text is no page text to bs4
                 stack.append((contents(node), node if top is None else top, hides))
+            elif not (shown or hidden) and is_kicker_element(node):
+                kicker = clean_text(" ".join(page_strings(node, KICKER_SCAN)))
+                if kicker:
+                    yield node, kicker, True
+
+
+def is_kicker_element(tag: Element) -> bool:
+    """An element the page marks as the label over a title: kicker, eyebrow, flag, live badge."""
+    tokens = class_tokens(tag)
+    return not tokens.isdisjoint(KICKER_TOKENS) and tokens.isdisjoint(HEADLINE_TOKENS)
 
 
 def is_noise(tag: Element) -> bool:
@@ -735,16 +1052,27 @@ def is_noise(tag: Element) -> bool:
 
 
 def strip_labels(text: str) -> str | None:
-    """Remove "Live:", "Analysis:", "LIVE ", "Video 2:34", trailing comment counts."""
+    """The title without "Live:", "Analysis:", "LIVE ", "Video 2:34", trailing comment counts."""
+    return split_labels(text)[0]
+
+
+def split_labels(text: str) -> tuple[str | None, str | None]:
+    """(title, the labels it started with): "LIVE Analysis: X" -> ("X", "LIVE Analysis").
+    Video lengths and comment counts are dropped: they are furniture, not what a story is."""
+    labels: list[str] = []
     for _ in range(3):  # labels can stack: "LIVE Analysis: ..."
-        stripped = LABEL_PREFIX.sub("", text, count=1)
-        stripped = CAPS_LABEL_PREFIX.sub("", stripped, count=1)
+        stripped = text
+        for label in (LABEL_PREFIX, CAPS_LABEL_PREFIX):
+            found = label.match(stripped)
+            if found:
+                labels.append(found.group())
+                stripped = stripped[found.end():]
         stripped = DURATION.sub("", stripped)
         stripped = COMMENT_COUNT.sub("", stripped).strip(EDGE_PUNCTUATION)
         if stripped == text:
             break
         text = stripped
-    return text or None
+    return text or None, join_kickers(labels)
 
 
 def headline_or_none(text: str | None, min_words: int) -> str | None:
@@ -770,15 +1098,23 @@ def word_count(text: str) -> int:
     return max(words, len(CJK.findall(text)) // 2)  # CJK titles have no spaces
 
 
-def merge(candidates: Iterable[tuple[str, str | None]]) -> list[dict]:
-    """One headline per story URL at its first position, titled by the first usable title."""
-    stories: dict[str, list] = {}
-    for url, title in candidates:
-        story = stories.setdefault(url_key(url), [url, title])
-        if story[1] is None:
-            story[1] = title
-    titled = ({"title": title, "url": url} for url, title in stories.values() if title)
-    return list(islice(titled, MAX_HEADLINES))
+def merge(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """One story per URL at its first position, titled by its best-read title (the headline
+    link's, not the image link's or the comment count's; the first of equals); a sub-link when it
+    first appears as one (under a lead story, before its own card further down)."""
+    stories: dict[str, Candidate] = {}
+    for candidate in candidates:
+        key = url_key(candidate.url)
+        shown = (candidate.element,) if candidate.element is not None and not candidate.sublink else ()
+        story = stories.get(key)
+        if story is None:
+            stories[key] = replace(candidate, shown_at=shown)
+            continue
+        story.shown_at += shown
+        if candidate.title and (story.title is None or candidate.rank > story.rank):
+            story.title, story.rank, story.kicker = candidate.title, candidate.rank, candidate.kicker
+            story.element, story.source = candidate.element, candidate.source
+    return list(islice((story for story in stories.values() if story.title), MAX_HEADLINES))
 
 
 __all__ = ["SITE_RULES", "parse"]

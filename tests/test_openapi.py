@@ -672,7 +672,9 @@ def book_data(book_id: str = "5907") -> dict:
 
 def news_data(titles: list[str]) -> dict:
     return {"kind": "news_headlines", "site": "bbc.com", "headlines": [
-        {"title": title, "url": f"https://www.bbc.com/news/world-{70000000 + i}"} for i, title in enumerate(titles)]}
+        {"title": title, "url": f"https://www.bbc.com/news/world-{70000000 + i}", "url_as_linked": None, "kicker": None,
+         "summary": None, "image": None, "section": "world", "position": i + 1, "sublink": False}
+        for i, title in enumerate(titles)]}
 
 
 def page_data() -> dict:

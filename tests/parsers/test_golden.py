@@ -6,7 +6,8 @@ parser's output). Its keys:
   raises: "ParseError" when the page must be refused (a soft 404, say)
   expect: {field: exact value} for the fields given
   expect_contains: {field: substring} for long text fields
-  headlines: {"first": [...] exact leading {title, url}, "include": [...] anywhere,
+  headlines: {"first": [...] the exact leading items, every key, sub-links included;
+              "include": [...] items anywhere, compared on the keys given;
               "min_count": n, "exclude_titles": [...] never present}
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def check_headlines(headlines: list[dict], expected: dict) -> None:
     first = expected.get("first", [])
     assert headlines[: len(first)] == first
     for item in expected.get("include", []):
-        assert item in headlines
+        assert any(item == {key: headline[key] for key in item} for headline in headlines), item
     assert len(headlines) >= expected.get("min_count", 1)
     titles = {h["title"] for h in headlines}
     assert not titles & set(expected.get("exclude_titles", []))

@@ -23,7 +23,7 @@ from parsers import news, tree
 from parsers.base import make_soup
 from parsers.encoding import decode_html
 from tests.pages import manifest, read_page
-from tests.parsers.contract import assert_contract_keys
+from tests.parsers.contract import assert_contract_keys, assert_headline_item
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "news"
 
@@ -33,16 +33,38 @@ def fixture(name: str) -> str:
 
 
 def run(extractor, html: str, url: str) -> list[dict]:
-    """One extractor on a page, prepared the way parse() prepares it."""
+    """One extractor on a page, prepared the way parse() prepares it, its stories as items."""
     doc = tree.build_document(html)
     site = news.site_name(url)
     page = news.Page(url, news.base_url(doc, url), site, news.same_site_domains(site))
     news.strip_chrome(doc)
-    return extractor(doc, page)
+    return [{"title": c.title, "url": news.canonical_url(c.url), "kicker": c.kicker, "sublink": c.sublink}
+            for c in extractor(doc, page)]
 
 
 def pairs(headlines: list[dict]) -> list[tuple[str, str]]:
-    return [(h["title"], h["url"]) for h in headlines]
+    """(title, url) of the main stories: sub-links left out."""
+    return [(h["title"], h["url"]) for h in headlines if not h["sublink"]]
+
+
+def linked_pairs(headlines: list[dict]) -> list[tuple[str, str]]:
+    """(title, URL as the page links it) of the main stories: what the manifest samples record."""
+    return [(h["title"], h["url_as_linked"] or h["url"]) for h in headlines if not h["sublink"]]
+
+
+def sublinks(headlines: list[dict]) -> list[tuple[str, str]]:
+    return [(h["title"], h["url"]) for h in headlines if h["sublink"]]
+
+
+def leads_of_sublinks(headlines: list[dict]) -> set[str]:
+    """The title of the main story each sub-link follows in page order."""
+    leads, lead = set(), None
+    for headline in headlines:
+        if not headline["sublink"]:
+            lead = headline["title"]
+        else:
+            leads.add(lead)
+    return leads
 
 
 # Each fixture's URL, site and headlines: its main story cards, in page order.
@@ -56,8 +78,7 @@ EXPECTED = {
         ("Rare orchid found growing on motorway verge", "http://www.bbc.co.uk/news/science-environment-41000006"),
     ]),
     "bbc-next-2023.html": ("https://www.bbc.com/news", "bbc.com", [
-        ("Flood waters begin to recede across northern valleys",
-         "https://www.bbc.com/news/live/world-asia-70000001?src_origin=BBCS_BBC"),
+        ("Flood waters begin to recede across northern valleys", "https://www.bbc.com/news/live/world-asia-70000001"),
         ("Court clears way for new highway toll", "https://www.bbc.com/news/world-us-canada-70000003"),
         ("Watch: Puffins return to island colony", "https://www.bbc.com/news/uk-70000004"),
         ("Ten quiet beaches for a winter escape",
@@ -99,7 +120,7 @@ EXPECTED = {
          "https://www.wsj.com/video/how-a-chip-is-made/ABCDEF12-3456-7890-ABCD-EF1234567890.html"),
         ("Bond Yields Slip as Investors Seek Safety", "https://www.wsj.com/articles/bond-yields-slip-1526570005"),
         ("The Quiet Boom in Bicycle Repair",
-         "https://www.wsj.com/articles/the-quiet-boom-in-bicycle-repair-1526470006?mod=trending_now_1"),
+         "https://www.wsj.com/articles/the-quiet-boom-in-bicycle-repair-1526470006"),
     ]),
     "wsj-2020.html": ("https://www.wsj.com/", "wsj.com", [
         ("Factory Orders Rise for a Third Straight Month",
@@ -136,7 +157,7 @@ EXPECTED = {
          "https://www.example-news.org/sport/2024/05/01/valley-rovers-win-the-cup-final"),
     ]),
 }
-# Related links under a lead card, left in the fixtures' markup: never one of the page's headlines.
+# Related links under a lead card: listed right after it, in page order, marked as sub-links.
 SUBLINKS = {
     "bbc-next-2023.html": [  # h4[data-testid=card-related-headline]
         ("How the storm grew so fast", "https://www.bbc.com/news/world-asia-70000002"),
@@ -156,8 +177,8 @@ SUBLINKS = {
     ],
     "wsj-2018.html": [  # li.wsj-bullet-item
         ("Retailers Brace for Late Deliveries",
-         "https://www.wsj.com/articles/retailers-brace-for-late-deliveries-1526560002?mod=article_inline"),
-        ("Why Ports Clog Every Spring", "https://www.wsj.com/articles/why-ports-clog-1526560003?mod=article_inline"),
+         "https://www.wsj.com/articles/retailers-brace-for-late-deliveries-1526560002"),
+        ("Why Ports Clog Every Spring", "https://www.wsj.com/articles/why-ports-clog-1526560003"),
     ],
     "wsj-2020.html": [  # li.WSJTheme--bullet-item
         ("What the Factory Data Says About Hiring", "https://www.wsj.com/articles/what-factory-data-says-11600000002"),
@@ -168,6 +189,16 @@ SUBLINKS = {
         ("WATCH: Drone footage shows fire line near homes", "https://www.foxnews.com/video/6340000001"),
     ],
 }
+# The story whose card holds the sub-links, and the sub-links' kickers in page order.
+SUBLINK_LEADS = {
+    "bbc-next-2023.html": ("Flood waters begin to recede across northern valleys", [None]),
+    "guardian-2017.html": ("Council votes to ban cars from the old town", ["Explainer"]),
+    "guardian-dcr.html": ("River town votes to rebuild its levee after spring floods", ["Live", None]),
+    "wapo-2023.html": ("Mountain glaciers are melting faster than forecast, study finds", ["Live briefing", "Analysis"]),
+    "wsj-2018.html": ("Shipping Rates Jump as Ports Clog", [None, "Analysis"]),
+    "wsj-2020.html": ("Factory Orders Rise for a Third Straight Month", ["Analysis", "Live Updates"]),
+    "foxnews.html": ("Wildfire forces evacuations in three mountain towns", [None, None]),
+}
 # Stories the generic extractor also reads from lists the site rule skips (after the cards).
 GENERIC_EXTRAS = {
     "guardian-dcr.html": [  # plain "most viewed" <h4>
@@ -176,10 +207,6 @@ GENERIC_EXTRAS = {
     ],
 }
 NO_SITE_RULE = {"generic-front.html"}
-
-
-def sublink_titles(name: str) -> set[str]:
-    return {title for title, _ in SUBLINKS.get(name, [])}
 
 
 # --- Whole pages ---------------------------------------------------------------------------------
@@ -192,30 +219,40 @@ def test_fixture_front(name: str) -> None:
     assert_contract_keys(data)
     assert data["kind"] == "news_headlines"
     assert data["site"] == site
-    assert not {h["title"] for h in data["headlines"]} & sublink_titles(name), "sub-links are not headlines"
     assert pairs(data["headlines"]) == expected
+    assert sublinks(data["headlines"]) == SUBLINKS.get(name, [])
+    assert_sublinks_follow_their_lead(name, data["headlines"])
+    assert [h["position"] for h in data["headlines"]] == list(range(1, len(data["headlines"]) + 1))
+
+
+def assert_sublinks_follow_their_lead(name: str, headlines: list[dict]) -> None:
+    lead, kickers = SUBLINK_LEADS.get(name, (None, []))
+    assert leads_of_sublinks(headlines) == ({lead} if lead else set())
+    assert [h["kicker"] for h in headlines if h["sublink"]] == kickers
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_generic_extractor_alone_on_fixture(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the site rules gone (markup changed beyond them), the same main stories come out, in
-    order, with nothing else but the lists the rule skips; the generic extractor cannot tell a
-    card's related links from its headline, so those may come out too."""
+    order, with nothing else but the lists the rule skips, and the lead card's related links
+    marked as its sub-links by structure alone."""
     monkeypatch.setattr(news, "SITE_RULES", {})
     url, _, expected = EXPECTED[name]
-    found = pairs(news.parse(fixture(name), url)["headlines"])
-    assert [story for story in found if story not in SUBLINKS.get(name, [])] == expected + GENERIC_EXTRAS.get(name, [])
+    headlines = news.parse(fixture(name), url)["headlines"]
+    assert pairs(headlines) == expected + GENERIC_EXTRAS.get(name, [])
+    assert sublinks(headlines) == SUBLINKS.get(name, [])
+    assert_sublinks_follow_their_lead(name, headlines)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_site_rule_alone_on_fixture(name: str) -> None:
     url, _, expected = EXPECTED[name]
-    found = pairs(run(news.site_headlines, fixture(name), url))
+    found = run(news.site_headlines, fixture(name), url)
     if name in NO_SITE_RULE:
         assert found == []
     else:
-        assert not {title for title, _ in found} & sublink_titles(name), "sub-links are not headlines"
-        assert found == expected
+        assert pairs(found) == expected
+        assert sublinks(found) == SUBLINKS.get(name, [])
 
 
 def test_parse_through_the_router() -> None:
@@ -274,8 +311,8 @@ def test_relative_links_resolve_against_base_href() -> None:
     html = page(story("2024/01/02/council-approves-new-library", "Council approves a new library"),
                 head='<base href="https://cdn.example.com/frontpage/">')
     headlines = news.parse(html, "https://www.example.com/")["headlines"]
-    assert headlines == [{"title": "Council approves a new library",
-                          "url": "https://cdn.example.com/frontpage/2024/01/02/council-approves-new-library"}]
+    assert pairs(headlines) == [("Council approves a new library",
+                                 "https://cdn.example.com/frontpage/2024/01/02/council-approves-new-library")]
 
 
 def test_navigation_footer_and_ads_are_skipped() -> None:
@@ -521,7 +558,8 @@ def parse_or_refuse(html: str, url: str) -> dict | None:
     except ParseError:
         return None
     assert_contract_keys(data)
-    assert all(set(h) == {"title", "url"} and h["title"] and h["url"].startswith("http") for h in data["headlines"])
+    for position, headline in enumerate(data["headlines"], 1):
+        assert_headline_item(headline, position)
     assert len({news.url_key(h["url"]) for h in data["headlines"]}) == len(data["headlines"])
     return data
 
@@ -632,7 +670,7 @@ def test_generic_extractor_on_real_fronts(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(news, "SITE_RULES", {})
     for entry in real_fronts():
         data = news.parse(decode_html(read_page(entry["file"])), entry["url"])
-        found = pairs(data["headlines"])
+        found = linked_pairs(data["headlines"])
         samples = [(s["headline"], urljoin(entry["url"], s["href"])) for s in entry["facts"]["sample_headlines"]]
         positions = [found.index(sample) for sample in samples]  # ValueError names the missing one
         assert positions == sorted(positions), entry["file"]
@@ -644,6 +682,6 @@ def test_site_rules_on_real_fronts_find_the_manifest_samples_first() -> None:
     cards, with no related link of a lead card in between."""
     for entry in real_fronts():
         data = news.parse(decode_html(read_page(entry["file"])), entry["url"])
-        found = pairs(data["headlines"])
+        found = linked_pairs(data["headlines"])
         samples = [(s["headline"], urljoin(entry["url"], s["href"])) for s in entry["facts"]["sample_headlines"]]
         assert found[: len(samples)] == samples, entry["file"]

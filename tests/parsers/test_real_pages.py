@@ -246,7 +246,15 @@ def link_positions(entry: dict, headline: dict) -> list[int]:
     """Positions of the links that go to the headline's URL and show its title, outside the chrome."""
     links = front_links(entry["file"], entry["url"])
     return [i for i, (url, texts, chrome) in enumerate(links)
-            if url == headline["url"] and headline["title"] in texts and not chrome]
+            if url == (headline["url_as_linked"] or headline["url"]) and shows_title(texts, headline) and not chrome]
+
+
+def shows_title(texts: frozenset[str], headline: dict) -> bool:
+    """The link shows the title alone, or its kicker then the title ("Live briefing: Missile ...")."""
+    if headline["title"] in texts:
+        return True
+    kicker = headline["kicker"]
+    return bool(kicker) and any(t.startswith(kicker) and t.endswith(" " + headline["title"]) for t in texts)
 
 
 def test_every_headline_is_a_link_of_the_page_showing_that_title() -> None:
