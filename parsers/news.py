@@ -145,6 +145,8 @@ SITE_MIN_WORDS = 2  # site selectors are precise: only reject fragments
 HEADING_MIN_WORDS = 3  # generic, text from a heading element
 LINK_MIN_WORDS = 4  # generic, bare link text: nav items and labels are shorter
 CHROME_LINKS = 10  # a <header>/<footer> with this many links is page chrome, not a card's
+PAGE_TAGS = {"html", "body", "main"}  # never page chrome, whatever their classes or roles say
+PAGE_LINKS_FLOOR = 20  # on a page with this many links, chrome holding most of them is the page
 CHROME_SCAN = 5_000  # descendants of a <header>/<footer> looked at to count its links
 CARD_LINKS = 3  # a sponsored card holds a few links (image, title, "more"); a list holds more
 CLIMB = 8  # ancestor levels searched for a headline's link or heading
@@ -350,8 +352,9 @@ def read_front(html: str, url: str, site: str) -> Front:
     (a page whose <body> wears an ad class must not lose every story with it)."""
     doc = build_document(html)  # cut and flattened when huge or absurdly deep
     page = Page(url, base_url(doc, url), site, same_site_domains(site))
+    has_links = bool(doc.links())
     front = extract_front(doc, page, strip=True)
-    if not front.stories and doc.links():
+    if not front.stories and has_links:
         front = extract_front(build_document(html), page, strip=False)
         front.chrome = "nothing removed: with page chrome removed no story was left"
     return front
@@ -416,7 +419,16 @@ def same_site_domains(site: str) -> frozenset[str]:
 
 
 def strip_chrome(doc: Document) -> None:
-    """Remove navigation, page header/footer and ad slots: their links are never the stories."""
+    """Remove navigation, page header/footer and ad slots: their links are never the stories.
+    Never the page itself: <html>, <body>, <main> or what holds most of the page's links stay,
+    whatever their classes say (a <body> whose class names an "advert" layout)."""
+    links = len(doc.links())
+    for tag in _chrome(doc):
+        if not _holds_the_page(tag, links):
+            remove(tag)
+
+
+def _chrome(doc: Document) -> list[Element]:
     chrome: list[Element] = []
     landmarks_left = MAX_CHROME
     for tag in doc.elements():
@@ -428,8 +440,14 @@ def strip_chrome(doc: Document) -> None:
             landmarks_left -= 1
             if landmarks_left >= 0 and _is_page_chrome(tag):
                 chrome.append(tag)
-    for tag in chrome:
-        remove(tag)
+    return chrome
+
+
+def _holds_the_page(tag: Element, page_links: int) -> bool:
+    if tag.tag in PAGE_TAGS:
+        return True
+    most = page_links // 2 + 1
+    return page_links >= PAGE_LINKS_FLOOR and sum(1 for _ in islice(tag.iter("a"), most)) >= most
 
 
 def _is_page_chrome(tag: Element) -> bool:

@@ -342,6 +342,38 @@ def test_a_cards_own_footer_and_header_are_kept() -> None:
     assert len(news.parse(page(card), "https://example.com/")["headlines"]) == 2
 
 
+def eight_stories() -> list[str]:
+    return [story(f"/2024/01/0{i}/small-front-story-number-{i}", f"Small front story number {i} of eight")
+            for i in range(1, 9)]
+
+
+@pytest.mark.parametrize("body_class", ["advert-layout", "page has-adverts", "sponsored-theme"])
+def test_a_body_whose_class_names_ads_keeps_its_stories(body_class: str) -> None:
+    """The whole page wears an ad-like class: it is the page, not an ad slot."""
+    html = f'<html><body class="{body_class}"><main>{"".join(eight_stories())}</main></body></html>'
+    data = news.parse(html, "https://example.com/", explain=True)
+    assert len(data["headlines"]) == 8
+    assert data["explain"]["chrome"] == news.Front.chrome  # found with chrome stripped, not by the fallback
+
+
+@pytest.mark.parametrize("tag", ["main", "div"])
+def test_an_ad_classed_wrapper_holding_most_links_is_kept(tag: str) -> None:
+    links = "".join(f'<a href="/section-{i}">Section {i}</a>' for i in range(12))
+    html = f'<html><body><{tag} class="ad-wrapper">{links}{"".join(eight_stories())}</{tag}></body></html>'
+    data = news.parse(html, "https://example.com/", explain=True)
+    assert len(data["headlines"]) == 8
+    assert data["explain"]["chrome"] == news.Front.chrome
+
+
+def test_when_stripping_leaves_no_story_the_whole_page_is_read() -> None:
+    """Every story sits in a <header> busy enough to pass for the page's own header: rather than
+    "no headlines", the stories of the unstripped page."""
+    html = f'<html><body><header>{"".join(eight_stories())}<a href="/a">A</a><a href="/b">B</a></header></body></html>'
+    data = news.parse(html, "https://example.com/", explain=True)
+    assert len(data["headlines"]) == 8
+    assert data["explain"]["chrome"].startswith("nothing removed")
+
+
 def test_promos_bylines_and_sections_are_not_stories() -> None:
     html = page(
         '<a href="/newsletters/daily-brief-for-readers">Sign up for our daily brief newsletter</a>',
