@@ -17,6 +17,7 @@ the other fields, to the next one (a field's sources, best first):
   rating, counts    JSON-LD aggregateRating, Apollo Work.stats, testid statistics, legacy itemprop/text
   description       Apollo description (HTML), testid description, legacy #description (never the
                     og/meta description: a cut-off teaser, or the site's slogan when the book has none)
+  librarian_note    the leading note of the description above, whichever source gave it
   isbn, isbn13      JSON-LD isbn, Apollo details, "Book details" <dl>, legacy #bookDataBox, itemprop, meta
   asin              Apollo details, "Book details" <dl>, legacy #bookDataBox
   pages, format     JSON-LD, Apollo details, testid pagesFormat, "Book details" <dl>, legacy itemprop
@@ -50,6 +51,12 @@ Conventions:
   "Published <date>", the date of this edition, which goes to `published`).
 - isbn is an ISBN-10 the page states; it is never derived from isbn13 or from a numeric ASIN.
 - description is plain text: <br> becomes "\\n", paragraphs are separated by "\\n\\n".
+- librarian_note: the note Goodreads' librarians put before some descriptions, about the
+  edition record ("Alternate cover edition of ASIN B004XISI4A", "Also published as: ..."):
+  the description's leading lines that open with a note phrasing (LIBRARIAN_NOTE), or a
+  leading <b>/<i> that does, taken off the description (None when it was all note). Read
+  from the description's text, so the same in every layout; the phrasings later in a
+  blurb are the blurb's own.
 - series is the book's primary series: {"name": str, "position": str or None}.
 
 Refusals: ParseError for a soft 404 or sign-in page without book data, and for any page
@@ -252,6 +259,25 @@ DATE_DAY_FIRST = re.compile(
 DATE_NUMERIC = re.compile(r"\b(?P<year>\d{4})(?:-(?P<month>\d{1,2})(?:-(?P<day>\d{1,2}))?)?\b")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+# --- librarian's notes ---------------------------------------------------------------------
+# Goodreads' librarians put a note about the edition record before some descriptions
+# ("Alternate cover edition of ASIN B004XISI4A", "Also published as: ..."), on its own line or
+# in a leading <b>/<i>. It is not the book's blurb: a leading line that opens with one of these
+# phrasings goes to librarian_note. The same words further down are the blurb's own and stay.
+LIBRARIAN_NOTE_OPENINGS = (
+    r"librarian[’'`]?s?[’']?\s*note\b",  # Librarian's note: ...
+    r"note\s*:",  # Note: ...
+    r"(?:this\s+is\s+)?(?:an?\s+)?alternat(?:e|ive)\s+(?:cover\s+)?(?:edition|cover)\b",
+    r"see\s+(?:the\s+|an?\s+)?alternat(?:e|ive)\s+(?:cover\s+)?edition",  # See alternate cover edition here
+    r"(?-i:ACE)\s*(?:of|for|[:#-])",  # the librarians' abbreviation; "Ace" the word is not one
+    r"(?:also|previously|formerly)\s+(?:published\s+(?:as|under)|released\s+as|titled|known\s+as)\b",
+    r"(?:[\w-]+\s+){0,4}edition\s+(?:of|for)\s+(?:isbn|asin)\b",  # (This is a) Kindle edition of ASIN ...
+    r"edition\s+of\b",
+)
+LIBRARIAN_NOTE = re.compile(r"^[\W_]*(?:" + "|".join(LIBRARIAN_NOTE_OPENINGS) + ")", re.I)
+NOTE_MAX_CHARS = 300  # a note is a line or two; a longer opening paragraph is the blurb itself
+NOTE_EMPHASIS_TAGS = ("b", "i", "em", "strong")
+
 # Description HTML -> text: which tags end a line or a paragraph.
 BLOCK_TAGS = ("p", "div", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr")
 DROPPED_TAGS = ("script", "style", "template", "noscript", "button")
@@ -283,6 +309,7 @@ def parse_limited(html: str, url: str) -> dict:
     published, publisher = _safe(_published_and_publisher, page) or (None, None)
     isbn, isbn13 = _safe(_isbns, page) or (None, None)
     pages, book_format = _safe(_pages_and_format, page) or (None, None)
+    description, librarian_note = _safe(_description_and_note, page) or (None, None)
     data = {
         "kind": KIND,
         "book_id": book_id,
@@ -291,7 +318,8 @@ def parse_limited(html: str, url: str) -> dict:
         "rating": _safe(_rating, page),
         "ratings_count": _safe(_count, page, "ratings_count"),
         "reviews_count": _safe(_count, page, "reviews_count"),
-        "description": _safe(_description, page),
+        "description": description,
+        "librarian_note": librarian_note,
         "isbn": isbn,
         "isbn13": isbn13,
         "asin": _safe(_asin, page),
@@ -815,6 +843,36 @@ def _description(page: Page) -> str | None:
     )
 
 
+def _description_and_note(page: Page) -> tuple[str | None, str | None]:
+    return _split_librarian_note(_description(page))
+
+
+def _split_librarian_note(text: str | None) -> tuple[str | None, str | None]:
+    """(description, librarian_note): the leading note lines, if any, taken off the text."""
+    lines = text.split("\n") if text else []
+    count = _note_line_count(lines)
+    if not count:
+        return text, None
+    return _tidy_lines("\n".join(lines[count:])), _tidy_lines("\n".join(lines[:count]))
+
+
+def _note_line_count(lines: list[str]) -> int:
+    """How many leading lines are a librarian's note: lines that open with a note phrasing,
+    blank lines between them, and the line after one ending in ":" ("Also published as:")."""
+    count, continued = 0, False
+    for index, line in enumerate(lines):
+        if not line:
+            continue
+        if not (continued or _is_note_line(line)):
+            break
+        count, continued = index + 1, line.endswith(":")
+    return count
+
+
+def _is_note_line(line: str) -> bool:
+    return len(line) <= NOTE_MAX_CHARS and LIBRARIAN_NOTE.match(line) is not None
+
+
 def _apollo_description(page: Page) -> str | None:
     """Book.description is HTML; its description({"stripped":true}) twin is plain text."""
     keys = [k for k in page.book if k == BOOK_DESCRIPTION or k.startswith(BOOK_DESCRIPTION + "(")]
@@ -1123,12 +1181,34 @@ def _html_to_text(html: str | None) -> str | None:
             text.extract()
         else:
             text.replace_with(TEXT_WHITESPACE.sub(" ", text))
+    _end_line_after_note(body)
     for br in body.find_all("br"):
         br.replace_with("\n")
     for block in body.find_all(BLOCK_TAGS):
         block.insert_before("\n\n")
         block.insert_after("\n\n")
     return _tidy_lines(body.get_text(""))
+
+
+def _end_line_after_note(body: Tag) -> None:
+    """A librarian's note in a leading <b>/<i> may run on into the blurb on the same line
+    ("<i>Alternate cover edition of ISBN ...</i> The war is over."): end the line after it.
+    A note ending in ":" ("<b>Also published as:</b> Title") goes on with its line."""
+    lead = _leading_emphasis(body)
+    text = lead.get_text().strip() if lead is not None else ""
+    if text and not text.endswith(":") and _is_note_line(text):
+        lead.insert_after("\n")
+
+
+def _leading_emphasis(body: Tag) -> Tag | None:
+    """The <b>/<i>/<em>/<strong> that opens the text (before any other text), if one does."""
+    for node in body.descendants:
+        if isinstance(node, Tag):
+            if node.name in NOTE_EMPHASIS_TAGS:
+                return node
+        elif not isinstance(node, Comment) and node.strip():
+            return None
+    return None
 
 
 def _tidy_lines(text: str) -> str | None:

@@ -5,6 +5,9 @@ tests/fixtures/goodreads/ holds small pages written for these tests (invented bo
   several-authors.html    two authors, a translator and an illustrator, in three sources
   broken-next-data.html   __NEXT_DATA__ cut off mid-JSON, good markup
   soft-404.html, signin.html   pages that must be refused
+  note-apollo.html, note-apollo-stripped.html, note-testid.html, note-legacy.html
+                          a librarian's note before the description, one layout each
+  note-mention.html       a description that only mentions the words such notes use
 Pages layered from the four single-source fixtures show each field's fall-through order, so
 a clone without the real saved pages still tests everything. The real pages are covered by
 tests/golden/goodreads-*.json and tests/parsers/test_real_pages.py (skipped when they are absent).
@@ -29,7 +32,8 @@ from tests.parsers.contract import assert_contract_keys
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "goodreads"
 URL = "https://www.goodreads.com/book/show/1000001-the-glass-orchard"
 LAYERS = ("jsonld", "next-data", "testid", "legacy")
-BOOK_FIXTURES = (*LAYERS, "several-authors", "broken-next-data")
+NOTE_FIXTURES = ("note-apollo", "note-apollo-stripped", "note-testid", "note-legacy", "note-mention")
+BOOK_FIXTURES = (*LAYERS, "several-authors", "broken-next-data", *NOTE_FIXTURES)
 REFUSED_FIXTURES = ("soft-404", "signin")
 
 # What each single-source fixture holds (read off the fixture files).
@@ -548,6 +552,97 @@ def test_placeholder_covers_are_not_covers() -> None:
     html = edit(fixture("jsonld"), "https://images.example.org/books/1000001-lantern.jpg",
                 "https://s.gr-assets.com/assets/nophoto/book/111x148.png")
     assert parse(html)["cover_url"] is None
+
+
+# ---------------------------------------------------------------------------------------
+# Librarian's note
+# ---------------------------------------------------------------------------------------
+
+CLOCK_BLURB = "The harbour clock has stopped.\n\nA keeper goes looking for the hour."
+
+
+def test_librarian_note_leading_the_apollo_html_description_is_taken_off_it() -> None:
+    data = parse(fixture("note-apollo"))
+    assert data["librarian_note"] == "Alternate cover edition of ISBN 9780000000000"
+    assert data["description"] == CLOCK_BLURB
+
+
+def test_librarian_note_of_the_stripped_description_is_its_label_line_and_the_line_after() -> None:
+    data = parse(fixture("note-apollo-stripped"))
+    assert data["librarian_note"] == "Also published as:\nThe Harbour Clock"
+    assert data["description"] == "The harbour clock has stopped.\nA keeper goes looking for the hour."
+
+
+def test_librarian_note_in_a_leading_bold_ends_where_the_bold_ends() -> None:
+    """data-testid markup, the note running on into the blurb on one line."""
+    data = parse(fixture("note-testid"))
+    assert data["librarian_note"] == "This is an alternate cover edition for ASIN B0NOTE0003."
+    assert data["description"] == "Salt keeps what the sea forgets.\n\nA second paragraph."
+
+
+def test_librarian_note_line_of_the_legacy_description() -> None:
+    data = parse(fixture("note-legacy"))
+    assert data["librarian_note"] == "Previously published as The Tin Cartographer"
+    assert data["description"] == LAYER_VALUES["legacy"]["description"]
+
+
+def test_a_description_that_only_mentions_note_words_stays_whole() -> None:
+    data = parse(fixture("note-mention"))
+    assert data["librarian_note"] is None
+    assert data["description"] == ("Nobody in Wrenfield reads the last page.\n\nFirst a radio serial, the story was "
+                                   "also published as a pamphlet in 1950. Note: the map is wrong.\n\n"
+                                   "Also published as The Wren Letters.")
+
+
+def test_a_description_that_is_only_a_note_becomes_none() -> None:
+    html = edit(fixture("note-apollo"), "<br /><br />The harbour clock has stopped.<br /><br />A keeper goes looking "
+                "for the hour.")
+    html = edit(html, "\\r\\n\\r\\nThe harbour clock has stopped.\\r\\n\\r\\nA keeper goes looking for the hour.")
+    data = parse(html)
+    assert (data["description"], data["librarian_note"]) == (None, "Alternate cover edition of ISBN 9780000000000")
+
+
+def test_every_fixture_without_a_note_says_none() -> None:
+    for name in (*LAYERS, "several-authors", "broken-next-data", "next-2025"):
+        assert parse(fixture(name))["librarian_note"] is None, name
+
+
+@pytest.mark.parametrize("note", [
+    "Alternate cover edition of ASIN B00XXXXXXX",
+    "alternative cover edition for isbn 9780000000000.",
+    "This is an alternate cover edition for ISBN 9780000000000",
+    "ACE for ISBN 9780000000000",
+    "ACE: 9780000000000",
+    "(See alternate cover edition here.)",
+    "Librarian's note: an alternate cover edition can be found here.",
+    "Librarian\u2019s Note - duplicate record",
+    "Note: this is the Kindle edition.",
+    "Previously published as The Quiet Orchard",
+    "Also published as: The Quiet Orchard",
+    "Kindle edition of ASIN B00XXXXXXX",
+    "Edition of 1923, with the original plates",
+])
+def test_librarian_note_phrasings_open_a_note_line(note: str) -> None:
+    assert goodreads._split_librarian_note(f"{note}\n\nThe blurb.") == ("The blurb.", note)
+
+
+def test_note_paragraphs_one_after_another_are_one_note() -> None:
+    text = "Alternate cover edition of ISBN 9780000000000\n\nSee alternate cover edition here.\n\nThe blurb."
+    note = "Alternate cover edition of ISBN 9780000000000\n\nSee alternate cover edition here."
+    assert goodreads._split_librarian_note(text) == ("The blurb.", note)
+
+
+@pytest.mark.parametrize("text", [
+    "Ace of Spades is a thriller about two students.",  # the word, not the librarians' ACE
+    "Notes from a drowned city.",
+    "The first edition of this book sold out in a week.",
+    "A thriller, also published as a radio play.",
+    "Alsop published as a poet.",
+    "Note: " + "a long first paragraph that is the blurb itself, " * 8,  # longer than any note
+    "Published as a serial in 1890, then as a book.",
+])
+def test_text_that_does_not_open_with_a_note_phrasing_is_all_description(text: str) -> None:
+    assert goodreads._split_librarian_note(f"{text}\nMore.") == (f"{text}\nMore.", None)
 
 
 # ---------------------------------------------------------------------------------------
