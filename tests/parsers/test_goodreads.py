@@ -646,6 +646,104 @@ def test_text_that_does_not_open_with_a_note_phrasing_is_all_description(text: s
 
 
 # ---------------------------------------------------------------------------------------
+# Explain mode: which source gave each field
+# ---------------------------------------------------------------------------------------
+
+EXPLAIN_LAYERS = ("json-ld", "apollo", "data-testid", "legacy-markup", "meta", "url")
+EXPLAIN_VALUE = re.compile(r"^(?P<layer>" + "|".join(EXPLAIN_LAYERS) + r")(?:: \S.*)?$")
+LAYER_OF_FIXTURE = {"jsonld": "json-ld", "next-data": "apollo", "testid": "data-testid", "legacy": "legacy-markup"}
+
+
+def explained(html: str, url: str = URL) -> tuple[dict, dict[str, str]]:
+    """(data, its explain dict); the data is exactly what a parse without explain gives."""
+    data = goodreads.parse(html, url, explain=True)
+    explain = data.pop("explain")
+    assert data == parse(html, url)
+    return data, explain
+
+
+def layer(source: str) -> str:
+    match = EXPLAIN_VALUE.match(source)
+    assert match, source
+    return match.group("layer")
+
+
+@pytest.mark.parametrize("name", (*BOOK_FIXTURES, "next-2025"))
+def test_explain_names_a_source_for_exactly_the_fields_that_have_a_value(name: str) -> None:
+    data, explain = explained(fixture(name))
+    filled = {field for field, value in data.items() if field != "kind" and value not in (None, "", [])}
+    assert set(explain) == filled
+    assert all(layer(source) for source in explain.values())
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_ORDER))
+def test_explain_names_the_layer_each_field_fell_through_to(field: str) -> None:
+    """The fall-through above, once more: the layer explain names is the fixture that gave the value."""
+    providers = [name for name in FIELD_ORDER[field] if field in LAYER_VALUES[name]]
+    for dropped in range(len(providers)):
+        data, explain = explained(layered(*[name for name in LAYERS if name not in providers[:dropped]]))
+        assert data[field] == LAYER_VALUES[providers[dropped]][field], field
+        assert layer(explain[field]) == LAYER_OF_FIXTURE[providers[dropped]], (field, explain[field])
+
+
+def test_explain_on_a_jsonld_and_apollo_page_names_each_path() -> None:
+    _, explain = explained(fixture("next-2025"), "https://www.goodreads.com/book/show/1000009")
+    assert explain["rating"] == "json-ld: Book.aggregateRating.ratingValue"
+    assert explain["pages"] == "json-ld: Book.numberOfPages"
+    assert explain["title"] == "apollo: Book.title"
+    assert explain["asin"] == "apollo: Book.details.asin"
+    assert explain["first_published"] == "apollo: Work.details.publicationTime"
+    assert explain["book_id"] == "apollo: Book.legacyId"
+    assert explain["url"] == "apollo: Book.legacyId (url built from book_id)"
+
+
+def test_explain_on_markup_pages_names_the_markup() -> None:
+    _, testid = explained(fixture("testid"))
+    assert testid["title"] == "data-testid: h1[data-testid=bookTitle]"
+    assert testid["isbn13"] == "data-testid: Book details <dt>isbn</dt>"
+    _, legacy = explained(fixture("legacy"))
+    assert legacy["title"] == "legacy-markup: h1#bookTitle"
+    assert legacy["published"] == "legacy-markup: #details Published row"
+
+
+def test_explain_meta_and_url_layers() -> None:
+    html = re.sub(r'<h1 id="bookTitle".*?</h1>', "", fixture("legacy"), flags=re.S)
+    _, explain = explained(re.sub(r'<img id="coverImage"[^>]*>', "", html), "https://www.goodreads.com/")
+    assert explain["title"] == "meta: og:title (series suffix cut)"
+    assert explain["cover_url"] == "meta: og:image"
+    assert explain["book_id"] == "meta: link rel=canonical"
+    _, explain = explained(fixture("jsonld"))
+    assert explain["book_id"] == "url: /book/show/<id>"
+    assert explain["url"] == "url: /book/show/<id> (url built from book_id)"
+    assert explain["series"] == "json-ld: Book.name (its series suffix)"
+
+
+@pytest.mark.parametrize("name, source", [
+    ("note-apollo", "apollo: Book.description"),
+    ("note-apollo-stripped", "apollo: Book.description"),
+    ("note-testid", "data-testid: [data-testid=description] .Formatted, [data-testid=description]"),
+    ("note-legacy", "legacy-markup: #description"),
+])
+def test_explain_derives_the_librarian_note_from_the_description_source(name: str, source: str) -> None:
+    _, explain = explained(fixture(name))
+    assert (explain["description"], explain["librarian_note"]) == (source, source + " (its leading librarian's note)")
+
+
+def test_explain_keeps_the_note_source_when_the_description_was_all_note() -> None:
+    html = re.sub(r'"description[^"]*":"[^"]*"', '"description":"<i>Alternate cover edition of ASIN B0000000X1</i>"',
+                  fixture("note-apollo"))
+    data, explain = explained(html)
+    assert data["description"] is None and "description" not in explain
+    assert explain["librarian_note"] == "apollo: Book.description (its leading librarian's note)"
+
+
+def test_explain_off_adds_nothing_on_either_entry() -> None:
+    assert "explain" not in goodreads.parse(fixture("next-2025"), URL)
+    assert "explain" not in goodreads.parse_limited(fixture("next-2025"), URL)
+    assert "explain" in goodreads.parse_limited(fixture("next-2025"), URL, explain=True)
+
+
+# ---------------------------------------------------------------------------------------
 # Robustness: mutilated fixtures give the full key set or ParseError, quickly
 # ---------------------------------------------------------------------------------------
 
