@@ -17,6 +17,7 @@ the other fields, to the next one (a field's sources, best first):
   rating, counts    JSON-LD aggregateRating, Apollo Work.stats, testid statistics, legacy itemprop/text
   description       Apollo description (HTML), testid description, legacy #description (never the
                     og/meta description: a cut-off teaser, or the site's slogan when the book has none)
+  librarian_note    the leading note of the description above, whichever source gave it
   isbn, isbn13      JSON-LD isbn, Apollo details, "Book details" <dl>, legacy #bookDataBox, itemprop, meta
   asin              Apollo details, "Book details" <dl>, legacy #bookDataBox
   pages, format     JSON-LD, Apollo details, testid pagesFormat, "Book details" <dl>, legacy itemprop
@@ -50,7 +51,21 @@ Conventions:
   "Published <date>", the date of this edition, which goes to `published`).
 - isbn is an ISBN-10 the page states; it is never derived from isbn13 or from a numeric ASIN.
 - description is plain text: <br> becomes "\\n", paragraphs are separated by "\\n\\n".
+- librarian_note: the note Goodreads' librarians put before some descriptions, about the
+  edition record ("Alternate cover edition of ASIN B004XISI4A", "Also published as: ..."):
+  the description's leading lines that open with a note phrasing (LIBRARIAN_NOTE), or a
+  leading <b>/<i> that does, taken off the description (None when it was all note). Read
+  from the description's text, so the same in every layout; the phrasings later in a
+  blurb are the blurb's own.
 - series is the book's primary series: {"name": str, "position": str or None}.
+
+Explain mode: parse(html, url, explain=True) adds "explain": {field: source} for every field
+with a value (kind aside), naming the source that gave it, "<layer>: <where>" with the layers
+json-ld, apollo, data-testid, legacy-markup, meta and url ("json-ld: Book.aggregateRating.ratingValue",
+"legacy-markup: h1#bookTitle", "url: /book/show/<id>"); url and librarian_note name the source
+they derive from. It is one mechanism: every field's sources are (name, function) pairs read by
+Page.first, which keeps the name of the one that answered when explain is on. Without explain
+the names are constant strings passed along (*_SOURCE tables below), and the key set is as ever.
 
 Refusals: ParseError for a soft 404 or sign-in page without book data, and for any page
 where no source gives a title. Any other input gives the full key set (None or [] when
@@ -205,6 +220,30 @@ CANONICAL_LINK = "canonical"
 META_ISBN, META_PAGES = "books:isbn", "books:page_count"
 ID_META_KEYS = ("og:url", "al:ios:url", "al:android:url")
 
+# --- explain mode: each source's name, "<layer>: <where in the page>" -----------------------
+# Layers: json-ld, apollo, data-testid, legacy-markup, meta, url. Each source is a (name,
+# function) pair; the names are built here once, so a parse without explain only passes a
+# string along and never formats one.
+JSONLD_SOURCE = {field: "json-ld: Book." + ".".join(path) for field, path in JSONLD_PATHS.items()}
+BOOK_SOURCE = {field: "apollo: Book." + ".".join(path) for field, path in BOOK_PATHS.items()}
+WORK_SOURCE = {field: "apollo: Work." + ".".join(path) for field, path in WORK_PATHS.items()}
+APOLLO_SOURCE = {"book_id": f"apollo: Book.{BOOK_LEGACY_ID}", "series": f"apollo: Book.{BOOK_SERIES}",
+                 "authors": f"apollo: Book.{PRIMARY_EDGE}, {SECONDARY_EDGES}", "genres": f"apollo: Book.{BOOK_GENRES}",
+                 "description": f"apollo: Book.{BOOK_DESCRIPTION}"}
+TESTID_SOURCE = {key: "data-testid: " + (css if isinstance(css, str) else ", ".join(css))
+                 for key, css in TESTID.items()}
+LEGACY_SOURCE = {key: "legacy-markup: " + (css if isinstance(css, str) else ", ".join(css))
+                 for key, css in LEGACY.items()}
+EDITION_SOURCE = {field: f"data-testid: Book details <dt>{label}</dt>" for field, label in EDITION_LABELS.items()}
+DATA_ROW_SOURCE = {field: f"legacy-markup: #bookDataBox {labels[0]} row" for field, labels in DATA_ROW_LABELS.items()}
+LEGACY_ROW_SOURCE = {"publication": "legacy-markup: #details Published row",
+                     "count_text": "legacy-markup: " + ", ".join(LEGACY["aggregate"]) + " text"}
+META_SOURCE = {key: f"meta: {key}" for key in (*ID_META_KEYS, "og:title", "og:image", META_ISBN, META_PAGES)}
+META_SOURCE[CANONICAL_LINK] = f"meta: link rel={CANONICAL_LINK}"
+URL_SOURCE = "url: /book/show/<id>"
+SERIES_SUFFIX, SUFFIX_CUT = " (its series suffix)", " (series suffix cut)"
+URL_DERIVED, NOTE_DERIVED = " (url built from book_id)", " (its leading librarian's note)"
+
 # --- page-wide lookups ------------------------------------------------------------------
 # Attributes the element index keys on. A page-wide selector's first compound (text before
 # the first space, so it must not contain one) must name one of them: #id, .class,
@@ -252,6 +291,25 @@ DATE_DAY_FIRST = re.compile(
 DATE_NUMERIC = re.compile(r"\b(?P<year>\d{4})(?:-(?P<month>\d{1,2})(?:-(?P<day>\d{1,2}))?)?\b")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+# --- librarian's notes ---------------------------------------------------------------------
+# Goodreads' librarians put a note about the edition record before some descriptions
+# ("Alternate cover edition of ASIN B004XISI4A", "Also published as: ..."), on its own line or
+# in a leading <b>/<i>. It is not the book's blurb: a leading line that opens with one of these
+# phrasings goes to librarian_note. The same words further down are the blurb's own and stay.
+LIBRARIAN_NOTE_OPENINGS = (
+    r"librarian[’'`]?s?[’']?\s*note\b",  # Librarian's note: ...
+    r"note\s*:",  # Note: ...
+    r"(?:this\s+is\s+)?(?:an?\s+)?alternat(?:e|ive)\s+(?:cover\s+)?(?:edition|cover)\b",
+    r"see\s+(?:the\s+|an?\s+)?alternat(?:e|ive)\s+(?:cover\s+)?edition",  # See alternate cover edition here
+    r"(?-i:ACE)\s*(?:of|for|[:#-])",  # the librarians' abbreviation; "Ace" the word is not one
+    r"(?:also|previously|formerly)\s+(?:published\s+(?:as|under)|released\s+as|titled|known\s+as)\b",
+    r"(?:[\w-]+\s+){0,4}edition\s+(?:of|for)\s+(?:isbn|asin)\b",  # (This is a) Kindle edition of ASIN ...
+    r"edition\s+of\b",
+)
+LIBRARIAN_NOTE = re.compile(r"^[\W_]*(?:" + "|".join(LIBRARIAN_NOTE_OPENINGS) + ")", re.I)
+NOTE_MAX_CHARS = 300  # a note is a line or two; a longer opening paragraph is the blurb itself
+NOTE_EMPHASIS_TAGS = ("b", "i", "em", "strong")
+
 # Description HTML -> text: which tags end a line or a paragraph.
 BLOCK_TAGS = ("p", "div", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr")
 DROPPED_TAGS = ("script", "style", "template", "noscript", "button")
@@ -264,15 +322,18 @@ EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
 # Entry point
 # ============================================================================================
 
-def parse(html: str, url: str) -> dict:
-    """The goodreads_book dict of a book page; ParseError when the page is not a book page."""
-    return parse_limited(limit_html(html) if isinstance(html, str) else html, url)
+def parse(html: str, url: str, explain: bool = False) -> dict:
+    """The goodreads_book dict of a book page; ParseError when the page is not a book page.
+
+    explain=True adds "explain": {field: the source that gave its value} (see _explanation).
+    """
+    return parse_limited(limit_html(html) if isinstance(html, str) else html, url, explain)
 
 
-def parse_limited(html: str, url: str) -> dict:
+def parse_limited(html: str, url: str, explain: bool = False) -> dict:
     """parse for text already cut to size and rid of lone surrogates by limit_html, as
     parsers.parse hands it over (the check costs 0.5 ms on a 1 MB page: once is enough)."""
-    page = _load_page(html, url)
+    page = _load_page(html, url, explain)
     _refuse_non_book(page)
     series = _safe(_series, page)
     title = _safe(_title, page, series)
@@ -283,6 +344,7 @@ def parse_limited(html: str, url: str) -> dict:
     published, publisher = _safe(_published_and_publisher, page) or (None, None)
     isbn, isbn13 = _safe(_isbns, page) or (None, None)
     pages, book_format = _safe(_pages_and_format, page) or (None, None)
+    description, librarian_note = _safe(_description_and_note, page) or (None, None)
     data = {
         "kind": KIND,
         "book_id": book_id,
@@ -291,7 +353,8 @@ def parse_limited(html: str, url: str) -> dict:
         "rating": _safe(_rating, page),
         "ratings_count": _safe(_count, page, "ratings_count"),
         "reviews_count": _safe(_count, page, "reviews_count"),
-        "description": _safe(_description, page),
+        "description": description,
+        "librarian_note": librarian_note,
         "isbn": isbn,
         "isbn13": isbn13,
         "asin": _safe(_asin, page),
@@ -307,7 +370,21 @@ def parse_limited(html: str, url: str) -> dict:
         "url": _safe(goodreads_book_url, book_id) if book_id else None,
     }
     _refuse_unreadable(page)
+    if page.explain is not None:
+        data["explain"] = _explanation(page.explain, data)
     return data
+
+
+def _explanation(sources: dict[str, str], data: dict) -> dict[str, str]:
+    """{field: the name of the source that gave its value} for every field with a value but
+    kind. Page.first recorded the fields it answered; url and librarian_note derive from one."""
+    sources = dict(sources)
+    if "book_id" in sources:
+        sources["url"] = sources["book_id"] + URL_DERIVED
+    if "description" in sources:
+        sources["librarian_note"] = sources["description"] + NOTE_DERIVED
+    return {field: sources[field] for field, value in data.items()
+            if field != "kind" and field in sources and value is not None and value != "" and value != []}
 
 
 def _refuse_unreadable(page: Page) -> None:
@@ -324,8 +401,9 @@ class Page:
     page whose Apollo state answers every field, nobody uses them.
     """
 
-    def __init__(self, html: str, url: str):
+    def __init__(self, html: str, url: str, explain: bool = False):
         self.html = html
+        self.explain: dict[str, str] | None = {} if explain else None  # field -> source, when asked
         self.url = url if isinstance(url, str) else ""
         self.url_id = _book_id_in(_url_path(self.url))
         self.tree_error: Exception | None = None
@@ -380,6 +458,17 @@ class Page:
             return _holds(self.state, self.book, BOOK_PATHS[field])
         key = BOOK_FIELD_KEYS[field]
         return any(k == key or k.startswith(key + "(") for k in self.book)  # description({...})
+
+    def first(self, field: str, *sources: tuple[str, Callable[[], object]]) -> object:
+        """The first non-empty value among the (name, source) pairs, each tried under a guard,
+        in order; with explain on, the name of the source that gave it is kept for field."""
+        for name, source in sources:
+            value = _safe(source)
+            if value is not None and value != "" and value != []:
+                if self.explain is not None:
+                    self.explain[field] = name
+                return value
+        return None
 
     def markup(self, field: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
         """A wrapper for field's markup sources: they answer None when the state answers field."""
@@ -483,12 +572,12 @@ def _anchor_key(compound: str) -> tuple[str, str] | None:
     return match.group("attr"), match.group("value")
 
 
-def _load_page(html: object, url: object) -> Page:
+def _load_page(html: object, url: object, explain: bool = False) -> Page:
     if isinstance(html, bytes):
         html = limit_html(html.decode("utf-8", errors="replace"))
     if not isinstance(html, str) or not html or html.isspace():
         raise ParseError("empty page")
-    return Page(html, url if isinstance(url, str) else "")
+    return Page(html, url if isinstance(url, str) else "", explain)
 
 
 def _refuse_non_book(page: Page) -> None:
@@ -517,15 +606,6 @@ def _safe(function: Callable, *args: object, default: object = None) -> object:
         raise  # a resource failure, not a malformed part: the worker recycles itself on it
     except Exception:
         return default
-
-
-def _first(*sources: Callable[[], object]) -> object:
-    """The first non-empty value among the sources, each tried under a guard, in order."""
-    for source in sources:
-        value = _safe(source)
-        if value is not None and value != "" and value != []:
-            return value
-    return None
 
 
 def _resolve(state: dict, value: object) -> object:
@@ -603,11 +683,12 @@ def _row_text(rows: dict[str, Tag], labels: Iterable[str]) -> str | None:
 
 def _book_id(page: Page) -> str | None:
     markup = page.markup("book_id")
-    return _first(
-        lambda: _digits(page.book.get(BOOK_LEGACY_ID)),
-        markup(lambda: _book_id_in(_canonical_href(page))),
-        *[markup(lambda key=key: _book_id_in(page.meta(key))) for key in ID_META_KEYS],
-        lambda: page.url_id,
+    return page.first(
+        "book_id",
+        (APOLLO_SOURCE["book_id"], lambda: _digits(page.book.get(BOOK_LEGACY_ID))),
+        (META_SOURCE[CANONICAL_LINK], markup(lambda: _book_id_in(_canonical_href(page)))),
+        *[(META_SOURCE[key], markup(lambda key=key: _book_id_in(page.meta(key)))) for key in ID_META_KEYS],
+        (URL_SOURCE, lambda: page.url_id),
     )
 
 
@@ -619,12 +700,13 @@ def _canonical_href(page: Page) -> str | None:
 
 def _title(page: Page, series: dict | None) -> str | None:
     markup = page.markup("title")
-    return _first(
-        lambda: clean_text(page.book_value("title")),
-        markup(lambda: page.select_text(TESTID["title"])),
-        markup(lambda: _legacy_title(page)),
-        lambda: _strip_series(_plain(page.jsonld_value("title")), series),
-        markup(lambda: _strip_series(page.og("og:title"), series)),
+    return page.first(
+        "title",
+        (BOOK_SOURCE["title"], lambda: clean_text(page.book_value("title"))),
+        (TESTID_SOURCE["title"], markup(lambda: page.select_text(TESTID["title"]))),
+        (LEGACY_SOURCE["title"], markup(lambda: _legacy_title(page))),
+        (JSONLD_SOURCE["title"] + SUFFIX_CUT, lambda: _strip_series(_plain(page.jsonld_value("title")), series)),
+        (META_SOURCE["og:title"] + SUFFIX_CUT, markup(lambda: _strip_series(page.og("og:title"), series))),
     )
 
 
@@ -661,14 +743,16 @@ def _strip_series(title: str | None, series: dict | None) -> str | None:
 
 def _series(page: Page) -> dict | None:
     markup = page.markup("series")
-    return _first(
-        lambda: _apollo_series(page),
-        markup(lambda: _series_from_text(page.select_text(TESTID["series"]))),
-        markup(lambda: _series_from_text(page.select_text(LEGACY["series"]))),
-        markup(lambda: _series_from_text(_legacy_data_series(page))),
-        lambda: _series_from_suffix(clean_text(page.book_value("title_complete"))),
-        lambda: _series_from_suffix(_plain(page.jsonld_value("title"))),
-        markup(lambda: _series_from_suffix(page.og("og:title"))),
+    return page.first(
+        "series",
+        (APOLLO_SOURCE["series"], lambda: _apollo_series(page)),
+        (TESTID_SOURCE["series"], markup(lambda: _series_from_text(page.select_text(TESTID["series"])))),
+        (LEGACY_SOURCE["series"], markup(lambda: _series_from_text(page.select_text(LEGACY["series"])))),
+        (DATA_ROW_SOURCE["series"], markup(lambda: _series_from_text(_legacy_data_series(page)))),
+        (BOOK_SOURCE["title_complete"] + SERIES_SUFFIX,
+         lambda: _series_from_suffix(clean_text(page.book_value("title_complete")))),
+        (JSONLD_SOURCE["title"] + SERIES_SUFFIX, lambda: _series_from_suffix(_plain(page.jsonld_value("title")))),
+        (META_SOURCE["og:title"] + SERIES_SUFFIX, markup(lambda: _series_from_suffix(page.og("og:title")))),
     )
 
 
@@ -707,11 +791,12 @@ def _series_from_suffix(title: str | None) -> dict | None:
 
 def _authors(page: Page) -> list[str]:
     markup = page.markup("authors")
-    return _first(
-        lambda: _apollo_authors(page),
-        markup(lambda: _testid_authors(page)),
-        markup(lambda: _legacy_authors(page)),
-        lambda: _names(page.jsonld_value("authors")),
+    return page.first(
+        "authors",
+        (APOLLO_SOURCE["authors"], lambda: _apollo_authors(page)),
+        (TESTID_SOURCE["contributor_lists"], markup(lambda: _testid_authors(page))),
+        (LEGACY_SOURCE["author_areas"], markup(lambda: _legacy_authors(page))),
+        (JSONLD_SOURCE["authors"], lambda: _names(page.jsonld_value("authors"))),
     ) or []
 
 
@@ -771,11 +856,12 @@ def _names(value: object) -> list[str]:
 
 def _rating(page: Page) -> float | None:
     markup = page.markup("rating")
-    value = _first(
-        lambda: page.jsonld_value("rating"),
-        lambda: page.work_value("rating"),
-        markup(lambda: page.select_text(TESTID["rating"])),
-        markup(lambda: _itemprop_value(page, LEGACY["rating"])),
+    value = page.first(
+        "rating",
+        (JSONLD_SOURCE["rating"], lambda: page.jsonld_value("rating")),
+        (WORK_SOURCE["rating"], lambda: page.work_value("rating")),
+        (TESTID_SOURCE["rating"], markup(lambda: page.select_text(TESTID["rating"]))),
+        (LEGACY_SOURCE["rating"], markup(lambda: _itemprop_value(page, LEGACY["rating"]))),
     )
     rating = to_float(value)
     return rating if rating is not None and 0 <= rating <= 5 else None
@@ -784,12 +870,13 @@ def _rating(page: Page) -> float | None:
 def _count(page: Page, field: str) -> int | None:
     """ratings_count or reviews_count."""
     markup = page.markup(field)
-    value = _first(
-        lambda: page.jsonld_value(field),
-        lambda: page.work_value(field),
-        markup(lambda: page.select_text(TESTID[field])),
-        markup(lambda: _itemprop_value(page, LEGACY[field])),
-        markup(lambda: _legacy_count_text(page, COUNT_TEXT[field])),
+    value = page.first(
+        field,
+        (JSONLD_SOURCE[field], lambda: page.jsonld_value(field)),
+        (WORK_SOURCE[field], lambda: page.work_value(field)),
+        (TESTID_SOURCE[field], markup(lambda: page.select_text(TESTID[field]))),
+        (LEGACY_SOURCE[field], markup(lambda: _itemprop_value(page, LEGACY[field]))),
+        (LEGACY_ROW_SOURCE["count_text"], markup(lambda: _legacy_count_text(page, COUNT_TEXT[field]))),
     )
     return to_int(value)
 
@@ -808,11 +895,42 @@ def _legacy_count_text(page: Page, pattern: re.Pattern) -> str | None:
 
 def _description(page: Page) -> str | None:
     markup = page.markup("description")
-    return _first(
-        lambda: _apollo_description(page),
-        markup(lambda: _node_to_text(page.select(TESTID["description"]))),
-        markup(lambda: _legacy_description(page)),
+    return page.first(
+        "description",
+        (APOLLO_SOURCE["description"], lambda: _apollo_description(page)),
+        (TESTID_SOURCE["description"], markup(lambda: _node_to_text(page.select(TESTID["description"])))),
+        (LEGACY_SOURCE["description"], markup(lambda: _legacy_description(page))),
     )
+
+
+def _description_and_note(page: Page) -> tuple[str | None, str | None]:
+    return _split_librarian_note(_description(page))
+
+
+def _split_librarian_note(text: str | None) -> tuple[str | None, str | None]:
+    """(description, librarian_note): the leading note lines, if any, taken off the text."""
+    lines = text.split("\n") if text else []
+    count = _note_line_count(lines)
+    if not count:
+        return text, None
+    return _tidy_lines("\n".join(lines[count:])), _tidy_lines("\n".join(lines[:count]))
+
+
+def _note_line_count(lines: list[str]) -> int:
+    """How many leading lines are a librarian's note: lines that open with a note phrasing,
+    blank lines between them, and the line after one ending in ":" ("Also published as:")."""
+    count, continued = 0, False
+    for index, line in enumerate(lines):
+        if not line:
+            continue
+        if not (continued or _is_note_line(line)):
+            break
+        count, continued = index + 1, line.endswith(":")
+    return count
+
+
+def _is_note_line(line: str) -> bool:
+    return len(line) <= NOTE_MAX_CHARS and LIBRARIAN_NOTE.match(line) is not None
 
 
 def _apollo_description(page: Page) -> str | None:
@@ -837,20 +955,20 @@ def _legacy_description(page: Page) -> str | None:
 def _isbns(page: Page) -> tuple[str | None, str | None]:
     """(ISBN-10, ISBN-13) the page states; ASINs and "null" placeholders are not ISBNs."""
     structured = [
-        lambda: page.jsonld_value("isbn"),
-        lambda: page.book_value("isbn"),
-        lambda: page.book_value("isbn13"),
+        (JSONLD_SOURCE["isbn"], lambda: page.jsonld_value("isbn")),
+        (BOOK_SOURCE["isbn"], lambda: page.book_value("isbn")),
+        (BOOK_SOURCE["isbn13"], lambda: page.book_value("isbn13")),
     ]
     markup = [
-        lambda: _row_text(page.edition_rows, (EDITION_LABELS["isbn"],)),
-        lambda: _row_text(page.data_rows, DATA_ROW_LABELS["isbn"]),
-        lambda: page.select_text(LEGACY["isbn"]),
-        lambda: page.meta(META_ISBN),
+        (EDITION_SOURCE["isbn"], lambda: _row_text(page.edition_rows, (EDITION_LABELS["isbn"],))),
+        (DATA_ROW_SOURCE["isbn"], lambda: _row_text(page.data_rows, DATA_ROW_LABELS["isbn"])),
+        (LEGACY_SOURCE["isbn"], lambda: page.select_text(LEGACY["isbn"])),
+        (META_SOURCE[META_ISBN], lambda: page.meta(META_ISBN)),
     ]
     found = {}
     for field, pattern in (("isbn", ISBN10_TEXT), ("isbn13", ISBN13_TEXT)):
-        texts = structured + [page.markup(field)(text) for text in markup]
-        found[field] = _first(*[lambda t=t: _find(pattern, t()) for t in texts])
+        texts = structured + [(name, page.markup(field)(text)) for name, text in markup]
+        found[field] = page.first(field, *[(name, lambda t=t: _find(pattern, t())) for name, t in texts])
     return found["isbn"], found["isbn13"]
 
 
@@ -863,10 +981,11 @@ def _find(pattern: re.Pattern, value: object) -> str | None:
 
 def _asin(page: Page) -> str | None:
     markup = page.markup("asin")
-    value = _first(
-        lambda: page.book_value("asin"),
-        markup(lambda: _row_text(page.edition_rows, (EDITION_LABELS["asin"],))),
-        markup(lambda: _row_text(page.data_rows, DATA_ROW_LABELS["asin"])),
+    value = page.first(
+        "asin",
+        (BOOK_SOURCE["asin"], lambda: page.book_value("asin")),
+        (EDITION_SOURCE["asin"], markup(lambda: _row_text(page.edition_rows, (EDITION_LABELS["asin"],)))),
+        (DATA_ROW_SOURCE["asin"], markup(lambda: _row_text(page.data_rows, DATA_ROW_LABELS["asin"]))),
     )
     return _find(ASIN_TEXT, value)
 
@@ -876,21 +995,23 @@ def _pages_and_format(page: Page) -> tuple[int | None, str | None]:
     testid = cache(lambda: _split_pages_format(page.select_text(TESTID["pages_format"])))
     edition = cache(lambda: _split_pages_format(_row_text(page.edition_rows, (EDITION_LABELS["format"],))))
     markup = page.markup("pages")
-    pages = _first(
-        lambda: _positive(to_int(page.jsonld_value("pages"))),
-        lambda: _positive(to_int(page.book_value("pages"))),
-        markup(lambda: testid()[0]),
-        markup(lambda: edition()[0]),
-        markup(lambda: _positive(to_int(page.select_text(LEGACY["pages"])))),
-        markup(lambda: _positive(to_int(page.meta(META_PAGES)))),
+    pages = page.first(
+        "pages",
+        (JSONLD_SOURCE["pages"], lambda: _positive(to_int(page.jsonld_value("pages")))),
+        (BOOK_SOURCE["pages"], lambda: _positive(to_int(page.book_value("pages")))),
+        (TESTID_SOURCE["pages_format"], markup(lambda: testid()[0])),
+        (EDITION_SOURCE["format"], markup(lambda: edition()[0])),
+        (LEGACY_SOURCE["pages"], markup(lambda: _positive(to_int(page.select_text(LEGACY["pages"]))))),
+        (META_SOURCE[META_PAGES], markup(lambda: _positive(to_int(page.meta(META_PAGES))))),
     )
     markup = page.markup("format")
-    book_format = _first(
-        lambda: _schema_name(page.jsonld_value("format")),
-        lambda: clean_text(page.book_value("format")),
-        markup(lambda: testid()[1]),
-        markup(lambda: edition()[1]),
-        markup(lambda: page.select_text(LEGACY["format"])),
+    book_format = page.first(
+        "format",
+        (JSONLD_SOURCE["format"], lambda: _schema_name(page.jsonld_value("format"))),
+        (BOOK_SOURCE["format"], lambda: clean_text(page.book_value("format"))),
+        (TESTID_SOURCE["pages_format"], markup(lambda: testid()[1])),
+        (EDITION_SOURCE["format"], markup(lambda: edition()[1])),
+        (LEGACY_SOURCE["format"], markup(lambda: page.select_text(LEGACY["format"]))),
     )
     return pages, book_format
 
@@ -905,12 +1026,13 @@ def _split_pages_format(text: str | None) -> tuple[int | None, str | None]:
 
 def _language(page: Page) -> str | None:
     markup = page.markup("language")
-    return _first(
-        lambda: _schema_name(page.jsonld_value("language")),
-        lambda: _schema_name(page.book_value("language")),
-        markup(lambda: _row_text(page.edition_rows, (EDITION_LABELS["language"],))),
-        markup(lambda: page.select_text(LEGACY["language"])),
-        markup(lambda: _row_text(page.data_rows, DATA_ROW_LABELS["language"])),
+    return page.first(
+        "language",
+        (JSONLD_SOURCE["language"], lambda: _schema_name(page.jsonld_value("language"))),
+        (BOOK_SOURCE["language"], lambda: _schema_name(page.book_value("language"))),
+        (EDITION_SOURCE["language"], markup(lambda: _row_text(page.edition_rows, (EDITION_LABELS["language"],)))),
+        (LEGACY_SOURCE["language"], markup(lambda: page.select_text(LEGACY["language"]))),
+        (DATA_ROW_SOURCE["language"], markup(lambda: _row_text(page.data_rows, DATA_ROW_LABELS["language"]))),
     )
 
 
@@ -919,29 +1041,32 @@ def _published_and_publisher(page: Page) -> tuple[str | None, str | None]:
     edition = cache(lambda: _split_date_publisher(_row_text(page.edition_rows, (EDITION_LABELS["published"],))))
     legacy = cache(lambda: _legacy_publication(page))
     markup = page.markup("published")
-    published = _first(
-        lambda: _parse_date(page.jsonld_value("published")),
-        lambda: _date_from_ms(page.book_value("published")),
-        markup(lambda: _parse_date(edition()[0])),
-        markup(lambda: _testid_publication(page, first=False)),
-        markup(lambda: _parse_date(legacy()[0])),
+    published = page.first(
+        "published",
+        (JSONLD_SOURCE["published"], lambda: _parse_date(page.jsonld_value("published"))),
+        (BOOK_SOURCE["published"], lambda: _date_from_ms(page.book_value("published"))),
+        (EDITION_SOURCE["published"], markup(lambda: _parse_date(edition()[0]))),
+        (TESTID_SOURCE["publication"], markup(lambda: _testid_publication(page, first=False))),
+        (LEGACY_ROW_SOURCE["publication"], markup(lambda: _parse_date(legacy()[0]))),
     )
     markup = page.markup("publisher")
-    publisher = _first(
-        lambda: _schema_name(page.jsonld_value("publisher")),
-        lambda: clean_text(page.book_value("publisher")),
-        markup(lambda: edition()[1]),
-        markup(lambda: legacy()[1]),
+    publisher = page.first(
+        "publisher",
+        (JSONLD_SOURCE["publisher"], lambda: _schema_name(page.jsonld_value("publisher"))),
+        (BOOK_SOURCE["publisher"], lambda: clean_text(page.book_value("publisher"))),
+        (EDITION_SOURCE["published"], markup(lambda: edition()[1])),
+        (LEGACY_ROW_SOURCE["publication"], markup(lambda: legacy()[1])),
     )
     return published, publisher
 
 
 def _first_published(page: Page) -> str | None:
     markup = page.markup("first_published")
-    return _first(
-        lambda: _date_from_ms(page.work_value("first_published")),
-        markup(lambda: _testid_publication(page, first=True)),
-        markup(lambda: _parse_date(_legacy_publication(page)[2])),
+    return page.first(
+        "first_published",
+        (WORK_SOURCE["first_published"], lambda: _date_from_ms(page.work_value("first_published"))),
+        (TESTID_SOURCE["publication"], markup(lambda: _testid_publication(page, first=True))),
+        (LEGACY_ROW_SOURCE["publication"], markup(lambda: _parse_date(_legacy_publication(page)[2]))),
     )
 
 
@@ -976,10 +1101,11 @@ def _split_date_publisher(text: str | None) -> tuple[str | None, str | None]:
 
 def _genres(page: Page) -> list[str]:
     markup = page.markup("genres")
-    return _first(
-        lambda: _apollo_genres(page),
-        markup(lambda: _unique([node_text(link) for link in page.select_all(TESTID["genres"])])),
-        markup(lambda: _legacy_genres(page)),
+    return page.first(
+        "genres",
+        (APOLLO_SOURCE["genres"], lambda: _apollo_genres(page)),
+        (TESTID_SOURCE["genres"], markup(lambda: _unique([node_text(a) for a in page.select_all(TESTID["genres"])]))),
+        (LEGACY_SOURCE["genre_rows"], markup(lambda: _legacy_genres(page))),
     ) or []
 
 
@@ -1001,12 +1127,13 @@ def _legacy_genres(page: Page) -> list[str]:
 def _cover_url(page: Page) -> str | None:
     image = page.jsonld_value("cover_url")
     markup = page.markup("cover_url")
-    return _first(
-        lambda: _cover(page, image.get("url") if isinstance(image, dict) else image),
-        lambda: _cover(page, page.book_value("cover_url")),
-        markup(lambda: _cover(page, page.select(TESTID["cover"]).get("src"))),
-        markup(lambda: _cover(page, page.select(LEGACY["cover"]).get("src"))),
-        markup(lambda: _cover(page, page.og("og:image"))),
+    return page.first(
+        "cover_url",
+        (JSONLD_SOURCE["cover_url"], lambda: _cover(page, image.get("url") if isinstance(image, dict) else image)),
+        (BOOK_SOURCE["cover_url"], lambda: _cover(page, page.book_value("cover_url"))),
+        (TESTID_SOURCE["cover"], markup(lambda: _cover(page, page.select(TESTID["cover"]).get("src")))),
+        (LEGACY_SOURCE["cover"], markup(lambda: _cover(page, page.select(LEGACY["cover"]).get("src")))),
+        (META_SOURCE["og:image"], markup(lambda: _cover(page, page.og("og:image")))),
     )
 
 
@@ -1123,12 +1250,34 @@ def _html_to_text(html: str | None) -> str | None:
             text.extract()
         else:
             text.replace_with(TEXT_WHITESPACE.sub(" ", text))
+    _end_line_after_note(body)
     for br in body.find_all("br"):
         br.replace_with("\n")
     for block in body.find_all(BLOCK_TAGS):
         block.insert_before("\n\n")
         block.insert_after("\n\n")
     return _tidy_lines(body.get_text(""))
+
+
+def _end_line_after_note(body: Tag) -> None:
+    """A librarian's note in a leading <b>/<i> may run on into the blurb on the same line
+    ("<i>Alternate cover edition of ISBN ...</i> The war is over."): end the line after it.
+    A note ending in ":" ("<b>Also published as:</b> Title") goes on with its line."""
+    lead = _leading_emphasis(body)
+    text = lead.get_text().strip() if lead is not None else ""
+    if text and not text.endswith(":") and _is_note_line(text):
+        lead.insert_after("\n")
+
+
+def _leading_emphasis(body: Tag) -> Tag | None:
+    """The <b>/<i>/<em>/<strong> that opens the text (before any other text), if one does."""
+    for node in body.descendants:
+        if isinstance(node, Tag):
+            if node.name in NOTE_EMPHASIS_TAGS:
+                return node
+        elif not isinstance(node, Comment) and node.strip():
+            return None
+    return None
 
 
 def _tidy_lines(text: str) -> str | None:

@@ -662,7 +662,7 @@ def book_data(book_id: str = "5907") -> dict:
     return {
         "kind": "goodreads_book", "book_id": book_id, "title": "The Hobbit", "authors": ["J.R.R. Tolkien"],
         "rating": 4.29, "ratings_count": 4212431, "reviews_count": 78012,
-        "description": "In a hole in the ground there lived a hobbit.", "isbn": "0618260307",
+        "description": "In a hole in the ground there lived a hobbit.", "librarian_note": None, "isbn": "0618260307",
         "isbn13": "9780618260300", "asin": None, "pages": 366, "format": "Paperback", "language": "English",
         "publisher": "Houghton Mifflin", "published": "2002-08-15", "first_published": "1937-09",
         "genres": ["Fantasy", "Classics"], "series": {"name": "Middle Earth", "position": None},

@@ -4,7 +4,7 @@ from __future__ import annotations
 CONTRACT_KEYS = {
     "goodreads_book": {
         "kind", "book_id", "title", "authors", "rating", "ratings_count", "reviews_count",
-        "description", "isbn", "isbn13", "asin", "pages", "format", "language", "publisher",
+        "description", "librarian_note", "isbn", "isbn13", "asin", "pages", "format", "language", "publisher",
         "published", "first_published", "genres", "series", "cover_url", "url",
     },
     "news_headlines": {"kind", "site", "headlines"},

@@ -5,6 +5,9 @@ tests/fixtures/goodreads/ holds small pages written for these tests (invented bo
   several-authors.html    two authors, a translator and an illustrator, in three sources
   broken-next-data.html   __NEXT_DATA__ cut off mid-JSON, good markup
   soft-404.html, signin.html   pages that must be refused
+  note-apollo.html, note-apollo-stripped.html, note-testid.html, note-legacy.html
+                          a librarian's note before the description, one layout each
+  note-mention.html       a description that only mentions the words such notes use
 Pages layered from the four single-source fixtures show each field's fall-through order, so
 a clone without the real saved pages still tests everything. The real pages are covered by
 tests/golden/goodreads-*.json and tests/parsers/test_real_pages.py (skipped when they are absent).
@@ -29,7 +32,8 @@ from tests.parsers.contract import assert_contract_keys
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "goodreads"
 URL = "https://www.goodreads.com/book/show/1000001-the-glass-orchard"
 LAYERS = ("jsonld", "next-data", "testid", "legacy")
-BOOK_FIXTURES = (*LAYERS, "several-authors", "broken-next-data")
+NOTE_FIXTURES = ("note-apollo", "note-apollo-stripped", "note-testid", "note-legacy", "note-mention")
+BOOK_FIXTURES = (*LAYERS, "several-authors", "broken-next-data", *NOTE_FIXTURES)
 REFUSED_FIXTURES = ("soft-404", "signin")
 
 # What each single-source fixture holds (read off the fixture files).
@@ -548,6 +552,195 @@ def test_placeholder_covers_are_not_covers() -> None:
     html = edit(fixture("jsonld"), "https://images.example.org/books/1000001-lantern.jpg",
                 "https://s.gr-assets.com/assets/nophoto/book/111x148.png")
     assert parse(html)["cover_url"] is None
+
+
+# ---------------------------------------------------------------------------------------
+# Librarian's note
+# ---------------------------------------------------------------------------------------
+
+CLOCK_BLURB = "The harbour clock has stopped.\n\nA keeper goes looking for the hour."
+
+
+def test_librarian_note_leading_the_apollo_html_description_is_taken_off_it() -> None:
+    data = parse(fixture("note-apollo"))
+    assert data["librarian_note"] == "Alternate cover edition of ISBN 9780000000000"
+    assert data["description"] == CLOCK_BLURB
+
+
+def test_librarian_note_of_the_stripped_description_is_its_label_line_and_the_line_after() -> None:
+    data = parse(fixture("note-apollo-stripped"))
+    assert data["librarian_note"] == "Also published as:\nThe Harbour Clock"
+    assert data["description"] == "The harbour clock has stopped.\nA keeper goes looking for the hour."
+
+
+def test_librarian_note_in_a_leading_bold_ends_where_the_bold_ends() -> None:
+    """data-testid markup, the note running on into the blurb on one line."""
+    data = parse(fixture("note-testid"))
+    assert data["librarian_note"] == "This is an alternate cover edition for ASIN B0NOTE0003."
+    assert data["description"] == "Salt keeps what the sea forgets.\n\nA second paragraph."
+
+
+def test_librarian_note_line_of_the_legacy_description() -> None:
+    data = parse(fixture("note-legacy"))
+    assert data["librarian_note"] == "Previously published as The Tin Cartographer"
+    assert data["description"] == LAYER_VALUES["legacy"]["description"]
+
+
+def test_a_description_that_only_mentions_note_words_stays_whole() -> None:
+    data = parse(fixture("note-mention"))
+    assert data["librarian_note"] is None
+    assert data["description"] == ("Nobody in Wrenfield reads the last page.\n\nFirst a radio serial, the story was "
+                                   "also published as a pamphlet in 1950. Note: the map is wrong.\n\n"
+                                   "Also published as The Wren Letters.")
+
+
+def test_a_description_that_is_only_a_note_becomes_none() -> None:
+    html = edit(fixture("note-apollo"), "<br /><br />The harbour clock has stopped.<br /><br />A keeper goes looking "
+                "for the hour.")
+    html = edit(html, "\\r\\n\\r\\nThe harbour clock has stopped.\\r\\n\\r\\nA keeper goes looking for the hour.")
+    data = parse(html)
+    assert (data["description"], data["librarian_note"]) == (None, "Alternate cover edition of ISBN 9780000000000")
+
+
+def test_every_fixture_without_a_note_says_none() -> None:
+    for name in (*LAYERS, "several-authors", "broken-next-data", "next-2025"):
+        assert parse(fixture(name))["librarian_note"] is None, name
+
+
+@pytest.mark.parametrize("note", [
+    "Alternate cover edition of ASIN B00XXXXXXX",
+    "alternative cover edition for isbn 9780000000000.",
+    "This is an alternate cover edition for ISBN 9780000000000",
+    "ACE for ISBN 9780000000000",
+    "ACE: 9780000000000",
+    "(See alternate cover edition here.)",
+    "Librarian's note: an alternate cover edition can be found here.",
+    "Librarian\u2019s Note - duplicate record",
+    "Note: this is the Kindle edition.",
+    "Previously published as The Quiet Orchard",
+    "Also published as: The Quiet Orchard",
+    "Kindle edition of ASIN B00XXXXXXX",
+    "Edition of 1923, with the original plates",
+])
+def test_librarian_note_phrasings_open_a_note_line(note: str) -> None:
+    assert goodreads._split_librarian_note(f"{note}\n\nThe blurb.") == ("The blurb.", note)
+
+
+def test_note_paragraphs_one_after_another_are_one_note() -> None:
+    text = "Alternate cover edition of ISBN 9780000000000\n\nSee alternate cover edition here.\n\nThe blurb."
+    note = "Alternate cover edition of ISBN 9780000000000\n\nSee alternate cover edition here."
+    assert goodreads._split_librarian_note(text) == ("The blurb.", note)
+
+
+@pytest.mark.parametrize("text", [
+    "Ace of Spades is a thriller about two students.",  # the word, not the librarians' ACE
+    "Notes from a drowned city.",
+    "The first edition of this book sold out in a week.",
+    "A thriller, also published as a radio play.",
+    "Alsop published as a poet.",
+    "Note: " + "a long first paragraph that is the blurb itself, " * 8,  # longer than any note
+    "Published as a serial in 1890, then as a book.",
+])
+def test_text_that_does_not_open_with_a_note_phrasing_is_all_description(text: str) -> None:
+    assert goodreads._split_librarian_note(f"{text}\nMore.") == (f"{text}\nMore.", None)
+
+
+# ---------------------------------------------------------------------------------------
+# Explain mode: which source gave each field
+# ---------------------------------------------------------------------------------------
+
+EXPLAIN_LAYERS = ("json-ld", "apollo", "data-testid", "legacy-markup", "meta", "url")
+EXPLAIN_VALUE = re.compile(r"^(?P<layer>" + "|".join(EXPLAIN_LAYERS) + r")(?:: \S.*)?$")
+LAYER_OF_FIXTURE = {"jsonld": "json-ld", "next-data": "apollo", "testid": "data-testid", "legacy": "legacy-markup"}
+
+
+def explained(html: str, url: str = URL) -> tuple[dict, dict[str, str]]:
+    """(data, its explain dict); the data is exactly what a parse without explain gives."""
+    data = goodreads.parse(html, url, explain=True)
+    explain = data.pop("explain")
+    assert data == parse(html, url)
+    return data, explain
+
+
+def layer(source: str) -> str:
+    match = EXPLAIN_VALUE.match(source)
+    assert match, source
+    return match.group("layer")
+
+
+@pytest.mark.parametrize("name", (*BOOK_FIXTURES, "next-2025"))
+def test_explain_names_a_source_for_exactly_the_fields_that_have_a_value(name: str) -> None:
+    data, explain = explained(fixture(name))
+    filled = {field for field, value in data.items() if field != "kind" and value not in (None, "", [])}
+    assert set(explain) == filled
+    assert all(layer(source) for source in explain.values())
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_ORDER))
+def test_explain_names_the_layer_each_field_fell_through_to(field: str) -> None:
+    """The fall-through above, once more: the layer explain names is the fixture that gave the value."""
+    providers = [name for name in FIELD_ORDER[field] if field in LAYER_VALUES[name]]
+    for dropped in range(len(providers)):
+        data, explain = explained(layered(*[name for name in LAYERS if name not in providers[:dropped]]))
+        assert data[field] == LAYER_VALUES[providers[dropped]][field], field
+        assert layer(explain[field]) == LAYER_OF_FIXTURE[providers[dropped]], (field, explain[field])
+
+
+def test_explain_on_a_jsonld_and_apollo_page_names_each_path() -> None:
+    _, explain = explained(fixture("next-2025"), "https://www.goodreads.com/book/show/1000009")
+    assert explain["rating"] == "json-ld: Book.aggregateRating.ratingValue"
+    assert explain["pages"] == "json-ld: Book.numberOfPages"
+    assert explain["title"] == "apollo: Book.title"
+    assert explain["asin"] == "apollo: Book.details.asin"
+    assert explain["first_published"] == "apollo: Work.details.publicationTime"
+    assert explain["book_id"] == "apollo: Book.legacyId"
+    assert explain["url"] == "apollo: Book.legacyId (url built from book_id)"
+
+
+def test_explain_on_markup_pages_names_the_markup() -> None:
+    _, testid = explained(fixture("testid"))
+    assert testid["title"] == "data-testid: h1[data-testid=bookTitle]"
+    assert testid["isbn13"] == "data-testid: Book details <dt>isbn</dt>"
+    _, legacy = explained(fixture("legacy"))
+    assert legacy["title"] == "legacy-markup: h1#bookTitle"
+    assert legacy["published"] == "legacy-markup: #details Published row"
+
+
+def test_explain_meta_and_url_layers() -> None:
+    html = re.sub(r'<h1 id="bookTitle".*?</h1>', "", fixture("legacy"), flags=re.S)
+    _, explain = explained(re.sub(r'<img id="coverImage"[^>]*>', "", html), "https://www.goodreads.com/")
+    assert explain["title"] == "meta: og:title (series suffix cut)"
+    assert explain["cover_url"] == "meta: og:image"
+    assert explain["book_id"] == "meta: link rel=canonical"
+    _, explain = explained(fixture("jsonld"))
+    assert explain["book_id"] == "url: /book/show/<id>"
+    assert explain["url"] == "url: /book/show/<id> (url built from book_id)"
+    assert explain["series"] == "json-ld: Book.name (its series suffix)"
+
+
+@pytest.mark.parametrize("name, source", [
+    ("note-apollo", "apollo: Book.description"),
+    ("note-apollo-stripped", "apollo: Book.description"),
+    ("note-testid", "data-testid: [data-testid=description] .Formatted, [data-testid=description]"),
+    ("note-legacy", "legacy-markup: #description"),
+])
+def test_explain_derives_the_librarian_note_from_the_description_source(name: str, source: str) -> None:
+    _, explain = explained(fixture(name))
+    assert (explain["description"], explain["librarian_note"]) == (source, source + " (its leading librarian's note)")
+
+
+def test_explain_keeps_the_note_source_when_the_description_was_all_note() -> None:
+    html = re.sub(r'"description[^"]*":"[^"]*"', '"description":"<i>Alternate cover edition of ASIN B0000000X1</i>"',
+                  fixture("note-apollo"))
+    data, explain = explained(html)
+    assert data["description"] is None and "description" not in explain
+    assert explain["librarian_note"] == "apollo: Book.description (its leading librarian's note)"
+
+
+def test_explain_off_adds_nothing_on_either_entry() -> None:
+    assert "explain" not in goodreads.parse(fixture("next-2025"), URL)
+    assert "explain" not in goodreads.parse_limited(fixture("next-2025"), URL)
+    assert "explain" in goodreads.parse_limited(fixture("next-2025"), URL, explain=True)
 
 
 # ---------------------------------------------------------------------------------------

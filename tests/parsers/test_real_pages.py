@@ -21,6 +21,7 @@ import lxml.html
 import pytest
 
 import parsers
+from parsers import goodreads
 from tests.pages import manifest, read_page
 
 # ---------------------------------------------------------------------------------------
@@ -194,15 +195,69 @@ def shown_description(entry: dict) -> list[str]:
 
 
 def test_descriptions_are_the_shown_description_line_by_line() -> None:
+    """What the page shows as the description is librarian_note's lines (a librarian's note
+    before the blurb, when there is one), then the description's."""
     paragraphs = 0
     for entry in books("goodreads"):
-        description = parsed(entry["file"], entry["url"])["description"]
+        data = parsed(entry["file"], entry["url"])
         shown = shown_description(entry)
-        lines = [squeeze(line) for line in (description or "").split("\n") if line.strip()]
+        lines = [squeeze(line) for field in ("librarian_note", "description")
+                 for line in (data[field] or "").split("\n") if line.strip()]
         assert lines == shown, entry["file"]
-        assert description is None or description == description.strip(), entry["file"]
+        for field in ("librarian_note", "description"):
+            assert data[field] is None or data[field] == data[field].strip(), entry["file"]
         paragraphs += len(shown) > 1
     assert paragraphs >= 3  # pages whose description has line breaks the parser must keep
+
+
+EXPLAIN_SOURCE = re.compile(r"^(json-ld|apollo|data-testid|legacy-markup|meta|url)(?:: \S.*)?$")
+# "json-ld: Book.aggregateRating.ratingValue", "apollo: Book.details.isbn": a plain path, no derivation.
+EXPLAIN_PATH = re.compile(r"^(json-ld|apollo): (Book|Work)\.([\w.]+)$")
+SAVED_LAYERS = {"goodreads-next": {"json-ld", "apollo"}, "goodreads-legacy": {"legacy-markup", "meta"}}
+# Stored in another form: epoch ms (compared as dates above), HTML (compared line by line above).
+CONVERTED_FIELDS = {"published", "first_published", "description"}
+
+
+def explained(entry: dict) -> tuple[dict, dict[str, str]]:
+    data = goodreads.parse(raw_text(entry), entry["url"], explain=True)
+    return data, data.pop("explain")
+
+
+def test_explain_names_a_source_for_every_field_with_a_value_on_every_saved_book() -> None:
+    """On the saved pages explain changes nothing else, covers exactly the fields with a value,
+    and names the layers the page has: JSON-LD and Apollo (Next.js), legacy markup and meta."""
+    for entry in books("goodreads"):
+        data, explain = explained(entry)
+        assert data == parsed(entry["file"], entry["url"]), entry["file"]
+        assert set(explain) == {f for f, v in data.items() if f != "kind" and v not in (None, "", [])}, entry["file"]
+        layers = {EXPLAIN_SOURCE.match(source).group(1) for source in explain.values()}
+        family = next(prefix for prefix in SAVED_LAYERS if entry["layout"].startswith(prefix))
+        assert layers == SAVED_LAYERS[family], entry["file"]
+
+
+def record_at(record: object, path: str) -> object:
+    for key in path.split("."):
+        record = record.get(key) if isinstance(record, dict) else None
+    return record
+
+
+def test_explain_paths_hold_the_values_in_the_pages_own_json() -> None:
+    """Each "json-ld: Book.<path>" / "apollo: Book|Work.<path>" names where the value is, in the
+    JSON-LD and Apollo records read with the json module (scalar values as they are stored)."""
+    checked = 0
+    for entry in books("goodreads-next"):
+        data, explain = explained(entry)
+        book, work = apollo_book_and_work(entry)
+        records = {("json-ld", "Book"): jsonld_book(entry), ("apollo", "Book"): book, ("apollo", "Work"): work}
+        for field, source in explain.items():
+            match = EXPLAIN_PATH.match(source)
+            raw = record_at(records[match.group(1), match.group(2)], match.group(3)) if match else None
+            if isinstance(raw, (str, int, float)) and field not in CONVERTED_FIELDS:
+                stored = html.unescape(raw).strip() if isinstance(raw, str) else raw
+                # A rating 5 is 5.0; a legacyId 42399429 is the book_id "42399429".
+                assert stored == data[field] or str(stored) == data[field], (entry["file"], field, source)
+                checked += 1
+    assert checked >= 40
 
 
 # ---------------------------------------------------------------------------------------
