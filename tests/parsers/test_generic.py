@@ -64,6 +64,7 @@ def test_jsonld_graph_wins_over_opengraph_and_follows_id_references() -> None:
         "site_name": "Harbour Gazette",  # og:site_name comes before JSON-LD WebSite.name
         "image": "https://harbour.example/img/storm.jpg",  # {"@id"} -> ImageObject.url
         "author": "Ana Ferreira, Tomás O'Neill",  # two {"@id"} Persons, one given+family name
+        "authors": ["Ana Ferreira", "Tomás O'Neill"],
         "published": "2024-03-02T08:15:00+01:00",
         "canonical_url": "https://harbour.example/news/2024/03/storm-explained",
         "type": "article",  # NewsArticle beats og:type "website"
@@ -81,6 +82,7 @@ def test_opengraph_only_page() -> None:
         "site_name": "Crumb & Crust",
         "image": "https://crumb.example/images/loaf.jpg",  # relative og:image made absolute
         "author": None,  # article:author is a profile URL, not a name
+        "authors": [],
         "published": "2023-11-05T18:30:00-05:00",
         "canonical_url": "https://crumb.example/blog/ten-rules-for-sourdough",  # og:url
         "type": "article",  # og:type lowercased
@@ -98,6 +100,7 @@ def test_twitter_only_page() -> None:
         "site_name": None,  # twitter:site is a handle, not a name
         "image": "https://stadtblatt.example/bilder/radweg.jpg",
         "author": None,  # twitter:creator is a handle, not a name
+        "authors": [],
         "published": None,
         "canonical_url": "https://stadtblatt.example/radwege",
         "type": None,
@@ -115,6 +118,7 @@ def test_dublin_core_only_page() -> None:
         "site_name": "Library of Tide Tables",  # DC.publisher
         "image": None,
         "author": "Marguerite Oyelaran",
+        "authors": ["Marguerite Oyelaran"],
         "published": "2021-06-30T14:05:00+00:00",  # DC.date upgraded by DCTERMS.created, same day
         "canonical_url": "https://tides.example/record/17",
         "type": None,
@@ -132,6 +136,7 @@ def test_plain_html_page() -> None:
         "site_name": "Carnet de Lou",  # the <title> segment after the headline
         "image": "https://carnet.example/photos/erables.jpg",  # 16x16 icon skipped
         "author": "Lou Tremblay",  # rel=author
+        "authors": ["Lou Tremblay"],
         "published": "2022-10-14",  # <time datetime>
         "canonical_url": "https://carnet.example/2022/10/erables",
         "type": None,
