@@ -114,7 +114,7 @@ META_KEYS = {
         "parsely-image-url", "sailthru.image.full", "sailthru.image", "thumbnail", "itemprop:image",
     ),
     "author": (
-        "article:author", "book:author", "dc.creator", "dcterms.creator", "author",
+        "article:author", "og:article:author", "book:author", "dc.creator", "dcterms.creator", "author",
         "parsely-author", "sailthru.author", "byl", "itemprop:author",
     ),
     "published": (
