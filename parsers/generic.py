@@ -1,7 +1,7 @@
 """Metadata of any web page: title, description, site, image, author, dates, language, size.
 
-parse(html, url) is pure: no network, no clock, no Redis. Every field falls through its
-own list of sources, independently of the others, in this order:
+parse(html, url, explain=False) is pure: no network, no clock, no Redis. Every field falls
+through its own list of sources, independently of the others, in this order:
 
     JSON-LD -> OpenGraph -> Twitter cards -> Dublin Core -> other <meta> -> plain HTML
 
@@ -19,12 +19,24 @@ Conventions of the output:
   "2024-02-24T11:42:23+00:00" with an offset (Z, UTC, GMT, EST... become offsets),
   "2013-06-06T07:34:00" when the page gives none, "2019-11-21" for a bare date. A bare
   date is upgraded by a later source that gives a time on the same day.
-- author is a name; several names are joined with ", ". URLs and @handles are not names.
+- authors lists every author's name in page order ([] when none), from the first source that
+  names a person: JSON-LD author/creator (lists of Persons and Organizations alike), every
+  author <meta> (article:author, name=author... each repeated tag counts), HTML bylines
+  ("By A, B and C" is three names), and last the page's inline data-layer scripts
+  (dataLayer.push({"author": ...}), utag_data, digitalData, __INITIAL_STATE__). An
+  organisation (a JSON-LD Organization, or the site's or publisher's own name) is the author
+  only when no source names a person. URLs and @handles are not names. author is the same
+  names joined with ", " (None when none), as before authors existed.
 - language is a BCP 47 tag: "en", "en-GB" (og:locale "en_US" becomes "en-US").
 - word_count counts the words of the main text; each CJK character counts as one word,
   since those scripts do not separate words with spaces.
 - Text is entity-decoded (once more than the HTML parser does, for double-escaped meta
   content) and whitespace-collapsed; URLs are absolute (against <base href> if any).
+
+explain=True adds the key "explain": for each field with a value (not None, "" or []), the
+source that gave it, as "<layer>: <detail>" with layer one of json-ld, meta, html, script,
+url ("json-ld: NewsArticle.headline", "meta: og:title", "html: <h1>", "url: the page URL").
+Every field reads its candidates as (source, value) pairs, so the winner knows its source.
 
 Raises ParseError only when the input is not an HTML page at all: empty, binary, no tag,
 or neither a title nor any text.
@@ -37,12 +49,14 @@ from __future__ import annotations
 
 import datetime
 import html as html_lib
+import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from itertools import islice
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from bs4.builder import HTMLTreeBuilder
@@ -50,6 +64,7 @@ from lxml import etree
 
 from errors import ParseError
 from parsers.base import (
+    JSONLD_TYPE,
     ScriptBlock,
     absolute_url,
     clean_text,
@@ -99,7 +114,7 @@ META_KEYS = {
         "parsely-image-url", "sailthru.image.full", "sailthru.image", "thumbnail", "itemprop:image",
     ),
     "author": (
-        "article:author", "book:author", "dc.creator", "dcterms.creator", "author",
+        "article:author", "og:article:author", "book:author", "dc.creator", "dcterms.creator", "author",
         "parsely-author", "sailthru.author", "byl", "itemprop:author",
     ),
     "published": (
@@ -146,14 +161,22 @@ BOILERPLATE_TAGS = frozenset({
 })
 CONTAINER_TAGS = frozenset({"article", "main"})
 NAMED_TAGS = frozenset({"title", "link", "base", "img", "script"})  # read by name, found by the walk
-CONTAINER_KINDS = (  # main-text containers, best kind first
-    lambda tag: tag.get("itemprop") == "articleBody",
-    lambda tag: tag.tag == "article",
-    lambda tag: tag.tag == "main" or tag.get("role") == "main",
+CONTAINER_KINDS = (  # main-text containers, best kind first, with the source explain names
+    ("html: [itemprop=articleBody] text", lambda tag: tag.get("itemprop") == "articleBody"),
+    ("html: <article> text", lambda tag: tag.tag == "article"),
+    ("html: <main> text", lambda tag: tag.tag == "main" or tag.get("role") == "main"),
 )
+# Without those containers, blocks of <p>s holding under this share of the densest block's
+# paragraph text are no candidates for the main text (menus, comments, teasers); among the
+# rest, the one holding the most paragraph text wins, so an article beats its dense fact box.
+MAIN_TEXT_SHARE = 1 / 3
 MAX_MATCHES = 20  # elements read per selector: enough for any real byline, bounded on junk
 MAX_MARKED = 2000  # elements kept per kind by the walk: real pages have far fewer
 MAX_AUTHORS = 10
+# Inline scripts read for a data-layer author: at most this much code in all, and this many
+# author/byline keys; each key looks this far back for the variable it belongs to (explain).
+MAX_SCRIPT_SCAN_CHARS = 1_000_000
+SCRIPT_LOOKBACK = 2000
 MAX_TEXT_CHARS = 2000  # longest title/description/... kept; junk pages can have megabytes
 MAX_URL_CHARS = 2048
 MIN_IMAGE_PIXELS = 100  # declared width/height under this: an icon, avatar or tracking pixel
@@ -183,6 +206,22 @@ ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,3
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 WORD = re.compile(rf"[{CJK}]|[^\s{CJK}]*[^\W_][^\s{CJK}]*")  # a CJK char, or a token with a letter/digit
 TITLE_SEPARATOR = re.compile(r"\s+(?:[-|–—·•»:~/]{1,2})\s+|\s*[|_]\s*")
+BYLINE_SEPARATOR = re.compile(r"\s*,\s*(?:and\s+)?|\s*;\s*|\s+(?:and|&)\s+", re.IGNORECASE)
+# Data-layer scripts: `"author": "Jane Doe"`, `author = ['A', 'B']`, `"byline": {"name": ...}`.
+JS_STRING = r""""(?:[^"\\\n]|\\.){1,200}"|'(?:[^'\\\n]|\\.){1,200}'"""  # one char or escape per step: linear
+SCRIPT_AUTHOR = re.compile(
+    rf"""(?<![\w$-])(?P<quote>["']?)(?P<key>author|authors|byline)(?P=quote)\s{{0,20}}[:=]\s{{0,20}}"""
+    rf"""(?P<value>{JS_STRING}|\[[^\[\]]{{1,2000}}\]|\{{[^{{}}]{{1,2000}}\}})""",
+    re.IGNORECASE,
+)
+# Where a key may start: found by a fast scan (a literal set first), SCRIPT_AUTHOR tried only there;
+# a script holding none of SCRIPT_KEY_WORDS (key words as pages write them) is not scanned at all.
+SCRIPT_KEY = re.compile(r"[aAbB](?i:uthor|yline)")
+SCRIPT_KEY_WORDS = ("uthor", "UTHOR", "yline", "YLINE")
+SCRIPT_NAME = re.compile(rf"""(?<![\w$-])["']?name["']?\s{{0,20}}:\s{{0,20}}(?P<value>{JS_STRING})""")
+SCRIPT_STRING = re.compile(JS_STRING)
+SCRIPT_ASSIGNMENT = re.compile(r"(?<![\w$.])([A-Za-z_$][\w$]{0,100}(?:\.[A-Za-z_$][\w$]{0,100}){0,5})\s{0,5}"
+                               r"(?:=(?![=>])|\.push\s{0,5}\()")
 AUTHOR_PREFIX = re.compile(r"^(?:by|posted by|written by|\(c\)|©)\s*[:\-]?\s+", re.IGNORECASE)
 LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})*$", re.IGNORECASE)
 NOT_LANGUAGES = {"und", "zxx", "mul"}
@@ -226,29 +265,44 @@ TIMEZONES = {  # abbreviations with one meaning; "ET"/"IST" are ambiguous and le
 YEARS = range(1900, 2201)  # outside this a "date" is a number that happens to fit the pattern
 
 
-def parse(html: str, url: str) -> dict:
+class Found(NamedTuple):
+    """A field's value and the source that gave it ("meta: og:title"); None when no source did."""
+
+    value: object
+    source: str | None
+
+
+NOT_FOUND = Found(None, None)
+Sourced = tuple[str, object]  # (source, raw value): what every candidate iterator yields
+
+
+def parse(html: str, url: str, explain: bool = False) -> dict:
     """The metadata dict of the page at url (see the module docstring for each field)."""
     doc = _document_or_raise(html)
     page = Page(doc, url)
-    data = {
-        "kind": "page",
+    authors = find_authors(page)
+    found = {
         "title": find_title(page),
-        "description": _first_text(_description_candidates(page)),
-        "site_name": page.site_name,
-        "image": _first_url(page, _image_candidates(page)),
-        "author": find_author(page),
+        "description": _first_found(_description_candidates(page), _text),
+        "site_name": page.site_name_found,
+        "image": _first_found(_image_candidates(page), page.url_of),
+        "author": Found(", ".join(authors.value) or None, authors.source),
+        "authors": authors,
         "published": find_published(page),
         "canonical_url": find_canonical(page),
         "type": find_type(page),
         "language": find_language(page),
     }
     # From here on the tree loses its boilerplate: every metadata lookup is done.
-    content = main_content(page)
-    data["word_count"] = count_words(get_text(content, " "))
-    if data["image"] is None:
-        data["image"] = first_content_image(page, content)
-    if data["title"] is None and data["word_count"] == 0:
+    content, content_source = main_content(page)
+    found["word_count"] = Found(count_words(get_text(content, " ")), content_source)
+    if found["image"].value is None:
+        found["image"] = first_content_image(page, content)
+    if found["title"].value is None and found["word_count"].value == 0:
         raise ParseError("no title and no text: not an HTML page")
+    data = {"kind": "page", **{key: value for key, (value, _) in found.items()}}
+    if explain:
+        data["explain"] = {key: source for key, (value, source) in found.items() if value not in (None, "", [])}
     return data
 
 
@@ -367,9 +421,14 @@ class Page:
 
     def jsonld_values(self, key: str) -> Iterator[object]:
         """key's value in each main JSON-LD node, main node first, references followed."""
+        for _, value in self.jsonld_sourced(key):
+            yield value
+
+    def jsonld_sourced(self, key: str) -> Iterator[Sourced]:
+        """jsonld_values with each value's source: "json-ld: NewsArticle.headline"."""
         for node in self.jsonld_main:
             if key in node:
-                yield self.resolve(node[key])
+                yield f"json-ld: {_type_name(node)}.{key}", self.resolve(node[key])
 
     def resolve(self, value: object) -> object:
         if isinstance(value, dict) and isinstance(value.get("@id"), str) and len(value) <= 2:
@@ -378,10 +437,23 @@ class Page:
 
     def meta_values(self, *keys: str) -> Iterator[str]:
         """The first value of each meta key that the page has, in key order."""
+        for _, value in self.meta_sourced(*keys):
+            yield value
+
+    def meta_sourced(self, *keys: str) -> Iterator[Sourced]:
+        """meta_values with each value's source: "meta: og:title"."""
+        for key, values in self.meta_lists(*keys):
+            yield key, values[0]
+
+    def meta_lists(self, *keys: str) -> Iterator[tuple[str, list[str]]]:
+        """("meta: <key>", every value of the key in page order) for each key the page has."""
         for key in keys:
             values = self.meta.get(key.lower())
             if values:
-                yield values[0]
+                yield f"meta: {key}", values
+
+    def url_of(self, raw: object) -> str | None:
+        return _url(self, raw)
 
     def select(self, *selectors: str) -> Iterator[Element]:
         """Marked elements matching each selector in turn, at most MAX_MATCHES per selector."""
@@ -409,141 +481,297 @@ class Page:
         return _unique(_text(c) for c in candidates if c)
 
     @cached_property
+    def site_name_found(self) -> Found:
+        return _first_found(_site_name_candidates(self), _text)
+
+    @property
     def site_name(self) -> str | None:
-        return _first_text(_site_name_candidates(self))
+        return self.site_name_found.value
+
+    @cached_property
+    def organisations(self) -> set[str]:
+        """Keys (_name_key) of the site's and publishers' names: as an author, an organisation."""
+        publishers = (_ld_name(self.resolve(_first_item(value))) for value in self.jsonld_values("publisher"))
+        names = [self.site_name, *publishers, *self.meta_values(*META_KEYS["site_name_late"])]
+        return {_name_key(name) for name in names if name} - {""}
 
 
 # ---------------------------------------------------------------------------------------
-# Fields. Each *_candidates generator yields raw values best first; the first usable wins.
-# Generators keep it lazy: the HTML fallbacks are only searched when needed.
+# Fields. Each *_candidates generator yields (source, raw value) pairs best first; the first
+# usable value wins, and its source is what explain=True reports. Generators keep it lazy:
+# the HTML fallbacks are only searched when needed.
 # ---------------------------------------------------------------------------------------
-def find_title(page: Page) -> str | None:
-    return _first_text(_title_candidates(page))
+def _first_found(candidates: Iterable[Sourced], clean: Callable[[object], object]) -> Found:
+    """The first candidate that clean() turns into a value, with its source."""
+    for source, raw in candidates:
+        value = clean(raw)
+        if value:
+            return Found(value, source)
+    return NOT_FOUND
 
 
-def _title_candidates(page: Page) -> Iterator[object]:
-    yield from (_ld_text(value) for value in page.jsonld_values("headline"))
-    yield from (_ld_text(value) for value in page.jsonld_values("name"))
-    yield from page.meta_values(*META_KEYS["title"])
-    yield from (node_text(tag) for tag in page.select(*TITLE_SELECTORS) if tag.tag != "meta")
+def find_title(page: Page) -> Found:
+    return _first_found(_title_candidates(page), _text)
+
+
+def _title_candidates(page: Page) -> Iterator[Sourced]:
+    yield from ((source, _ld_text(value)) for source, value in page.jsonld_sourced("headline"))
+    yield from ((source, _ld_text(value)) for source, value in page.jsonld_sourced("name"))
+    yield from page.meta_sourced(*META_KEYS["title"])
+    yield from _selected_text(page, TITLE_SELECTORS, lambda tag: tag.tag != "meta")
     if page.title_tag:
-        yield strip_title_affixes(page.title_tag, page.site_name, page.headlines)
-    yield from (node_text(tag) for tag in page.select(*H1_SELECTORS) if not is_logo(tag))
+        yield "html: <title>", strip_title_affixes(page.title_tag, page.site_name, page.headlines)
+    yield from (("html: <h1>", node_text(tag)) for tag in page.select(*H1_SELECTORS) if not is_logo(tag))
 
 
-def _description_candidates(page: Page) -> Iterator[object]:
-    yield from (_ld_text(value) for value in page.jsonld_values("description"))
-    yield from page.meta_values(*META_KEYS["description"])
+def _selected_text(page: Page, selectors: Iterable[str], keep: Callable[[Element], bool]) -> Iterator[Sourced]:
+    """("html: <selector>", text) of the marked elements each selector matches, in turn."""
+    for selector in selectors:
+        yield from ((f"html: {selector}", node_text(tag)) for tag in page.select(selector) if keep(tag))
 
 
-def _site_name_candidates(page: Page) -> Iterator[object]:
-    yield from page.meta_values(*META_KEYS["site_name"])
+def _description_candidates(page: Page) -> Iterator[Sourced]:
+    yield from ((source, _ld_text(value)) for source, value in page.jsonld_sourced("description"))
+    yield from page.meta_sourced(*META_KEYS["description"])
+
+
+def _site_name_candidates(page: Page) -> Iterator[Sourced]:
+    yield from page.meta_sourced(*META_KEYS["site_name"])
     for node in page.jsonld_nodes:
         if "website" in jsonld_types(node):
-            yield _ld_text(node.get("name"))
-    for publisher in page.jsonld_values("publisher"):
-        yield _ld_name(page.resolve(_first_item(publisher)))
-    yield from page.meta_values(*META_KEYS["site_name_late"])
+            yield f"json-ld: {_type_name(node)}.name", _ld_text(node.get("name"))
+    for source, publisher in page.jsonld_sourced("publisher"):
+        yield f"{source}.name", _ld_name(page.resolve(_first_item(publisher)))
+    yield from page.meta_sourced(*META_KEYS["site_name_late"])
     if page.title_tag:
-        yield site_from_title(page.title_tag, page.headlines)
+        yield "html: <title>", site_from_title(page.title_tag, page.headlines)
 
 
-def _image_candidates(page: Page) -> Iterator[object]:
+def _image_candidates(page: Page) -> Iterator[Sourced]:
     for key in JSONLD_KEYS["image"]:
-        yield from (_ld_url(page, value) for value in page.jsonld_values(key))
-    yield from page.meta_values(*META_KEYS["image"])
-    yield from (_attr(tag, "href") for tag in page.tags("link", rel="image_src"))
+        yield from ((source, _ld_url(page, value)) for source, value in page.jsonld_sourced(key))
+    yield from page.meta_sourced(*META_KEYS["image"])
+    yield from (("html: <link rel=image_src>", _attr(tag, "href")) for tag in page.tags("link", rel="image_src"))
 
 
-def find_author(page: Page) -> str | None:
-    for names in _author_candidates(page):
-        names = _unique(name for name in map(clean_author, names) if name)
-        if names:
-            return ", ".join(names[:MAX_AUTHORS])
-    return None
+# ---------------------------------------------------------------------------------------
+# Authors.
+# ---------------------------------------------------------------------------------------
+class Name(NamedTuple):
+    text: str
+    organisation: bool  # a JSON-LD Organization, or the site's or publisher's own name
 
 
-def _author_candidates(page: Page) -> Iterator[list[str]]:
-    """Lists of names: one list per source, as a source may name several authors."""
+def find_authors(page: Page) -> Found:
+    """Every author of the first source that names a person; else of the first that names any."""
+    fallback = Found([], None)
+    for source, raw_names in _author_candidates(page):
+        names = _author_names(page, raw_names)
+        if any(not name.organisation for name in names):
+            return Found([name.text for name in names], source)
+        if names and fallback.source is None:
+            fallback = Found([name.text for name in names], source)
+    return fallback
+
+
+def _author_names(page: Page, raw_names: Iterable[tuple[str | None, bool]]) -> list[Name]:
+    """The usable names of one source, de-duplicated, at most MAX_AUTHORS."""
+    names, seen = [], set()
+    for raw, organisation in raw_names:
+        text = clean_author(raw)
+        key = _name_key(text) if text else ""
+        if key and key not in seen and len(names) < MAX_AUTHORS:
+            seen.add(key)
+            names.append(Name(text, organisation or key in page.organisations))
+    return names
+
+
+def _author_candidates(page: Page) -> Iterator[tuple[str, list[tuple[str | None, bool]]]]:
+    """(source, [(name, known organisation)]): one list per source, as a source may name several."""
     for key in JSONLD_KEYS["author"]:
-        for value in page.jsonld_values(key):
-            yield [_ld_name(page.resolve(item)) or "" for item in _items(value)]
-    for value in page.meta_values(*META_KEYS["author"]):
-        yield [value]
+        for source, value in page.jsonld_sourced(key):
+            yield source, [_ld_author(page.resolve(item)) for item in _items(value)]
+    for source, values in page.meta_lists(*META_KEYS["author"]):
+        yield source, [(value, False) for value in values]
     for selector in AUTHOR_SELECTORS:
-        yield [node_text(tag) or "" for tag in page.select(selector) if tag.tag not in ("meta", "link")]
+        tags = [tag for tag in page.select(selector) if tag.tag not in ("meta", "link")]
+        yield f"html: {selector}", [(name, False) for tag in tags for name in byline_names(node_text(tag))]
+    yield from script_authors(page)
 
 
-def find_published(page: Page) -> str | None:
+def _ld_author(value: object) -> tuple[str | None, bool]:
+    """A JSON-LD author's name, and whether it is an organisation (by its @type)."""
+    organisation = isinstance(value, dict) and any("organization" in t for t in jsonld_types(value))
+    return _ld_name(value), organisation
+
+
+def byline_names(text: str | None) -> list[str]:
+    """"By A, B and C" -> [A, B, C]; a byline whose parts do not all look like names stays whole
+    ("Guardian staff and agencies": "agencies" is no name)."""
+    text = AUTHOR_PREFIX.sub("", _text(text) or "")
+    parts = [part for part in BYLINE_SEPARATOR.split(text) if part]
+    if len(parts) > 1 and all(part[0].isalpha() and not part[0].islower() for part in parts):
+        return parts
+    return [text] if text else []
+
+
+def _name_key(name: str) -> str:
+    """"the Guardian" and "The Guardian" name the same site."""
+    return re.sub(r"\W+", "", re.sub(r"^\s*the\s+", "", name.casefold()))
+
+
+# ---------------------------------------------------------------------------------------
+# Authors from the page's inline data-layer scripts: read, never run. One regex pass over a
+# bounded amount of script text; every quantifier in the pattern is bounded too.
+# ---------------------------------------------------------------------------------------
+def script_authors(page: Page) -> Iterator[tuple[str, list[tuple[str | None, bool]]]]:
+    """("script: <variable> <key>", names) for each author/byline key of an inline script."""
+    matches = (match for code in _inline_scripts(page) for match in _author_keys(code))
+    for match in islice(matches, MAX_MATCHES):
+        source = f"script: {_assigned_name(match.string, match.start())}{match.group('key')}"
+        yield source, [(name, False) for name in _script_names(match.group("value"))]
+
+
+def _author_keys(code: str) -> Iterator[re.Match]:
+    """SCRIPT_AUTHOR's matches in code, tried only where SCRIPT_KEY finds a key word: a regex run
+    at every character of a script costs ten times more (tens of ms on a news page)."""
+    if not any(word in code for word in SCRIPT_KEY_WORDS):
+        return
+    for hit in SCRIPT_KEY.finditer(code):
+        start = hit.start()
+        quoted = start > 0 and code[start - 1] in "\"'"
+        match = SCRIPT_AUTHOR.match(code, start - 1 if quoted else start)
+        if match:
+            yield match
+
+
+def _inline_scripts(page: Page) -> Iterator[str]:
+    """The code of the page's inline scripts (JSON-LD aside), MAX_SCRIPT_SCAN_CHARS in all."""
+    budget = MAX_SCRIPT_SCAN_CHARS
+    for script in page.tree.named.get("script", []):
+        if budget <= 0:
+            return
+        if script.get("src") is None and not JSONLD_TYPE.match(script.get("type") or ""):
+            code = (script.text or "")[:budget]
+            budget -= len(code)
+            yield code
+
+
+def _script_names(value: str) -> list[str]:
+    """Names in a script value: a string ("By A and B"), or a list/object's "name"s or strings."""
+    if value[0] in "\"'":
+        return byline_names(_js_string(value[1:-1], value[0]))
+    if "{" in value:  # objects: only their names ("@type": "Person" is no author)
+        strings = [match.group("value") for match in SCRIPT_NAME.finditer(value)]
+    else:
+        strings = [match.group() for match in SCRIPT_STRING.finditer(value)]
+    return [name for literal in strings[:MAX_AUTHORS] for name in byline_names(_js_string(literal[1:-1], literal[0]))]
+
+
+def _js_string(body: str, quote: str) -> str:
+    """A JS string literal's text, escapes decoded as JSON decodes them; raw when it will not."""
+    if quote == "'":
+        body = body.replace("\\'", "'").replace('"', '\\"')
+    try:
+        return json.loads(f'"{body}"', strict=False)
+    except ValueError:
+        return body
+
+
+def _assigned_name(code: str, position: int) -> str:
+    """"dataLayer " for `dataLayer.push({... author ...})`: the last variable assigned or pushed
+    to before position (within SCRIPT_LOOKBACK characters), with a space; "" when none."""
+    names = SCRIPT_ASSIGNMENT.findall(code, max(0, position - SCRIPT_LOOKBACK), position)
+    return f"{names[-1]} " if names else ""
+
+
+def find_published(page: Page) -> Found:
     """The first date found; a bare date gives way to a later timestamp on the same day."""
-    bare_date = None
-    for value in filter(None, map(normalize_date, _published_candidates(page))):
+    bare_date = NOT_FOUND
+    for source, raw in _published_candidates(page):
+        value = normalize_date(raw)
+        if value is None:
+            continue
         if "T" not in value:
-            bare_date = bare_date or value
-        elif bare_date is None or value.startswith(bare_date):
-            return value
+            bare_date = bare_date if bare_date.value else Found(value, source)
+        elif bare_date.value is None or value.startswith(bare_date.value):
+            return Found(value, source)
     return bare_date
 
 
-def _published_candidates(page: Page) -> Iterator[object]:
+def _published_candidates(page: Page) -> Iterator[Sourced]:
     for key in JSONLD_KEYS["published"]:
-        yield from (_ld_text(value) for value in page.jsonld_values(key))
-    yield from page.meta_values(*META_KEYS["published"])
-    for tag in page.select(*PUBLISHED_SELECTORS):
-        yield _attr(tag, "datetime") or _attr(tag, "content") or node_text(tag)
-    yield from page.meta_values(*META_KEYS["created"])
+        yield from ((source, _ld_text(value)) for source, value in page.jsonld_sourced(key))
+    yield from page.meta_sourced(*META_KEYS["published"])
+    for selector in PUBLISHED_SELECTORS:
+        for tag in page.select(selector):
+            yield f"html: {selector}", _attr(tag, "datetime") or _attr(tag, "content") or node_text(tag)
+    yield from page.meta_sourced(*META_KEYS["created"])
 
 
-def find_canonical(page: Page) -> str:
+def find_canonical(page: Page) -> Found:
     """<link rel=canonical>, then og:url, else the URL the page was fetched from."""
-    links = (_attr(tag, "href") for tag in page.tags("link", rel="canonical"))
-    return _first_url(page, [*links, *page.meta_values(*META_KEYS["canonical"])]) or page.url
+    return _first_found(_canonical_candidates(page), page.url_of)
 
 
-def find_type(page: Page) -> str | None:
+def _canonical_candidates(page: Page) -> Iterator[Sourced]:
+    yield from (("html: <link rel=canonical>", _attr(tag, "href")) for tag in page.tags("link", rel="canonical"))
+    yield from page.meta_sourced(*META_KEYS["canonical"])
+    yield "url: the page URL", page.url
+
+
+def find_type(page: Page) -> Found:
+    return _first_found(_type_candidates(page), lambda value: value)
+
+
+def _type_candidates(page: Page) -> Iterator[Sourced]:
     """A specific JSON-LD type, then og:type, then a generic JSON-LD type, then microdata."""
     main = page.jsonld_main[0] if page.jsonld_main else None
     schema_type = og_type_for_schema(jsonld_types(main)) if main else None
-    if schema_type and schema_type not in GENERIC_OG_TYPES:
-        return schema_type
-    og_type = next((t.lower() for t in page.meta_values(*META_KEYS["type"]) if OG_TYPE.match(t.lower())), None)
-    return og_type or schema_type or microdata_type(page.tree.items)
+    source = f"json-ld: {_type_name(main)}.@type" if main else ""
+    if schema_type not in GENERIC_OG_TYPES:
+        yield source, schema_type
+    yield from ((source, t.lower()) for source, t in page.meta_sourced(*META_KEYS["type"]) if OG_TYPE.match(t.lower()))
+    yield source, schema_type
+    yield "html: microdata itemtype", microdata_type(page.tree.items)
 
 
-def find_language(page: Page) -> str | None:
-    return next(filter(None, map(normalize_language, _language_candidates(page))), None)
+def find_language(page: Page) -> Found:
+    return _first_found(_language_candidates(page), normalize_language)
 
 
-def _language_candidates(page: Page) -> Iterator[object]:
+def _language_candidates(page: Page) -> Iterator[Sourced]:
     html = next(iter(page.doc.find_all(HTML_ELEMENTS)), None)
     if html is not None:
-        yield _attr(html, "lang")
-        yield _attr(html, "xml:lang")
-    yield from page.meta_values(*META_KEYS["language"])
-    yield from (_ld_text(value) for value in page.jsonld_values("inLanguage"))
+        yield "html: <html lang>", _attr(html, "lang")
+        yield "html: <html xml:lang>", _attr(html, "xml:lang")
+    yield from page.meta_sourced(*META_KEYS["language"])
+    yield from ((source, _ld_text(value)) for source, value in page.jsonld_sourced("inLanguage"))
 
 
 # ---------------------------------------------------------------------------------------
 # Main text.
 # ---------------------------------------------------------------------------------------
-def main_content(page: Page) -> Element | Document:
-    """The element holding the main text, boilerplate removed (this changes the tree).
+def main_content(page: Page) -> tuple[Element | Document, str]:
+    """The element holding the main text, boilerplate removed (this changes the tree), and the
+    source explain names for it.
 
     [itemprop=articleBody], then <article>, then <main>: the one with the most paragraph
-    text among its kind; failing those, the element whose own <p> children hold the most
-    text; failing that, <body>.
+    text among its kind; failing those, the paragraph block holding the most paragraph text
+    (see MAIN_TEXT_SHARE); failing that, <body>.
     """
     for tag in page.tree.boilerplate:
         remove(tag)  # one inside a tag removed before is gone already: removing it changes nothing
     containers = [tag for tag in page.tree.containers if not _removed(tag, page.doc) and node_text(tag)]
-    for is_kind in CONTAINER_KINDS:
+    for source, is_kind in CONTAINER_KINDS:
         candidates = [tag for tag in containers if is_kind(tag)]
         if candidates:
-            return max(candidates, key=_paragraph_chars)
-    for found in (_densest_paragraph_parent(page.doc), next(iter(page.doc.find_all(BODIES)), None)):
-        if found is not None:  # no `or`: a childless lxml element is falsy
-            return found
-    return page.doc
+            return max(candidates, key=_paragraph_chars), source
+    block = _main_paragraph_block(page.doc)
+    if block is not None:  # no `or`: a childless lxml element is falsy
+        return block, "html: the block with the most paragraph text"
+    body = next(iter(page.doc.find_all(BODIES)), None)
+    return (body, "html: <body> text") if body is not None else (page.doc, "html: the page's text")
 
 
 def _removed(tag: Element, doc: Document) -> bool:
@@ -559,30 +787,40 @@ def _paragraph_chars(tag: Element) -> int:
     return sum(len(get_text(p)) for p in paragraphs)
 
 
-def _densest_paragraph_parent(doc: Document) -> Element | None:
-    scores: dict[int, list] = {}  # id(parent) -> [parent, chars]
+def _main_paragraph_block(doc: Document) -> Element | None:
+    """The parent of <p>s that, among those with MAIN_TEXT_SHARE of the densest one's own
+    paragraph text, holds the most paragraph text in all (its own and nested blocks')."""
+    blocks = _own_paragraph_chars(doc)
+    densest = max((chars for _, chars in blocks), default=0)
+    if densest == 0:
+        return None
+    candidates = [parent for parent, chars in blocks if chars >= MAIN_TEXT_SHARE * densest]
+    return max(candidates, key=_paragraph_chars)
+
+
+def _own_paragraph_chars(doc: Document) -> list[tuple[Element, int]]:
+    """(parent, characters of its own <p> children) for every parent of a <p>, in page order."""
+    scores: dict[int, list] = {}  # id(parent) -> [parent, chars]; the list keeps the proxy alive
     for paragraph in doc.find_all(PARAGRAPHS):
         parent = paragraph.getparent()
         if parent is not None:
             scores.setdefault(id(parent), [parent, 0])[1] += len(get_text(paragraph))
-    best = max(scores.values(), key=lambda entry: entry[1], default=None)
-    return best[0] if best and best[1] > 0 else None
+    return [(parent, chars) for parent, chars in scores.values()]
 
 
 def count_words(text: str) -> int:
     return sum(1 for _ in WORD.finditer(text))
 
 
-def first_content_image(page: Page, content: Element | Document) -> str | None:
+def first_content_image(page: Page, content: Element | Document) -> Found:
     """The first <img> of the main text that is not an icon, avatar or tracking pixel."""
     for img in page.tags("img"):
         if _removed(img, page.doc) or _declared_size(img) < MIN_IMAGE_PIXELS or not _inside(img, content):
             continue
-        src = _attr(img, "src") or _attr(img, "data-src")
-        url = _url(page, src)
+        url = _url(page, _attr(img, "src") or _attr(img, "data-src"))
         if url:
-            return url
-    return None
+            return Found(url, "html: <img> in the main text")
+    return NOT_FOUND
 
 
 def _inside(tag: Element, content: Element | Document) -> bool:
@@ -633,10 +871,7 @@ def site_from_title(title: str, headlines: list[str]) -> str | None:
 
 
 def _same_name(a: str, b: str) -> bool:
-    """"the Guardian" and "The Guardian" name the same site."""
-    def key(name: str) -> str:
-        return re.sub(r"\W+", "", re.sub(r"^\s*the\s+", "", name.casefold()))
-    return bool(key(a)) and key(a) == key(b)
+    return bool(_name_key(a)) and _name_key(a) == _name_key(b)
 
 
 # ---------------------------------------------------------------------------------------
@@ -814,6 +1049,13 @@ def _ld_url(page: Page, value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _type_name(node: dict) -> str:
+    """A JSON-LD node's first @type as the page writes it ("NewsArticle"), to name a source."""
+    kinds = node.get("@type")
+    first = next((k for k in (kinds if isinstance(kinds, list) else [kinds]) if isinstance(k, str)), "Thing")
+    return first.rsplit("/", 1)[-1]
+
+
 def _first_item(value: object) -> object:
     """The first non-empty item of a list, or value itself when it is not a list."""
     if isinstance(value, list):
@@ -862,10 +1104,6 @@ def decode_entities(text: str) -> str:
     Entities without one are left alone: "R&D" or "&copy" in plain text stay as written.
     """
     return ENTITY.sub(lambda match: html_lib.unescape(match.group()), text)
-
-
-def _first_text(candidates: Iterable[object]) -> str | None:
-    return next(filter(None, map(_text, candidates)), None)
 
 
 def _unique(values: Iterable[str | None]) -> list[str]:

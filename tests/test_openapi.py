@@ -680,8 +680,8 @@ def news_data(titles: list[str]) -> dict:
 def page_data() -> dict:
     return {
         "kind": "page", "title": "Ten rules for sourdough", "description": None, "site_name": "Crumb & Crust",
-        "image": None, "author": "Lou Tremblay", "published": "2023-11-05T18:30:00-05:00", "canonical_url": PAGE,
-        "type": "article", "language": "en-US", "word_count": 812,
+        "image": None, "author": "Lou Tremblay", "authors": ["Lou Tremblay"], "published": "2023-11-05T18:30:00-05:00",
+        "canonical_url": PAGE, "type": "article", "language": "en-US", "word_count": 812,
     }
 
 

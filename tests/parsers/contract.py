@@ -9,7 +9,7 @@ CONTRACT_KEYS = {
     },
     "news_headlines": {"kind", "site", "headlines"},
     "page": {
-        "kind", "title", "description", "site_name", "image", "author", "published",
+        "kind", "title", "description", "site_name", "image", "author", "authors", "published",
         "canonical_url", "type", "language", "word_count",
     },
 }

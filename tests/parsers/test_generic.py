@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import time
 from pathlib import Path
 
+import lxml.html
 import pytest
 from bs4 import BeautifulSoup
 from hypothesis import given, settings
@@ -21,6 +23,7 @@ import parsers
 from errors import ParseError
 from parsers import generic
 from parsers.base import meta_index
+from parsers.encoding import decode_html
 from tests.pages import read_page
 from tests.parsers.contract import assert_contract_keys
 
@@ -64,6 +67,7 @@ def test_jsonld_graph_wins_over_opengraph_and_follows_id_references() -> None:
         "site_name": "Harbour Gazette",  # og:site_name comes before JSON-LD WebSite.name
         "image": "https://harbour.example/img/storm.jpg",  # {"@id"} -> ImageObject.url
         "author": "Ana Ferreira, Tomás O'Neill",  # two {"@id"} Persons, one given+family name
+        "authors": ["Ana Ferreira", "Tomás O'Neill"],
         "published": "2024-03-02T08:15:00+01:00",
         "canonical_url": "https://harbour.example/news/2024/03/storm-explained",
         "type": "article",  # NewsArticle beats og:type "website"
@@ -81,6 +85,7 @@ def test_opengraph_only_page() -> None:
         "site_name": "Crumb & Crust",
         "image": "https://crumb.example/images/loaf.jpg",  # relative og:image made absolute
         "author": None,  # article:author is a profile URL, not a name
+        "authors": [],
         "published": "2023-11-05T18:30:00-05:00",
         "canonical_url": "https://crumb.example/blog/ten-rules-for-sourdough",  # og:url
         "type": "article",  # og:type lowercased
@@ -98,6 +103,7 @@ def test_twitter_only_page() -> None:
         "site_name": None,  # twitter:site is a handle, not a name
         "image": "https://stadtblatt.example/bilder/radweg.jpg",
         "author": None,  # twitter:creator is a handle, not a name
+        "authors": [],
         "published": None,
         "canonical_url": "https://stadtblatt.example/radwege",
         "type": None,
@@ -115,6 +121,7 @@ def test_dublin_core_only_page() -> None:
         "site_name": "Library of Tide Tables",  # DC.publisher
         "image": None,
         "author": "Marguerite Oyelaran",
+        "authors": ["Marguerite Oyelaran"],
         "published": "2021-06-30T14:05:00+00:00",  # DC.date upgraded by DCTERMS.created, same day
         "canonical_url": "https://tides.example/record/17",
         "type": None,
@@ -132,6 +139,7 @@ def test_plain_html_page() -> None:
         "site_name": "Carnet de Lou",  # the <title> segment after the headline
         "image": "https://carnet.example/photos/erables.jpg",  # 16x16 icon skipped
         "author": "Lou Tremblay",  # rel=author
+        "authors": ["Lou Tremblay"],
         "published": "2022-10-14",  # <time datetime>
         "canonical_url": "https://carnet.example/2022/10/erables",
         "type": None,
@@ -398,6 +406,165 @@ def test_author_sources_and_cleaning(head: str, body: str, expected: str | None)
 
 
 # ---------------------------------------------------------------------------------------
+# Authors: every name, in page order; a person before an organisation.
+# ---------------------------------------------------------------------------------------
+def test_an_organisation_in_article_author_is_the_author_when_no_person_is_named() -> None:
+    data = parse_fixture("org-author-meta.html")
+    assert (data["authors"], data["author"]) == (["Valley Broadcasting News"], "Valley Broadcasting News")
+
+
+def test_a_person_in_a_byline_wins_over_an_organisation_in_article_author() -> None:
+    """og:article:author names the site; the byline names two people: only they are the authors."""
+    data = parse_fixture("org-author-meta-with-byline.html")
+    assert data["authors"] == ["Priya Natarajan", "Tomás Reilly"]
+    assert data["author"] == "Priya Natarajan, Tomás Reilly"
+
+
+def test_a_jsonld_person_wins_over_a_jsonld_organisation_named_first() -> None:
+    head = jsonld({"@type": "NewsArticle", "headline": "H", "author": {"@type": "Organization", "name": "Wire Co"}})
+    assert parse(doc(head, '<span class="byline">By Ann Lee</span><p>Text.</p>'))["authors"] == ["Ann Lee"]
+
+
+def test_several_author_metas_with_content_or_value_are_every_author_in_page_order() -> None:
+    data = parse_fixture("several-author-metas.html")
+    assert data["authors"] == ["Ines Moreau", "Kwame Asante", "Lena Fischer"]  # "ines moreau" is a repeat
+    assert data["author"] == "Ines Moreau, Kwame Asante, Lena Fischer"
+
+
+def test_jsonld_author_list_of_people_and_organisations_is_every_name_in_order() -> None:
+    assert parse_fixture("jsonld-author-list.html")["authors"] == ["Ana Ferreira", "Coastal Wire", "Bo Chan"]
+
+
+@pytest.mark.parametrize(
+    "byline, expected",
+    [
+        ("By Ann Lee, Bo Chan and Cy Diaz", ["Ann Lee", "Bo Chan", "Cy Diaz"]),
+        ("By <a>Ann Lee</a>, <a>Bo Chan</a>, and <a>Cy Diaz</a>", ["Ann Lee", "Bo Chan", "Cy Diaz"]),
+        ("Ann Lee &amp; Bo Chan", ["Ann Lee", "Bo Chan"]),
+        ("BY ANN LEE AND BO CHAN", ["ANN LEE", "BO CHAN"]),
+        ("Guardian staff and agencies", ["Guardian staff and agencies"]),  # "agencies" is no name
+        ("By Ann Lee", ["Ann Lee"]),
+    ],
+)
+def test_a_byline_naming_several_people_gives_each_name(byline: str, expected: list[str]) -> None:
+    data = parse(doc("<title>T</title>", f'<p class="byline">{byline}</p><p>Text.</p>'))
+    assert data["authors"] == expected
+    assert data["author"] == ", ".join(expected)
+
+
+def test_no_author_is_an_empty_list_and_none() -> None:
+    data = parse(doc("<title>T</title>"))
+    assert (data["authors"], data["author"]) == ([], None)
+
+
+def test_a_byline_only_in_a_data_layer_script_is_the_author() -> None:
+    data = parse_fixture("datalayer-author.html")
+    assert (data["authors"], data["author"]) == (["Jane Doe"], "Jane Doe")
+
+
+@pytest.mark.parametrize(
+    "script, expected",
+    [
+        ('dataLayer.push({"author": "Jane Doe"});', ["Jane Doe"]),
+        ("var utag_data = {page_type: 'article', 'author': 'Kate O\\'Brien', site: 'x'};", ["Kate O'Brien"]),
+        ('digitalData = {page: {author: "By Ann Lee and Bo Chan"}};', ["Ann Lee", "Bo Chan"]),
+        ('window.__INITIAL_STATE__ = {"story": {"byline": {"name": "Cy Diaz", "url": "/cy"}}};', ["Cy Diaz"]),
+        ('window.__INITIAL_STATE__ = {"authors": [{"@type": "Person", "name": "Ann Lee"}, {"name": "Bo Chan"}]};',
+         ["Ann Lee", "Bo Chan"]),
+        ('var meta = {"author": ["Ann Lee", "Bo Chan"]};', ["Ann Lee", "Bo Chan"]),
+        ('var meta = {"author": "Jos\\u00e9 Ruiz"};', ["José Ruiz"]),
+        ('var meta = {"author": "https://example.com/ann", "byline": "Ann Lee"};', ["Ann Lee"]),  # a URL is no name
+        ('var meta = {"authorType": "staff", "author_id": "ann"};', []),
+        ('if (author == "Ann Lee") {}', []),
+    ],
+)
+def test_data_layer_scripts_are_read_without_running_them(script: str, expected: list[str]) -> None:
+    assert parse(doc(f"<title>T</title><script>{script}</script>"))["authors"] == expected
+
+
+def test_a_data_layer_author_is_only_read_when_no_better_source_names_one() -> None:
+    script = '<script>dataLayer.push({"author": "Layer Name"});</script>'
+    assert parse(doc(meta("author", "Meta Name", "name") + script))["authors"] == ["Meta Name"]
+    assert parse(doc(script, '<a rel="author" href="/a">Html Name</a><p>Text.</p>'))["authors"] == ["Html Name"]
+    src = '<script src="/a.js">{"author": "Not Read"}</script>'  # a script with src= runs that file, not its text
+    ld = '<script type="application/ld+json">{"@type": "Thing", "author": "Not Read"}</script>'
+    assert parse(doc(src + ld))["authors"] == []
+
+
+def test_a_data_layer_person_wins_over_an_organisation_in_meta() -> None:
+    head = meta("og:site_name", "Valley News") + meta("article:author", "Valley News")
+    assert parse(doc(head + '<script>dataLayer.push({"author": "Jane Doe"});</script>'))["authors"] == ["Jane Doe"]
+
+
+def test_hostile_data_layer_scripts_stay_cheap() -> None:
+    """2.4 MB of author keys none of which is a name (each a URL), with assignments between."""
+    script = 'x = 1; "author": "https://x.example/p", ' * 60000
+    started = time.process_time()
+    data = parse(doc(f"<title>T</title><script>{script}</script>"))
+    assert data["authors"] == []
+    assert time.process_time() - started < 1.0  # 0.2 s here; unbounded, the scan takes seconds
+
+
+# ---------------------------------------------------------------------------------------
+# explain=True: the source of each field's value.
+# ---------------------------------------------------------------------------------------
+EXPLAIN_LAYERS = ("json-ld", "meta", "html", "script", "url")
+
+
+def explained(html: str, url: str = URL) -> dict:
+    data = generic.parse(html, url, explain=True)
+    assert data == {**generic.parse(html, url), "explain": data["explain"]}  # explain adds one key, changes none
+    return data
+
+
+def test_explain_names_the_source_of_every_field_with_a_value() -> None:
+    data = explained((FIXTURES / "jsonld-graph.html").read_text(), "https://harbour.example/news/x")
+    assert data["explain"] == {
+        "title": "json-ld: NewsArticle.headline",
+        "description": "meta: og:description",
+        "site_name": "meta: og:site_name",
+        "image": "json-ld: NewsArticle.image",
+        "author": "json-ld: NewsArticle.author",
+        "authors": "json-ld: NewsArticle.author",
+        "published": "json-ld: NewsArticle.datePublished",
+        "canonical_url": "html: <link rel=canonical>",
+        "type": "json-ld: NewsArticle.@type",
+        "language": "html: <html lang>",
+        "word_count": "html: <article> text",
+    }
+
+
+def test_explain_names_meta_html_script_and_url_sources() -> None:
+    head = (meta("twitter:image", "/i.jpg", "name") + meta("og:locale", "en_GB") + meta("og:type", "video.other")
+            + '<script>dataLayer.push({"author": "Jane Doe"});</script>')
+    data = explained(doc(head, "<h1>Heading</h1><p>Some words.</p>"))
+    assert data["explain"] == {
+        "title": "html: <h1>", "image": "meta: twitter:image", "author": "script: dataLayer author",
+        "authors": "script: dataLayer author", "canonical_url": "url: the page URL", "type": "meta: og:type",
+        "language": "meta: og:locale", "word_count": "html: the block with the most paragraph text",
+    }
+
+
+def test_explain_leaves_out_fields_without_a_value_and_kind() -> None:
+    data = explained(doc("<title>Only a title</title>", ""))
+    assert data["explain"] == {
+        "title": "html: <title>", "canonical_url": "url: the page URL", "word_count": "html: <body> text",
+    }
+
+
+@pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.glob("*.html")))
+def test_explain_on_every_fixture_covers_exactly_the_fields_with_values(fixture: str) -> None:
+    data = explained(decode_html((FIXTURES / fixture).read_bytes()))
+    with_values = {key for key, value in data.items() if value not in (None, "", []) and key not in ("kind", "explain")}
+    assert set(data["explain"]) == with_values
+    assert all(source.split(":")[0] in EXPLAIN_LAYERS for source in data["explain"].values())
+
+
+def test_explain_off_adds_no_key() -> None:
+    assert "explain" not in generic.parse(doc("<title>T</title>"), URL)
+
+
+# ---------------------------------------------------------------------------------------
 # Dates.
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
@@ -559,6 +726,17 @@ def test_word_count_uses_the_densest_paragraph_block_without_semantic_markup() -
         '<div id="ad"><p>Buy now</p></div>'
     )
     assert parse(doc("<title>T</title>", body))["word_count"] == 5
+
+
+def test_word_count_is_the_article_around_a_dense_fact_box_not_the_box() -> None:
+    """Without article/main markup, the story's own paragraphs and the denser fact box inside it
+    are both counted; the menu and the comments are not (the Daily Mail's layout)."""
+    html = (FIXTURES / "fact-box-article.html").read_text()
+    story = lxml.html.document_fromstring(html).get_element_by_id("story-text")
+    expected = len(story.text_content().split())  # every word of this fixture is plain ASCII
+    box = len(lxml.html.document_fromstring(html).find_class("fact-box")[0].text_content().split())
+    assert box > expected / 2  # the box alone holds most of the paragraph text
+    assert parse_fixture("fact-box-article.html")["word_count"] == expected
 
 
 def test_word_count_ignores_scripts_navigation_and_forms() -> None:

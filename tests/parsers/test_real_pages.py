@@ -388,8 +388,6 @@ ARTICLE_BODIES = {
 # it); counting the page's menus, comments or related stories, or missing paragraphs, is more.
 WORD_COUNT_TOLERANCE = 0.15
 CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-DAILY_MAIL_BUG = ("parser bug: main_content picks the densest <p> parent, the 383-word fact box inside the "
-                  "Daily Mail article, so word_count misses the article's own paragraphs (body ~1,400 words)")
 
 
 def body_words(file: str) -> int:
@@ -405,15 +403,7 @@ def visible_text(element: lxml.html.HtmlElement) -> str:
     return element.text_content()
 
 
-def article_cases() -> list:
-    cases = []
-    for file in ARTICLE_BODIES:
-        marks = [pytest.mark.xfail(strict=True, reason=DAILY_MAIL_BUG)] if "dailymail" in file else []
-        cases.append(pytest.param(file, marks=marks, id=file.removesuffix(".html")))
-    return cases
-
-
-@pytest.mark.parametrize("file", article_cases())
+@pytest.mark.parametrize("file", [pytest.param(file, id=file.removesuffix(".html")) for file in ARTICLE_BODIES])
 def test_word_count_is_the_article_body_within_15_percent(file: str) -> None:
     entry = next(e for e in entries("page") if e["file"] == file)
     expected = body_words(file)

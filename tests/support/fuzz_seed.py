@@ -76,5 +76,5 @@ def news_data(site: str, titles: list[str]) -> dict:
 
 def page_data() -> dict:
     return {"kind": "page", "title": "Ten rules for sourdough", "description": None, "site_name": None, "image": None,
-            "author": None, "published": None, "canonical_url": PAGE, "type": "article", "language": "en",
-            "word_count": 812}
+            "author": None, "authors": [], "published": None, "canonical_url": PAGE, "type": "article",
+            "language": "en", "word_count": 812}
