@@ -1,7 +1,7 @@
 """create_app(config=None): the Flask app with the API, JSON errors and the /rqstatus dashboard.
 
-gunicorn serves `server:create_app()`; `flask --app server parse-file PAGE --url URL` parses
-a saved page and prints its data as JSON.
+gunicorn serves `server:create_app()`; `flask --app server parse-file PAGE --url URL [--explain]`
+parses a saved page and prints its data as JSON (with --explain, where each field came from).
 """
 from __future__ import annotations
 
@@ -137,10 +137,11 @@ def internal_error(exc: Exception):
 @click.argument("page", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", required=True, help="The URL the page was saved from (picks the parser).")
 @click.option("--content-type", default=None, help="The Content-Type header it was served with, if known.")
-def parse_file(page: Path, url: str, content_type: str | None) -> None:
+@click.option("--explain", is_flag=True, help="Add which data source and rule produced each field.")
+def parse_file(page: Path, url: str, content_type: str | None, explain: bool) -> None:
     """Parse a saved PAGE as if fetched from URL and print the data as JSON."""
     try:
-        data = parsers.parse(page.read_bytes(), url, content_type)
+        data = parsers.parse(page.read_bytes(), url, content_type, explain=explain)
     except ParseError as exc:
         raise click.ClickException(f"not parsed: {exc}") from None
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))

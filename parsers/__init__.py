@@ -16,25 +16,28 @@ from sources import source_for_url
 # Bump when a parser's output changes, so stored records show which parser made them.
 PARSER_VERSION = "2"  # 2: headline items with kicker, summary, image...; librarian_note; authors
 
-PARSERS: dict[str, Callable[[str, str], dict]] = {
+PARSERS: dict[str, Callable[[str, str, bool], dict]] = {
     "goodreads": goodreads.parse_limited,  # parse() below has done goodreads.parse's limit_html
     "news": news.parse,
     "generic": generic.parse,
 }
 
 
-def parse(html: str | bytes, url: str, content_type: str | None = None, source: str | None = None) -> dict:
+def parse(html: str | bytes, url: str, content_type: str | None = None, source: str | None = None,
+          explain: bool = False) -> dict:
     """The data dict of the page at url; bytes are decoded first (header, BOM, <meta>, detector).
 
     source names the parser (a job knows it from submission, even after a redirect);
-    by default it is picked from the URL.
+    by default it is picked from the URL. explain adds an "explain" key: for each field, the
+    data source and rule that produced it (JSON-LD, Apollo state, data-testid, legacy markup,
+    meta, site rule, generic...), to diagnose a wrong field on a new page in one run.
     """
     if isinstance(html, bytes):
         html = decode_html(html, content_type)
     # Size cap and no lone surrogates here; a parser that needs a tree builds it bounded
     # (base.make_bounded_soup or tree.build_document), flattening nesting past 64 levels.
     html = limit_html(html)
-    return PARSERS[source or source_for_url(url).name](html, url)
+    return PARSERS[source or source_for_url(url).name](html, url, explain)
 
 
 def warm_up() -> None:
