@@ -492,7 +492,8 @@ def card_item(story: Candidate, front: Front, position: int) -> tuple[dict, dict
         "position": position,
         "sublink": story.sublink,
     }
-    sources = {"title": story.source, **(facts.sources or {})}
+    sources = {"title": story.source, "url": "the story link's href" + (", tracking query dropped" if url != story.url else ""),
+               "url_as_linked": "the story link's href, as written", **(facts.sources or {})}
     if story.kicker:
         sources["kicker"] = "the title element: a kicker element, a line before the title or a label"
     if section:

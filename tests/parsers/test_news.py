@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import parsers
 from errors import ParseError
-from parsers import news, tree
+from parsers import news, news_cards, tree
 from parsers.base import make_soup
 from parsers.encoding import decode_html
 from tests.pages import manifest, read_page
@@ -367,7 +367,7 @@ def test_an_ad_classed_wrapper_holding_most_links_is_kept(tag: str) -> None:
 
 def test_when_stripping_leaves_no_story_the_whole_page_is_read() -> None:
     """Every story sits in a <header> busy enough to pass for the page's own header: rather than
-    "no headlines", the stories of the unstripped page."""
+    "no headlines", the stories of the unstripped page (whatever stripping took them for)."""
     html = f'<html><body><header>{"".join(eight_stories())}<a href="/a">A</a><a href="/b">B</a></header></body></html>'
     data = news.parse(html, "https://example.com/", explain=True)
     assert len(data["headlines"]) == 8
@@ -397,13 +397,190 @@ def test_bbc_sibling_domain_counts_as_same_site() -> None:
     assert news.parse(html, "https://www.bbc.com/news")["headlines"][0]["url"].startswith("https://www.bbc.co.uk/")
 
 
-def test_kicker_without_a_class_is_dropped() -> None:
+def test_a_kicker_without_a_class_is_kept_apart_from_the_title() -> None:
     html = page('<h3><a href="/2024/01/02/river-rises">'
                 '<div>Flooding</div><span>River rises above the old flood mark</span></a></h3>',
                 '<a href="/2024/01/02/sprint-factory-story">'
-                'The Sprint Factory<br>Young runners chase a place on the team</a>')
-    assert [h["title"] for h in news.parse(html, "https://example.com/")["headlines"]] == [
-        "River rises above the old flood mark", "Young runners chase a place on the team"]
+                'CLASSROOM PANIC<br>Young runners chase a place on the team</a>')
+    assert [(h["kicker"], h["title"]) for h in news.parse(html, "https://example.com/")["headlines"]] == [
+        ("Flooding", "River rises above the old flood mark"), ("CLASSROOM PANIC", "Young runners chase a place on the team")]
+
+
+@pytest.mark.parametrize("shown, kicker, title", [
+    ("Perspective: Cities should plant more trees", "Perspective", "Cities should plant more trees"),
+    ("Analysis | Markets fall for a third day", "Analysis", "Markets fall for a third day"),
+    ("LIVE Analysis: Polls close in the capital", "LIVE Analysis", "Polls close in the capital"),
+    ("Live briefing: Missile attacks hit cities", "Live briefing", "Missile attacks hit cities"),
+    # Labels the page writes as part of the title stay in it: the title as shown.
+    ("The Fix: Why the senate race tightened", None, "The Fix: Why the senate race tightened"),
+    ("Listen: The week in politics, in twenty minutes", None, "Listen: The week in politics, in twenty minutes"),
+    # A video length or a comment count is furniture, not a label.
+    ("Video 2:34 Puffins return to the island", None, "Puffins return to the island"),
+])
+def test_a_label_at_the_start_is_never_dropped(shown: str, kicker: str | None, title: str) -> None:
+    """What the page shows before the title is either in the title or in kicker, never lost."""
+    headline = news.parse(page(story("/2024/01/02/a-story-with-a-label", shown)), "https://example.com/")["headlines"][0]
+    assert (headline["kicker"], headline["title"]) == (kicker, title)
+
+
+def test_kicker_elements_inside_and_before_the_title_element() -> None:
+    card = ('<article class="card"><span class="card__eyebrow">Climate</span>'
+            '<h2><a href="/2024/01/02/glaciers-melt-faster"><span class="kicker">Exclusive</span> '
+            'Glaciers melt faster than forecast</a></h2></article>'
+            '<article class="card"><span class="pill">LIVE</span>'
+            '<h2><a href="/2024/01/02/polls-close-tonight">Polls close across the country tonight</a></h2></article>')
+    headlines = news.parse(page(card), "https://example.com/")["headlines"]
+    assert [(h["kicker"], h["title"]) for h in headlines] == [
+        ("Exclusive", "Glaciers melt faster than forecast"), ("LIVE", "Polls close across the country tonight")]
+
+
+def test_the_title_comes_from_the_headline_link_not_the_image_or_comment_link() -> None:
+    """Three links to one story: an image (alt text), the headline, a comment count."""
+    card = ('<article><a href="/2024/01/02/bridge-reopens" title="Photo: the bridge at dawn seen from the river">'
+            '<img src="/img/bridge.jpg" alt=""></a>'
+            '<p><a href="/2024/01/02/bridge-reopens">Read the latest on the bridge and the city</a></p>'
+            '<h2><a href="/2024/01/02/bridge-reopens">Harbour bridge reopens after repairs</a></h2>'
+            '<a class="comments" href="/2024/01/02/bridge-reopens#comments">1,204 comments on this story so far</a>'
+            '</article>')
+    headline = news.parse(page(card), "https://example.com/")["headlines"][0]
+    assert headline["title"] == "Harbour bridge reopens after repairs"
+    assert headline["position"] == 1
+
+
+# Each fixture's lead story card as a reader sees it: kicker, summary, image, section.
+CARD_FACTS = {
+    "bbc-next-2023.html": ("LIVE", "Thousands of residents wait to return home after the storm.",
+                           "https://www.bbc.com/a.jpg", "world-asia"),
+    "guardian-2017.html": ("'A quieter city'", "Residents welcome the decision but shopkeepers fear lost trade.",
+                           "https://www.theguardian.com/old-town.jpg", "world"),
+    "wapo-2023.html": (None, "Scientists measured ice loss at 200 sites.", "https://www.washingtonpost.com/glacier.jpg",
+                       "climate-environment"),
+    "wsj-2018.html": (None, "Carriers add surcharges on Asia routes.", None, None),
+    "generic-front.html": ("BREAKING", None, None, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CARD_FACTS))
+def test_the_lead_card_s_kicker_summary_image_and_section(name: str) -> None:
+    url, _, _ = EXPECTED[name]
+    lead = news.parse(fixture(name), url)["headlines"][0]
+    assert (lead["kicker"], lead["summary"], lead["image"], lead["section"]) == CARD_FACTS[name]
+
+
+def card_page(*cards: str) -> str:
+    return page(*(f'<article class="card">{card}</article>' for card in cards))
+
+
+def test_summary_image_and_kicker_are_read_from_the_story_s_own_card_only() -> None:
+    first = ('<picture><source srcset="/img/a-640.jpg 640w, /img/a-1280.jpg 1280w"><img src="data:image/gif;base64,R0l"'
+             ' data-src="/img/a-640.jpg" alt=""></picture>'
+             '<h2><a href="/2024/01/02/first-card-story">First card story has a summary</a></h2>'
+             '<p class="card__dek">A summary of the first story, in one sentence.</p>'
+             '<p class="byline">By Jane Doe</p>')
+    second = '<h2><a href="/2024/01/02/second-card-story">Second card story has nothing else</a></h2>'
+    third = ('<img src="/static/grey-placeholder.png"><img src="/img/c.jpg">'
+             '<h3><a href="/2024/01/02/third-card-story">Third card story shows a plain paragraph</a></h3>'
+             '<p>By Sam Writer</p><p>A plain paragraph under the headline says what happened today.</p>')
+    headlines = news.parse(card_page(first, second, third), "https://example.com/")["headlines"]
+    facts = [(h["summary"], h["image"]) for h in headlines]
+    assert facts == [
+        ("A summary of the first story, in one sentence.", "https://example.com/img/a-640.jpg"),
+        (None, None),
+        ("A plain paragraph under the headline says what happened today.", "https://example.com/img/c.jpg"),
+    ]
+
+
+def test_a_summary_s_comment_count_and_byline_are_not_part_of_it() -> None:
+    card = ('<h2><a href="/2024/01/02/port-story">Ports clog as shipping rates jump</a></h2>'
+            '<div class="summary">Carriers add surcharges on routes. <span class="comment-count">312</span>'
+            ' <span class="byline">By Jo Reporter</span></div>')
+    assert news.parse(card_page(card), "https://example.com/")["headlines"][0]["summary"] == \
+        "Carriers add surcharges on routes."
+
+
+def test_a_sub_link_takes_nothing_from_its_lead_s_card() -> None:
+    """The lead's summary and image sit beside its sub-links, outside its title: they are the
+    lead's, not the sub-links'."""
+    card = ('<div class="card"><h3><a href="/2024/01/02/kroger-pushes-online">Grocer makes bold push online</a></h3>'
+            '<div class="card-body"><img src="/img/grocer.jpg"><p class="summary">The chain struck a deal with a robot grocer.</p>'
+            '<ul class="related-links"><li><a href="/2024/01/02/grocers-risky-bet">Analysis: The grocer\'s big, risky bet</a>'
+            '</li></ul></div></div>')
+    lead, sub = news.parse(page(card), "https://example.com/")["headlines"]
+    assert (lead["summary"], lead["image"]) == ("The chain struck a deal with a robot grocer.",
+                                                "https://example.com/img/grocer.jpg")
+    assert (sub["sublink"], sub["kicker"], sub["summary"], sub["image"]) == (True, "Analysis", None, None)
+
+
+@pytest.mark.parametrize("href, url, linked", [
+    ("/2024/01/02/a-story?utm_source=hp&utm_medium=web", "https://example.com/2024/01/02/a-story", True),
+    ("/2024/01/02/a-story?mod=trending_now_1", "https://example.com/2024/01/02/a-story", True),
+    ("/2024/01/02/a-story?cmpid=org&ocid=x&ns_mchannel=rss&ito=792", "https://example.com/2024/01/02/a-story", True),
+    ("/2024/01/02/a-story?id=7&utm_campaign=x#comments", "https://example.com/2024/01/02/a-story?id=7", True),
+    ("/2024/01/02/a-story?page=2", "https://example.com/2024/01/02/a-story?page=2", False),
+])
+def test_urls_are_canonical_and_the_linked_one_is_kept(href: str, url: str, linked: bool) -> None:
+    headline = news.parse(page(story(href, "A story with a tracking query")), "https://example.com/")["headlines"][0]
+    assert headline["url"] == url
+    assert headline["url_as_linked"] == (urljoin("https://example.com/", href) if linked else None)
+
+
+@pytest.mark.parametrize("href", [
+    "https://apps.apple.com/us/app/the-example-news/id123456789",
+    "https://play.google.com/store/apps/details?id=com.example.news",
+    "https://us12.campaign-archive.com/?u=abc&id=2024-01-02-morning-brief",
+    "https://mailchi.mp/example/morning-brief-january-second-edition",
+    "https://www.youtube.com/@ExampleNewsChannel/videos/2024/01/02/daily-show",
+    "https://www.facebook.com/examplenews/posts/2024/01/02/1234567890",
+    "https://newsletters.example.com/2024/01/02/morning-brief-edition",
+    "https://example.com/apps/download-the-example-news-app-today",
+])
+def test_promo_tiles_for_apps_newsletters_and_channels_are_not_stories(href: str) -> None:
+    """Not even where a site rule's selector matches them (a promo in a story slot)."""
+    promo = f'<h3 class="gs-c-promo-heading__title"><a href="{href}">Get the news on our app and channels</a></h3>'
+    real = ('<h3 class="gs-c-promo-heading__title"><a href="https://www.bbc.com/news/uk-60000001">'
+            "A real story in the next slot</a></h3>")
+    headlines = news.parse(page(promo, real), "https://www.bbc.com/news")["headlines"]
+    assert [h["title"] for h in headlines] == ["A real story in the next slot"]
+
+
+@pytest.mark.parametrize("url, section", [
+    ("https://www.theguardian.com/us-news/2024/mar/04/levee-vote", "us-news"),
+    ("https://www.bbc.com/news/world-us-canada-67723332", "world-us-canada"),
+    ("https://www.bbc.com/news/live/world-middle-east-67709805", "world-middle-east"),
+    ("https://www.washingtonpost.com/national-security/2023/03/08/us-weapons/", "national-security"),
+    ("https://www.foxnews.com/us/wildfire-forces-evacuations-mountain-towns", "us"),
+    ("https://www.bbc.com/culture/article/20231215-the-one-thing", "culture"),
+    ("https://www.wsj.com/articles/bond-yields-slip-1526570005", None),
+    ("https://www.foxnews.com/video/6340000002", None),
+    ("https://example.com/2024/01/02/a-story-about-the-harbour-bridge", None),
+    ("https://example.com/2024/jan/02/world/harbour-bridge-reopens-after-repairs", "world"),
+])
+def test_section_is_the_path_s_section_segment(url: str, section: str | None) -> None:
+    assert news_cards.section_of(url) == section
+
+
+def test_explain_names_the_extractor_and_each_item_s_sources() -> None:
+    url = EXPECTED["guardian-2017.html"][0]
+    data = news.parse(fixture("guardian-2017.html"), url, explain=True)
+    explain = data.pop("explain")
+    assert data == news.parse(fixture("guardian-2017.html"), url)  # explain adds one key, changes nothing
+    assert explain["headlines"].startswith("site-rule:") and explain["found"]["site-rule"] == 5
+    lead, sub = explain["items"][:2]
+    assert lead["title"] == "site-rule: headline of theguardian.com"
+    assert lead["summary"].startswith("card: <div class=\"fc-item__standfirst")
+    assert lead["image"].startswith("card: <img") and lead["section"].startswith("url:")
+    assert sub["title"] == "site-rule: sub-link of theguardian.com"
+    assert set(lead) == {key for key, value in data["headlines"][0].items()
+                         if value is not None and key not in ("position", "sublink")}
+
+
+def test_explain_on_unknown_markup_names_the_generic_extractor(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = EXPECTED["generic-front.html"][0]
+    explain = news.parse(fixture("generic-front.html"), url, explain=True)["explain"]
+    assert explain["headlines"].startswith("generic:") and explain["found"]["site-rule"] == 0
+    assert {item["title"] for item in explain["items"]} <= {
+        "generic: heading inside the link", "generic: link inside a heading", "generic: link text",
+        "generic: heading beside the card's link", "generic: the link's aria-label or title"}
 
 
 def test_inline_formatting_at_the_start_is_part_of_the_title() -> None:
@@ -569,7 +746,6 @@ def test_site_name(url: str, site: str) -> None:
 @pytest.mark.parametrize("html", [
     "", "<html></html>", "<html><body><p>Nothing to see</p></body></html>",
     page('<nav><a href="/news">News</a><a href="/sport">Sport</a></nav>'),
-    page('<div class="advertisement"><a href="/2024/01/02/an-ad-dressed-as-a-story">An ad dressed as a story here</a></div>'),
     "\x00\x01\x02 binary junk \xff\xfe",
 ])
 def test_no_headlines_is_a_parse_error(html: str) -> None:
