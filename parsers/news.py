@@ -1,13 +1,17 @@
-"""News front pages -> {"kind": "news_headlines", "site", "headlines": [{"title", "url"}]}.
+"""News front pages -> {"kind": "news_headlines", "site", "headlines": [item, ...]}.
 
-A headline is one story on the page: its bare title (no kicker, "Live"/"Analysis" label,
-video length, byline or comment count) and its absolute URL, in page order, each URL once.
+A headline item is one story on the page, in page order, each URL once: its title as shown
+(without kicker, video length or comment count), its canonical URL (tracking parameters
+dropped; url_as_linked keeps the href when it differs), its kicker, the summary and image of
+its card (parsers/news_cards.py reads them), the section its URL names, its position, and
+whether it is a sub-link: a related link under a lead story's headline, listed after it.
 
 Three extractors, tried in turn:
 1. SITE_RULES: per-site CSS selectors for the layouts we know (several years per site);
 2. JSON-LD: ItemList / NewsArticle lists that some fronts embed;
 3. a generic extractor for unknown markup: links to article-like URLs of the same site whose
-   text reads like a headline, preferring the text of a heading element in or around the link.
+   text reads like a headline, preferring the text of a heading element in or around the link,
+   with a lead's related links marked as sub-links by structure.
 The site rules win when they find enough stories; otherwise (markup changed, unknown site)
 the extractor that finds the most stories wins.
 
@@ -480,7 +484,6 @@ def card_item(story: Candidate, front: Front, position: int) -> tuple[dict, dict
     """The headline item of one story, and for explain the source of each of its fields."""
     url = canonical_url(story.url)
     facts = read_story_card(story, front)
-    section = section_of(url)
     item = {
         "title": story.title,
         "url": url,
@@ -488,17 +491,22 @@ def card_item(story: Candidate, front: Front, position: int) -> tuple[dict, dict
         "kicker": story.kicker or facts.kicker,
         "summary": facts.summary if facts.summary != story.title else None,
         "image": facts.image,
-        "section": section,
+        "section": section_of(url),
         "position": position,
         "sublink": story.sublink,
     }
-    sources = {"title": story.source, "url": "the story link's href" + (", tracking query dropped" if url != story.url else ""),
-               "url_as_linked": "the story link's href, as written", **(facts.sources or {})}
+    return item, _item_sources(item, story, facts)
+
+
+def _item_sources(item: dict, story: Candidate, facts: CardFacts) -> dict[str, str]:
+    """For explain: the rule behind each field of an item that has a value."""
+    dropped = ", tracking query dropped" if item["url_as_linked"] else ""
+    sources = {"title": story.source, "url": f"the story link's href{dropped}",
+               "url_as_linked": "the story link's href, as written", **(facts.sources or {}),
+               "section": "url: the path's section segment"}
     if story.kicker:
         sources["kicker"] = "the title element: a kicker element, a line before the title or a label"
-    if section:
-        sources["section"] = "url: the path's section segment"
-    return item, {name: sources[name] for name in item if name in sources and item[name] is not None}
+    return {name: sources[name] for name in item if name in sources and item[name] is not None}
 
 
 def read_story_card(story: Candidate, front: Front) -> CardFacts:
