@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from errors import ParseError
 from parsers.base import ScriptBlock, absolute_url, clean_text, jsonld_in_blocks, jsonld_types
-from parsers.news_cards import CardFacts, read_card, section_of
+from parsers.news_cards import HEADLINE_TOKENS, CardFacts, is_kicker_tokens, read_card, section_of
 from parsers.tree import (
     BASE_HREFS,
     SCRIPTS,
@@ -41,7 +41,6 @@ from parsers.tree import (
     DocumentNode,
     Element,
     Node,
-    Selector,
     ancestor,
     build_document,
     class_tokens,
@@ -69,7 +68,7 @@ class SiteRule:
 
     headlines: str  # CSS: each match is one story headline: a link, or an element in or beside one
     title: str = ""  # CSS inside a match: the element holding the bare title, when there is one
-    sublinks: str = ""  # CSS: each match is a related link under a story's headline (a sub-link)
+    sublinks: str = ""  # CSS: each match is, or holds, the related links under a story's headline
 
 
 BBC = SiteRule(
@@ -93,7 +92,7 @@ WASHINGTON_POST = SiteRule(
         'a[data-pb-local-content-field="web_headline"]',  # PageBuilder 2018-
         '[data-feature-id="homepage/story"] .headline a',
     ]),
-    sublinks='[class*="related-links"] a',  # "MORE COVERAGE": ul.font-size-related-links under the blurb
+    sublinks='[class*="related-links"]',  # "MORE COVERAGE": ul.font-size-related-links under the blurb
 )
 WSJ = SiteRule(
     headlines=", ".join([
@@ -105,12 +104,12 @@ WSJ = SiteRule(
         '[class*="HeadlineTextBlock"]',
     ]),
     title='[class*="headlineText"], [class*="HeadlineTextBlock"]',
-    sublinks='.wsj-bullet-item a, [class*="WSJTheme--bullet-item"] a',  # ul.wsj-bullets under the summary
+    sublinks='.wsj-bullet-item, [class*="WSJTheme--bullet-item"]',  # li in ul.wsj-bullets under the summary
 )
 FOX_NEWS = SiteRule(
     # article.article > .info > header.info-header > (.meta .eyebrow) + h2/h3.title > a
     headlines="article .info-header .title a, article .title a",
-    sublinks="article .related-item a",  # ul.related in the card's content
+    sublinks="article .related-item",  # li in ul.related in the card's content
 )
 SITE_RULES: dict[str, SiteRule] = {
     "bbc.com": BBC,
@@ -130,7 +129,8 @@ def rule_selectors() -> list[str]:
 
 
 def selectors_of(rule: SiteRule) -> tuple[str, ...]:
-    """What site_headlines compiles for a rule: headlines with sub-links, and each apart."""
+    """What site_headlines compiles for a rule: headlines and sub-links together, the title,
+    and the sub-links apart."""
     both = f"{rule.headlines}, {rule.sublinks}" if rule.sublinks else rule.headlines
     return both, rule.title, rule.sublinks
 
@@ -156,18 +156,16 @@ CARD_LINKS = 3  # a sponsored card holds a few links (image, title, "more"); a l
 CLIMB = 8  # ancestor levels searched for a headline's link or heading
 CARD_CLIMB = 6  # ancestor levels searched for an overlay-link card's link
 CARD_SCAN = 200  # descendants scanned per card level, or for a heading inside a link
-TITLE_DEPTH = 24  # ancestor levels of a title element recorded, to tell where its card ends
+TITLE_DEPTH = 12  # ancestor levels of a title element recorded, to tell where its card ends
 SUBLINK_CLIMB = 6  # levels between a sub-link and the element it shares with its lead story
 SUBLINK_ITEM_CLIMB = 3  # levels from a sub-link's title up to its list item
 TITLE_SCAN = 200  # nodes walked to build one title
+MAX_SUBLINKS = 20  # links read from one match of a rule's sub-link selector
 KICKER_SCAN = 20  # nodes read for a kicker element's text
 
 # --- Vocabulary --------------------------------------------------------------------------------
 
 HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-HEADLINE_TOKENS = {"headline", "headlines", "title", "hed", "heading"}
-# Class / data-testid tokens of the label shown over or before a title.
-KICKER_TOKENS = {"kicker", "eyebrow", "flag", "pill", "badge", "live", "pulse", "label", "overline", "supertitle"}
 # Class / data-testid tokens of elements glued to a title that are not the title.
 NOISE_TOKENS = {
     "kicker", "eyebrow", "label", "badge", "pill", "flag", "tag", "live", "pulse", "duration",
@@ -290,7 +288,7 @@ class Candidate:
 
     url: str
     title: str | None
-    element: Element  # where the title was read: what the story's card is found from
+    element: Element | None  # where the title was read, its card found from (None: JSON-LD only)
     rank: int = TITLE_FROM_LINK
     kicker: str | None = None
     sublink: bool = False  # a related link under another story's headline
@@ -341,9 +339,10 @@ class Front:
         """element -> the stories whose title it holds outside a sub-link (within TITLE_DEPTH levels)."""
         holders: dict[Element, set[str]] = {}
         for story in self.stories:
+            key = url_key(story.url)
             for element in story.shown_at:
                 for node in islice(element.iterancestors(), TITLE_DEPTH):
-                    holders.setdefault(node, set()).add(url_key(story.url))
+                    holders.setdefault(node, set()).add(key)
         return holders
 
     def explain(self, items: list[dict[str, str]]) -> dict:
@@ -514,12 +513,12 @@ def read_story_card(story: Candidate, front: Front) -> CardFacts:
         return CardFacts(sources={})
     own = url_key(story.url)
     card = sublink_card(story.element) if story.sublink else story_card(story.element, own, front)
-    return read_card(card, story.element, front.page.base, lambda e: _links_elsewhere(e, own, front), is_kicker_element)
+    return read_card(card, story.element, front.page.base, lambda e: _links_elsewhere(e, own, front))
 
 
 def story_card(element: Element, own: str, front: Front) -> Element:
     """The largest element around a story's headline (at most CARD_CLIMB levels up) that holds
-    no other main story's title: the card its summary, image and kicker are read from."""
+    no other story's title (sub-links aside): the card its summary, image and kicker are read from."""
     card = element
     for _ in range(CARD_CLIMB):
         parent = card.getparent()
@@ -606,13 +605,33 @@ def site_headlines(doc: Document, page: Page) -> list[Candidate]:
     rule = SITE_RULES.get(registrable_domain(page.site))
     if rule is None:
         return []
-    css, _, sublink_css = selectors_of(rule)
+    found = _site_matches(doc, rule)
+    return merge(filter(None, (_site_candidate(element, rule, page, sublink) for element, sublink in found)))
+
+
+def _site_matches(doc: Document, rule: SiteRule) -> list[tuple[Element, bool]]:
+    """(element, is a sub-link) for each match of the rule, in page order: one walk over the
+    page for headlines and sub-links together; an element both select is a sub-link."""
+    both, _, sublink_css = selectors_of(rule)
     sublinks = compile_selector(sublink_css) if sublink_css else None
-    matches = islice(select(doc, css), MAX_ELEMENTS)
-    return merge(filter(None, (_site_candidate(m, rule, page, sublinks) for m in matches)))
+    cache: dict = {}
+    found: list[tuple[Element, bool]] = []
+    for match in islice(select(doc, both), MAX_ELEMENTS):
+        if sublinks is not None and sublinks.admits(match) and sublinks.match(match, cache):
+            found.extend((link, True) for link in _sublinks_in(match))
+        else:
+            found.append((match, False))
+    return found
 
 
-def _site_candidate(match: Element, rule: SiteRule, page: Page, sublinks: Selector | None) -> Candidate | None:
+def _sublinks_in(match: Element) -> list[Element]:
+    """The sub-links a rule's match holds: the links inside it (a list of related links), else
+    the match itself (a related headline, inside its link)."""
+    links = [link for link in islice(match.iter("a"), MAX_SUBLINKS) if _is_link(link)]
+    return links or [match]
+
+
+def _site_candidate(match: Element, rule: SiteRule, page: Page, sublink: bool) -> Candidate | None:
     link = link_for(match)
     url = story_url(link, page) if link is not None else None
     if url is None:
@@ -621,7 +640,6 @@ def _site_candidate(match: Element, rule: SiteRule, page: Page, sublinks: Select
     title, kicker = headline_text(title_element)
     if title_element is not match:
         kicker = kicker or headline_text(match)[1]  # a kicker beside the title element, in the match
-    sublink = sublinks is not None and sublinks.match(match)
     source = f"site-rule: {'sub-link' if sublink else 'headline'} of {registrable_domain(page.site)}"
     if not title and match is link:
         title, rank = _label_of(match), TITLE_FROM_LABEL
@@ -930,6 +948,7 @@ def _is_article_segment(segment: str, index: int, segments: list[str]) -> bool:
     return len(words) >= SLUG_WORDS
 
 
+@short_key_cache(maxsize=4096)
 def canonical_url(url: str) -> str:
     """The story's URL without tracking parameters (utm_*, mod, cmpid, ito...) or fragment."""
     parts = urlsplit(url)
@@ -1066,8 +1085,7 @@ def _visible_strings(element: Element) -> Iterator[tuple[Element | None, str, bo
 
 def is_kicker_element(tag: Element) -> bool:
     """An element the page marks as the label over a title: kicker, eyebrow, flag, live badge."""
-    tokens = class_tokens(tag)
-    return not tokens.isdisjoint(KICKER_TOKENS) and tokens.isdisjoint(HEADLINE_TOKENS)
+    return is_kicker_tokens(class_tokens(tag))
 
 
 def is_noise(tag: Element) -> bool:

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 from lxml import etree
 
 from parsers.base import absolute_url, clean_text
-from parsers.tree import GONE, STRING_CONTAINERS, Element, class_tokens, contents, is_tag
+from parsers.tree import GONE, STRING_CONTAINERS, Element, class_tokens, contents, is_tag, short_key_cache
 
 CARD_ELEMENTS = 300  # elements of one card read (real cards hold under 100)
 TEXT_SCAN = 80  # nodes read for one element's text
@@ -26,7 +26,9 @@ MAX_SUMMARY_CHARS = 1_000  # longer text is a whole article or card, not a stand
 KICKER_MAX_WORDS = 4
 KICKER_MAX_CHARS = 40
 
-# Class / data-testid tokens of a card's parts.
+# Class / data-testid tokens of a card's parts: a title, the label over it, its summary.
+HEADLINE_TOKENS = frozenset({"headline", "headlines", "title", "hed", "heading"})
+KICKER_TOKENS = frozenset({"kicker", "eyebrow", "flag", "pill", "badge", "live", "pulse", "label", "overline", "supertitle"})
 SUMMARY_TOKENS = frozenset({
     "standfirst", "summary", "dek", "deck", "description", "trail", "blurb", "excerpt", "strapline",
     "subhead", "subheadline", "intro", "synopsis",
@@ -41,9 +43,12 @@ CAPS_KICKER = re.compile(
 )
 BYLINE_START = re.compile(r"^by\s", re.IGNORECASE)
 URL_SAFE = "%/:=&?~#+!$,;'@()*[]"  # what stays as it is when an image URL is escaped
+UNSAFE_IN_URL = re.compile(r"[^A-Za-z0-9%/:=&?~#+!$,;'@()*\[\]._-]")
+IMAGE_TAGS = frozenset({"img", "source"})
 IMAGE_ATTRIBUTES = ("src", "data-src", "data-original", "data-lazy-src", "data-srcset", "srcset")
+# Matched against the file name: "grey-placeholder.png", "spacer.gif", "1x1.gif".
 PLACEHOLDER_IMAGE = re.compile(
-    r"placeholder|blank\.(?:gif|png)|spacer|transparent|1x1|/pixel\.|grey-|gray-|loading\.(?:gif|svg)", re.IGNORECASE
+    r"placeholder|blank\.(?:gif|png)|spacer|transparent|1x1|^pixel\.|grey-|gray-|loading\.(?:gif|svg)", re.IGNORECASE
 )
 # Path segments that name a format or a page type rather than a section.
 NOT_SECTIONS = frozenset({
@@ -76,36 +81,39 @@ class CardWalk:
     fallback_image: tuple[str, Element] | None = None  # a <source srcset>, when no <img> answers
 
 
-def read_card(card: Element, title: Element, base: str, is_foreign: Callable[[Element], bool],
-              is_kicker: Callable[[Element], bool]) -> CardFacts:
-    """The kicker shown before the title, the summary and the image of a card. Subtrees that
-    is_foreign rejects (links to other stories: a lead's sub-links) are not read."""
+def read_card(card: Element, title: Element, base: str, is_foreign: Callable[[Element], bool]) -> CardFacts:
+    """The kicker shown before the title, the summary and the image of a card, in one walk in
+    document order. Subtrees that is_foreign rejects (links to other stories: a lead's
+    sub-links) are not read; the title element's own text is the title's, only its images count."""
     facts = CardFacts(sources={})
     walk = CardWalk(title, frozenset([title, *title.iterancestors()]))
     skipped: set[Element] = set()
     in_title: set[Element] = set()
     for element in islice(card.iter(etree.Element), CARD_ELEMENTS):
-        parent = element.getparent()
-        if element.tag == GONE or parent in skipped or is_foreign(element):
+        parent, tag = element.getparent(), element.tag
+        if tag == GONE or parent in skipped or (tag == "a" and is_foreign(element)):
             skipped.add(element)
             continue
-        _read_image(element, base, facts, walk)
+        if tag in IMAGE_TAGS:
+            _read_image(element, base, facts, walk)
         if element is title or parent in in_title:
-            in_title.add(element)  # the title's own text, read already
+            in_title.add(element)
             walk.before_title = False
-            continue
-        if element not in walk.title_line:
-            _read_text(element, facts, walk, is_kicker)
+        elif element not in walk.title_line:
+            _read_text(element, facts, walk)
+        if not walk.before_title and facts.summary is not None and facts.image is not None:
+            break  # nothing left to look for
     _finish(facts, walk)
     return facts
 
 
-def _read_text(element: Element, facts: CardFacts, walk: CardWalk, is_kicker: Callable[[Element], bool]) -> None:
-    if walk.before_title and (is_kicker(element) or _is_caps_label(element)):
+def _read_text(element: Element, facts: CardFacts, walk: CardWalk) -> None:
+    tokens = class_tokens(element)
+    if walk.before_title and (is_kicker_tokens(tokens) or _is_caps_label(element)):
         kicker = short_text(element)
         if kicker:
             facts.kicker, facts.sources["kicker"] = kicker, f"card: {describe(element)} before the title"
-    elif facts.summary is None and _is_summary(element):
+    elif facts.summary is None and (not SUMMARY_TOKENS.isdisjoint(tokens) or element.get("itemprop") == "description"):
         text = summary_text(element, MIN_SUMMARY_WORDS)
         if text:
             facts.summary, facts.sources["summary"] = text, f"card: {describe(element)}"
@@ -116,7 +124,7 @@ def _read_text(element: Element, facts: CardFacts, walk: CardWalk, is_kicker: Ca
 
 
 def _read_image(element: Element, base: str, facts: CardFacts, walk: CardWalk) -> None:
-    if facts.image is not None or element.tag not in ("img", "source"):
+    if facts.image is not None:
         return
     url = image_url(element, base)
     if url is None:
@@ -136,16 +144,17 @@ def _finish(facts: CardFacts, walk: CardWalk) -> None:
         facts.sources["image"] = f"card: {describe(walk.fallback_image[1])}"
 
 
-def _is_summary(element: Element) -> bool:
-    return element.get("itemprop") == "description" or not SUMMARY_TOKENS.isdisjoint(class_tokens(element))
+def is_kicker_tokens(tokens: frozenset[str]) -> bool:
+    """Class / test-id tokens of the label over a title: kicker, eyebrow, flag, live badge..."""
+    return not tokens.isdisjoint(KICKER_TOKENS) and tokens.isdisjoint(HEADLINE_TOKENS)
 
 
 def _is_caps_label(element: Element) -> bool:
     """A leaf element whose text is an all-caps label alone: BBC's "LIVE" beside its icon."""
-    if len(element):
+    text = element.text
+    if not text or len(text) > KICKER_MAX_CHARS or len(element):
         return False
-    text = clean_text(element.text)
-    return bool(text) and CAPS_KICKER.fullmatch(text) is not None
+    return CAPS_KICKER.fullmatch(text.strip()) is not None
 
 
 def short_text(element: Element) -> str | None:
@@ -193,14 +202,21 @@ def image_url(element: Element, base: str) -> str | None:
         value = (element.get(name) or "").strip()
         if name.endswith("srcset"):
             value = value.split(",")[0].strip().split(" ")[0]
-        if value and not value.startswith("data:") and not PLACEHOLDER_IMAGE.search(value):
-            try:
-                url = absolute_url(value, base)
-            except ValueError:
-                url = None
+        if value and not value.startswith("data:") and not PLACEHOLDER_IMAGE.search(value.rsplit("/", 1)[-1]):
+            url = _absolute(value, base)
             if url:
-                return quote(url, safe=URL_SAFE)  # a saved page's "./Page_files/a b.jpg": spaces escaped
+                return quote(url, safe=URL_SAFE) if UNSAFE_IN_URL.search(url) else url  # "./Page_files/a b.jpg"
     return None
+
+
+def _absolute(value: str, base: str) -> str | None:
+    """absolute_url, without urljoin's cost for what is already an absolute http(s) URL."""
+    if value.startswith(("https://", "http://")):
+        return value
+    try:
+        return absolute_url(value, base)
+    except ValueError:
+        return None
 
 
 def describe(element: Element) -> str:
@@ -212,6 +228,7 @@ def describe(element: Element) -> str:
     return f"<{element.tag}>"
 
 
+@short_key_cache(maxsize=4096)
 def section_of(url: str) -> str | None:
     """The section a story URL names: /us-news/2024/... -> "us-news", /news/world-us-canada-67723332
     -> "world-us-canada"; None when the path names none (/articles/<slug>)."""
