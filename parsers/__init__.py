@@ -16,7 +16,7 @@ from sources import source_for_url
 # Bump when a parser's output changes, so stored records show which parser made them.
 PARSER_VERSION = "2"  # 2: headline items with kicker, summary, image...; librarian_note; authors
 
-PARSERS: dict[str, Callable[[str, str, bool], dict]] = {
+PARSERS: dict[str, Callable[..., dict]] = {  # (html, url), and explain=True where asked
     "goodreads": goodreads.parse_limited,  # parse() below has done goodreads.parse's limit_html
     "news": news.parse,
     "generic": generic.parse,
@@ -37,7 +37,8 @@ def parse(html: str | bytes, url: str, content_type: str | None = None, source: 
     # Size cap and no lone surrogates here; a parser that needs a tree builds it bounded
     # (base.make_bounded_soup or tree.build_document), flattening nesting past 64 levels.
     html = limit_html(html)
-    return PARSERS[source or source_for_url(url).name](html, url, explain)
+    parser = PARSERS[source or source_for_url(url).name]
+    return parser(html, url, explain=True) if explain else parser(html, url)  # (html, url) is the contract
 
 
 def warm_up() -> None:

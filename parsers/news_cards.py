@@ -75,7 +75,7 @@ class CardWalk:
     """State of one walk over a card, in document order."""
 
     title: Element
-    title_line: frozenset  # the title element and its ancestors: never a kicker or summary
+    title_line: frozenset[Element]  # the title element and its ancestors: never a kicker or summary
     before_title: bool = True
     paragraph: tuple[str, Element] | None = None  # the first plain <p> that reads as a summary
     fallback_image: tuple[str, Element] | None = None  # a <source srcset>, when no <img> answers
