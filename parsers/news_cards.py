@@ -28,7 +28,9 @@ KICKER_MAX_CHARS = 40
 
 # Class / data-testid tokens of a card's parts: a title, the label over it, its summary.
 HEADLINE_TOKENS = frozenset({"headline", "headlines", "title", "hed", "heading"})
-KICKER_TOKENS = frozenset({"kicker", "eyebrow", "flag", "pill", "badge", "live", "pulse", "label", "overline", "supertitle"})
+KICKER_TOKENS = frozenset({
+    "kicker", "eyebrow", "flag", "pill", "badge", "live", "pulse", "label", "overline", "supertitle",
+})
 SUMMARY_TOKENS = frozenset({
     "standfirst", "summary", "dek", "deck", "description", "trail", "blurb", "excerpt", "strapline",
     "subhead", "subheadline", "intro", "synopsis",
