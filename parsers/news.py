@@ -256,6 +256,13 @@ NON_STORY_DOMAINS = frozenset({
     "facebook.com", "twitter.com", "x.com", "instagram.com", "tiktok.com", "whatsapp.com", "t.me",
     "youtube.com", "linkedin.com", "pinterest.com", "threads.net", "snapchat.com", "flipboard.com",
 })
+# Newsletter issues as mail services show them on the web: cfo.cmail20.com/t/ViewEmail/...,
+# us12.campaign-archive.com, createsend1.com; a front's newsletter promos link there.
+MAIL_HOST = re.compile(
+    r"(?:c?mail|createsend|campaign-?archive|list-manage|mailchimp|mcusercontent|exacttarget|sendgrid)\d*\.",
+    re.IGNORECASE,
+)
+NEWSLETTER_ISSUE = re.compile(r"/t/viewemail/|/webversion(?:/|$)|/view-in-browser(?:/|$)", re.IGNORECASE)
 TRACKING_PARAM = re.compile(
     r"^(?:utm_\w+|mod|itid|ito|src_origin|cmpid|cmp|intcmp|ns_\w+|at_\w+|ocid|fbclid|gclid|dclid|msclkid"
     r"|mc_cid|mc_eid|igshid|smid|smtyp|xtor|s_cid|ref|reflink|ftag|traffic_source|wt\.mc_id)$",
@@ -903,6 +910,8 @@ def _story_url(href: str, base: str) -> str | None:
     host = (parts.hostname or "").lower()
     if not host or host.startswith(NON_STORY_HOST_PREFIXES) or _is_non_story_domain(host):
         return None
+    if MAIL_HOST.match(registrable_domain(host)) or NEWSLETTER_ISSUE.search(parts.path):
+        return None  # a newsletter issue in a mail service's web view
     segments = {s.lower() for s in parts.path.split("/") if s}
     return None if segments & NON_STORY_SEGMENTS else url
 
