@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from itertools import islice
+from itertools import count, islice
 from urllib.parse import urlsplit, urlunsplit
 
 from errors import ParseError
@@ -252,7 +252,7 @@ NON_STORY_HOST_PREFIXES = (
 # Hosts of app stores, newsletter archives and social networks: a front's promo tiles for its
 # own apps, newsletters and channels link there, and no story does.
 NON_STORY_DOMAINS = frozenset({
-    "apple.com", "play.google.com", "mailchi.mp", "campaign-archive.com", "list-manage.com", "eepurl.com",
+    "apple.com", "play.google.com", "mailchi.mp", "eepurl.com",  # campaign-archive, list-manage: MAIL_HOST
     "facebook.com", "twitter.com", "x.com", "instagram.com", "tiktok.com", "whatsapp.com", "t.me",
     "youtube.com", "linkedin.com", "pinterest.com", "threads.net", "snapchat.com", "flipboard.com",
 })
@@ -315,15 +315,16 @@ def parse(html: str, url: str, explain: bool = False) -> dict:
         raise ParseError("a news page is parsed from text and a URL string")
     try:
         front = read_front(html, url, site_name(url))
-        items = [card_item(story, front, position) for position, story in enumerate(front.stories, 1)]
+        cards = [read_story_card(story, front) for story in front.stories]
+        items = [card_item(story, facts, position) for position, story, facts in zip(count(1), front.stories, cards)]
     except (ValueError, RecursionError) as exc:
         # A malformed URL or a pathological document: refuse the page rather than crash the job.
         raise ParseError(f"unreadable news page: {exc.__class__.__name__}") from None
     if not items:
         raise ParseError("no headlines found on the news page")
-    data = {"kind": KIND, "site": front.page.site, "headlines": [item for item, _ in items]}
+    data = {"kind": KIND, "site": front.page.site, "headlines": items}
     if explain:
-        data["explain"] = front.explain([sources for _, sources in items])
+        data["explain"] = front.explain(list(map(item_sources, items, front.stories, cards)))
     return data
 
 
@@ -362,21 +363,22 @@ def read_front(html: str, url: str, site: str) -> Front:
     (a page whose <body> wears an ad class must not lose every story with it)."""
     doc = build_document(html)  # cut and flattened when huge or absurdly deep
     page = Page(url, base_url(doc, url), site, same_site_domains(site))
-    has_links = bool(doc.links())
-    front = extract_front(doc, page, strip=True)
-    if not front.stories and has_links:
-        front = extract_front(build_document(html), page, strip=False)
+    links = len(doc.links())  # the same in the rebuilt tree: nothing was stripped from it yet
+    front = extract_front(doc, page, links, strip=True)
+    if not front.stories and links:
+        front = extract_front(build_document(html), page, links, strip=False)
         front.chrome = "nothing removed: with page chrome removed no story was left"
     return front
 
 
-def extract_front(doc: Document, page: Page, strip: bool) -> Front:
-    """Site rules when they find enough stories, else the extractor that finds the most."""
-    if not doc.links():  # no link, no story in the markup (and junk ends fast)
+def extract_front(doc: Document, page: Page, links: int, strip: bool) -> Front:
+    """Site rules when they find enough stories, else the extractor that finds the most; links
+    is the number of links of the unstripped page."""
+    if not links:  # no link, no story in the markup (and junk ends fast)
         stories = jsonld_headlines(doc, page)
-        return Front(page, stories, "json-ld: stories listed in the page's JSON-LD", {"json-ld": main_count(stories)})
+        return Front(page, stories, BY_JSONLD, {"json-ld": main_count(stories)})
     if strip:
-        strip_chrome(doc)
+        strip_chrome(doc, links)
     site = site_headlines(doc, page)
     front = Front(page, site, f"site-rule: the selectors for {registrable_domain(page.site)}",
                   {"site-rule": main_count(site)})
@@ -391,9 +393,12 @@ def extract_front(doc: Document, page: Page, strip: bool) -> Front:
         return front
     if main_count(others) > main_count(site):
         front.stories = others
-        front.extractor = "json-ld: stories listed in the page's JSON-LD" if others is jsonld else \
-            "generic: same-site article links whose text reads as a headline"
+        front.extractor = BY_JSONLD if others is jsonld else BY_GENERIC
     return front
+
+
+BY_JSONLD = "json-ld: stories listed in the page's JSON-LD"
+BY_GENERIC = "generic: same-site article links whose text reads as a headline"
 
 
 def main_count(stories: list[Candidate]) -> int:
@@ -428,11 +433,10 @@ def same_site_domains(site: str) -> frozenset[str]:
     return frozenset(family)
 
 
-def strip_chrome(doc: Document) -> None:
+def strip_chrome(doc: Document, links: int) -> None:
     """Remove navigation, page header/footer and ad slots: their links are never the stories.
-    Never the page itself: <html>, <body>, <main> or what holds most of the page's links stay,
+    Never the page itself: <html>, <body>, <main> or what holds most of its `links` stay,
     whatever their classes say (a <body> whose class names an "advert" layout)."""
-    links = len(doc.links())
     for tag in _chrome(doc):
         if not _holds_the_page(tag, links):
             remove(tag)
@@ -486,11 +490,10 @@ def _ad_region(tag: Element) -> Element:
 # --- Items: what each story's card shows -------------------------------------------------------
 
 
-def card_item(story: Candidate, front: Front, position: int) -> tuple[dict, dict[str, str]]:
-    """The headline item of one story, and for explain the source of each of its fields."""
+def card_item(story: Candidate, facts: CardFacts, position: int) -> dict:
+    """The headline item of one story, with what its card shows."""
     url = canonical_url(story.url)
-    facts = read_story_card(story, front)
-    item = {
+    return {
         "title": story.title,
         "url": url,
         "url_as_linked": story.url if story.url != url else None,
@@ -501,10 +504,9 @@ def card_item(story: Candidate, front: Front, position: int) -> tuple[dict, dict
         "position": position,
         "sublink": story.sublink,
     }
-    return item, _item_sources(item, story, facts)
 
 
-def _item_sources(item: dict, story: Candidate, facts: CardFacts) -> dict[str, str]:
+def item_sources(item: dict, story: Candidate, facts: CardFacts) -> dict[str, str]:
     """For explain: the rule behind each field of an item that has a value."""
     dropped = ", tracking query dropped" if item["url_as_linked"] else ""
     sources = {"title": story.source, "url": f"the story link's href{dropped}",
@@ -537,9 +539,13 @@ def story_card(element: Element, own: str, front: Front) -> Element:
 
 def sublink_card(element: Element) -> Element:
     """A sub-link's own list item, else its link: the lead's card around it is the lead's."""
-    item = element if element.tag == "li" else ancestor(element, lambda e: e.tag == "li", SUBLINK_ITEM_CLIMB)
-    link = link_for(element) if item is None else None
-    return item if item is not None else link if link is not None else element
+    if element.tag == "li":
+        return element
+    item = ancestor(element, lambda e: e.tag == "li", SUBLINK_ITEM_CLIMB)
+    if item is not None:  # no `or` below: a childless lxml element is falsy
+        return item
+    link = link_for(element)
+    return link if link is not None else element
 
 
 def _links_elsewhere(element: Element, own: str, front: Front) -> bool:

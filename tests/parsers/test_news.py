@@ -37,7 +37,7 @@ def run(extractor, html: str, url: str) -> list[dict]:
     doc = tree.build_document(html)
     site = news.site_name(url)
     page = news.Page(url, news.base_url(doc, url), site, news.same_site_domains(site))
-    news.strip_chrome(doc)
+    news.strip_chrome(doc, len(doc.links()))
     return [{"title": c.title, "url": news.canonical_url(c.url), "kicker": c.kicker, "sublink": c.sublink}
             for c in extractor(doc, page)]
 
