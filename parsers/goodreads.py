@@ -227,21 +227,29 @@ ID_META_KEYS = ("og:url", "al:ios:url", "al:android:url")
 JSONLD_SOURCE = {field: "json-ld: Book." + ".".join(path) for field, path in JSONLD_PATHS.items()}
 BOOK_SOURCE = {field: "apollo: Book." + ".".join(path) for field, path in BOOK_PATHS.items()}
 WORK_SOURCE = {field: "apollo: Work." + ".".join(path) for field, path in WORK_PATHS.items()}
-APOLLO_SOURCE = {"book_id": f"apollo: Book.{BOOK_LEGACY_ID}", "series": f"apollo: Book.{BOOK_SERIES}",
-                 "authors": f"apollo: Book.{PRIMARY_EDGE}, {SECONDARY_EDGES}", "genres": f"apollo: Book.{BOOK_GENRES}",
-                 "description": f"apollo: Book.{BOOK_DESCRIPTION}"}
-TESTID_SOURCE = {key: "data-testid: " + (css if isinstance(css, str) else ", ".join(css))
-                 for key, css in TESTID.items()}
-LEGACY_SOURCE = {key: "legacy-markup: " + (css if isinstance(css, str) else ", ".join(css))
-                 for key, css in LEGACY.items()}
+APOLLO_SOURCE = {field: f"apollo: Book.{key}" for field, key in BOOK_FIELD_KEYS.items()}
+APOLLO_SOURCE["authors"] += f", {SECONDARY_EDGES}"
+
+
+def _selector_sources(layer: str, selectors: dict[str, str | tuple[str, ...]]) -> dict[str, str]:
+    """"<layer>: <its selectors>" for each entry of a selector table."""
+    return {key: f"{layer}: " + (css if isinstance(css, str) else ", ".join(css)) for key, css in selectors.items()}
+
+
+TESTID_SOURCE = _selector_sources("data-testid", TESTID)
+LEGACY_SOURCE = _selector_sources("legacy-markup", LEGACY)
 EDITION_SOURCE = {field: f"data-testid: Book details <dt>{label}</dt>" for field, label in EDITION_LABELS.items()}
 DATA_ROW_SOURCE = {field: f"legacy-markup: #bookDataBox {labels[0]} row" for field, labels in DATA_ROW_LABELS.items()}
 LEGACY_ROW_SOURCE = {"publication": "legacy-markup: #details Published row",
-                     "count_text": "legacy-markup: " + ", ".join(LEGACY["aggregate"]) + " text"}
+                     "count_text": LEGACY_SOURCE["aggregate"] + " text"}
 META_SOURCE = {key: f"meta: {key}" for key in (*ID_META_KEYS, "og:title", "og:image", META_ISBN, META_PAGES)}
 META_SOURCE[CANONICAL_LINK] = f"meta: link rel={CANONICAL_LINK}"
 URL_SOURCE = "url: /book/show/<id>"
 SERIES_SUFFIX, SUFFIX_CUT = " (its series suffix)", " (series suffix cut)"
+TITLE_CUT_SOURCE = {"json-ld": JSONLD_SOURCE["title"] + SUFFIX_CUT, "meta": META_SOURCE["og:title"] + SUFFIX_CUT}
+SERIES_SUFFIX_SOURCE = {"apollo": BOOK_SOURCE["title_complete"] + SERIES_SUFFIX,
+                        "json-ld": JSONLD_SOURCE["title"] + SERIES_SUFFIX,
+                        "meta": META_SOURCE["og:title"] + SERIES_SUFFIX}
 URL_DERIVED, NOTE_DERIVED = " (url built from book_id)", " (its leading librarian's note)"
 
 # --- page-wide lookups ------------------------------------------------------------------
@@ -383,8 +391,12 @@ def _explanation(sources: dict[str, str], data: dict) -> dict[str, str]:
         sources["url"] = sources["book_id"] + URL_DERIVED
     if "description" in sources:
         sources["librarian_note"] = sources["description"] + NOTE_DERIVED
-    return {field: sources[field] for field, value in data.items()
-            if field != "kind" and field in sources and value is not None and value != "" and value != []}
+    return {field: sources[field] for field, value in data.items() if field in sources and _has_value(value)}
+
+
+def _has_value(value: object) -> bool:
+    """What Page.first takes for an answer: anything but None, "" and []."""
+    return value is not None and value != "" and value != []
 
 
 def _refuse_unreadable(page: Page) -> None:
@@ -464,7 +476,7 @@ class Page:
         in order; with explain on, the name of the source that gave it is kept for field."""
         for name, source in sources:
             value = _safe(source)
-            if value is not None and value != "" and value != []:
+            if _has_value(value):
                 if self.explain is not None:
                     self.explain[field] = name
                 return value
@@ -705,8 +717,8 @@ def _title(page: Page, series: dict | None) -> str | None:
         (BOOK_SOURCE["title"], lambda: clean_text(page.book_value("title"))),
         (TESTID_SOURCE["title"], markup(lambda: page.select_text(TESTID["title"]))),
         (LEGACY_SOURCE["title"], markup(lambda: _legacy_title(page))),
-        (JSONLD_SOURCE["title"] + SUFFIX_CUT, lambda: _strip_series(_plain(page.jsonld_value("title")), series)),
-        (META_SOURCE["og:title"] + SUFFIX_CUT, markup(lambda: _strip_series(page.og("og:title"), series))),
+        (TITLE_CUT_SOURCE["json-ld"], lambda: _strip_series(_plain(page.jsonld_value("title")), series)),
+        (TITLE_CUT_SOURCE["meta"], markup(lambda: _strip_series(page.og("og:title"), series))),
     )
 
 
@@ -749,10 +761,9 @@ def _series(page: Page) -> dict | None:
         (TESTID_SOURCE["series"], markup(lambda: _series_from_text(page.select_text(TESTID["series"])))),
         (LEGACY_SOURCE["series"], markup(lambda: _series_from_text(page.select_text(LEGACY["series"])))),
         (DATA_ROW_SOURCE["series"], markup(lambda: _series_from_text(_legacy_data_series(page)))),
-        (BOOK_SOURCE["title_complete"] + SERIES_SUFFIX,
-         lambda: _series_from_suffix(clean_text(page.book_value("title_complete")))),
-        (JSONLD_SOURCE["title"] + SERIES_SUFFIX, lambda: _series_from_suffix(_plain(page.jsonld_value("title")))),
-        (META_SOURCE["og:title"] + SERIES_SUFFIX, markup(lambda: _series_from_suffix(page.og("og:title")))),
+        (SERIES_SUFFIX_SOURCE["apollo"], lambda: _series_from_suffix(clean_text(page.book_value("title_complete")))),
+        (SERIES_SUFFIX_SOURCE["json-ld"], lambda: _series_from_suffix(_plain(page.jsonld_value("title")))),
+        (SERIES_SUFFIX_SOURCE["meta"], markup(lambda: _series_from_suffix(page.og("og:title")))),
     )
 
 
