@@ -710,14 +710,15 @@ def _published_candidates(page: Page) -> Iterator[Sourced]:
 
 
 def find_canonical(page: Page) -> Found:
-    """<link rel=canonical>, then og:url, else the URL the page was fetched from."""
-    return _first_found(_canonical_candidates(page), page.url_of)
+    """<link rel=canonical>, then og:url, else the URL the page was fetched from, as it was given
+    (a URL the page names is cleaned and bounded; the fetched one is already the service's own)."""
+    found = _first_found(_canonical_candidates(page), page.url_of)
+    return found if found.value else Found(page.url, "url: the page URL")
 
 
 def _canonical_candidates(page: Page) -> Iterator[Sourced]:
     yield from (("html: <link rel=canonical>", _attr(tag, "href")) for tag in page.tags("link", rel="canonical"))
     yield from page.meta_sourced(*META_KEYS["canonical"])
-    yield "url: the page URL", page.url
 
 
 def find_type(page: Page) -> Found:
@@ -1085,10 +1086,6 @@ def _url(page: Page, raw: object) -> str | None:
     href = re.sub(r"[\t\n\r]", "", raw.strip()).replace(" ", "%20").replace("&amp;", "&")
     url = absolute_url(href, page.base_url)
     return url if url and len(url) <= MAX_URL_CHARS else None
-
-
-def _first_url(page: Page, candidates: Iterable[object]) -> str | None:
-    return next(filter(None, (_url(page, raw) for raw in candidates)), None)
 
 
 def _text(raw: object) -> str | None:

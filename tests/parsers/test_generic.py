@@ -877,3 +877,12 @@ def test_get_text_reads_what_bs4_reads(html: str) -> None:
     assert [generic.get_text(e, " ") for e in elements] == [tag.get_text(" ") for tag in tags]
     if tags:  # a page without an element has no lxml document; top-level whitespace is not kept
         assert generic.get_text(page, " ").split() == soup.get_text(" ").split()
+
+
+@pytest.mark.parametrize("url", ["https://example.com/notes/a page with spaces",
+                                 "https://example.com/long/" + "x" * 3000])
+def test_without_a_canonical_link_the_given_url_is_the_canonical_url_as_it_is(url: str) -> None:
+    """The fallback is the URL the page was fetched under, unchanged: not escaped, not cut."""
+    page = "<html><head><title>Field notes from the marsh</title></head><body><p>Text.</p></body></html>"
+    data = generic.parse(page, url)
+    assert data["canonical_url"] == url
