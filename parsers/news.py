@@ -259,7 +259,7 @@ NON_STORY_DOMAINS = frozenset({
 # Newsletter issues as mail services show them on the web: cfo.cmail20.com/t/ViewEmail/...,
 # us12.campaign-archive.com, createsend1.com; a front's newsletter promos link there.
 MAIL_HOST = re.compile(
-    r"(?:c?mail|createsend|campaign-?archive|list-manage|mailchimp|mcusercontent|exacttarget|sendgrid)\d*\.",
+    r"(?:cmail|createsend|campaign-?archive|list-manage|mailchimp|mcusercontent|exacttarget|sendgrid)\d*\.",
     re.IGNORECASE,
 )
 NEWSLETTER_ISSUE = re.compile(r"/t/viewemail/|/webversion(?:/|$)|/view-in-browser(?:/|$)", re.IGNORECASE)

@@ -546,6 +546,13 @@ def test_promo_tiles_for_apps_newsletters_and_channels_are_not_stories(href: str
     assert [h["title"] for h in headlines] == ["A real story in the next slot"]
 
 
+def test_a_news_site_on_a_mail_portal_keeps_its_stories() -> None:
+    """mail.ru and mail.com are portals with news of their own, not a mail service's web view."""
+    html = page(story("/2024/01/02/harbour-bridge-reopens-after-repairs", "Harbour bridge reopens after repairs"))
+    for front in ("https://news.mail.ru/", "https://www.mail.com/news/"):
+        assert [h["title"] for h in news.parse(html, front)["headlines"]] == ["Harbour bridge reopens after repairs"]
+
+
 @pytest.mark.parametrize("url, section", [
     ("https://www.theguardian.com/us-news/2024/mar/04/levee-vote", "us-news"),
     ("https://www.bbc.com/news/world-us-canada-67723332", "world-us-canada"),
