@@ -20,6 +20,7 @@ from config import Settings
 from errors import ApiError, BlockedAddress, body_too_large
 from guard import check_url_shape
 from jobs import callbacks, frontier, recrawl
+from jobs.attempts import JobState, attempts_json
 from jobs.ticker import ensure_ticking
 from batches import batch_summary, job_error, lookup, record_json, waiting_for_host
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, fetch_job, make_queue
@@ -327,12 +328,14 @@ def job_view(job_id: str):
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r} (finished jobs are kept for a day)")
     status = job.get_status(refresh=False)
+    tried = attempts_json(JobState(status, job.meta, job.retries_left))
     return jsonify({
         "job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
         "queue": job.origin, "url": job_url(job), "step": job.meta.get("step"),
         "created_at": iso(job.created_at), "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
-        "attempts": len(job.results()), "retries_left": job.retries_left,
+        # RQ's results count a killed run the job could not note (jobs/attempts.py)
+        **tried, "attempts": max(tried["attempts"], len(job.results())),
         "error": job_error(job) if status == JobStatus.FAILED else None,
         "waiting": job_waiting(job, status),
     })

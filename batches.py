@@ -14,15 +14,16 @@ from rq.job import Job, JobStatus
 
 from config import Settings
 from jobs import frontier
-from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, job_statuses, public_status
+from jobs.attempts import JobState, attempts_json, job_states, read_job, state_from
+from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, public_status
 from storage import Storage, decode_value, record_key, record_problem
 
-TERMINAL = {"done", "failed", "expired"}
+TERMINAL = {"done", "failed", "expired", "canceled"}
 
 
 def url_state(connection: Redis, canonical: str, record: dict | None) -> dict | None:
     """The record (with any refresh in flight), else the job's state, else None."""
-    return state_of(connection, canonical, record, job_statuses(connection, [job_id_for(canonical)])[0])
+    return state_of(connection, canonical, record, job_states(connection, [job_id_for(canonical)])[0])
 
 
 def lookup(connection: Redis, canonical: str,
@@ -32,31 +33,35 @@ def lookup(connection: Redis, canonical: str,
     key, host = record_key(canonical), frontier.host_of(urlsplit(canonical))
     with connection.pipeline(transaction=False) as pipe:
         pipe.get(key)
-        pipe.hget(Job.key_for(job_id_for(canonical)), "status")
+        read_job(pipe, job_id_for(canonical))  # status, meta (attempts), retries_left: one HMGET
         frontier.read_schedule(pipe, host)
-        raw, status, *schedule = pipe.execute(raise_on_error=False)  # a record key of another type: refused below
-    for reply in (status, *schedule):
+        raw, job, *schedule = pipe.execute(raise_on_error=False)  # a record key of another type: refused below
+    for reply in (job, *schedule):
         if isinstance(reply, Exception):
             raise reply
     record = decode_value(key, raw, record_problem)  # the same safe loading as Storage.load_record
-    state = state_of(connection, canonical, record, JobStatus(status.decode()) if status else None)
+    state = state_of(connection, canonical, record, state_from(job))
     if state is not None and "queued" in (state["status"], state.get("refresh")):
         state["waiting"] = schedule_json(frontier.schedule_from(host, schedule, default_delay))
     return record, state
 
 
-def state_of(connection: Redis, canonical: str, record: dict | None, job_status: JobStatus | None) -> dict | None:
-    """url_state() when the job's status is known already (None: no job). The whole job is
-    read only when the answer needs more than its status: a step, or why it failed."""
+def state_of(connection: Redis, canonical: str, record: dict | None, job_state: JobState | None) -> dict | None:
+    """url_state() when the job's state is known already (None: no job). The whole job is
+    read only when the answer needs more than its hash's status and meta: why it failed."""
+    job_status = job_state.status if job_state is not None else None
     if record is not None:
         body = record_json(record)
         if job_status in IN_FLIGHT:
             body["refresh"] = public_status(job_status)
         return body
-    job = fetch_job(connection, job_id_for(canonical)) if job_status in (JobStatus.STARTED, JobStatus.FAILED) else None
     if job_status in IN_FLIGHT:
-        step = job.meta.get("step") if job is not None else None
-        return {"url": canonical, "status": public_status(job_status), "step": step, "job_id": job_id_for(canonical)}
+        step = job_state.meta.get("step") if job_status == JobStatus.STARTED else None
+        return {"url": canonical, "status": public_status(job_status), "step": step if type(step) is str else None,
+                "job_id": job_id_for(canonical), **attempts_json(job_state)}
+    if job_status == JobStatus.CANCELED:  # DELETE /jobs/<id> before any record was saved
+        return {"url": canonical, "status": "canceled", "job_id": job_id_for(canonical)}
+    job = fetch_job(connection, job_id_for(canonical)) if job_status == JobStatus.FAILED else None
     if job is not None:  # failed: the job died without saving a record (worker killed)
         return {"url": canonical, "status": "failed", "job_id": job.id, "error": job_error(job)}
     return None
@@ -113,12 +118,12 @@ def batch_summary(connection: Redis, batch: dict, default_delay: float = Setting
 def batch_items(connection: Redis, items: list[dict]) -> list[dict]:
     urls = [item["canonical_url"] for item in items]
     records = Storage(connection).load_records(urls)
-    statuses = job_statuses(connection, [job_id_for(url) for url in urls])  # one round trip for all
+    jobs = job_states(connection, [job_id_for(url) for url in urls])  # one round trip for all
     answer = []
-    for item, record, status in zip(items, records, statuses):
-        state = state_of(connection, item["canonical_url"], record, status) or {"status": "expired"}
+    for item, record, job in zip(items, records, jobs):
+        state = state_of(connection, item["canonical_url"], record, job) or {"status": "expired"}
         answer.append({**item, "status": state["status"], "step": state.get("step"),
-                       "refreshing": "refresh" in state, "error": state.get("error")})
+                       "refreshing": "refresh" in state, "error": state.get("error"), **attempts_json(job)})
     return answer
 
 

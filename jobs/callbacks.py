@@ -20,7 +20,7 @@ import time
 from redis import Redis
 from rq import Retry, get_current_job
 
-from batches import batch_summary
+from batches import TERMINAL, batch_summary
 from config import Settings
 from jobs.queues import CALLBACK_QUEUE, make_queue
 from jobs.trust import DELIVERY_FUNCTION
@@ -50,7 +50,7 @@ def check_batch(connection: Redis, batch_id: str, just_finished: str | None = No
     summary = batch_summary(connection, batch)
     items = [{**item, "refreshing": item["refreshing"] and item["canonical_url"] != just_finished}
              for item in summary["items"]]
-    if not all(item["status"] in ("done", "failed", "expired") and not item["refreshing"] for item in items):
+    if not all(item["status"] in TERMINAL and not item["refreshing"] for item in items):
         return False
     if not storage.claim_callback(batch_id):
         return False

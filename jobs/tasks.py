@@ -22,6 +22,7 @@ import snapshots
 from config import Settings, load_settings
 from errors import HostBusy, JobError
 from jobs import callbacks, crashsafe, frontier
+from jobs.attempts import error_of, note_failure
 from jobs.fetch import Fetcher
 from jobs.politeness import Politeness
 from jobs.queues import backoff_seconds
@@ -101,12 +102,17 @@ def _fetch_and_parse(fetcher: Fetcher, canonical_url: str, source_name: str, job
 
 
 def _record_failure(job: Job, storage: Storage, url: str, kind: str, exc: Exception, ttl: int) -> bool:
-    """Save a failed record when this failure is final (and say so); RQ retries the others."""
-    if will_retry(job, exc, process_context().settings.fetch_retries):
+    """Note the failed attempt in the job's meta (GET /jobs, /info show it), then save a failed
+    record when this failure is final (and say so); RQ retries the others."""
+    host_busy_before = job.meta.get("host_busy", 0)
+    retrying = will_retry(job, exc, process_context().settings.fetch_retries)
+    error = error_of(exc)
+    note_failure(job, error, job.get_retry_interval() if retrying else None,
+                 spends_attempt=job.meta.get("host_busy", 0) == host_busy_before)
+    if retrying:
         log.warning("transient failure of %s, retry in %s s: %s", url, job.retry_intervals[0], exc)
         metrics.job_retrying(exc)
         return False
-    error = {"code": getattr(exc, "code", "internal_error"), "message": str(exc) or type(exc).__name__}
     metrics.job_failed(exc, error["code"])
     crashsafe.save_once(job, storage, make_record(url, kind, "failed", parsers.PARSER_VERSION, error=error), ttl)
     return True
@@ -114,13 +120,13 @@ def _record_failure(job: Job, storage: Storage, url: str, kind: str, exc: Except
 
 def will_retry(job: Job, exc: Exception, max_retries: int, delay: RetryDelay = backoff_seconds) -> bool:
     """Whether RQ will retry after exc, and when (delay(failures so far, the answer's Retry-After)):
-    RQ reads retries_left and retry_intervals from this very job object when it handles the failure."""
+    RQ reads retries_left and retry_intervals from this very job object when it handles the
+    failure, and saves the job's meta with them when it schedules the retry."""
     if not (isinstance(exc, JobError) and exc.transient):
         job.retries_left = 0  # a permanent error: no retry
     elif isinstance(exc, HostBusy) and job.meta.get("host_busy", 0) < MAX_HOST_BUSY_RETRIES:
         # Our own politeness limits, not the site's failure: do not spend the job's retries.
         job.meta["host_busy"] = job.meta.get("host_busy", 0) + 1
-        job.save_meta()
         job.retries_left = (job.retries_left or 0) + 1
     if job.retries_left:
         failures = max_retries - job.retries_left + 1
