@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 import parsers
 from api import api
 from apidocs import apidocs
+from control import control
 from config import Settings, host_name, load_settings
 from dashboard import mount_dashboard
 from errors import REDIS_UNAVAILABLE, ApiError, ConfigError, ParseError, body_too_large, error_body
@@ -46,6 +47,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False
     app.before_request(refuse_undecodable_query)
     app.register_blueprint(api)
+    app.register_blueprint(control)  # cancel, delete, list batches
     app.register_blueprint(apidocs)
     app.register_blueprint(webpage)
     mount_dashboard(app, settings)

@@ -51,6 +51,7 @@ MAX_DEPTH = 32
 MAX_INTEGER = 2**63  # JSON readers lose larger integers; Python refuses to print > 4,300 digits
 CONTAINERS = frozenset({dict, list, tuple})
 LEAVES = frozenset({bool, type(None), datetime})
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 Shape = Callable[[object], "str | None"]  # why a value is not of a stored kind's shape, or None
 
 
@@ -214,6 +215,13 @@ def batch_problem(value: object) -> str | None:
     return next((problem for problem in problems if problem), None)
 
 
+def batch_card_problem(value: object) -> str | None:
+    if type(value) is not dict:
+        return f"a {type(value).__name__}, not a dict (a batch card)"
+    return _wrong_fields(value, {"batch_id": str, "created_at": datetime, "total": int, "urls": int,
+                                 "callback": bool})
+
+
 def snapshot_problem(value: object) -> str | None:
     if type(value) is not dict:
         return f"a {type(value).__name__}, not a dict (a snapshot)"
@@ -237,6 +245,15 @@ def record_key(canonical_url: str) -> str:
 
 def batch_key(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_card_key(batch_id: str) -> str:
+    """A batch's card: what GET /batches lists of it (a batch itself holds up to 500 items)."""
+    return f"{PREFIX}:batch-card:{batch_id}"
+
+
+BATCH_INDEX = f"{PREFIX}:batches"  # zset: batch id -> created_at in microseconds (exact in a double)
+BatchPosition = tuple[int, str]  # (created_at in microseconds, batch id): where a listing stopped
 
 
 WATCHERS = f"{PREFIX}:batch-watchers:"  # + canonical URL: batches waiting on it for a callback
@@ -287,6 +304,11 @@ def _queue_snapshot(pipe: Pipeline, canonical_url: str, snapshot: dict, keep: in
     pipe.expire(key, ttl)
 
 
+def micros(moment: datetime) -> int:
+    """A time as whole microseconds since the epoch: an index score that survives text exactly."""
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
 def make_record(url: str, kind: str, status: str, parser_version: str, data: dict | None = None,
                 error: dict | None = None) -> dict:
     """A record as the design card defines it; fetched_at is now, in UTC."""
@@ -322,10 +344,69 @@ class Storage:
         return int(cursor), [record for record in records if record is not None]
 
     def save_batch(self, batch: dict) -> None:
-        self.redis.set(batch_key(batch["id"]), dumps(batch), ex=BATCH_TTL)
+        """The batch, its card and its place in the index (newest last), in one round trip;
+        index members older than BATCH_TTL go, as their batches have expired."""
+        created, batch_id = micros(batch["created_at"]), batch["id"]
+        card = {"batch_id": batch_id, "created_at": batch["created_at"], "total": len(batch["items"]),
+                "urls": len({item["canonical_url"] for item in batch["items"]}),
+                "callback": batch.get("callback_url") is not None}
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(batch_key(batch_id), dumps(batch), ex=BATCH_TTL)
+            pipe.set(batch_card_key(batch_id), dumps(card), ex=BATCH_TTL)
+            pipe.zadd(BATCH_INDEX, {batch_id: created})
+            pipe.zremrangebyscore(BATCH_INDEX, "-inf", f"({micros(datetime.now(timezone.utc)) - BATCH_TTL * 10**6}")
+            pipe.execute()
 
     def load_batch(self, batch_id: str) -> dict | None:
         return self._load(batch_key(batch_id), batch_problem)
+
+    def recent_batches(self, limit: int, after: BatchPosition | None = None) -> tuple[list[dict], BatchPosition | None]:
+        """Up to `limit` batch cards, newest first, after the position `after` (None: from the
+        newest); and the position to continue from, None when no card is left. A member whose
+        card has gone (expired, or refused by decode_value) is skipped and dropped."""
+        cards: list[dict] = []
+        while True:
+            wanted = limit + 1 - len(cards)  # one more than the page: is there a next page?
+            entries = self._index_after(after, wanted)
+            raws = self.redis.mget([batch_card_key(batch_id) for batch_id, _ in entries]) if entries else []
+            for (batch_id, created), raw in zip(entries, raws):
+                card = decode_value(batch_card_key(batch_id), raw, batch_card_problem)
+                if card is None:
+                    self.redis.zrem(BATCH_INDEX, batch_id)
+                elif len(cards) == limit:
+                    return cards, (micros(cards[-1]["created_at"]), cards[-1]["batch_id"])
+                else:
+                    cards.append(card)
+            if len(entries) < wanted:
+                return cards, None
+            after = (entries[-1][1], entries[-1][0])
+
+    def _index_after(self, after: BatchPosition | None, count: int) -> list[tuple[str, int]]:
+        """(batch id, created) of the next `count` index members after `after`, newest first.
+        Members of one score come in descending id order (Redis orders ties by member), so
+        the ties of the position's own score are read whole and cut at its id: exact pages
+        whatever the ties, in one round trip."""
+        if after is None:
+            entries = self.redis.zrevrangebyscore(BATCH_INDEX, "+inf", "-inf", start=0, num=count, withscores=True)
+            return [(member.decode(), int(score)) for member, score in entries]
+        created, last_id = after
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(BATCH_INDEX, created, created)
+            pipe.zrevrangebyscore(BATCH_INDEX, f"({created}", "-inf", start=0, num=count, withscores=True)
+            ties, older = pipe.execute()
+        same = [(member.decode(), created) for member in sorted(ties, reverse=True) if member.decode() < last_id]
+        return (same + [(member.decode(), int(score)) for member, score in older])[:count]
+
+    def delete_record(self, canonical_url: str) -> bool:
+        """Delete a page's record, its headline snapshots and its place on the re-crawl
+        schedule, in one transaction; False when there was no record."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(record_key(canonical_url))
+            pipe.delete(SNAPSHOTS + canonical_url)
+            pipe.zrem(RECRAWL_DUE, canonical_url)
+            pipe.zrem(RECRAWL_WANTED, canonical_url)
+            deleted, *_ = pipe.execute()
+        return bool(deleted)
 
     # ---- completion callbacks --------------------------------------------------------------
 

@@ -304,6 +304,28 @@ return 1
 """)
 
 
+# KEYS: none. ARGV: job id. A job that will not run (canceled) leaves its host's lane, so the
+# host's backlog counts only jobs that will; DISPATCH would otherwise give it a turn (it skips
+# only deleted jobs). Queued on a caller's MULTI, after the job's own removal from its inbox:
+# either the job is still there or it is in its lane, never between. Answers 1 when removed.
+FORGET = _lua("""
+local fields = redis.call('HMGET', PREFIX_JOB .. ARGV[1], 'description', 'meta')
+local host = host_and_origin(fields[1])
+if host == '' then return 0 end
+local lane = lane_of(fields[2])
+local key = lane_key(host, lane)
+if redis.call('LREM', key, 0, ARGV[1]) == 0 then return 0 end
+if redis.call('LLEN', key) == 0 then redis.call('LREM', PREFIX_LANES .. host, 0, lane) end
+if redis.call('HINCRBY', PREFIX_BACKLOG, host, -1) <= 0 then redis.call('HDEL', PREFIX_BACKLOG, host) end
+return 1
+""")
+
+
+def forget(connection: Redis, pipe: Pipeline, job_id: str) -> None:
+    """Queue FORGET of job_id on pipe (a MULTI of the caller's)."""
+    connection.register_script(FORGET)(args=[job_id], client=pipe)
+
+
 def give_back(connection: Redis, job_id: str) -> bool:
     """Free the host turn a job holds and will not use (GIVE_BACK); False when it held none."""
     return bool(connection.register_script(GIVE_BACK)(args=[job_id], client=connection))

@@ -1,0 +1,91 @@
+"""Cancel page jobs that have not started: queued, waiting to retry (scheduled) or deferred.
+
+One WATCH/MULTI transaction per job: the job's status and its claim (jobs/crashsafe.py) are
+read under WATCH, then RQ's Job.cancel() (status `canceled`, out of its queue or registry,
+into the canceled registry) and frontier.FORGET (out of its host's lane) are written
+together. A worker that claims the job meanwhile changes the claim key, so the transaction
+fails and is looked at again: the job is then being started, and is left alone. A started
+job is never stopped (a job running in the worker cannot be stopped alone: crashsafe.py).
+
+One race is RQ's own: its scheduler reads the jobs due for a retry, then queues them without
+a lock, so a retry that falls due in the same few milliseconds as its cancel can still run.
+
+A canceled job is kept for CANCELED_TTL (RQ keeps canceled jobs forever), so GET /jobs and
+/info say `canceled` for a day; submitting the URL again replaces it (jobs/queues.Submitter
+deletes any job that is not in flight).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.exceptions import WatchError
+from rq.job import Job, JobStatus
+
+from jobs import callbacks, frontier
+from jobs.crashsafe import claim_key
+from jobs.queues import PAGE_QUEUE_NAMES, RESULT_TTL, fetch_job
+
+CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
+CANCELED_TTL = RESULT_TTL  # a day, as finished jobs
+STARTING = "starting"  # a worker has claimed the job and is about to start it
+DELETED = "deleted"  # the job went away while it was looked at (a new submission replaced it)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a cancel did: `canceled`, or why not (`status` then says the job's state)."""
+
+    job_id: str
+    status: str  # canceled | started | starting | finished | failed | stopped | ...
+    canceled: bool
+    url: str | None = None  # the page's canonical URL
+
+
+def cancel_job(connection: Redis, job_id: str) -> Outcome | None:
+    """Cancel one page job unless it has started or ended; None when there is no such job.
+    Canceling a job canceled already is answered as canceled (DELETE is idempotent)."""
+    job = fetch_job(connection, job_id)
+    if job is None:
+        return None
+    if job.origin not in PAGE_QUEUE_NAMES:
+        return Outcome(job_id, "not_a_page_job", False)
+    url = job.description if isinstance(job.description, str) else None
+    status = _cancel_watched(connection, job)
+    if status == JobStatus.CANCELED and url is not None:
+        callbacks.url_finished(connection, url)  # batches waiting on it may be finished now
+    return Outcome(job_id, _name(status), status == JobStatus.CANCELED, url)
+
+
+def _cancel_watched(connection: Redis, job: Job) -> JobStatus | str:
+    """JobStatus.CANCELED once canceled (now or before), else the status that refused it."""
+    with connection.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(job.key, claim_key(job.id))
+                status, claimed = pipe.hget(job.key, "status"), pipe.exists(claim_key(job.id))
+                refusal = _refusal(status, claimed)
+                if refusal is not None:
+                    return refusal
+                pipe.multi()
+                job.cancel(pipeline=pipe)  # RQ: status, queue or registry, canceled registry
+                pipe.expire(job.key, CANCELED_TTL)
+                frontier.forget(connection, pipe, job.id)
+                pipe.execute()
+                return JobStatus.CANCELED
+            except WatchError:
+                continue  # claimed, rescheduled or ended meanwhile: look again
+
+
+def _refusal(raw_status: bytes | None, claimed: int) -> JobStatus | str | None:
+    """None when the job may be canceled now; else what it is (CANCELED: already done)."""
+    if not raw_status:
+        return DELETED
+    status = JobStatus(raw_status.decode())
+    if status not in CANCELABLE:
+        return status
+    return STARTING if claimed else None
+
+
+def _name(status: JobStatus | str) -> str:
+    return str(status.value if isinstance(status, JobStatus) else status)
