@@ -490,8 +490,8 @@ def test_post_endpoints_document_the_optional_bearer_token():
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"} and "API_TOKENS" in scheme["description"]
     assert "security" not in DOC, "reads are open: no document-wide security"
     for path, method, op in operations():
-        if method == "post":
-            assert op["security"] == [{"bearerAuth": []}, {}], f"POST {path}: bearer, or nothing without API_TOKENS"
+        if method in ("post", "delete"):  # the writes
+            assert op["security"] == [{"bearerAuth": []}, {}], f"{method.upper()} {path}: bearer, or nothing without API_TOKENS"
             assert "401" in op["responses"]
         else:
             assert "security" not in op and "401" not in op["responses"], f"{method.upper()} {path} is open"
@@ -602,7 +602,7 @@ def test_every_route_is_documented_and_every_path_exists(app):
 
 def test_documented_query_parameters_are_the_ones_the_api_reads():
     """Each query parameter the code reads (request.args.get("x")) is documented on its path."""
-    source = (PROJECT_ROOT / "api.py").read_text()
+    source = (PROJECT_ROOT / "api.py").read_text() + (PROJECT_ROOT / "control.py").read_text()
     read = set(re.findall(r"request\.args\.get\(['\"](\w+)['\"]", source))
     documented = {follow(pointer_of("paths", path, method, "parameters", i))[1]["name"]
                   for path, method, op in operations() for i in range(len(op.get("parameters", [])))
@@ -790,7 +790,8 @@ def test_live_in_flight_and_lost_jobs(client, redis_client):
     for path in ("/info", "/getBookInfo"):
         queued = get(client, path, 202, query_string={"url": BOOK})
         waiting = queued.pop("waiting")
-        assert queued == {"url": BOOK, "status": "queued", "step": None, "job_id": job_id_for(BOOK)}
+        assert queued == {"url": BOOK, "status": "queued", "step": None, "job_id": job_id_for(BOOK), "attempts": 0,
+                          "retries_left": None, "last_error": None, "next_try_at": None}
         assert waiting["host"] == "www.goodreads.com" and waiting["detail"].startswith("waiting for a free worker")
     start_job(redis_client, NEWS, None)
     assert get(client, "/info", 202, query_string={"url": NEWS})["status"] == "started"
@@ -904,6 +905,65 @@ def test_live_health(client, redis_client):
         worker.register_death()
 
 
+CONTROL_CALLS = [  # (method, documented path, URL, request options): one call of each control operation
+    ("delete", "/jobs/{job_id}", f"/jobs/{job_id_for(BOOK)}", {}),
+    ("post", "/batches/{batch_id}/cancel", "/batches/0123456789abcdef0123456789abcdef/cancel", {"json": {}}),
+    ("delete", "/records", "/records", {"query_string": {"url": BOOK}}),
+    ("get", "/batches", "/batches", {}),
+]
+
+
+def cancel_batch(client, batch_id: str, body: object, status: int, valid_request: bool | None = None) -> dict:
+    """post() for POST /batches/{batch_id}/cancel: the URL names the batch, the document its template."""
+    path = "/batches/{batch_id}/cancel"
+    if valid_request is not None:
+        assert (not request_errors(path, body)) is valid_request, f"request body validity: {body!r}"
+    response = client.post(f"/batches/{batch_id}/cancel", json=body)
+    assert response.status_code == status, response.get_data(as_text=True)
+    return check(response, "post", path)
+
+
+def test_live_control(redis_client, base_env):
+    """Cancel a job, a batch; delete a record; list batches; and every refusal of theirs."""
+    client = create_app({**base_env, "FETCH_RETRIES": "2"}).test_client()
+    first = post(client, "/parse", [BOOK, NEWS], 202)["batch_id"]
+    assert post(client, "/parse", ["ftp://example.com/x"], 400)["batch_id"] is None  # no batch: never listed
+    job_path, cancel_path = "/jobs/{job_id}", "/batches/{batch_id}/cancel"
+    start_job(redis_client, NEWS, "fetching")
+    refused = check(client.delete(f"/jobs/{job_id_for(NEWS)}"), "delete", job_path)
+    assert refused["error"]["code"] == "not_cancelable" and "started" in refused["error"]["message"]
+    canceled = check(client.delete(f"/jobs/{job_id_for(BOOK)}"), "delete", job_path)
+    assert canceled == {"job_id": job_id_for(BOOK), "status": "canceled"}
+    assert get(client, "/info", 200, query_string={"url": BOOK})["status"] == "canceled"
+    assert get(client, job_path, 200, f"/jobs/{job_id_for(BOOK)}")["status"] == "canceled"
+    for unknown in ("nope", "f" * 64):
+        assert check(client.delete(f"/jobs/{unknown}"), "delete", job_path)["error"]["code"] == "not_found"
+    third = post(client, "/parse", [WSJ, BOOK], 202)["batch_id"]
+    answer = cancel_batch(client, third, {}, 200, valid_request=True)
+    assert [item["canonical_url"] for item in answer["canceled"]] == [WSJ, BOOK] and answer["not_canceled"] == []
+    batch = get(client, "/batches/{batch_id}", 200, f"/batches/{third}")
+    assert batch["counts"] == {"canceled": 2} and batch["finished"] is True
+    cancel_batch(client, first, {"all": True}, 400, valid_request=False)
+    as_form = client.post(f"/batches/{first}/cancel", data="{}", content_type="application/x-www-form-urlencoded")
+    assert as_form.status_code == 415 and check(as_form, "post", cancel_path)
+    cancel_batch(client, "0123456789abcdef0123456789abcdef", {}, 404)
+    listed = get(client, "/batches", 200, query_string={"limit": "1"})
+    assert [card["batch_id"] for card in listed["batches"]] == [third] and listed["next_cursor"]
+    rest = get(client, "/batches", 200, query_string={"limit": "5", "cursor": listed["next_cursor"]})
+    assert [card["batch_id"] for card in rest["batches"]] == [first] and rest["next_cursor"] is None
+    for query in ({"limit": "0"}, {"limit": "101"}, {"cursor": "x"}):
+        assert get(client, "/batches", 400, query_string=query)["error"]["code"] == "invalid_query"
+    save_done(redis_client, BOOK, "goodreads_book", book_data())
+    deleted = check(client.delete("/records", query_string={"url": BOOK + "-the-hobbit"}), "delete", "/records")
+    assert deleted == {"url": BOOK, "deleted": True, "refresh": None, "job_id": job_id_for(BOOK)}
+    assert check(client.delete("/records", query_string={"url": BOOK}), "delete", "/records")["error"]["code"] == "not_found"
+    assert check(client.delete("/records"), "delete", "/records")["error"]["code"] == "missing_url"
+    guarded = create_app({**base_env, "API_TOKENS": "alpha"}).test_client()
+    for method, path, url, kwargs in CONTROL_CALLS[:3]:
+        response = getattr(guarded, method)(url, **kwargs)
+        assert response.status_code == 401 and check(response, method, path)["error"]["code"] == "unauthorized"
+
+
 def test_live_redis_down(base_env):
     client = create_app({**base_env, "REDIS_URL": "redis://127.0.0.1:1/0"}).test_client()
     calls = [
@@ -914,6 +974,7 @@ def test_live_redis_down(base_env):
         ("get", "/batches/{batch_id}", "/batches/0123456789abcdef0123456789abcdef", {}),
         ("get", "/records", "/records", {}),
         ("get", "/jobs/{job_id}", f"/jobs/{job_id_for(BOOK)}", {}),
+        *CONTROL_CALLS,
         ("get", "/healthz", "/healthz", {}),
     ]
     documented = {(m.upper(), p) for p, m, op in operations() if "503" in op["responses"]}
@@ -935,6 +996,7 @@ def test_live_rate_limited(redis_client, base_env):
         ("get", "/batches/{batch_id}", "/batches/0123456789abcdef0123456789abcdef", {}),
         ("get", "/records", "/records", {}),
         ("get", "/jobs/{job_id}", f"/jobs/{job_id_for(BOOK)}", {}),
+        *CONTROL_CALLS,
         ("get", "/healthz", "/healthz", {}),
         ("get", "/metrics", "/metrics", {}),
         ("get", "/", "/", {}),
