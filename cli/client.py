@@ -8,12 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import requests
 
 TIMEOUT = (5, 60)  # connect, read: a POST of 500 URLs does a Redis round trip per URL
 DEFAULT_CHUNK = 500  # the service's default MAX_URLS_PER_REQUEST
 PAGE_SIZE = 500  # records per /records page; the service allows up to 1000
+BATCHES_PAGE = 100  # batches per /batches page: the service's most
 ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 
@@ -105,7 +107,40 @@ class ServiceClient:
             yield from page["records"]
             cursor = page["next_cursor"]
 
+    def cancel_job(self, job_id: str) -> tuple[int, dict]:
+        """(status, body) of DELETE /jobs/<id>: 200 canceled, 404 unknown, 409 started or ended."""
+        return self._answer("DELETE", f"/jobs/{quote(job_id, safe='')}", expected=(404, 409))
+
+    def cancel_batch(self, batch_id: str) -> tuple[int, dict]:
+        """(status, body) of POST /batches/<id>/cancel: 200 {canceled, not_canceled}, 404 unknown."""
+        return self._answer("POST", f"/batches/{quote(batch_id, safe='')}/cancel", expected=(404,), json={})
+
+    def delete_record(self, url: str) -> tuple[int, dict]:
+        """(status, body) of DELETE /records?url=: 200 deleted, 404 no record."""
+        return self._answer("DELETE", "/records", expected=(404,), params={"url": url})
+
+    def batches(self, limit: int) -> Iterator[dict]:
+        """The `limit` most recent batches, newest first, a page of at most BATCHES_PAGE at a time."""
+        cursor, left = None, limit
+        while left > 0:
+            params = {"limit": min(left, BATCHES_PAGE), **({"cursor": cursor} if cursor else {})}
+            page = self._get("/batches", params)
+            yield from page["batches"][:left]
+            left -= len(page["batches"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
     # ---- plumbing -----------------------------------------------------------------------
+
+    def _answer(self, method: str, path: str, expected: tuple[int, ...], **kwargs) -> tuple[int, dict]:
+        """(status, body) when the answer is a success or one of the `expected` errors (the
+        caller reports those per item); any other error raises ServiceError."""
+        response = self._send(method, path, **kwargs)
+        body = self._decode(response)
+        if response.status_code in expected and isinstance(body, dict):
+            return response.status_code, body
+        return response.status_code, self._checked(response, body)
 
     def _get(self, path: str, params: dict | None = None) -> dict:
         response = self._send("GET", path, params=params)

@@ -55,7 +55,7 @@ def summary_exit_code(counts: dict[str, int]) -> ExitCode:
     """Unfinished work outranks failures: the caller should look again before trusting the rest."""
     if counts.get("pending"):
         return ExitCode.IN_FLIGHT
-    if counts["failed"] or counts["rejected"]:
+    if counts["failed"] or counts["rejected"] or counts.get("canceled"):
         return ExitCode.SOME_FAILED
     return ExitCode.OK
 
@@ -82,7 +82,7 @@ def get(client: ServiceClient, args: argparse.Namespace) -> ExitCode:
 def record_exit_code(status: int, body: dict) -> ExitCode:
     if status == 202:
         return ExitCode.IN_FLIGHT
-    return ExitCode.SOME_FAILED if body.get("status") == "failed" else ExitCode.OK
+    return ExitCode.SOME_FAILED if body.get("status") in ("failed", "canceled") else ExitCode.OK
 
 
 # ---- export ---------------------------------------------------------------------------------

@@ -17,10 +17,12 @@ class ExitCode(IntEnum):
 EPILOG = """\
 exit codes:
   0    everything succeeded
-  1    some URLs failed or were rejected (get: the record is a failed one)
+  1    some URLs failed or were rejected (get: the record is a failed one;
+       cancel: a job had started or ended)
   2    usage error: bad options, no URLs, an unreadable --file or unwritable --output
   3    still in flight (get answered 202) or --wait timed out
-  4    not found (get: never submitted; export --batch: no such batch)
+  4    not found (get: never submitted; export --batch, cancel: no such batch or job;
+       delete: no record)
   5    cannot reach the server, or it answered with an error (its message is printed)
   130  interrupted (Ctrl-C)
 """

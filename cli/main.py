@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from cli.client import ServiceClient, ServiceError
 from cli.commands import COMMANDS
+from cli.control import CONTROL_COMMANDS, positive_count
 from cli.exits import EPILOG, ExitCode, UsageError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits 2 on a bad command line
     client = ServiceClient(args.server, args.token)
     try:
-        return COMMANDS[args.command](client, args)
+        return {**COMMANDS, **CONTROL_COMMANDS}[args.command](client, args)
     except UsageError as exc:
         args.command_parser.error(str(exc))  # the command's usage line, and exit 2, like argparse
     except ServiceError as exc:
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit(commands)
     add_get(commands)
     add_export(commands)
+    add_control(commands)
     return parser
 
 
@@ -110,6 +112,19 @@ def add_export(commands) -> None:
     parser.add_argument("--format", choices=sorted(("jsonl", "csv")),
                         help="default: csv when --output ends in .csv, else jsonl")
     parser.add_argument("--output", "-o", metavar="F", help="write to F instead of stdout")
+
+
+def add_control(commands) -> None:
+    """cancel, delete, batches: cli/control.py."""
+    parser = command_parser(commands, "cancel", "cancel queued jobs (or every queued job of a batch) before they run")
+    parser.add_argument("job_ids", nargs="*", metavar="JOB_ID", help="job ids (as `submit --json` shows them)")
+    parser.add_argument("--batch", metavar="ID", help="cancel every job of this batch that has not started")
+    parser.add_argument("--json", action="store_true", help="print the answers as JSON")
+    parser = command_parser(commands, "delete", "delete the stored records of URLs (any spelling)")
+    parser.add_argument("urls", nargs="+", metavar="URL")
+    parser = command_parser(commands, "batches", "list recent batches, newest first")
+    parser.add_argument("--limit", type=positive_count, default=20, metavar="N", help="how many (default 20)")
+    parser.add_argument("--json", action="store_true", help="print them as JSON")
 
 
 def server_url(text: str) -> str:

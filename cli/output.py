@@ -46,6 +46,8 @@ def print_summary(items: list[dict], rejected: list[dict], counts: dict[str, int
             out.write(f"failed    {item['url']}  {describe_error(item['error'])}\n")
         elif item["status"] == "pending":
             out.write(f"pending   {item['url']}  still in flight\n")
+        elif item["status"] == "canceled":
+            out.write(f"canceled  {item['url']}  its job was canceled before it ran\n")
     print_rejected(rejected, out)
     out.write(", ".join(f"{name} {number}" for name, number in counts.items()) + "\n")
 

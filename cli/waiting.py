@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cli.client import ServiceClient, Submission
 
-FINAL = {"done", "failed", "expired"}  # batch item states that end a fetch (expired: record gone)
+FINAL = {"done", "failed", "expired", "canceled"}  # batch item states that end a fetch (expired: record gone)
 FIRST_INTERVAL, MAX_INTERVAL = 0.25, 2.0  # seconds between polls: quick for small batches, then gentler
 
 

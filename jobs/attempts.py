@@ -24,6 +24,7 @@ from rq.job import Job, JobStatus
 ATTEMPTS = "attempts"  # meta: attempts that failed (host-busy waits excluded: the site was not asked)
 LAST_ERROR = "last_error"  # meta: {"code", "message"} of the latest failed attempt
 NEXT_TRY_AT = "next_try_at"  # meta: ISO time RQ's retry is due, as the job computed it; None when final
+RETRIES_LEFT = "retries_left"  # meta: RQ's retries_left once it has handled this failure
 JOB_FIELDS = ("status", "meta", "retries_left")
 
 
@@ -50,7 +51,18 @@ def note_failure(job: Job, error: dict, next_try_in: float | None, spends_attemp
         job.meta[LAST_ERROR] = error
     due = None if next_try_in is None else datetime.now(timezone.utc) + timedelta(seconds=next_try_in)
     job.meta[NEXT_TRY_AT] = due.isoformat() if due else None
+    job.meta[RETRIES_LEFT] = (job.retries_left or 0) - 1 if due else job.retries_left
     job.save_meta()
+
+
+def retries_left(state: JobState) -> int | None:
+    """RQ's retries_left, or the job's own count when lower: Job.retry() writes the status
+    `scheduled` at once but the lowered count with the rest of its bookkeeping, a moment
+    later. A crashed run's retry (no note) lowers RQ's count below the note's: the lower wins."""
+    noted = state.meta.get(RETRIES_LEFT)
+    if state.retries_left is None or type(noted) is not int or noted < 0:
+        return state.retries_left
+    return min(state.retries_left, noted)
 
 
 def failed_attempts(meta: dict) -> int:
@@ -83,7 +95,7 @@ def attempts_json(state: JobState | None) -> dict:
     if state is None:
         return {"attempts": 0, "retries_left": None, "last_error": None, "next_try_at": None}
     done = 1 if state.status == JobStatus.FINISHED else 0
-    return {"attempts": failed_attempts(state.meta) + done, "retries_left": state.retries_left,
+    return {"attempts": failed_attempts(state.meta) + done, "retries_left": retries_left(state),
             "last_error": last_error(state.meta), "next_try_at": next_try_at(state.meta, state.status)}
 
 
