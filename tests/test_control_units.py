@@ -1,0 +1,92 @@
+"""The parts under the control routes, on a real Redis: the batch index's pages, the cancel
+transaction's refusals and the failed-attempt notes (tests/test_control.py runs them end to end)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+from rq.job import JobStatus
+
+from config import load_settings
+from jobs.attempts import JobState, attempts_json, note_failure
+from jobs.cancel import cancel_job
+from jobs.crashsafe import claim_key
+from jobs.queues import Submitter, job_id_for
+from sources import route
+from storage import BATCH_INDEX, BATCH_TTL, Storage, batch_card_key
+
+BOOK = "https://www.goodreads.com/book/show/{}"
+
+
+def batch(batch_id: str, created_at: datetime, urls: int = 1) -> dict:
+    items = [{"url": BOOK.format(n), "canonical_url": BOOK.format(n), "source": "goodreads", "job_id": "x"}
+             for n in range(urls)]
+    return {"id": batch_id, "created_at": created_at, "items": items, "callback_url": None}
+
+
+def walk(storage: Storage, limit: int) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        cards, after = storage.recent_batches(limit, after)
+        pages.append([card["batch_id"] for card in cards])
+        if after is None:
+            return pages
+
+
+def test_batches_of_one_moment_are_paged_exactly_without_repeats(redis_client):
+    storage, now = Storage(redis_client), datetime.now(timezone.utc)
+    ids = [f"{n:032x}" for n in range(7)]
+    for batch_id in ids[:5]:
+        storage.save_batch(batch(batch_id, now))  # five ties: the cursor must cut inside them
+    storage.save_batch(batch(ids[5], now + timedelta(seconds=1)))
+    storage.save_batch(batch(ids[6], now - timedelta(seconds=1)))
+    pages = walk(storage, 2)
+    assert pages == [[ids[5], ids[4]], [ids[3], ids[2]], [ids[1], ids[0]], [ids[6]]]
+    assert walk(storage, 7) == [[ids[5], ids[4], ids[3], ids[2], ids[1], ids[0], ids[6]]]
+
+
+def test_a_batch_whose_card_is_gone_is_skipped_and_dropped_and_old_ones_are_pruned(redis_client):
+    storage, now = Storage(redis_client), datetime.now(timezone.utc)
+    storage.save_batch(batch("a" * 32, now - timedelta(seconds=3), urls=3))
+    storage.save_batch(batch("b" * 32, now - timedelta(seconds=2)))
+    storage.save_batch(batch("c" * 32, now - timedelta(seconds=1)))
+    redis_client.delete(batch_card_key("b" * 32))  # expired, or evicted
+    cards, after = storage.recent_batches(2)
+    assert [card["batch_id"] for card in cards] == ["c" * 32, "a" * 32] and after is None  # still a full page
+    assert redis_client.zscore(BATCH_INDEX, "b" * 32) is None
+    assert cards[1]["total"] == 3 and cards[1]["urls"] == 3 and cards[1]["callback"] is False
+    redis_client.zadd(BATCH_INDEX, {"d" * 32: 1})  # a member from long ago, its batch expired
+    storage.save_batch(batch("e" * 32, now))
+    assert redis_client.zscore(BATCH_INDEX, "d" * 32) is None and 0 < redis_client.ttl(batch_card_key("e" * 32)) <= BATCH_TTL
+
+
+def submitted(redis_client, url: str) -> str:
+    settings = load_settings({"REDIS_URL": "redis://unused", "FETCH_RETRIES": "2"})
+    [answer] = Submitter(redis_client, settings).submit_many([route(url)], lane="f" * 32)
+    return answer.job_id
+
+
+def test_a_job_a_worker_has_claimed_is_not_canceled(redis_client):
+    job_id = submitted(redis_client, BOOK.format(1))
+    redis_client.set(claim_key(job_id), "rq:queue:goodreads")  # what the dispatch script writes
+    outcome = cancel_job(redis_client, job_id)
+    assert outcome is not None and not outcome.canceled and outcome.status == "starting"
+    redis_client.delete(claim_key(job_id))
+    assert cancel_job(redis_client, job_id).canceled
+    assert redis_client.hget(f"rq:job:{job_id}", "status") == b"canceled"
+    assert 0 < redis_client.ttl(f"rq:job:{job_id}") <= 86400  # RQ keeps canceled jobs forever: we do not
+    assert cancel_job(redis_client, job_id_for(BOOK.format(2))) is None
+
+
+def test_a_host_busy_wait_moves_the_next_try_but_is_no_attempt(redis_client):
+    job = SimpleNamespace(meta={}, retries_left=2, save_meta=lambda: None)
+    note_failure(job, {"code": "fetch_transient", "message": "HTTP 503"}, 5)
+    note_failure(job, {"code": "host_busy", "message": "busy"}, 9, spends_attempt=False)
+    state = JobState(JobStatus.SCHEDULED, job.meta, 3)  # RQ's count not lowered yet (Job.retry's order)
+    shown = attempts_json(state)
+    assert shown["attempts"] == 1 and shown["last_error"]["code"] == "fetch_transient" and shown["retries_left"] == 1
+    assert datetime.fromisoformat(shown["next_try_at"]) > datetime.now(timezone.utc) + timedelta(seconds=8)
+    assert attempts_json(JobState(JobStatus.QUEUED, job.meta, 1))["next_try_at"] is None  # due: no longer waiting
+    forged = {"attempts": "many", "last_error": ["x"], "next_try_at": "soon", "retries_left": -3}
+    assert attempts_json(JobState(JobStatus.SCHEDULED, forged, 2)) == {
+        "attempts": 0, "retries_left": 2, "last_error": None, "next_try_at": None}
