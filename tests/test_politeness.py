@@ -22,6 +22,7 @@ import jobs.tasks
 from config import Settings, load_settings
 from launch import free_port
 from errors import BlockedAddress, FetchTimeout, HostBusy, HttpStatusError, RobotsDisallowed, TransientFetchError
+from jobs.attempts import JobState, attempts_json
 from jobs.fetch import Fetcher
 from jobs.politeness import LEASE_MARGIN_SECONDS, HostSlots, Politeness, StartSpacer, user_agent_token
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
@@ -592,6 +593,8 @@ def test_job_for_a_busy_host_is_retried_later(site, worker_env, redis_client):
     job_id = run_job(redis_client, worker_env)
     job = fetch_job(redis_client, job_id)
     assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 2  # host_busy spends no retry
+    shown = attempts_json(JobState(JobStatus.SCHEDULED, job.meta, job.retries_left))  # what GET /jobs, /info show
+    assert shown["attempts"] == 0 and shown["last_error"] is None and shown["next_try_at"] is not None  # no attempt
     assert Storage(redis_client).load_record(BOOK_URL) is None
     assert site.hits == {}
 
