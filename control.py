@@ -14,7 +14,7 @@ from flask import Blueprint, jsonify, request
 
 from api import JOB_ID, json_body, load_batch_or_404, redis, require_token, storage, whole_number
 from errors import ApiError
-from jobs.cancel import Outcome, cancel_job
+from jobs.cancel import Outcome, cancel_job, cancel_jobs
 from jobs.queues import IN_FLIGHT, job_id_for, job_statuses, public_status
 from sources import Unsupported, route
 from storage import BatchPosition
@@ -57,10 +57,10 @@ def cancel_batch(batch_id: str):
     if json_body() != {}:
         raise ApiError(400, "invalid_body", "send the JSON body {} (with Content-Type: application/json)")
     batch = load_batch_or_404(batch_id)
+    items = distinct_items(batch["items"])
     canceled, kept = [], []
-    for item in distinct_items(batch["items"]):
-        outcome = cancel_job(redis(), item["job_id"])
-        status = outcome.status if outcome is not None else "expired"
+    for item, outcome in zip(items, cancel_jobs(redis(), [item["job_id"] for item in items])):
+        status = outcome.status if outcome is not None else "no_job"  # served from storage, or expired
         (canceled if outcome is not None and outcome.canceled else kept).append({**item, "status": status})
     return jsonify({"batch_id": batch["id"], "canceled": canceled, "not_canceled": kept})
 

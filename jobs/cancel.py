@@ -25,6 +25,7 @@ from rq.job import Job, JobStatus
 from jobs import callbacks, frontier
 from jobs.crashsafe import claim_key
 from jobs.queues import PAGE_QUEUE_NAMES, RESULT_TTL, fetch_job
+from storage import Storage
 
 CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 CANCELED_TTL = RESULT_TTL  # a day, as finished jobs
@@ -45,6 +46,21 @@ class Outcome:
 def cancel_job(connection: Redis, job_id: str) -> Outcome | None:
     """Cancel one page job unless it has started or ended; None when there is no such job.
     Canceling a job canceled already is answered as canceled (DELETE is idempotent)."""
+    return cancel_jobs(connection, [job_id])[0]
+
+
+def cancel_jobs(connection: Redis, job_ids: list[str]) -> list[Outcome | None]:
+    """cancel_job() for each; then each batch waiting on a canceled page for its completion
+    callback is checked once (it may be finished now), not once per page."""
+    outcomes = [_cancel(connection, job_id) for job_id in job_ids]
+    urls = [outcome.url for outcome in outcomes if outcome is not None and outcome.canceled and outcome.url]
+    watching = Storage(connection)
+    for batch_id in sorted({batch_id for url in urls for batch_id in watching.batches_watching(url)}):
+        callbacks.check_batch(connection, batch_id)
+    return outcomes
+
+
+def _cancel(connection: Redis, job_id: str) -> Outcome | None:
     job = fetch_job(connection, job_id)
     if job is None:
         return None
@@ -52,8 +68,6 @@ def cancel_job(connection: Redis, job_id: str) -> Outcome | None:
         return Outcome(job_id, "not_a_page_job", False)
     url = job.description if isinstance(job.description, str) else None
     status = _cancel_watched(connection, job)
-    if status == JobStatus.CANCELED and url is not None:
-        callbacks.url_finished(connection, url)  # batches waiting on it may be finished now
     return Outcome(job_id, _name(status), status == JobStatus.CANCELED, url)
 
 

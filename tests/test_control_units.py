@@ -9,7 +9,7 @@ from rq.job import JobStatus
 
 from config import load_settings
 from jobs.attempts import JobState, attempts_json, note_failure
-from jobs.cancel import cancel_job
+from jobs.cancel import cancel_job, cancel_jobs
 from jobs.crashsafe import claim_key
 from jobs.queues import Submitter, job_id_for
 from sources import route
@@ -90,3 +90,14 @@ def test_a_host_busy_wait_moves_the_next_try_but_is_no_attempt(redis_client):
     forged = {"attempts": "many", "last_error": ["x"], "next_try_at": "soon", "retries_left": -3}
     assert attempts_json(JobState(JobStatus.SCHEDULED, forged, 2)) == {
         "attempts": 0, "retries_left": 2, "last_error": None, "next_try_at": None}
+
+
+def test_a_batch_whose_last_page_is_canceled_sends_its_callback(redis_client):
+    url, batch_id = BOOK.format(3), "c" * 32
+    job_id = submitted(redis_client, url)
+    storage = Storage(redis_client)
+    storage.save_batch({**batch(batch_id, datetime.now(timezone.utc)), "callback_url": "https://hooks.example.com/x",
+                        "items": [{"url": url, "canonical_url": url, "source": "goodreads", "job_id": job_id}]})
+    storage.watch_batch(batch_id, [url])
+    assert [outcome.canceled for outcome in cancel_jobs(redis_client, [job_id])] == [True]
+    assert redis_client.exists(f"rq:job:callback-{batch_id}")  # canceled counts as finished: the callback is queued
