@@ -18,6 +18,7 @@ import time
 import zlib
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -425,6 +426,140 @@ def assert_exports(driver, service, batch_id: str) -> None:
     records = requests.get(f"{service.base}/records", params={"batch": batch_id}, timeout=10).json()["records"]
     assert copied == records and len(copied) == 2
     assert text(driver, "#copy-status") == "Copied 2 records as JSON."
+
+
+# ---- every field of every kind, from real saved pages ---------------------------------------------
+
+REAL_PAGES = {  # URL the test submits -> the saved page the fixture site answers it with
+    "https://www.goodreads.com/book/show/10664113": "www.goodreads.com/a-dance-with-dragons-10664113.kindle.next-2025.html",
+    "https://www.goodreads.com/book/show/13642": "www.goodreads.com/a-wizard-of-earthsea-13642.legacy-2018.html",
+    "https://www.bbc.com/news/world": "www.bbc.com/news-front.2023-12-15.html",
+    f"https://{GUARDIAN_HOST}/world/2024/feb/24/death-toll-in-valencia-fire-rises-to-10-as-remains-of-last-missing-person-found":
+        "www.theguardian.com/article-valencia-fire.2024-02-24.html",
+}
+
+# What each element with data-field shows: its text, and the URL of a link or image.
+SHOWN_FIELDS = """
+return Object.fromEntries([...arguments[0].querySelectorAll('[data-field]')].map(e =>
+  [e.dataset.field, {text: e.textContent, url: e.getAttribute('href') || e.getAttribute('src')}]));
+"""
+# Each headline as shown: what the record's item says must be there.
+SHOWN_HEADLINES = """
+return [...arguments[0].querySelectorAll('.headlines > li')].map(li => ({
+  title: li.querySelector('a, .headline-text > span:not(.kicker):not(.section):not(.sublink-mark)').textContent,
+  url: li.querySelector('a') && li.querySelector('a').getAttribute('href'),
+  kicker: li.querySelector('.kicker') && li.querySelector('.kicker').textContent,
+  summary: li.querySelector('.headline-summary') && li.querySelector('.headline-summary').textContent,
+  section: li.querySelector('.section') && li.querySelector('.section').textContent,
+  image: li.querySelector('img') && li.querySelector('img').getAttribute('src'),
+  sublink: li.classList.contains('sublink') && li.querySelector('.sublink-mark').textContent === 'related link',
+  shown: li.offsetParent !== null,
+}));
+"""
+
+
+def test_every_field_of_books_news_and_pages_is_shown(service, site, browser, tmp_path):
+    """Two real Goodreads pages (between them every book field, librarian_note included), a real
+    BBC front page (kickers, summaries, images, sections, sub-links) and a real article."""
+    require_pages()
+    for url, page in REAL_PAGES.items():
+        site.routes[urlsplit(url).path] = Reply(body=read_page(page))
+    browser.get(f"{service.base}/")
+    paste(browser, list(REAL_PAGES))
+    wait_until(browser, f"{ALL_ROWS_SETTLED}({len(REAL_PAGES)})", explain=service.log_tails)
+    batch_id = re.search(r"#batch=([0-9a-f]{32})$", browser.current_url)[1]
+    records = requests.get(f"{service.base}/records", params={"batch": batch_id}, timeout=10).json()["records"]
+    assert [r["status"] for r in records] == ["done"] * len(REAL_PAGES), records
+
+    rows = browser.find_elements(By.CSS_SELECTOR, "#rows .row")
+    books = [r["data"] for r in records if r["kind"] == "goodreads_book"]
+    assert set().union(*({k for k, v in data.items() if v not in (None, [])} for data in books)) == set(books[0])
+    for row, record in zip(rows, records):
+        assert_every_field_shown(browser, row, record["data"])
+    news_row, news = next((row, r["data"]) for row, r in zip(rows, records) if r["kind"] == "news_headlines")
+    assert_every_headline_shown(browser, news_row, news["headlines"])
+    assert_no_stray_values(browser)
+    assert_no_script_errors(browser)
+    screenshot(browser, tmp_path / "webpage-every-field.png", 1280)
+
+
+def assert_every_field_shown(driver, row, data: dict) -> None:
+    shown = driver.execute_script(SHOWN_FIELDS, row)
+    expected = {key for key, value in data.items() if value not in (None, "", []) and key != "kind"}
+    if data["kind"] == "page" and data.get("authors"):
+        expected.discard("author")  # the same names as authors, joined: listed once
+    assert set(shown) == expected, data["kind"]
+    for key in expected:
+        assert_value_shown(key, data[key], shown[key])
+
+
+def assert_value_shown(key: str, value, shown: dict) -> None:
+    if key in ("url", "cover_url", "image"):
+        assert shown["url"] == value, key
+    elif isinstance(value, dict):  # series
+        assert all(str(part) in shown["text"] for part in value.values()), (key, shown)
+    elif isinstance(value, list):
+        assert all((item if isinstance(item, str) else item["title"]) in shown["text"] for item in value), key
+    elif isinstance(value, float):
+        assert f"{value:.2f}" in shown["text"], key
+    elif isinstance(value, int):
+        assert f"{value:,}" in shown["text"], key
+    else:
+        assert value in shown["text"], (key, value, shown)
+
+
+def assert_every_headline_shown(driver, row, headlines: list[dict]) -> None:
+    """The first 10 until "Show all N headlines" is clicked, then all, each with what its card had."""
+    assert len(headlines) > 40 and any(h["sublink"] for h in headlines)
+    assert all(any(h[key] for h in headlines) for key in ("kicker", "summary", "image", "section"))
+    before = driver.execute_script(SHOWN_HEADLINES, row)
+    assert [h["shown"] for h in before] == [True] * 10 + [False] * (len(headlines) - 10)
+    button = row.find_element(By.CSS_SELECTOR, "button.expand")
+    assert button.text == f"Show all {len(headlines)} headlines"
+    button.click()
+    after = driver.execute_script(SHOWN_HEADLINES, row)
+    assert button.get_attribute("aria-expanded") == "true"
+    for shown, item in zip(after, headlines, strict=True):
+        expected = {"title": item["title"], "url": item["url"], "kicker": item["kicker"], "summary": item["summary"],
+                    "section": item["section"], "image": item["image"], "sublink": item["sublink"], "shown": True}
+        assert shown == expected
+
+
+# ---- what the service itself says: no worker, too many requests ------------------------------------
+
+
+def test_a_warning_says_when_no_worker_is_running(browser, tmp_path):
+    """gunicorn without `python -m jobs.worker`: /healthz counts 0 workers and the page says what that means."""
+    with processes.web_on_own_redis(tmp_path) as (web, _):
+        browser.get(f"{web.base}/")
+        wait_until(browser, "!document.getElementById('health').hidden", seconds=10)
+        warning = text(browser, "#health")
+        assert warning.startswith("No worker is running.") and "stay queued" in warning
+        submit(browser, BOOK_URL)
+        wait_until(browser, "document.querySelectorAll('#rows .row[data-status=\"queued\"]').length === 1", seconds=10)
+        assert browser.find_element(By.ID, "health").is_displayed()
+        screenshot(browser, tmp_path / "webpage-no-worker.png", 1280)
+
+
+RATE_LIMITED = re.compile(r"retry in (\d+) s \(HTTP 429\)\. Asking again in (\d+) s, as its Retry-After says\.")
+
+
+def test_a_429_is_shown_with_its_retry_after_and_waited_out(browser, tmp_path):
+    """A read limit of 3 a minute: the page load and two polls use it up; the third poll's 429 is
+    said on screen, and the page asks nothing more until the Retry-After it named has passed."""
+    with processes.web_on_own_redis(tmp_path, RATE_LIMIT_READ="3/minute") as (web, _):
+        log = AccessLog(web.log)
+        browser.get(f"{web.base}/")
+        submit(browser, BOOK_URL)
+        wait_until(browser, "document.getElementById('alert').textContent.includes('rate_limited')", seconds=15)
+        message = text(browser, "#alert")
+        assert message.startswith("The service is limiting this page's requests: rate_limited: too many requests"), message
+        said, waiting = map(int, RATE_LIMITED.search(message).groups())
+        assert said == waiting > 1, message  # the service's Retry-After, and the page waits that long
+        time.sleep(min(waiting - 1, 3))
+        assert log.count("GET", "/batches/", 429) == 1, log.requests()  # no second ask before Retry-After
+        assert text(browser, "#rows .badge") == "QUEUED"  # the row is kept meanwhile
+        screenshot(browser, tmp_path / "webpage-429.png", 1280)
 
 
 # ---- hostile API answers and API errors, with fetch() stubbed in the page ---------------------------

@@ -136,7 +136,7 @@ function headlineItem(item, hidden) {
         item.kicker ? el("span", { class: "kicker" }, String(item.kicker)) : null,
         link(item.url, text),
         item.section ? el("span", { class: "section" }, String(item.section)) : null,
-        item.summary ? el("p", { class: "summary" }, String(item.summary)) : null),
+        item.summary ? el("p", { class: "headline-summary" }, String(item.summary)) : null),
       image(item.image, "", { class: "headline-image" }))); // decorative: the title beside it says what it is
 }
 
