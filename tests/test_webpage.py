@@ -405,6 +405,12 @@ def test_a_reload_or_a_shared_link_shows_the_same_batch(service, browser):
     # A finished batch costs two reads to show again: its states, then its records.
     assert (log.count("GET", "/batches/"), log.count("GET", "/records?batch=")) == (1, 1)
 
+    browser.back()  # to the address before the batch: an empty page
+    wait_until(browser, "document.querySelectorAll('#rows .row').length === 0 && document.getElementById('batch-bar').hidden")
+    browser.forward()
+    wait_until(browser, f"{ALL_ROWS_SETTLED}(2)")
+    assert text(browser, "#rows") == shown
+
     browser.switch_to.new_window("window")  # a link shared with someone: a new page, same address
     browser.get(address)
     wait_until(browser, f"{ALL_ROWS_SETTLED}(2)")

@@ -128,7 +128,6 @@ function renderRejected(rejected) {
 /** Show the batch and follow it until every row is settled; accepted: POST /parse's items. */
 function showBatch(batchId, accepted = null) {
   const run = ++generation;
-  if (accepted === null) resetResults();
   shownBatch = batchId;
   const rows = new Rows($("rows"), $("summary"));
   if (accepted) rows.build(accepted);
@@ -137,16 +136,16 @@ function showBatch(batchId, accepted = null) {
   watch.run(accepted ? POLL_MS : 0);
 }
 
-/** The batch the address names (#batch=<id>), when it differs from the one shown. */
+/** Show what the address names (#batch=<id>, or nothing), when it differs from what is shown. */
 function followAddress() {
   const match = BATCH_ADDRESS.exec(location.hash);
-  if (!match) return;
-  const batchId = decodeURIComponent(match[1]);
+  const batchId = match ? decodeURIComponent(match[1]) : null;
   if (batchId === shownBatch) return;
+  ++generation; // whatever the address names now, the batch shown before is no longer followed
   clearAlert();
+  resetResults();
+  if (batchId === null) return; // Back to the page before any batch: an empty page again
   if (!BATCH_ID.test(batchId)) {
-    resetResults();
-    ++generation;
     showAlert(`The address names no batch: "${batchId}" is not a batch id (32 hex digits).`);
     return;
   }

@@ -1,5 +1,5 @@
 // The batch bar: its id and address, Copy JSON (the records the page holds) and the downloads.
-import { $, plural } from "./dom.js";
+import { $, el, plural } from "./dom.js";
 
 let heldRecords = () => [];
 
@@ -43,10 +43,8 @@ async function copyText(text) {
 }
 
 function copyBySelection(text) {
-  const area = document.createElement("textarea");
+  const area = el("textarea", { class: "offscreen", readonly: true, "aria-hidden": "true" });
   area.value = text;
-  area.readOnly = true;
-  area.className = "offscreen";
   document.body.appendChild(area);
   area.select();
   let copied = false;
