@@ -52,7 +52,7 @@ WAIT_SECONDS = 60
 NEWS_ANSWER_SECONDS = 2.5  # the news page answers this slowly: the page, polling every second, shows "fetching"
 GUARDIAN_HOST = "www.theguardian.com"  # a generic page (ALLOW_ANY_SITE) in the all-fields test
 BOOK_PATH = re.compile(r"^/book/show/\d+$")  # any book id: the fixture book (the 500-line batch)
-BOOK_ANSWER_SECONDS = 0.05  # so the 500-line batch's 100 books take some seconds: rows finish poll by poll
+BOOK_ANSWER_SECONDS = 0.03  # so the 500-line batch's 100 books take some seconds: rows finish poll by poll
 
 
 # ---- the fixture site ------------------------------------------------------------------------
@@ -578,7 +578,7 @@ def test_a_429_is_shown_with_its_retry_after_and_waited_out(browser, tmp_path):
         assert message.startswith("The service is limiting this page's requests: rate_limited: too many requests"), message
         said, waiting = map(int, RATE_LIMITED.search(message).groups())
         assert said == waiting > 1, message  # the service's Retry-After, and the page waits that long
-        time.sleep(min(waiting - 1, 3))
+        time.sleep(min(waiting - 1, 2))
         assert log.count("GET", "/batches/", 429) == 1, log.requests()  # no second ask before Retry-After
         assert text(browser, "#rows .badge") == "QUEUED"  # the row is kept meanwhile
         screenshot(browser, tmp_path / "webpage-429.png", 1280)
