@@ -258,7 +258,8 @@ def assert_no_stray_values(driver) -> None:
         const walker = document.createTreeWalker(document.getElementById('results'), NodeFilter.SHOW_TEXT);
         const found = [];
         while (walker.nextNode()) {
-          if (/^(null|undefined|NaN|\\[object Object\\])$/.test(walker.currentNode.data.trim())) found.push(walker.currentNode.data);
+          const text = walker.currentNode.data;
+          if (/^(null|undefined|NaN|\\[object Object\\])$/.test(text.trim())) found.push(text);
         }
         return found;""")
     assert stray == []
@@ -348,8 +349,10 @@ BIG_BATCH_FIRST_ID = 50_000  # ids no other test submits, so every book is fetch
 
 def book_spellings(book_id: int) -> list[str]:
     """Five spellings of one Goodreads book: one canonical URL, so one row."""
-    return [f"https://www.goodreads.com/book/show/{book_id}", f"https://www.goodreads.com/book/show/{book_id}-the-lighthouse",
-            f"https://www.goodreads.com/book/show/{book_id}.The_Lighthouse", f"https://m.goodreads.com/book/show/{book_id}",
+    return [f"https://www.goodreads.com/book/show/{book_id}",
+            f"https://www.goodreads.com/book/show/{book_id}-the-lighthouse",
+            f"https://www.goodreads.com/book/show/{book_id}.The_Lighthouse",
+            f"https://m.goodreads.com/book/show/{book_id}",
             f"https://goodreads.com/book/show/{book_id}"]
 
 
@@ -371,10 +374,11 @@ def test_a_500_line_batch_shows_one_row_per_page_and_stays_within_the_read_limit
     wait_until(browser, f"{ALL_ROWS_SETTLED}({BIG_BATCH_BOOKS})", seconds=90, explain=service.log_tails)
     elapsed = time.monotonic() - started
 
-    rows = browser.execute_script("return [...document.querySelectorAll('#rows .row')].map(r => "
-                                  "[r.dataset.status, r.querySelector('.lines').textContent, r.querySelector('.title').textContent])")
+    rows = browser.execute_script("""return [...document.querySelectorAll('#rows .row')].map(r =>
+        [r.dataset.status, r.querySelector('.lines').textContent, r.querySelector('.title').textContent])""")
     assert rows == [["done", "submitted 5 times", "The Lighthouse Keeper's Almanac"]] * BIG_BATCH_BOOKS
-    assert text(browser, "#summary") == f"{BIG_BATCH_BOOKS} of {BIG_BATCH_BOOKS} finished · {BIG_BATCH_BOOKS} done · 500 lines submitted, duplicates shown once"
+    n = BIG_BATCH_BOOKS
+    assert text(browser, "#summary") == f"{n} of {n} finished · {n} done · 500 lines submitted, duplicates shown once"
 
     polls, fetches = log.count("GET", "/batches/"), log.count("GET", "/records?batch=")
     limited = [r for r in log.requests() if r[2] == 429]
@@ -406,7 +410,7 @@ def test_a_reload_or_a_shared_link_shows_the_same_batch(service, browser):
     assert (log.count("GET", "/batches/"), log.count("GET", "/records?batch=")) == (1, 1)
 
     browser.back()  # to the address before the batch: an empty page
-    wait_until(browser, "document.querySelectorAll('#rows .row').length === 0 && document.getElementById('batch-bar').hidden")
+    wait_until(browser, "!document.querySelector('#rows .row') && document.getElementById('batch-bar').hidden")
     browser.forward()
     wait_until(browser, f"{ALL_ROWS_SETTLED}(2)")
     assert text(browser, "#rows") == shown

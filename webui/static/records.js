@@ -33,7 +33,10 @@ function fetchedNote(record) {
 
 const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
 const isEmpty = (value) => value === null || value === undefined || value === "" || (Array.isArray(value) && value.length === 0);
-const asText = (value) => (typeof value === "string" ? value : typeof value === "number" ? value.toLocaleString() : JSON.stringify(value));
+function asText(value) {
+  if (typeof value === "string") return value;
+  return typeof value === "number" ? value.toLocaleString() : JSON.stringify(value);
+}
 const joined = (list) => (Array.isArray(list) ? list.map(asText).join(", ") : asText(list));
 
 /** A <dl> of the given [key, label, format] facts, then every field no one has laid out. */

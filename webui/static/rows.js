@@ -28,7 +28,8 @@ export class Rows {
   addRow(item) {
     const row = {
       canonical: item.canonical_url, source: item.source, spellings: [], lines: 0,
-      badge: el("span", { class: "badge" }), head: el("div", { class: "row-head" }), details: el("div", { class: "details" }),
+      badge: el("span", { class: "badge" }), head: el("div", { class: "row-head" }),
+      details: el("div", { class: "details" }),
       status: null, step: null, refreshing: false, error: null, record: null, settled: false,
     };
     row.node = el("li", { class: "row" }, row.head, row.details);
@@ -47,7 +48,7 @@ export class Rows {
       if (!row || seen.has(row)) continue; // duplicates share their page's state
       seen.add(row);
       setStatus(row, item);
-      if (item.status === "expired" && !row.settled) settle(row, el("p", { class: "note" }, "The record is no longer stored; submit the URL again."));
+      if (item.status === "expired" && !row.settled) settle(row, recordGone());
       else if (!isFinal(row) && row.settled) unsettle(row); // a new fetch was asked for since
     }
     this.renderSummary();
@@ -93,7 +94,8 @@ const isFinal = (row) => FINAL.has(row.status) && !row.refreshing;
 
 function renderHead(row) {
   const [first, ...others] = row.spellings;
-  replaceContent(row.head, row.badge, el("span", { class: "source" }, row.source), el("span", { class: "url" }, link(row.canonical, first)),
+  replaceContent(row.head, row.badge, el("span", { class: "source" }, row.source),
+    el("span", { class: "url" }, link(row.canonical, first)),
     row.lines > 1 ? el("span", { class: "lines" }, `submitted ${row.lines} times`) : null,
     others.length ? el("span", { class: "spellings" }, `also as ${others.join(", ")}`) : null);
 }
@@ -121,8 +123,10 @@ function showRecord(row, record) {
 /** A final row the batch has no record for: a job that died before saving, or a record gone since. */
 function missingRecord(row) {
   if (row.status === "failed") return failureView(row.error);
-  return el("p", { class: "note" }, "The record is no longer stored; submit the URL again.");
+  return recordGone();
 }
+
+const recordGone = () => el("p", { class: "note" }, "The record is no longer stored; submit the URL again.");
 
 /** A row is settled when nothing more will change: tests and the summary wait for this. */
 function settle(row, details) {
