@@ -694,6 +694,8 @@ def test_get_done_failed_and_unknown(service, metaparse_bin):
     assert json_out(run(service.cli_env, "get", run_book(FAILS_410), "--json"))["error"]["code"] == "http_status"
     unknown = run(service.cli_env, "get", run_book(31), script=metaparse_bin)
     assert unknown.returncode == 4 and "not found" in unknown.stderr and unknown.stdout == ""
+    unknown_first = run(service.cli_env, "get", run_book(31), run_book(12))  # no blank line before the first block
+    assert unknown_first.returncode == 4 and unknown_first.stdout.splitlines()[0] == BOOK_TITLE
 
 
 @pytest.mark.e2e
