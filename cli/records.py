@@ -114,7 +114,8 @@ def headline_line(headline: dict, number: int) -> str:
     indent = SUBLINK_INDENT if headline.get("sublink") else HEADLINE_INDENT
     position = str(headline.get("position") or number).rjust(3)
     kicker = f"[{one_line(headline['kicker'])}] " if headline.get("kicker") else ""
-    return f"{indent}{position}. {kicker}{one_line(headline.get('title') or '(untitled)')}  {one_line(headline.get('url'))}"
+    title = one_line(headline.get("title") or "(untitled)")
+    return f"{indent}{position}. {kicker}{title}  {one_line(headline.get('url'))}"
 
 
 def page_lines(data: dict) -> list[str]:
@@ -124,7 +125,8 @@ def page_lines(data: dict) -> list[str]:
     byline = " · ".join(one_line(data[key]) for key in ("site_name", "author", "published") if data.get(key))
     facts = [f"{data['word_count']} words" if data.get("word_count") else "",
              one_line(data.get("type") or ""), one_line(data.get("language") or "")]
-    return [one_line(data.get("title") or "(untitled)"), byline, description, " · ".join(fact for fact in facts if fact)]
+    facts_line = " · ".join(fact for fact in facts if fact)
+    return [one_line(data.get("title") or "(untitled)"), byline, description, facts_line]
 
 
 def field_lines(data: dict) -> list[str]:

@@ -357,7 +357,8 @@ def test_results_keep_input_order_across_accepted_rejected_and_chunks():
     sent = ["ftp://x", "a", "not a url", "a?utm_source=z", "c", "b", "ftp://x"]
     submission = Submission(
         ["b1", "b2"],
-        [spelled("a", "A"), spelled("a?utm_source=z", "A"), spelled("c", "C", "cached", "b2"), spelled("b", "B", batch_id="b2")],
+        [spelled("a", "A"), spelled("a?utm_source=z", "A"), spelled("c", "C", "cached", "b2"),
+         spelled("b", "B", batch_id="b2")],
         [{"url": "ftp://x", "reason": "no ftp"}, {"url": "not a url", "reason": "spaces"},
          {"url": "ftp://x", "reason": "no ftp"}],
         sent=sent)
@@ -403,8 +404,8 @@ NEWS_RECORD = {"url": "https://www.bbc.com/news", "status": "done", "kind": "new
                        {"title": "Lead story", "url": "https://www.bbc.com/news/1", "kicker": "LIVE", "position": 1,
                         "sublink": False},
                        {"title": "Its follow-up", "url": "https://www.bbc.com/news/2", "position": 2, "sublink": True},
-                       *({"title": f"Story {n}", "url": f"https://www.bbc.com/news/{n}", "position": n, "sublink": False}
-                         for n in range(3, 13))]}}
+                       *({"title": f"Story {n}", "url": f"https://www.bbc.com/news/{n}", "position": n,
+                          "sublink": False} for n in range(3, 13))]}}
 
 
 def test_a_done_book_reads_as_title_author_and_facts():
@@ -621,7 +622,8 @@ def test_submit_wait_from_stdin_reports_failures_and_rejections(service):
     assert lines[-1] == "1 done, 1 failed, 2 rejected"
     assert lines[0] == f"done      {run_book(3)}"
     assert lines[1].startswith(f"failed    {run_book(FAILS_404)}  http_status"), result.stdout
-    assert lines[2].startswith("rejected  http://localhost/page  host 'localhost'") and lines[3].startswith("rejected  ftp:")
+    assert lines[2].startswith("rejected  http://localhost/page  host 'localhost'")
+    assert lines[3].startswith("rejected  ftp:")
 
 
 @pytest.mark.e2e
@@ -666,7 +668,8 @@ def test_submit_without_wait_then_again_is_cached_and_a_rejection_exits_1(servic
     again = run(service.cli_env, "submit", run_book(10))
     assert again.returncode == 0 and f"accepted  {run_book(10)}  (cached)" in again.stdout
     waited = run(service.cli_env, "submit", run_book(10), "--wait")
-    assert waited.stdout.splitlines() == [f"done      {run_book(10)}  from cache", "1 done (1 from cache), 0 failed, 0 rejected"]
+    assert waited.stdout.splitlines() == [f"done      {run_book(10)}  from cache",
+                                          "1 done (1 from cache), 0 failed, 0 rejected"]
     refused = run(service.cli_env, "submit", run_book(10), "ftp://www.goodreads.com/book/show/5")
     assert refused.returncode == 1 and refused.stdout.splitlines()[-1] == "1 accepted, 1 rejected"
 
@@ -711,7 +714,8 @@ def test_get_shows_a_news_front_a_generic_page_a_book_and_a_failure_readably(ser
                         "    1. [LIVE] Flood waters begin to recede across northern valleys  "
                         "https://www.bbc.com/news/live/world-asia-70000001",
                         "       2. How the storm grew so fast  https://www.bbc.com/news/world-asia-70000002",
-                        "    3. Court clears way for new highway toll  https://www.bbc.com/news/world-us-canada-70000003"]
+                        "    3. Court clears way for new highway toll  "
+                        "https://www.bbc.com/news/world-us-canada-70000003"]
     assert news[4].startswith("    4. [WATCH] Watch: Puffins") and news[-1].startswith(f"{NEWS_FRONT}  (fetched ")
     assert generic[:4] == [PAGE_TITLE, "Τα Νέα · Ελένη Παππά", "Μια ιστορία για τον καφέ.", "5 words · article · el"]
     assert book_lines[:2] == [BOOK_TITLE, "by Imaginary Author"]
@@ -729,7 +733,8 @@ def test_get_shows_a_news_front_a_generic_page_a_book_and_a_failure_readably(ser
 
 @pytest.mark.e2e
 def test_in_flight_get_exits_3_and_wait_times_out_with_3(service):
-    assert run(service.cli_env, "submit", run_book(4), "--wait", "--quiet").returncode == 0  # before slow holds the host
+    # The done book first: while the slow fetch runs, the host has no slot for another.
+    assert run(service.cli_env, "submit", run_book(4), "--wait", "--quiet").returncode == 0
     slow = run_book(SLOW)
     assert run(service.cli_env, "submit", slow, "--quiet").returncode == 0
     in_flight = run(service.cli_env, "get", run_book(4), slow)  # in flight outranks done
