@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
@@ -25,6 +26,7 @@ from apidocs import apidocs
 from config import Settings, host_name, load_settings
 from dashboard import mount_dashboard
 from errors import REDIS_UNAVAILABLE, ApiError, ConfigError, ParseError, body_too_large, error_body
+from jsontext import escape_lone_surrogates
 import metrics
 import ratelimit
 from web import cors
@@ -45,8 +47,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.config["SETTINGS"] = settings
     app.config["REDIS"] = connect_redis(settings.redis_url)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False
-    app.json.ensure_ascii = False  # UTF-8 as sent: "Bücher", not "B\u00fccher" (RFC 8259 JSON is UTF-8)
+    app.json = Utf8JsonProvider(app)  # UTF-8 with non-ASCII as is (jsontext.py)
     app.before_request(refuse_undecodable_query)
     app.register_blueprint(api)
     app.register_blueprint(seed)
@@ -60,6 +61,17 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.before_request_funcs[None].insert(0, refuse_unknown_host)  # before every other hook, the gate's too
     app.cli.add_command(parse_file)
     return app
+
+
+class Utf8JsonProvider(DefaultJSONProvider):
+    """Flask's JSON (jsonify) in the service's spelling (jsontext.py): UTF-8, non-ASCII as is,
+    lone surrogates escaped; keys in the order the code built them."""
+
+    ensure_ascii = False
+    sort_keys = False
+
+    def dumps(self, obj: object, **kwargs: object) -> str:
+        return escape_lone_surrogates(super().dumps(obj, **kwargs))
 
 
 def connect_redis(url: str) -> Redis:

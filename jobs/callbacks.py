@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 
@@ -28,6 +27,7 @@ from batches import batch_summary
 from config import Settings
 from jobs.queues import CALLBACK_QUEUE, make_queue
 from jobs.trust import DELIVERY_FUNCTION
+import jsontext
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def deliver(batch_id: str) -> dict:
 def callback_body(batch: dict, summary: dict) -> bytes:
     """The bytes POSTed for a finished batch, in the batch's callback_format."""
     payload = BODIES[batch.get("callback_format", "json")](summary)
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsontext.dumps(payload, separators=(",", ":")).encode()
 
 
 def slack_message(summary: dict) -> dict:

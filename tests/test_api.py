@@ -153,6 +153,16 @@ def test_a_body_over_the_limit_is_413_json(client, redis_client):
         "code": "body_too_large", "message": "the request body is 65,538 bytes; at most 65,536 (MAX_REQUEST_BYTES)"}
 
 
+def test_json_answers_keep_non_ascii_as_utf_8_and_escape_only_lone_surrogates(client):
+    """A lone surrogate can only travel as a JSON escape; echoed raw it could not be encoded (a 500)."""
+    sent = b'["https://www.bbc.com/news", "https://b\xc3\xbccher.example/\xc3\xa9", "x\\ud800"]'
+    response = client.post("/parse", data=sent, content_type="application/json")
+    assert response.status_code == 202
+    raw = response.get_data()
+    assert "https://bücher.example/é".encode() in raw and b"\\u00fc" not in raw and b'"x\\ud800"' in raw
+    assert [item["url"] for item in response.get_json()["rejected"]] == ["https://bücher.example/é", "x\ud800"]
+
+
 def test_too_many_urls_names_the_setting(redis_client, base_env):
     client = create_app({**base_env, "MAX_URLS_PER_REQUEST": "1000"}).test_client()
     message = client.post("/parse", json=[BOOK] * 1001).get_json()["error"]["message"]

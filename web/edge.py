@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import math
 import socket
 import time
@@ -41,6 +40,7 @@ from gunicorn.http.message import Request
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.ggevent import GeventWorker
 
+import jsontext
 import logs
 import metrics
 from config import load_settings
@@ -115,7 +115,7 @@ class RefusalLog:
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 answer with the API's JSON error body; the connection closes after it."""
-    body = json.dumps(error_body(code, message), ensure_ascii=False).encode()  # UTF-8, as the app's JSON
+    body = jsontext.dumps(error_body(code, message)).encode()  # UTF-8, as the app's JSON
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "Content-Type: application/json",
              f"Content-Length: {len(body)}", "Connection: close",
              *(f"{name}: {value}" for name, value in (headers or {}).items())]
