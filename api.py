@@ -190,7 +190,8 @@ def require_token() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     # bytes: compare_digest raises TypeError (a 500) on str with non-ASCII characters
     if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip().encode(), t.encode()) for t in tokens):
-        raise ApiError(401, "unauthorized", "writes need one of this server's API_TOKENS: send Authorization: Bearer <token>",
+        raise ApiError(401, "unauthorized",
+                       "writes need one of this server's API_TOKENS: send Authorization: Bearer <token>",
                        {"WWW-Authenticate": "Bearer"})
 
 

@@ -627,14 +627,15 @@ def check(response, method: str, path: str) -> object:
     assert key in operation["responses"], (
         f"{method.upper()} {path} answered {status}, which openapi.yaml does not document: {response.get_data(as_text=True)[:500]}")
     response_pointer, documented = follow(pointer_of("paths", path, method, "responses", key))
+    what = f"{method.upper()} {path} {status}"
     if status == "304":  # never a body (RFC 9110): documented without content
         assert response.get_data() == b"" and "content" not in documented
         body = None
     else:
         media_type = response.mimetype
-        assert media_type in documented.get("content", {}), f"{method.upper()} {path} {status}: undocumented {media_type}"
+        assert media_type in documented.get("content", {}), f"{what}: undocumented {media_type}"
         body = response.get_json() if media_type == "application/json" else response.get_data(as_text=True)
-        assert_valid(f"{response_pointer}/content/{escape(media_type)}/schema", body, f"{method.upper()} {path} {status}")
+        assert_valid(f"{response_pointer}/content/{escape(media_type)}/schema", body, what)
     for name in documented.get("headers", {}):
         header_pointer, header = follow(f"{response_pointer}/headers/{escape(name)}")
         if header.get("required"):
@@ -750,14 +751,16 @@ BAD_BOOK_URL = "'url' query parameter is required. It must be a valid goodreads 
 
 def test_live_seed_routes(client, redis_client):
     """The seed's answers (plain strings, the book's four fields) against the document."""
-    urls = [BOOK + ".The_Hobbit", "http://m.goodreads.com/book/show/5907", "https://www.goodreads.com/book/show/1", NEWS, 7]
+    urls = [BOOK + ".The_Hobbit", "http://m.goodreads.com/book/show/5907", "https://www.goodreads.com/book/show/1",
+            NEWS, 7]
     assert post(client, "/parseGoodreadsLinks", urls, 200, valid_request=False) == SCHEDULED_TWO
     for refused in ([], [NEWS], {"urls": [BOOK]}, "just a string", None):
         assert post(client, "/parseGoodreadsLinks", refused, 400) == NOT_BOOK_LINKS
     broken = client.post("/parseGoodreadsLinks", data="[not json", content_type="application/json")
     assert broken.status_code == 400 and check(broken, "post", "/parseGoodreadsLinks") == NOT_BOOK_LINKS
     as_text = client.post("/parseGoodreadsLinks", data=json.dumps([BOOK]), content_type="text/plain")
-    assert as_text.status_code == 415 and check(as_text, "post", "/parseGoodreadsLinks")["error"]["code"] == "unsupported_media_type"
+    assert as_text.status_code == 415
+    assert check(as_text, "post", "/parseGoodreadsLinks")["error"]["code"] == "unsupported_media_type"
     huge = client.post("/parseGoodreadsLinks", data="[" + " " * (64 * 1024) + "]", content_type="application/json")
     assert huge.status_code == 413 and check(huge, "post", "/parseGoodreadsLinks")["error"]["code"] == "body_too_large"
     assert get(client, "/getBookInfo", 200, query_string={"url": BOOK}) == NO_META_INFO  # queued
@@ -803,7 +806,8 @@ def test_live_api_tokens(redis_client, base_env):
 def test_live_callback_urls(redis_client, base_env):
     client = create_app({**base_env, "CALLBACK_SECRET": "s3cret"}).test_client()
     path = "/parse"
-    body = post(client, path, {"urls": [BOOK], "callback_url": "https://hooks.example.com/done"}, 202, valid_request=True)
+    hook = "https://hooks.example.com/done"
+    body = post(client, path, {"urls": [BOOK], "callback_url": hook}, 202, valid_request=True)
     assert body["batch_id"]
     body = post(client, path, {"urls": [BOOK], "callback_url": "https://hooks.example.com/done",
                                "callback_format": "slack"}, 202, valid_request=True)

@@ -91,7 +91,8 @@ def test_book_info_keeps_non_ascii_text_as_utf_8(base):
     assert "Leuchtturmwärter – Almanach".encode() in resp.content and b"\\u" not in resp.content
 
 
-@pytest.mark.parametrize("body", [[], ["https://www.bbc.com/news", 7], {"urls": ["https://www.goodreads.com/book/show/1"]},
+@pytest.mark.parametrize("body", [[], ["https://www.bbc.com/news", 7],
+                                  {"urls": ["https://www.goodreads.com/book/show/1"]},
                                   "https://www.goodreads.com/book/show/1"])
 def test_anything_but_a_list_with_a_book_is_the_seeds_400(base, body):
     resp = requests.post(f"{base}/parseGoodreadsLinks", json=body, timeout=5)
