@@ -76,6 +76,7 @@ class Settings:
     rate_limit_write: str = "60/minute"  # POST /parse and /parseGoodreadsLinks, per client
     rate_limit_read: str = "600/minute"  # GET endpoints, per client
     trusted_proxies: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto
+    cors_origins: frozenset[str] = frozenset()  # web origins whose pages may call the API (web/cors.py); none: off
     worker_execution: str = "inprocess"  # inprocess: a worker runs its jobs itself; fork: a work-horse per job
     worker_max_jobs: int = 1000  # an in-process worker is replaced after this many jobs; 0: never
     worker_max_rss_mib: int = 150  # ...or once its resident memory is above this, between jobs; 0: never
@@ -150,6 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_write=reader.rate_limit("RATE_LIMIT_WRITE", Settings.rate_limit_write),
         rate_limit_read=reader.rate_limit("RATE_LIMIT_READ", Settings.rate_limit_read),
         trusted_proxies=reader.integer("TRUSTED_PROXIES", 0, 0, 10),
+        cors_origins=reader.origins("CORS_ORIGINS"),
         worker_execution=reader.choice("WORKER_EXECUTION", "INPROCESS", ("INPROCESS", "FORK")).lower(),
         worker_max_jobs=reader.integer("WORKER_MAX_JOBS", 1000, 0, 10_000_000),
         worker_max_rss_mib=reader.integer("WORKER_MAX_RSS_MIB", 150, 0, 1024 * 1024),
@@ -187,6 +189,22 @@ def host_name(item: str) -> str | None:
         except ValueError:
             return None
     return bare if HOST_NAME.match(bare) else None
+
+
+def web_origin(item: str) -> str | None:
+    """item as a browser serialises an origin (RFC 6454), or None when it is not one."""
+    try:
+        parts = urlsplit(item)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host or parts.username is not None or parts.password is not None \
+            or parts.path not in ("", "/") or parts.query or parts.fragment or host_name(host) is None:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 class _Reader:
@@ -269,6 +287,18 @@ class _Reader:
             raise ConfigError(f"{name}={value!r} must list host names without ports "
                               "(e.g. metaparse.example.com,127.0.0.1,::1) or be *")
         return frozenset(names)
+
+    def origins(self, name: str) -> frozenset[str]:
+        """Comma-separated web origins, scheme://host[:port], as a browser's Origin header
+        spells them (lower case, no default port, no path). Never "*": each origin is named."""
+        origins = set()
+        for item in filter(None, (i.strip() for i in self.text(name, "").split(","))):
+            origin = web_origin(item)
+            if origin is None:
+                raise ConfigError(f"{name} item {item!r} is not an origin such as https://app.example.com "
+                                  "(scheme and host, an optional port, no path; * is not allowed: list each origin)")
+            origins.add(origin)
+        return frozenset(origins)
 
     def host_delays(self, name: str) -> dict[str, float]:
         """HOST=SECONDS items, comma-separated: e.g. www.goodreads.com=2,example.org=0.5."""

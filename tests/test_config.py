@@ -67,7 +67,7 @@ README_DEFAULTS = {
     "API_TOKENS": ("api_tokens", frozenset()),
     "RATE_LIMITS": ("rate_limits", True),
     "RATE_LIMIT_WRITE": ("rate_limit_write", "60/minute"), "RATE_LIMIT_READ": ("rate_limit_read", "600/minute"),
-    "TRUSTED_PROXIES": ("trusted_proxies", 0),
+    "TRUSTED_PROXIES": ("trusted_proxies", 0), "CORS_ORIGINS": ("cors_origins", frozenset()),
     "ALLOW_ANY_SITE": ("allow_any_site", False),
     "FETCH_CONNECT_TO": ("fetch_connect_to", {}), "FETCH_CA_BUNDLE": ("fetch_ca_bundle", None),
     "MAX_BODY_BYTES": ("max_body_bytes", 5 * 1024 * 1024),
@@ -229,6 +229,23 @@ def test_allow_any_site_false(raw):
 def test_bad_value_refused_naming_variable(name, raw):
     message = config_error({name: raw})
     assert name in message
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("https://app.example.com", {"https://app.example.com"}),
+    (" HTTPS://App.Example.com:443/ , http://localhost:3000", {"https://app.example.com", "http://localhost:3000"}),
+    ("http://[::1]:8080,http://127.0.0.1:80", {"http://[::1]:8080", "http://127.0.0.1"}),
+])
+def test_cors_origins_are_spelled_as_browsers_send_them(raw, expected):
+    assert load_settings({"CORS_ORIGINS": raw}).cors_origins == expected
+
+
+@pytest.mark.parametrize("raw", ["*", "app.example.com", "https://app.example.com/api", "ftp://app.example.com",
+                                 "https://user@app.example.com", "https://app.example.com?x=1", "null",
+                                 "https://app.example.com:99999"])
+def test_cors_origins_refuse_anything_but_origins(raw):
+    message = config_error({"CORS_ORIGINS": raw})
+    assert message.startswith(f"CORS_ORIGINS item {raw!r} is not an origin") and "list each origin" in message
 
 
 def test_error_quotes_bad_value():
