@@ -429,7 +429,7 @@ def test_allowed_hosts_refuses_what_is_not_a_host_name(raw):
     ("CALLBACK_SECRET", "callback_secret", "hmac-key", "hmac-key"),
     ("CALLBACK_SECRET", "callback_secret", "", None),  # compose needs a file for every secret: empty is off
 ])
-def test_a_secret_comes_from_the_file_its_FILE_variable_names(tmp_path, variable, attribute, text, expected):
+def test_a_secret_comes_from_the_file_its_file_variable_names(tmp_path, variable, attribute, text, expected):
     (tmp_path / "secret").write_text(text, newline="")
     env = {"RQSTATUS_USER": "op", "RQSTATUS_PASSWORD": "pw"}  # set together, or not at all
     env.pop(variable, None)
