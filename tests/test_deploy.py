@@ -74,7 +74,7 @@ def test_redis_keeps_an_aof_behind_a_password_read_from_its_secret():
     shell, flag, script = redis["command"]
     assert (shell, flag) == ("sh", "-c")
     command = shlex.split(script.replace("$$", "$"))  # compose's escape of a literal $
-    assert command[:2] == ["exec", "redis-server"]
+    assert command[:3] == ["exec", "docker-entrypoint.sh", "redis-server"]  # run as the redis user, not root
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--appendfsync") + 1] == "everysec"
     # the shell reads the secret file when Redis starts
