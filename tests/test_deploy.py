@@ -250,7 +250,7 @@ def test_dockerfile_is_pinned_non_root_and_serves_with_gunicorn():
 
 def test_dockerignore_keeps_secrets_and_local_state_out():
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
-    for entry in (".env", ".venv", "var", ".git"):
+    for entry in (".env", ".venv", "var", ".git", "secrets"):
         assert entry in ignored
 
 
