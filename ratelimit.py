@@ -27,7 +27,7 @@ seconds.
 
 Redis away: fail open. A Redis error while counting skips the limits for
 BREAKER_SECONDS (logged once), so requests are neither turned into 500s nor slowed by a
-second wait for Redis each: an endpoint that needs Redis (the api blueprint) answers its
+second wait for Redis each: an endpoint that needs Redis (the api and records blueprints) answers its
 503 at once, from the limiter's own error, and one that does not (/docs, the web page)
 keeps working. Not flask-limiter's in-memory fallback: per-process counts would let N
 workers allow N times the limit anyway, and they outlive Redis's return by up to half a
@@ -60,7 +60,7 @@ KEY_PREFIX = "metaparse:limits"  # Redis keys of the counters
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 READ_METHODS = ("GET", "HEAD")
 EXEMPT_ENDPOINTS = frozenset({"api.healthz", "metrics"})
-API_BLUEPRINT = "api"  # every endpoint of it reads or writes Redis
+API_BLUEPRINTS = frozenset({"api", "records"})  # every endpoint of them reads or writes Redis
 
 
 def init_app(app: Flask, settings: Settings) -> Limiter | None:
@@ -102,7 +102,7 @@ class FailOpenLimiter(Limiter):
         except (RedisError, StorageError, OSError) as exc:
             self.skip_until = time.monotonic() + BREAKER_SECONDS
             log.warning("rate limits skipped for %s s: Redis unavailable (%s)", BREAKER_SECONDS, exc)
-            if request.blueprint == API_BLUEPRINT and redis_unavailable(exc):
+            if request.blueprint in API_BLUEPRINTS and redis_unavailable(exc):
                 raise  # the API needs Redis anyway: its 503 now, not after a second wait
 
 

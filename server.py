@@ -27,6 +27,7 @@ from dashboard import mount_dashboard
 from errors import REDIS_UNAVAILABLE, ApiError, ConfigError, ParseError, body_too_large, error_body
 import metrics
 import ratelimit
+from records_api import records
 from webpage import webpage
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False
     app.before_request(refuse_undecodable_query)
     app.register_blueprint(api)
+    app.register_blueprint(records)
     app.register_blueprint(apidocs)
     app.register_blueprint(webpage)
     mount_dashboard(app, settings)
