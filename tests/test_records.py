@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
+import record_export
 import record_index
 import records_api
 from record_export import cell, csv_chunks, flatten
@@ -77,6 +78,7 @@ def test_pages_give_every_record_once_newest_first_in_exact_pages(client, redis_
     listed, sizes = walk(client, 3)
     assert listed == urls  # each once, newest first
     assert sizes == [3, 3, 3, 3, 2]  # exact pages; the last says it is the last (next_cursor null)
+    assert walk(client, 3, cursor="0") == (listed, sizes)  # "0", the old SCAN cursor's start, starts too
 
 
 def test_the_default_page_is_100_and_a_full_last_page_ends_the_walk(client, redis_client):
@@ -195,21 +197,22 @@ def test_the_index_is_built_in_resumable_steps_by_one_process_at_a_time(client, 
     assert held.status_code == 503 and held.get_json()["error"]["code"] == "index_building"
     assert held.headers["Retry-After"] == "1"
     redis_client.delete(RECORDS_INDEX_LOCK)
-    steps = 1
-    while not index.build_step(keys_at_most=1):
-        steps += 1
-    assert steps > 1 and redis_client.zcard(records_by_time_key()) == 30
+    steps = next(step for step in range(1, 100) if index.build_step(keys_at_most=1) or step == 99)
+    assert 1 < steps < 99 and redis_client.zcard(records_by_time_key()) == 30
     assert redis_client.zcard(records_by_time_key("goodreads_book")) == 30
     assert walk(client, 7)[0] == [book(n) for n in range(30)]
 
 
 def test_indexing_an_old_record_never_moves_a_newer_save_back(redis_client):
-    save_unindexed(redis_client, book(1), age=100)
-    old = redis_client.get(record_key(book(1)))
-    save(redis_client, book(1), age=0)  # re-fetched while the migration read the old value
-    RecordIndex(redis_client)._index_keys([record_key(book(1)).encode()])
-    assert redis_client.zscore(records_by_time_key(), book(1)) == NOW.timestamp()
-    assert old  # (the old value was there to be read)
+    old = make_record(book(1), "goodreads_book", "done", "1", data={"title": "old"})
+    old["fetched_at"] = NOW - timedelta(seconds=100)  # what the migration read...
+    save(redis_client, book(1), age=0)  # ...before the record was fetched again
+    with redis_client.pipeline() as pipe:
+        record_index._queue_entry(pipe, book(1).encode(), old, 3_600_000)
+        pipe.execute()
+    for key in (records_by_time_key(), records_by_time_key("goodreads_book")):
+        assert redis_client.zscore(key, book(1)) == NOW.timestamp()
+    assert redis_client.zscore(RECORDS_EXPIRY, book(1)) > time.time() + 3000
 
 
 def test_expired_records_entries_are_pruned_but_a_saved_one_is_kept(redis_client):
@@ -220,6 +223,23 @@ def test_expired_records_entries_are_pruned_but_a_saved_one_is_kept(redis_client
     assert RecordIndex(redis_client).prune_expired(time.time()) == 2  # urls[2]: its record is still there
     assert redis_client.zrange(records_by_time_key(), 0, -1) == [u.encode() for u in reversed(urls[2:])]
     assert redis_client.zrange(records_by_time_key("goodreads_book"), 0, -1) == [u.encode() for u in reversed(urls[2:])]
+
+
+def test_an_entry_is_kept_when_its_record_is_saved_again_while_it_is_being_dropped(redis_client, monkeypatch):
+    save(redis_client, book(1))
+    redis_client.delete(record_key(book(1)))  # expired: its entry may go...
+    real_pipeline = redis_client.pipeline
+
+    def pipeline(transaction: bool = True, **kwargs):
+        pipe = real_pipeline(transaction=transaction, **kwargs)
+        if not transaction:  # drop_missing's reads: right after them the record is saved again
+            execute = pipe.execute
+            pipe.execute = lambda *args: [execute(*args), save(redis_client, book(1), age=-1)][0]
+        return pipe
+
+    monkeypatch.setattr(redis_client, "pipeline", pipeline)
+    assert RecordIndex(redis_client).drop_missing([book(1).encode()]) == 0  # ...but not once it is back
+    assert redis_client.zscore(records_by_time_key(), book(1)) == NOW.timestamp() + 1
 
 
 def test_the_ticker_prunes_the_index(redis_client, monkeypatch):
@@ -252,6 +272,21 @@ def test_jsonl_streams_every_selected_record_in_pages(client, redis_client, monk
     assert [line["url"] for line in lines] == urls and lines[0]["fetched_at"] == NOW.isoformat()
     every = client.get("/records.jsonl").get_data(as_text=True).splitlines()
     assert len(every) == 11 and json.loads(every[4])["url"] == PAGE
+
+
+def test_an_export_reads_its_records_a_page_at_a_time(client, redis_client, monkeypatch):
+    monkeypatch.setattr(records_api, "EXPORT_PAGE", 5)
+    monkeypatch.setattr(record_export, "CHUNK_CHARS", 1)  # a chunk per record
+    save_books(redis_client, 50)
+    reads, read = [], RecordIndex._records_at
+    monkeypatch.setattr(RecordIndex, "_records_at",
+                        lambda index, positions, selection: reads.append(len(positions)) or read(index, positions, selection))
+    response = client.get("/records.jsonl", buffered=False)
+    assert reads == [5]  # the first page, read before the 200 (so a Redis failure is a 503); not all 50
+    body = iter(response.response)
+    assert json.loads(next(body))["url"] == book(0) and reads == [5]
+    assert len(b"".join(body).splitlines()) == 49 and reads == [5] * 10
+    response.close()
 
 
 def test_csv_needs_a_kind(client):
