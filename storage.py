@@ -1,5 +1,8 @@
 """The only module that knows Redis key names: records and batches.
 
+A record is saved with its entries in the records index (sorted sets by fetch time, and
+by expiry time) in one transaction; record_index.py reads and tends that index.
+
 Records and batches are pickled (fast, keeps datetimes) and loaded with an unpickler that
 refuses every global except the datetime types, so a value tampered with in Redis can
 never run code. What it loads must then be plain data of the right shape before anyone
