@@ -14,14 +14,12 @@ from flask import Blueprint, Response, jsonify, request
 from api import load_batch_or_404, read_since, redis
 from batches import record_json
 from errors import ApiError
-from record_export import csv_chunks, jsonl_chunks
+from record_export import KINDS, LAYOUTS, csv_chunks, jsonl_chunks
 from record_index import Position, RecordIndex, Selection, decode_cursor, encode_cursor
-from sources import GENERIC, GOODREADS, NEWS
 
 records = Blueprint("records", __name__)
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 EXPORT_PAGE = 500  # records read from Redis at once while an export streams
-KINDS = {"book": GOODREADS.kind, "news": NEWS.kind, "page": GENERIC.kind}  # ?kind= -> the records' `kind`
 START_CURSORS = ("", "0")  # "0": what clients of the old SCAN cursor send first
 BUILDING_RETRY_AFTER = "1"
 
@@ -51,8 +49,6 @@ def export_jsonl():
 @records.get("/records.csv")
 def export_csv():
     selection = read_selection()
-    if selection.kind is None:
-        raise ApiError(400, "invalid_query", "a CSV export needs kind=book, news or page: each has its own columns")
     chunks = csv_chunks(selection.kind, started(ready_index().walk(selection, EXPORT_PAGE)))
     return streamed(chunks, "text/csv", export_name(selection, "csv"))
 
@@ -116,5 +112,5 @@ def streamed(chunks: Iterable[str], mimetype: str, filename: str) -> Response:
 
 
 def export_name(selection: Selection, extension: str) -> str:
-    kind = next((name for name, kind in KINDS.items() if kind == selection.kind), None)
-    return f"records-{kind}.{extension}" if kind else f"records.{extension}"
+    layout = LAYOUTS.get(selection.kind or "")
+    return f"records-{layout.name}.{extension}" if layout else f"records.{extension}"

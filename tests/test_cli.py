@@ -113,17 +113,6 @@ FAILED_RECORD = {
 }
 
 
-# ---- export: the server's formats, streamed -------------------------------------------------
-# The CSV and JSON Lines formats live on the server (record_export.py, tests/test_records.py);
-# the CLI streams them. CSV needs --kind: each kind has its own columns.
-
-
-def test_a_csv_export_without_a_kind_is_a_usage_error_before_any_request(capsys):
-    with pytest.raises(SystemExit) as exited:  # nothing listens there: a request would exit 5
-        main(["--server", f"http://127.0.0.1:{free_port()}", "export", "--output", "all.csv"])
-    assert exited.value.code == 2 and "needs --kind book, news or page" in capsys.readouterr().err
-
-
 # ---- the HTTP client, against a fake session ------------------------------------------------
 
 
@@ -531,18 +520,20 @@ def test_export_jsonl_and_csv(service, tmp_path):
     assert sorted(r["url"] for r in records) == sorted(urls)
     assert [r["fetched_at"] for r in records] == sorted((r["fetched_at"] for r in records), reverse=True)
     # To stdout the format is JSON Lines unless --format says otherwise.
-    as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv", "--kind", "book")
+    as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv")
     assert sorted(row["url"] for row in csv.DictReader(io.StringIO(as_csv.stdout))) == sorted(urls)
     csv_path = tmp_path / "all.csv"
-    every = run(service.cli_env, "--quiet", "export", "--kind", "book", "--output", str(csv_path))
+    every = run(service.cli_env, "--quiet", "export", "--output", str(csv_path))
     assert every.returncode == 0 and every.stdout == "" and every.stderr == ""
     rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
     by_url = {row["url"]: row for row in rows}
     assert len(by_url) == len(rows) and set(urls) <= set(by_url)
     assert by_url[urls[0]]["title"] == BOOK_TITLE and by_url[urls[0]]["authors"] == "Imaginary Author"
     assert by_url[urls[2]]["status"] == "failed" and by_url[urls[2]]["error"].startswith("http_status")
-    assert list(rows[0])[:4] == ["url", "status", "fetched_at", "error"]
+    assert list(rows[0])[:4] == ["url", "kind", "status", "fetched_at"]
     assert list(tmp_path.iterdir()) == [csv_path]  # renamed into place: no partial file left
+    books = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv", "--kind", "book")
+    assert "headline_url" not in books.stdout.splitlines()[0] and books.stdout.count(BOOK_TITLE) == 2
 
 
 @pytest.mark.e2e
@@ -560,7 +551,7 @@ def test_export_filters_by_kind_and_since_and_a_bad_since_is_a_usage_error(servi
 
 @pytest.mark.e2e
 def test_export_of_an_unknown_batch_exits_4(service):
-    result = run(service.cli_env, "export", "--batch", uuid.uuid4().hex, "--format", "csv", "--kind", "book")
+    result = run(service.cli_env, "export", "--batch", uuid.uuid4().hex, "--format", "csv")
     assert result.returncode == 4 and "no batch" in result.stderr and result.stdout == ""
 
 

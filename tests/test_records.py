@@ -289,9 +289,20 @@ def test_an_export_reads_its_records_a_page_at_a_time(client, redis_client, monk
     response.close()
 
 
-def test_csv_needs_a_kind(client):
+def test_csv_without_a_kind_has_every_kinds_columns_and_a_kind_column(client, redis_client):
+    save(redis_client, book(1), data={"title": "A book", "authors": ["Ann"]})
+    save(redis_client, FRONT, "news_headlines", age=1, data={"site": "bbc.com", "headlines": [
+        {"title": "Story", "url": "https://www.bbc.com/news/1", "position": 1}]})
+    save(redis_client, PAGE, "page", age=2, data={"title": "A page", "site_name": "Crumb"})
     response = client.get("/records.csv")
-    assert response.status_code == 400 and "needs kind=book, news or page" in response.get_json()["error"]["message"]
+    assert response.headers["Content-Disposition"] == 'attachment; filename="records.csv"'
+    rows = csv_of(response)
+    assert list(rows[0])[:5] == ["url", "kind", "status", "fetched_at", "error"]
+    assert {"book_id", "authors", "headline_url", "position", "site_name", "word_count"} <= set(rows[0])
+    assert [(r["url"], r["kind"], r["title"]) for r in rows] == [
+        (book(1), "book", "A book"), (FRONT, "news", "Story"), (PAGE, "page", "A page")]
+    assert (rows[0]["authors"], rows[0]["position"], rows[1]["position"], rows[1]["authors"]) == ("Ann", "", "1", "")
+    assert rows[1]["headline_url"] == "https://www.bbc.com/news/1" and rows[2]["site_name"] == "Crumb"
 
 
 def test_csv_of_books_is_a_row_per_book_with_book_columns(client, redis_client):
@@ -303,7 +314,8 @@ def test_csv_of_books_is_a_row_per_book_with_book_columns(client, redis_client):
     assert response.mimetype == "text/csv"
     assert response.headers["Content-Disposition"] == 'attachment; filename="records-book.csv"'
     done, failed = csv_of(response)
-    assert list(done)[:4] == ["url", "status", "fetched_at", "error"] and "headline_url" not in done
+    assert list(done)[:5] == ["url", "kind", "status", "fetched_at", "error"] and "headline_url" not in done
+    assert done["kind"] == "book"
     assert (done["url"], done["title"], done["authors"], done["rating"], done["ratings_count"]) == \
         (book(5), "T", "A; B", "4.1", "-3")
     assert (done["series"], done["series_position"], done["genres"]) == ("S", "2", "x; y")
@@ -318,8 +330,8 @@ def test_csv_of_news_is_a_row_per_headline(client, redis_client):
                                                        "headlines": headlines})
     save(redis_client, "https://www.wsj.com/", "news_headlines", age=1, data={"site": "wsj.com", "headlines": []})
     rows = csv_of(client.get("/records.csv", query_string={"kind": "news"}))
-    assert list(rows[0])[:8] == ["front_url", "status", "fetched_at", "error", "site", "position", "title", "url"]
-    assert [(r["front_url"], r["position"], r["title"], r["url"], r["kicker"], r["sublink"]) for r in rows] == [
+    assert list(rows[0])[5:9] == ["site", "position", "title", "headline_url"] and "book_id" not in rows[0]
+    assert [(r["url"], r["position"], r["title"], r["headline_url"], r["kicker"], r["sublink"]) for r in rows] == [
         (FRONT, "1", "Story 1", "https://www.bbc.com/news/1", "LIVE", "false"),
         (FRONT, "2", "Story 2", "https://www.bbc.com/news/2", "", "true"),
         ("https://www.wsj.com/", "", "", "", "", ""),  # a front without headlines still has its row
