@@ -19,8 +19,10 @@ RUN pip install pipenv==2026.10.3 \
     && rm -rf /root/.cache
 
 COPY . .
+# var/journal exists (and is the service user's) in the image, so a named volume mounted
+# there (docker-compose.yml: the web's journal) starts with that owner.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app metaparse \
-    && mkdir -p /app/var && chown metaparse /app/var
+    && mkdir -p /app/var/journal && chown -R metaparse /app/var
 USER metaparse
 
 ENV PATH=/app/.venv/bin:$PATH \

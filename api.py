@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from redis import Redis
 from rq import Worker
 from rq.job import JobStatus
@@ -28,8 +28,8 @@ from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, fetch_job, mak
 from jobs.trust import JsonJob
 import journal
 import metrics
-from sources import GOODREADS, NEWS, Route, Unsupported, route
-from storage import Storage
+from sources import NEWS, Route, Unsupported, route
+from storage import CALLBACK_FORMATS, Storage
 
 api = Blueprint("api", __name__)
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")  # \Z: "$" would also match before a final newline
@@ -58,6 +58,7 @@ class Submission:
     urls: list
     refresh: bool = False
     callback_url: str | None = None
+    callback_format: str = "json"  # the body the callback POSTs: jobs/callbacks.py
 
 
 @api.post("/parse")
@@ -66,18 +67,12 @@ def parse_urls():
     return submit_batch(read_submission(json_body()))
 
 
-@api.post("/parseGoodreadsLinks")
-def parse_goodreads_links():
-    """Seed-compatible: a JSON list of Goodreads book URLs."""
-    require_token()
-    return submit_batch(read_submission(json_body()), only=GOODREADS.name)
-
-
 def json_body() -> object:
     """The body as JSON; None when it is not JSON (RFC 8259) or is nested deeper than
     MAX_JSON_DEPTH. 415 unless the Content-Type is JSON: a cross-site "simple" request (a
     form, or fetch() with text/plain) cannot send one without a CORS preflight, which this
-    service never grants, so no web page a user visits can submit URLs in their name.
+    service grants only to the origins its operator lists in CORS_ORIGINS (none by default,
+    web/cors.py), so no other web page a user visits can submit URLs in their name.
 
     Stricter than json.loads: NaN, Infinity and numbers past a float (1e999) are not JSON,
     and echoed in "rejected" they would make the answer invalid JSON. Nested deeper than
@@ -93,7 +88,9 @@ def json_body() -> object:
 
 def require_json_content_type() -> None:
     if not request.is_json:  # application/json or application/<something>+json
-        raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+        sent = request.mimetype or "none"
+        raise ApiError(415, "unsupported_media_type",
+                       f"the body must be JSON sent with Content-Type: application/json (sent: {sent})")
 
 
 def request_body() -> bytes:
@@ -105,7 +102,7 @@ def request_body() -> bytes:
         return request.get_data()  # a Content-Length over the limit is a 413 already (MAX_CONTENT_LENGTH)
     body = request.environ["wsgi.input"].read(limit + 1)
     if len(body) > limit:
-        raise body_too_large(limit)
+        raise body_too_large(limit)  # its whole size is unknown: it was not read past the limit
     return body
 
 
@@ -130,24 +127,44 @@ def _finite_float(text: str) -> float:
     return number
 
 
+SUBMISSION_FIELDS = ("urls", "refresh", "callback_url", "callback_format")
+
+
 def read_submission(body: object) -> Submission:
-    """A bare JSON list of URLs, or {"urls": [...], "refresh": bool, "callback_url": str | null}."""
+    """A bare JSON list of URLs, or {"urls": [...], "refresh": bool, "callback_url": str | null,
+    "callback_format": "json" | "slack"}."""
     if isinstance(body, list):
         body = {"urls": body}
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", 'send JSON: a list of URLs or {"urls": [...]}')
-    unknown = set(body) - {"urls", "refresh", "callback_url"}
+    unknown = set(body) - set(SUBMISSION_FIELDS)
     if unknown:
-        raise ApiError(400, "invalid_body", f"unknown fields: {', '.join(sorted(unknown))}")
+        raise ApiError(400, "invalid_body", f"unknown fields: {', '.join(sorted(unknown))} "
+                                            f"(known: {', '.join(SUBMISSION_FIELDS)})")
     urls, refresh = body.get("urls"), body.get("refresh", False)
     if not isinstance(urls, list) or not urls:
         raise ApiError(400, "invalid_body", '"urls" must be a non-empty list of strings')
     if not isinstance(refresh, bool):
         raise ApiError(400, "invalid_body", '"refresh" must be true or false')
+    check_url_count(urls)
+    return Submission(urls, refresh, read_callback_url(body.get("callback_url")),
+                      read_callback_format(body.get("callback_format", "json")))
+
+
+def check_url_count(urls: list) -> None:
     limit = settings().max_urls_per_request
     if len(urls) > limit:
-        raise ApiError(413, "too_many_urls", f"{len(urls)} URLs sent; at most {limit} per request")
-    return Submission(urls, refresh, read_callback_url(body.get("callback_url")))
+        raise ApiError(413, "too_many_urls",
+                       f"{len(urls):,} URLs sent; at most {limit:,} per request (MAX_URLS_PER_REQUEST)")
+
+
+def read_callback_format(value: object) -> str:
+    """The callback's body: "json" (the batch, as GET /batches answers it) or "slack"
+    ({"text": ...}); only read when there is a callback_url, but checked always."""
+    if not isinstance(value, str) or value not in CALLBACK_FORMATS:  # a list is not hashable
+        allowed = ", ".join(f'"{name}"' for name in sorted(CALLBACK_FORMATS))
+        raise ApiError(400, "invalid_callback_format", f'"callback_format" must be one of {allowed}')
+    return value
 
 
 def read_callback_url(url: object) -> str | None:
@@ -173,14 +190,16 @@ def require_token() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     # bytes: compare_digest raises TypeError (a 500) on str with non-ASCII characters
     if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip().encode(), t.encode()) for t in tokens):
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+        raise ApiError(401, "unauthorized",
+                       "writes need one of this server's API_TOKENS: send Authorization: Bearer <token>",
+                       {"WWW-Authenticate": "Bearer"})
 
 
-def submit_batch(submission: Submission, only: str | None = None):
+def submit_batch(submission: Submission):
     rejected, routed = [], []
     for url in submission.urls:
         try:
-            routed.append((url, route_for_submission(url, only)))
+            routed.append((url, route(url, allow_any_site=settings().allow_any_site)))
         except Unsupported as exc:
             rejected.append({"url": url, "reason": exc.reason})
     batch_id = uuid.uuid4().hex  # also the lane its new jobs take turns in on each host
@@ -188,7 +207,7 @@ def submit_batch(submission: Submission, only: str | None = None):
     accepted = [{"url": url, **done[r.canonical_url]} for url, r in routed]
     journal.record_accepted(redis(), settings(), done.values())  # durable before the 202: journal.py
     if accepted:
-        save_batch(batch_id, accepted, submission.callback_url)
+        save_batch(batch_id, accepted, submission)
         keep_ticking()
     else:
         batch_id = None  # a request refused whole writes nothing to RQ, not even the ticker
@@ -216,13 +235,6 @@ def keep_ticking() -> None:
     current_app.extensions[NEXT_TICK] = (int(now) // every + 1) * every  # the tick it scheduled, or an earlier one
 
 
-def route_for_submission(url: object, only: str | None) -> Route:
-    routed = route(url, allow_any_site=settings().allow_any_site)
-    if only and routed.source.name != only:
-        raise Unsupported("not a Goodreads book URL (https://www.goodreads.com/book/show/<id>)")
-    return routed
-
-
 def accepted_item(submission) -> dict:
     return {
         "canonical_url": submission.route.canonical_url,
@@ -233,9 +245,11 @@ def accepted_item(submission) -> dict:
     }
 
 
-def save_batch(batch_id: str, accepted: list[dict], callback_url: str | None) -> None:
+def save_batch(batch_id: str, accepted: list[dict], submission: Submission) -> None:
     items = [{key: item[key] for key in ("url", "canonical_url", "source", "job_id")} for item in accepted]
-    batch = {"id": batch_id, "created_at": datetime.now(timezone.utc), "items": items, "callback_url": callback_url}
+    callback_url = submission.callback_url
+    batch = {"id": batch_id, "created_at": datetime.now(timezone.utc), "items": items, "callback_url": callback_url,
+             "callback_format": submission.callback_format}
     storage().save_batch(batch)
     if callback_url:
         storage().watch_batch(batch_id, [item["canonical_url"] for item in items])
@@ -247,12 +261,6 @@ def save_batch(batch_id: str, accepted: list[dict], callback_url: str | None) ->
 
 @api.get("/info")
 def info():
-    return record_response(request.args.get("url"), read_since(request.args.get("since")))
-
-
-@api.get("/getBookInfo")
-def get_book_info():
-    """Seed-compatible alias of /info."""
     return record_response(request.args.get("url"), read_since(request.args.get("since")))
 
 
@@ -268,7 +276,7 @@ def read_since(value: str | None) -> datetime | None:
 
 def record_response(url: str | None, since: datetime | None = None):
     if not url:
-        raise ApiError(400, "missing_url", "pass the page as ?url=...")
+        raise ApiError(400, "missing_url", "the url query parameter is required: ?url=<the page's URL>")
     try:
         canonical = route(url, allow_any_site=True).canonical_url
     except Unsupported as exc:
@@ -278,7 +286,21 @@ def record_response(url: str | None, since: datetime | None = None):
         raise ApiError(404, "not_found", f"{canonical} has never been submitted; POST it to /parse")
     if since is not None and record is not None and record["kind"] == NEWS.kind and record["status"] == "done":
         state.update(snapshots.new_since(record["data"]["headlines"], storage().load_snapshots(canonical), since))
-    return jsonify(state), 202 if state["status"] in ("queued", "started") else 200
+    if state["status"] in ("queued", "started"):
+        return jsonify(state), 202  # nothing to revalidate yet
+    return conditional(jsonify(state), record)
+
+
+def conditional(response: Response, record: dict | None) -> Response:
+    """A 200 with validators, or 304 when the client's copy is current: ETag, a hash of the
+    whole body (a refresh starting or a new ?since= answer changes it), and Last-Modified,
+    when the record was fetched (If-None-Match wins when both are sent, RFC 9110). no-cache:
+    a cache must ask again each time instead of guessing freshness from Last-Modified."""
+    response.add_etag()
+    if record is not None:
+        response.last_modified = record["fetched_at"]
+    response.cache_control.no_cache = True
+    return response.make_conditional(request)
 
 
 @api.get("/batches/<batch_id>")

@@ -2,6 +2,11 @@
 
 load_settings() validates everything up front; a bad value raises ConfigError with one
 line that names the variable, and the entry points print that line and exit.
+
+Secrets may come from files (Docker/compose secrets, Kubernetes): RQSTATUS_PASSWORD_FILE,
+API_TOKENS_FILE and CALLBACK_SECRET_FILE name a file holding the value instead of the
+variable itself; REDIS_PASSWORD_FILE holds the Redis password, which is put into REDIS_URL
+here, percent-encoded, so any character (@ : / # %) works.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from limits import parse_many
@@ -65,7 +70,7 @@ class Settings:
     record_retention: int = 30 * 86400
     user_agent: str = "metaparse/1.0 (+metadata parser service)"
     log_level: str = "INFO"
-    log_format: str = "json"  # json (one object per line) or text, for people
+    log_format: str = "auto"  # json (one object per line), text (for people), auto: text on a terminal
     callback_secret: str | None = None
     news_recrawl_interval: int = 900
     news_recrawl_for: int = 7 * 86400
@@ -76,9 +81,12 @@ class Settings:
     rate_limit_write: str = "60/minute"  # POST /parse and /parseGoodreadsLinks, per client
     rate_limit_read: str = "600/minute"  # GET endpoints, per client
     trusted_proxies: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto
+    cors_origins: frozenset[str] = frozenset()  # web origins whose pages may call the API (web/cors.py); none: off
     worker_execution: str = "inprocess"  # inprocess: a worker runs its jobs itself; fork: a work-horse per job
     worker_max_jobs: int = 1000  # an in-process worker is replaced after this many jobs; 0: never
     worker_max_rss_mib: int = 150  # ...or once its resident memory is above this, between jobs; 0: never
+    metrics_port: int = 0  # a worker serves its own /metrics on this port (compose); 0: none (web's has all)
+    metrics_bind: str = "127.0.0.1"  # ...on this address
 
     @property
     def listens_beyond_loopback(self) -> bool:
@@ -116,8 +124,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         request_read_timeout=reader.number("REQUEST_READ_TIMEOUT", 10.0, 0.5, 300),
         max_connections_per_address=reader.integer("MAX_CONNECTIONS_PER_ADDRESS", 64, 0, 100_000),
         rqstatus_user=reader.optional("RQSTATUS_USER"),
-        rqstatus_password=reader.optional("RQSTATUS_PASSWORD"),
-        api_tokens=frozenset(t.strip() for t in reader.text("API_TOKENS", "").split(",") if t.strip()),
+        rqstatus_password=reader.secret("RQSTATUS_PASSWORD"),
+        api_tokens=frozenset(t.strip() for t in (reader.secret("API_TOKENS") or "").split(",") if t.strip()),
         allow_any_site=reader.boolean("ALLOW_ANY_SITE", False),
         fetch_connect_to=reader.connect_to("FETCH_CONNECT_TO"),
         fetch_ca_bundle=reader.existing_file("FETCH_CA_BUNDLE"),
@@ -139,8 +147,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         record_retention=reader.integer("RECORD_RETENTION", 30 * 86400, 60, 10 * 365 * 86400),
         user_agent=reader.text("USER_AGENT", Settings.user_agent),
         log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-        log_format=reader.choice("LOG_FORMAT", "JSON", ("JSON", "TEXT")).lower(),
-        callback_secret=reader.optional("CALLBACK_SECRET"),
+        log_format=reader.choice("LOG_FORMAT", "AUTO", ("AUTO", "JSON", "TEXT")).lower(),
+        callback_secret=reader.secret("CALLBACK_SECRET"),
         news_recrawl_interval=reader.integer("NEWS_RECRAWL_INTERVAL", 900, 60, 7 * 86400),
         news_recrawl_for=reader.integer("NEWS_RECRAWL_FOR", 7 * 86400, 0, 365 * 86400),
         snapshots_kept=reader.integer("SNAPSHOTS_KEPT", 20, 1, 1000),
@@ -150,9 +158,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_write=reader.rate_limit("RATE_LIMIT_WRITE", Settings.rate_limit_write),
         rate_limit_read=reader.rate_limit("RATE_LIMIT_READ", Settings.rate_limit_read),
         trusted_proxies=reader.integer("TRUSTED_PROXIES", 0, 0, 10),
+        cors_origins=reader.origins("CORS_ORIGINS"),
         worker_execution=reader.choice("WORKER_EXECUTION", "INPROCESS", ("INPROCESS", "FORK")).lower(),
         worker_max_jobs=reader.integer("WORKER_MAX_JOBS", 1000, 0, 10_000_000),
         worker_max_rss_mib=reader.integer("WORKER_MAX_RSS_MIB", 150, 0, 1024 * 1024),
+        metrics_port=reader.integer("METRICS_PORT", 0, 0, 65535),
+        metrics_bind=reader.text("METRICS_BIND", "127.0.0.1"),
     )
     _check_consistency(settings)
     return settings
@@ -174,6 +185,14 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError("JOB_TIMEOUT must be longer than FETCH_DEADLINE so a fetch can fail cleanly first")
 
 
+def with_password(url: str, password: str) -> str:
+    """url with password in its user part, percent-encoded (redis-py decodes it): a password
+    holding @ : / # % would otherwise end the user part, the host or the path early."""
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
 def host_name(item: str) -> str | None:
     """A host name as ALLOWED_HOSTS keeps it and a Host header's name is compared with it:
     lower case, no brackets, an IPv6 address in its short form; None when item is not a
@@ -187,6 +206,22 @@ def host_name(item: str) -> str | None:
         except ValueError:
             return None
     return bare if HOST_NAME.match(bare) else None
+
+
+def web_origin(item: str) -> str | None:
+    """item as a browser serialises an origin (RFC 6454), or None when it is not one."""
+    try:
+        parts = urlsplit(item)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host or parts.username is not None or parts.password is not None \
+            or parts.path not in ("", "/") or parts.query or parts.fragment or host_name(host) is None:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 class _Reader:
@@ -234,10 +269,35 @@ class _Reader:
         return value
 
     def redis_url(self, name: str, default: str) -> str:
+        """name's URL, with the password of REDIS_PASSWORD_FILE put in when that is set."""
         url = self.text(name, default)
         if urlsplit(url).scheme not in REDIS_SCHEMES:
             raise ConfigError(f"{name} must start with redis://, rediss:// or unix://")
-        return url
+        password = self.file_text("REDIS_PASSWORD_FILE")
+        if password is None:
+            return url
+        if urlsplit(url).password is not None:
+            raise ConfigError(f"{name} has a password and REDIS_PASSWORD_FILE is set: give it in one place")
+        return with_password(url, password)
+
+    def secret(self, name: str) -> str | None:
+        """name's value, or the contents of the file that name_FILE names; not both."""
+        value, from_file = self.optional(name), self.file_text(f"{name}_FILE")
+        if value is not None and from_file is not None:
+            raise ConfigError(f"{name} and {name}_FILE are both set: give the secret in one place")
+        return value if from_file is None else from_file
+
+    def file_text(self, name: str) -> str | None:
+        """The contents of the file name names, without its final line break (editors add one);
+        None for an empty file, as for an unset variable (compose needs a file for every secret)."""
+        path = self.optional(name)
+        if path is None:
+            return None
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}={path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        return text.removesuffix("\n").removesuffix("\r") or None  # an empty file: as if unset
 
     def existing_file(self, name: str) -> str | None:
         path = self.optional(name)
@@ -269,6 +329,18 @@ class _Reader:
             raise ConfigError(f"{name}={value!r} must list host names without ports "
                               "(e.g. metaparse.example.com,127.0.0.1,::1) or be *")
         return frozenset(names)
+
+    def origins(self, name: str) -> frozenset[str]:
+        """Comma-separated web origins, scheme://host[:port], as a browser's Origin header
+        spells them (lower case, no default port, no path). Never "*": each origin is named."""
+        origins = set()
+        for item in filter(None, (i.strip() for i in self.text(name, "").split(","))):
+            origin = web_origin(item)
+            if origin is None:
+                raise ConfigError(f"{name} item {item!r} is not an origin such as https://app.example.com "
+                                  "(scheme and host, an optional port, no path; * is not allowed: list each origin)")
+            origins.add(origin)
+        return frozenset(origins)
 
     def host_delays(self, name: str) -> dict[str, float]:
         """HOST=SECONDS items, comma-separated: e.g. www.goodreads.com=2,example.org=0.5."""

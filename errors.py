@@ -38,9 +38,13 @@ class ApiError(Exception):
         return error_body(self.code, self.message)
 
 
-def body_too_large(limit: int) -> ApiError:
-    """413 for a request body over MAX_REQUEST_BYTES, however it was framed."""
-    return ApiError(413, "body_too_large", f"the request body is over the limit of {limit} bytes (MAX_REQUEST_BYTES)")
+def body_too_large(limit: int, size: int | None = None) -> ApiError:
+    """413 for a request body over MAX_REQUEST_BYTES, however it was framed; size when it is
+    known (a Content-Length), else the body was only read to one byte past the limit."""
+    if size is None:
+        return ApiError(413, "body_too_large",
+                        f"the request body is over {limit:,} bytes, the most (MAX_REQUEST_BYTES)")
+    return ApiError(413, "body_too_large", f"the request body is {size:,} bytes; at most {limit:,} (MAX_REQUEST_BYTES)")
 
 
 class JobError(Exception):

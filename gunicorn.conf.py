@@ -40,11 +40,21 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+# gunicorn 25+ opens a control socket for gunicornc at one path per user ($HOME/.gunicorn):
+# unused here, and every gunicorn of the user (two `make run`s, tests) would take it in turn.
+control_socket_disable = True
 
 
 class EscapingLogger(Logger):
     """gunicorn's logger, with every value of an access line escaped (logs.escaped): the
     Basic-auth user name is base64 on the wire, so it can hold a newline and forge a line."""
+
+    def info(self, msg, *args, **kwargs) -> None:
+        # With reuse_port the master opens no socket (each worker opens its own), so gunicorn's
+        # "Listening at: %s (%s)" names none: name the address the workers listen on.
+        if msg.startswith("Listening at:") and args and not args[0]:
+            args = (f"http://{bind}", *args[1:])
+        super().info(msg, *args, **kwargs)
 
     def atoms(self, resp, req, environ, request_time) -> dict:
         atoms = super().atoms(resp, req, environ, request_time)

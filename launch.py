@@ -10,6 +10,11 @@ the same data, so the service comes back by itself; when it dies more than
 RESTARTS_ALLOWED times within RESTART_WINDOW seconds, or will not start again, the launcher
 stops everything and exits non-zero, so that its own supervisor sees a failure instead of
 a service that answers 503 forever.
+
+Once web answers and a worker is registered it prints the URLs the service is reached at
+(the web page and API, the API docs, the dashboard). honcho reads the processes' output
+through pipes, so they cannot see the terminal themselves: with LOG_FORMAT unset (auto),
+the launcher tells them text when its own stdout is a terminal, JSON otherwise.
 """
 from __future__ import annotations
 
@@ -21,16 +26,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
 
+import requests
 from dotenv import dotenv_values
 from redis import Redis
 from redis.exceptions import RedisError
 
 import metrics
-from config import PROJECT_ROOT, load_settings
+from config import LOOPBACK_NAMES, PROJECT_ROOT, Settings, load_settings
 from errors import ConfigError
 
 PR_SET_PDEATHSIG = 1
@@ -39,6 +46,9 @@ REDIS_STOP_SECONDS = 15
 RESTARTS_ALLOWED = 5  # restarts of a dead embedded Redis within RESTART_WINDOW s...
 RESTART_WINDOW = 60.0  # ...after which the launcher gives up and stops everything
 SUPERVISE_POLL = 0.2  # s between looks at honcho and the embedded Redis
+READY_POLL = 0.5  # s between looks at /healthz until the service is up
+READY_SECONDS = 180  # after which the launcher stops looking (the processes' own lines say why)
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", "[::]"})
 
 
 class RedisStartError(Exception):
@@ -210,7 +220,54 @@ def child_environment() -> dict[str, str]:
     env = {**{k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}, **os.environ}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if env.get("LOG_FORMAT", "").strip().lower() in ("", "auto"):
+        env["LOG_FORMAT"] = "text" if sys.stdout.isatty() else "json"  # honcho's pipes hide the terminal
     return env
+
+
+# ---- the URLs, once the service is up ---------------------------------------------------------
+
+
+def public_host(settings: Settings) -> str:
+    """The host part of the URLs to print: the bound address, or for a wildcard bind a name
+    the service answers to (ALLOWED_HOSTS), else this machine's name."""
+    if settings.bind not in WILDCARD_BINDS:
+        host = settings.bind.strip("[]")
+    else:
+        host = min(settings.allowed_hosts - LOOPBACK_NAMES, default=None) or socket.gethostname()
+    return f"[{host}]" if ":" in host else host
+
+
+def service_urls(settings: Settings) -> dict[str, str]:
+    base = f"http://{public_host(settings)}:{settings.port}"
+    return {"web page and API": f"{base}/", "API docs": f"{base}/docs", "dashboard": f"{base}/rqstatus/"}
+
+
+def workers_ready(settings: Settings) -> int:
+    """Live workers once web answers /healthz (asked on loopback for a wildcard bind), else 0."""
+    connect = "127.0.0.1" if settings.bind in WILDCARD_BINDS else public_host(settings)
+    try:
+        answer = requests.get(f"http://{connect}:{settings.port}/healthz", timeout=2,
+                              headers={"Host": f"{public_host(settings)}:{settings.port}"})
+        return int(answer.json().get("workers", 0)) if answer.status_code == 200 else 0
+    except (requests.RequestException, ValueError, AttributeError):
+        return 0  # not listening yet, or not the service's answer
+
+
+def announce_when_ready(settings: Settings, honcho: subprocess.Popen) -> None:
+    """Print the URLs once web answers and a worker is registered (while honcho runs)."""
+    deadline = time.monotonic() + READY_SECONDS
+    while honcho.poll() is None and time.monotonic() < deadline:
+        if workers := workers_ready(settings):
+            print(f"launch: metaparse is up ({workers} worker{'s' * (workers > 1)}):", flush=True)
+            for name, url in service_urls(settings).items():
+                print(f"launch:   {name:<17} {url}", flush=True)
+            return
+        time.sleep(READY_POLL)
+
+
+def start_announcer(settings: Settings, honcho: subprocess.Popen) -> None:
+    threading.Thread(target=announce_when_ready, args=(settings, honcho), name="announce", daemon=True).start()
 
 
 def main() -> int:
@@ -221,11 +278,15 @@ def main() -> int:
         sys.exit(f"configuration error: {exc}")
     metrics.setup_multiprocess_dir(settings.data_dir, env)  # web and workers share it; cleaned here only
     if env.get("REDIS_URL"):
-        return start_honcho(env, settings.port).wait()
+        honcho = start_honcho(env, settings.port)
+        start_announcer(settings, honcho)
+        return honcho.wait()
     _lock = lock_data_dir(settings.data_dir)
     redis = start_embedded_redis(settings.data_dir)
     env["REDIS_URL"] = redis.url
+    env.pop("REDIS_PASSWORD_FILE", None)  # the password of a REDIS_URL server: the embedded one has none
     honcho = start_honcho(env, settings.port)
+    start_announcer(settings, honcho)
     try:
         return supervise(honcho, redis)
     finally:

@@ -5,7 +5,13 @@ jobs/worker.py call it at start-up (gunicorn's workers and RQ's pool workers and
 work-horses are forked, so they inherit it). Each line is
 `{"ts", "level", "logger", "message", "pid", ...fields}`: fields are a call's `extra=`,
 the fields bound with bind()/bound() in the current context, and `exc` (the traceback)
-when an exception is logged. LOG_FORMAT=text gives one human line per record instead.
+when an exception is logged. LOG_FORMAT=text gives one human line per record instead;
+LOG_FORMAT=auto (the default) gives text when stderr is a terminal, JSON otherwise.
+
+Routine upkeep is logged at DEBUG, so an idle service at LOG_LEVEL=INFO prints nothing:
+RQ's INFO lines about the ticker's jobs (dequeued, "Job OK", result discarded) and about the
+workers' maintenance passes (cleaning registries) are lowered to DEBUG by RoutineFilter. A
+routine job's warnings and errors keep their level, and so do RQ's lines about page jobs.
 
 Jobs: while a job runs, every line carries its `job_id` and `url`:
 - metrics.job_started() binds them at the start of fetch_and_parse and unbinds them when
@@ -22,22 +28,22 @@ lines are escaped by JSON itself.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import re
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import IO, Any
 
 import rq
 from rq.exceptions import StopRequested
 
-from jobs.trust import JOB_FUNCTION
+from jobs.trust import JOB_FUNCTION, TICK_FUNCTION
 
-FORMATS = ("json", "text")
+FORMATS = ("json", "text", "auto")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # LogRecord's own attributes: anything else on a record came from `extra=` or a bound field.
 _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -47,6 +53,10 @@ _OWN_HANDLER = "_metaparse_handler"
 CONTINUATION = "    "  # the margin of a text record's second and later lines
 # RQ gives these loggers handlers of its own (and stops their propagation) when it finds none above.
 _RQ_LOGGERS = ("rq.worker", "rq.job", "rq.worker_pool", "rq.scheduler")
+ROUTINE = "_routine"  # a bound field (never printed: it starts with _) marking routine upkeep
+# RQ's line for a job taken off a queue, logged before the job is ours to bind fields to:
+# its third argument is the job's description (the function and its arguments).
+_RQ_DEQUEUE_LINE = "Worker %s: %s: %s (%s)"
 
 _fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("metaparse_log_fields", default=None)
 
@@ -69,7 +79,7 @@ def unbind(token: contextvars.Token | None) -> None:
         _fields.set(None)
 
 
-@contextmanager
+@contextlib.contextmanager
 def bound(**fields: Any) -> Iterator[None]:
     token = bind(**fields)
     try:
@@ -90,6 +100,35 @@ class ContextFilter(logging.Filter):
             if name not in record.__dict__:
                 setattr(record, name, value)
         return True
+
+
+class RoutineFilter(logging.Filter):
+    """Lowers RQ's INFO lines about routine upkeep to DEBUG, then drops them below `level`
+    (the logger let them through at INFO, before they were lowered)."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.name.startswith("rq.") and is_routine(record):
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+            return record.levelno >= self.level
+        return True
+
+
+def is_routine(record: logging.LogRecord) -> bool:
+    """Logged inside routine() (a maintenance pass, a tick job), or RQ's dequeue line of a tick."""
+    if getattr(record, ROUTINE, False):
+        return True
+    args = record.args if isinstance(record.args, tuple) else ()
+    return (record.msg == _RQ_DEQUEUE_LINE and len(args) == 4
+            and _ANSI.sub("", str(args[2])).startswith(f"{TICK_FUNCTION}("))
+
+
+def routine() -> contextlib.AbstractContextManager[None]:
+    """Marks the lines logged in this context as routine upkeep (see RoutineFilter)."""
+    return bound(**{ROUTINE: True})
 
 
 # ---- formatters ---------------------------------------------------------------------------
@@ -155,7 +194,8 @@ def _escape_char(char: str, backslashes: bool) -> str:
 
 
 def configure_logging(level: str | int = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> logging.Handler:
-    """Send every logger's records to stream (default: stderr), one JSON object (or text line) each.
+    """Send every logger's records to stream (default: stderr), one JSON object (or text line) each;
+    fmt "auto": text lines when the stream is a terminal, JSON otherwise.
 
     Idempotent: a second call replaces the handler of the first. Handlers others put on the
     root logger (pytest's, for example) are left alone.
@@ -168,12 +208,21 @@ def configure_logging(level: str | int = "INFO", fmt: str = "json", stream: IO[s
             root.removeHandler(handler)
     handler = _StreamHandler(stream)
     setattr(handler, _OWN_HANDLER, True)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(ContextFilter())
-    root.addHandler(handler)
+    handler.setFormatter(TextFormatter() if resolved_format(fmt, handler.stream) == "text" else JsonFormatter())
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    handler.addFilter(ContextFilter())  # first: RoutineFilter reads the bound fields it copies
+    handler.addFilter(RoutineFilter(root.level))
+    root.addHandler(handler)
     _route_rq_loggers_to_root()
     return handler
+
+
+def resolved_format(fmt: str, stream: IO[str]) -> str:
+    """json or text; "auto" is text for a person at a terminal, JSON for a file, pipe or collector."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
 
 
 class _StreamHandler(logging.StreamHandler):
@@ -232,8 +281,20 @@ class JobLogMixin:
     """Binds the job's fields around execute_job: in a forking worker the work-horse inherits them."""
 
     def execute_job(self, job: rq.job.Job, queue: rq.Queue) -> Any:
-        with bound(**job_fields(job)):
+        with bound(**job_fields(job)), (routine() if is_routine_job(job) else contextlib.nullcontext()):
             return super().execute_job(job, queue)  # type: ignore[misc]
+
+    def run_maintenance_tasks(self) -> None:
+        """Every few seconds, idle or not: its lines are routine."""
+        with routine():
+            super().run_maintenance_tasks()  # type: ignore[misc]
+
+
+def is_routine_job(job: rq.job.Job) -> bool:
+    try:
+        return job.func_name == TICK_FUNCTION
+    except Exception:  # noqa: BLE001 (an undecodable job is not routine: its lines stay)
+        return False
 
 
 class JobLogWorker(JobLogMixin, rq.Worker):

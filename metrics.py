@@ -15,6 +15,13 @@ folder (same host, same pid namespace). Who sets it:
 The variable must be set before prometheus_client is imported; this module imports it only
 when the first metric is touched, after the folder is settled.
 
+Workers that share no folder with web (containers: docker-compose.yml) serve their own
+samples: with METRICS_PORT set, `python -m jobs.worker` answers GET /metrics on
+METRICS_BIND:METRICS_PORT with its container's files (its pool's workers and horses add up
+there as they do for gunicorn's), and Prometheus scrapes web and every worker (README,
+"Metrics of a deployment"). Web's /metrics then has the requests, submissions and queue
+depths; each worker's, the job counters and fetch/parse latencies of its host.
+
 A work-horse (fork mode) lives for one job, and an in-process worker for up to WORKER_MAX_JOBS,
 so each of them leaves a file or two behind. They are folded
 into one archive file per metric type (counter_archive.db, histogram_archive.db) at each
@@ -317,18 +324,26 @@ def edge_refused(code: str) -> None:
 def metrics_view() -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-    path = multiprocess_dir()
-    _metrics()
-    _harmless(compact)(path)  # a bad file must not cost the whole scrape
     registry = CollectorRegistry()
-    registry.register(_FilesCollector(path))
+    registry.register(_FilesCollector(multiprocess_dir()))
     registry.register(QueueDepthCollector(current_app.config["REDIS"]))
     registry.register(HostCollector(current_app.config["REDIS"], current_app.config["SETTINGS"].fetch_host_delay))
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
 
+def serve_worker_metrics(port: int, bind: str) -> None:
+    """A worker host's own GET /metrics (METRICS_PORT): the samples of this host's folder,
+    served by a thread of the calling process (the pool, before it forks its workers)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(_FilesCollector(multiprocess_dir()))
+    start_http_server(port, addr=bind, registry=registry)
+
+
 class _FilesCollector:
-    """prometheus-client's MultiProcessCollector, reading under the folder's shared lock."""
+    """prometheus-client's MultiProcessCollector, reading under the folder's shared lock,
+    after folding the files of dead processes."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -336,6 +351,8 @@ class _FilesCollector:
     def collect(self) -> list:
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        _metrics()  # this process's metric types exist (and its values are multiprocess ones)
+        _harmless(compact)(self.path)  # a bad file must not cost the whole scrape
         with _locked(self.path, fcntl.LOCK_SH):
             return list(MultiProcessCollector.merge([str(f) for f in self.path.glob("*.db")], accumulate=True))
 

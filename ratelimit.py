@@ -22,8 +22,18 @@ Not limited: /healthz and /metrics (probes and scrapers), /rqstatus (the operato
 its own auth), static files, and unknown routes (cheap 404s). RATE_LIMITS=false turns
 limiting off.
 
-Over a limit: 429 {"error": {"code": "rate_limited", "message": ...}} with Retry-After in
-seconds.
+Every counted answer says where its client stands, in the headers of the IETF draft
+draft-ietf-httpapi-ratelimit-headers-07 (the separate fields, not draft 08's combined
+RateLimit field):
+    RateLimit-Limit: 60            requests the bucket's tightest limit allows per window
+    RateLimit-Remaining: 59        requests left in it now
+    RateLimit-Reset: 1             seconds until the window lets another request through
+    RateLimit-Policy: 60;w=60      every limit of the bucket, quota;w=window in seconds
+They cost one more Redis read per request (the window's state after counting). Uncounted
+answers (exempt endpoints, limits skipped while Redis is away) carry none.
+
+Over a limit: 429 {"error": {"code": "rate_limited", "message": ...}} naming the limit and
+its setting, e.g. "at most 60 per 1 minute (RATE_LIMIT_WRITE)", with Retry-After in seconds.
 
 Redis away: fail open. A Redis error while counting skips the limits for
 BREAKER_SECONDS (logged once), so requests are neither turned into 500s nor slowed by a
@@ -41,7 +51,7 @@ import logging
 import math
 import time
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter import ApplicationLimit, Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits.errors import StorageError
@@ -60,7 +70,7 @@ KEY_PREFIX = "metaparse:limits"  # Redis keys of the counters
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 READ_METHODS = ("GET", "HEAD")
 EXEMPT_ENDPOINTS = frozenset({"api.healthz", "metrics"})
-API_BLUEPRINTS = frozenset({"api", "records"})  # every endpoint of them reads or writes Redis
+API_BLUEPRINTS = frozenset({"api", "records", "seed"})  # every endpoint of these reads or writes Redis
 
 
 def init_app(app: Flask, settings: Settings) -> Limiter | None:
@@ -84,6 +94,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
     limiter.request_filter(is_exempt)
     limiter.init_app(app)
     app.register_error_handler(RateLimitExceeded, lambda exc: rate_limited(limiter, exc))
+    app.after_request(lambda response: add_ratelimit_headers(limiter, response))
     return limiter
 
 
@@ -136,8 +147,26 @@ def is_exempt() -> bool:
 
 def rate_limited(limiter: Limiter, exc: RateLimitExceeded):
     wait = retry_after_seconds(limiter, exc)
-    message = f"too many requests: at most {exc.limit.limit} per client; retry in {wait} s"
+    setting = "RATE_LIMIT_WRITE" if request.method in WRITE_METHODS else "RATE_LIMIT_READ"
+    message = f"too many requests: this client may make at most {exc.limit.limit} ({setting}); retry in {wait} s"
     return jsonify(error_body("rate_limited", message)), 429, {"Retry-After": str(wait)}
+
+
+def add_ratelimit_headers(limiter: Limiter, response: Response) -> Response:
+    """RateLimit-Limit, -Remaining, -Reset and -Policy on an answer whose request was counted."""
+    counted = limiter.current_limit
+    if counted is None:
+        return response
+    try:
+        reset_at, remaining = counted.window  # on a 429, read already for Retry-After
+    except (RedisError, StorageError, OSError):
+        return response  # Redis went away since it counted: the answer matters more than its headers
+    response.headers["RateLimit-Limit"] = str(counted.limit.amount)
+    response.headers["RateLimit-Remaining"] = str(max(0, remaining))
+    response.headers["RateLimit-Reset"] = str(max(0, math.ceil(reset_at - time.time())))
+    response.headers["RateLimit-Policy"] = ", ".join(
+        f"{each.limit.amount};w={each.limit.get_expiry()}" for each in limiter.current_limits)
+    return response
 
 
 def retry_after_seconds(limiter: Limiter, exc: RateLimitExceeded) -> int:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
@@ -25,9 +26,12 @@ from apidocs import apidocs
 from config import Settings, host_name, load_settings
 from dashboard import mount_dashboard
 from errors import REDIS_UNAVAILABLE, ApiError, ConfigError, ParseError, body_too_large, error_body
+from jsontext import escape_lone_surrogates
 import metrics
 import ratelimit
 from records_api import records
+from web import cors
+from web.seed import seed
 from webpage import webpage
 
 log = logging.getLogger(__name__)
@@ -44,19 +48,32 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.config["SETTINGS"] = settings
     app.config["REDIS"] = connect_redis(settings.redis_url)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False
+    app.json = Utf8JsonProvider(app)  # UTF-8 with non-ASCII as is (jsontext.py)
     app.before_request(refuse_undecodable_query)
     app.register_blueprint(api)
     app.register_blueprint(records)
+    app.register_blueprint(seed)
     app.register_blueprint(apidocs)
     app.register_blueprint(webpage)
     mount_dashboard(app, settings)
     register_error_handlers(app)
     metrics.init_app(app)
     ratelimit.init_app(app, settings)  # per-client limits in Redis; TRUSTED_PROXIES
+    cors.init_app(app, settings)  # after the limiter: its headers are there to expose
     app.before_request_funcs[None].insert(0, refuse_unknown_host)  # before every other hook, the gate's too
     app.cli.add_command(parse_file)
     return app
+
+
+class Utf8JsonProvider(DefaultJSONProvider):
+    """Flask's JSON (jsonify) in the service's spelling (jsontext.py): UTF-8, non-ASCII as is,
+    lone surrogates escaped; keys in the order the code built them."""
+
+    ensure_ascii = False
+    sort_keys = False
+
+    def dumps(self, obj: object, **kwargs: object) -> str:
+        return escape_lone_surrogates(super().dumps(obj, **kwargs))
 
 
 def connect_redis(url: str) -> Redis:
@@ -85,8 +102,12 @@ def http_error(exc: HTTPException):
     headers = dict(exc.get_headers()) if exc.code == 405 else {}
     headers.pop("Content-Type", None)
     if exc.code == 413:
-        return api_error(body_too_large(current_app.config["MAX_CONTENT_LENGTH"]))
-    return error_response(exc.code or 500, code, exc.description or exc.name, headers)
+        return api_error(body_too_large(current_app.config["MAX_CONTENT_LENGTH"], request.content_length))
+    message = exc.description or exc.name
+    if exc.code == 405 and "Allow" in headers:
+        allowed = ", ".join(sorted(method.strip() for method in headers["Allow"].split(",")))
+        message = f"{request.method} is not allowed here; allowed: {allowed}"
+    return error_response(exc.code or 500, code, message, headers)
 
 
 def redis_error(exc: RedisError):

@@ -46,6 +46,8 @@ ALLOWED_GLOBALS = {
 }
 RECORD_KEYS = ("url", "kind", "status", "fetched_at", "parser_version", "data", "error")
 RECORD_STATUSES = frozenset({"done", "failed"})
+# The bodies a batch's completion callback may take (jobs/callbacks.py builds each one).
+CALLBACK_FORMATS = frozenset({"json", "slack"})
 # Bounds of a stored value, far above what the service writes (a news front's record is ~50 kB
 # and ~2,000 values) and far below what would hurt a web process to answer.
 MAX_STORED_BYTES = 8 * 1024 * 1024
@@ -212,6 +214,9 @@ def batch_problem(value: object) -> str | None:
         return wrong
     if not (value.get("callback_url") is None or type(value["callback_url"]) is str):
         return "batch callback_url is a string or null"
+    callback_format = value.get("callback_format", "json")  # absent: a batch saved before it existed
+    if type(callback_format) is not str or callback_format not in CALLBACK_FORMATS:
+        return f"batch callback_format is one of {sorted(CALLBACK_FORMATS)}"
     item_fields = {"url": object, "canonical_url": str, "source": str, "job_id": str}
     problems = (_wrong_fields(item, item_fields) if type(item) is dict else "a batch item is a dict"
                 for item in value["items"])

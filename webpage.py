@@ -1,9 +1,11 @@
 """The web page at GET /: paste URLs, submit them to POST /parse, watch each one finish.
 
-Plain HTML, CSS and vanilla JS from webui/ (no build step, nothing from a CDN). The page
-only calls the public JSON API, so it has no powers a curl user lacks. Everything a
-fetched page or the API says is inserted as text by webui/static/app.js; the
-Content-Security-Policy below is a second line of defence should that ever slip.
+Plain HTML, CSS and vanilla JS modules from webui/ (no build step, nothing from a CDN;
+webui/static/app.js is the entry). The page only calls the public JSON API, so it has no
+powers a curl user lacks; the batch it shows lives in its address (/#batch=<id>), which
+never reaches the server. Everything a fetched page or the API says is inserted as text
+by webui/static/dom.js; the Content-Security-Policy below is a second line of defence
+should that ever slip.
 """
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ class Submission:
     batch_ids: list[str] = field(default_factory=list)
     accepted: list[dict] = field(default_factory=list)  # each tagged with its batch_id
     rejected: list[dict] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)  # the URLs as given, in order: the answers list them per kind
 
     def add(self, answer: dict) -> None:
         batch_id = answer.get("batch_id")
@@ -63,7 +64,7 @@ class ServiceClient:
 
     def submit(self, urls: list[str], refresh: bool = False, chunk_size: int = DEFAULT_CHUNK) -> Submission:
         """POST urls in chunks. The server's limit may be below ours: a 413 halves the chunk and retries it."""
-        result, start = Submission(), 0
+        result, start = Submission(sent=list(urls)), 0
         while start < len(urls):
             chunk = urls[start:start + chunk_size]
             try:

@@ -5,19 +5,22 @@ Results go to stdout; progress and notes go to stderr, so stdout can be piped or
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from tqdm import tqdm
 
 from cli import output
 from cli.client import ServiceClient, ServiceError, Submission
 from cli.exits import ExitCode, UsageError
+from cli.records import answer_text
+from cli.results import count, url_results
 from cli.urls import gather_urls
-from cli.waiting import Waiter, count, final_items
+from cli.waiting import Waiter
 
 # ---- submit ---------------------------------------------------------------------------------
 
@@ -30,7 +33,8 @@ def submit(client: ServiceClient, args: argparse.Namespace) -> ExitCode:
     if args.wait:
         return wait_and_summarise(client, submission, args)
     if args.json:
-        output.print_json(vars(submission), sys.stdout)
+        answers = {key: getattr(submission, key) for key in ("batch_ids", "accepted", "rejected")}
+        output.print_json(answers, sys.stdout)
     else:
         output.print_submission(submission, sys.stdout, args.quiet)
     return ExitCode.SOME_FAILED if submission.rejected else ExitCode.OK
@@ -40,13 +44,13 @@ def wait_and_summarise(client: ServiceClient, submission: Submission, args: argp
     # The bar goes to stderr so `--json` output on stdout stays parseable.
     with tqdm(total=len(submission.accepted), unit="url", file=sys.stderr, disable=args.quiet) as bar:
         outcomes = Waiter(client, submission, bar.update, timeout=args.timeout).run()
-    items = final_items(submission, outcomes)
-    counts = count(items, submission.rejected)
+    results = url_results(submission, outcomes)
+    counts = count(results)
     if args.json:
-        output.print_json({"batch_ids": submission.batch_ids, "counts": counts, "accepted": items,
-                           "rejected": submission.rejected}, sys.stdout)
+        output.print_json({"batch_ids": submission.batch_ids, "counts": counts,
+                           "urls": [vars(result) for result in results]}, sys.stdout)
     else:
-        output.print_summary(items, submission.rejected, counts, sys.stdout)
+        output.print_results(results, counts, sys.stdout)
     return summary_exit_code(counts)
 
 
@@ -63,22 +67,42 @@ def summary_exit_code(counts: dict[str, int]) -> ExitCode:
 
 
 def get(client: ServiceClient, args: argparse.Namespace) -> ExitCode:
-    status, body = client.info(args.url)
-    if status == 404:
-        message = (body or {}).get("error", {}).get("message") or f"{args.url} has never been submitted"
-        sys.stderr.write(f"metaparse: not found: {message}\n")
-        return ExitCode.NOT_FOUND
-    summary = None if args.json or status == 202 else output.record_summary(body)
-    if summary is not None:
-        sys.stdout.write(summary)
-    elif status == 202 and not args.json:
-        output.print_in_flight(body, sys.stdout)
+    """Each URL's answer in turn: a block of text each (a blank line between), or with --json
+    the raw answer (several URLs: one JSON object a line, in the order given)."""
+    codes: list[ExitCode] = []
+    for url in args.urls:
+        status, body = client.info(url)
+        if args.json:
+            write_raw(body, sys.stdout, several=len(args.urls) > 1)
+        elif status != 404:
+            blank = "\n" if any(code != ExitCode.NOT_FOUND for code in codes) else ""  # after an earlier block
+            sys.stdout.write(blank + answer_text(status, body))
+        if status == 404:
+            report_not_found(url, body)
+        codes.append(record_exit_code(status, body))
+    return max(codes, key=GET_PRECEDENCE.index)
+
+
+def write_raw(body: object, out: TextIO, several: bool) -> None:
+    if several:
+        out.write(json.dumps(body, ensure_ascii=False) + "\n")
     else:
-        output.print_json(body, sys.stdout)
-    return record_exit_code(status, body)
+        output.print_json(body, out)
+
+
+def report_not_found(url: str, body: dict | None) -> None:
+    message = ((body or {}).get("error") or {}).get("message") or f"{url} has never been submitted"
+    sys.stderr.write(f"metaparse: not found: {message}\n")
+
+
+# Several URLs exit with the code that asks the most of the caller: submit what was never
+# seen, wait for what is in flight, then look at what failed.
+GET_PRECEDENCE = [ExitCode.OK, ExitCode.SOME_FAILED, ExitCode.IN_FLIGHT, ExitCode.NOT_FOUND]
 
 
 def record_exit_code(status: int, body: dict) -> ExitCode:
+    if status == 404:
+        return ExitCode.NOT_FOUND
     if status == 202:
         return ExitCode.IN_FLIGHT
     return ExitCode.SOME_FAILED if body.get("status") == "failed" else ExitCode.OK

@@ -6,6 +6,7 @@ print argparse-style, and each maps to one of the exit codes in cli.exits.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ PROG = "metaparse"
 
 
 def main(argv: list[str] | None = None) -> int:
+    escape_what_the_terminal_cannot_encode()
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on a bad command line
     client = ServiceClient(args.server, args.token)
@@ -33,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return quiet_broken_pipe()
+
+
+def escape_what_the_terminal_cannot_encode() -> None:
+    """Titles in any script are printed as they are; a terminal or pipe whose encoding lacks
+    a character (LANG=...ISO-8859-1) gets a \\u escape for it, not a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def report_service_error(exc: ServiceError) -> ExitCode:
@@ -92,16 +102,19 @@ def add_submit(commands) -> None:
     parser.add_argument("--file", "-f", metavar="F",
                         help="read URLs from F ('-' for stdin), one a line; blank lines and #comments skipped")
     parser.add_argument("--refresh", action="store_true", help="fetch again even when a fresh record is stored")
-    parser.add_argument("--wait", action="store_true", help="wait until every URL is done or failed, then summarise")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait until every URL is done or failed, then list each URL's final state and a summary")
     parser.add_argument("--timeout", type=positive_seconds, metavar="S",
                         help="with --wait: give up after S seconds (exit 3); default: no limit")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as one JSON object (with --wait: counts and each URL's final state)")
 
 
 def add_get(commands) -> None:
-    parser = command_parser(commands, "get", "show the record of one URL")
-    parser.add_argument("url", metavar="URL")
-    parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    parser = command_parser(commands, "get", "show the record of each URL")
+    parser.add_argument("urls", nargs="+", metavar="URL")
+    parser.add_argument("--json", action="store_true",
+                        help="print the service's raw answer (several URLs: one JSON object a line)")
 
 
 def add_export(commands) -> None:

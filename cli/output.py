@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TextIO
 
 from cli.client import Submission
+from cli.results import UrlResult
 
-MAX_HEADLINES = 10  # a front page has dozens; `get --json` shows them all
-MAX_DESCRIPTION = 200
+STATE_WIDTH = 10  # "rejected" and two spaces
+WHITESPACE = re.compile(r"\s+")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def print_json(value: object, out: TextIO) -> None:
@@ -17,7 +20,14 @@ def print_json(value: object, out: TextIO) -> None:
 def describe_error(error: dict | None) -> str:
     if not error:
         return "no reason given"
-    return f"{error.get('code', 'error')}: {error.get('message', '')}".rstrip(": ")
+    return one_line(f"{error.get('code', 'error')}: {error.get('message', '')}".rstrip(": "))
+
+
+def one_line(value: object) -> str:
+    """Text from fetched pages, safe for a terminal and for line-based tools: line breaks and
+    tabs become spaces, and other control characters (an escape sequence could move the
+    cursor or retitle the window) are shown as U+FFFD. Anything else, any script, as is."""
+    return CONTROL.sub("\ufffd", WHITESPACE.sub(" ", str(value)).strip())
 
 
 # ---- submit ---------------------------------------------------------------------------------
@@ -39,68 +49,38 @@ def print_rejected(rejected: list[dict], out: TextIO) -> None:
         out.write(f"rejected  {item['url']}  {item['reason']}\n")
 
 
-def print_summary(items: list[dict], rejected: list[dict], counts: dict[str, int], out: TextIO) -> None:
-    """After --wait: the counts, then every URL that did not end well, with its reason."""
-    for item in items:
-        if item["status"] == "failed":
-            out.write(f"failed    {item['url']}  {describe_error(item['error'])}\n")
-        elif item["status"] == "pending":
-            out.write(f"pending   {item['url']}  still in flight\n")
-    print_rejected(rejected, out)
-    out.write(", ".join(f"{name} {number}" for name, number in counts.items()) + "\n")
+def print_results(results: list[UrlResult], counts: dict[str, int], out: TextIO) -> None:
+    """After --wait: one line per URL, in input order, then the summary line."""
+    for result in results:
+        out.write(result_line(result) + "\n")
+    out.write(summary_line(counts) + "\n")
 
 
-# ---- get ------------------------------------------------------------------------------------
+def result_line(result: UrlResult) -> str:
+    """'<state>  <url>  <detail>; <notes>': the state padded to one column, so lines stay aligned."""
+    notes = [detail for detail in (result_detail(result), *repeat_notes(result)) if detail]
+    return f"{result.status:<{STATE_WIDTH}}{one_line(result.url)}" + ("  " + "; ".join(notes) if notes else "")
 
 
-def record_summary(record: dict) -> str | None:
-    """A few lines for a done record of a known kind; None means: show the JSON instead."""
-    data = record.get("data") or {}
-    describe = SUMMARIES.get(data.get("kind") or record.get("kind"))
-    if record.get("status") != "done" or describe is None:
-        return None
-    lines = [line for line in describe(data) if line]
-    lines.append(f"{record['url']}  (fetched {record.get('fetched_at')})")
-    if record.get("refresh"):
-        lines.append(f"a newer fetch is {record['refresh']}")
-    return "\n".join(lines) + "\n"
+def result_detail(result: UrlResult) -> str:
+    if result.status == "failed":
+        return describe_error(result.error)
+    if result.status == "rejected":
+        return one_line(result.reason or "no reason given")
+    if result.status == "pending":
+        return "still in flight" + (f": {result.last_seen}" if result.last_seen else "")
+    return "from cache" if result.from_cache else ""
 
 
-def book_lines(data: dict) -> list[str]:
-    rating = data.get("rating")
-    ratings = data.get("ratings_count")
-    details = [f"ISBN-13 {data['isbn13']}" if data.get("isbn13") else "",
-               f"{data['pages']} pages" if data.get("pages") else "", data.get("format") or ""]
-    return [
-        data.get("title") or "(untitled)",
-        f"by {', '.join(data['authors'])}" if data.get("authors") else "",
-        f"rated {rating}" + (f" by {ratings:,} readers" if isinstance(ratings, int) else "") if rating else "",
-        " · ".join(part for part in details if part),
-        f"published {data['published']}" if data.get("published") else "",
-    ]
+def repeat_notes(result: UrlResult) -> list[str]:
+    notes = [f"given {result.times_given} times"] if result.times_given > 1 else []
+    if result.same_page_as:
+        notes.append(f"same page as {one_line(result.same_page_as)}")
+    return notes
 
 
-def headline_lines(data: dict) -> list[str]:
-    headlines = data.get("headlines") or []
-    lines = [f"{data.get('site') or 'news'}: {len(headlines)} headlines"]
-    lines += [f"  - {h.get('title')}  {h.get('url')}" for h in headlines[:MAX_HEADLINES]]
-    if len(headlines) > MAX_HEADLINES:
-        lines.append(f"  … and {len(headlines) - MAX_HEADLINES} more (--json shows all)")
-    return lines
-
-
-def page_lines(data: dict) -> list[str]:
-    description = data.get("description") or ""
-    if len(description) > MAX_DESCRIPTION:
-        description = description[:MAX_DESCRIPTION - 1] + "…"
-    byline = " · ".join(str(data[key]) for key in ("site_name", "author", "published") if data.get(key))
-    words = data.get("word_count")
-    return [data.get("title") or "(untitled)", byline, description, f"{words} words" if words else ""]
-
-
-SUMMARIES = {"goodreads_book": book_lines, "news_headlines": headline_lines, "page": page_lines}
-
-
-def print_in_flight(body: dict, out: TextIO) -> None:
-    step = f" ({body['step']})" if body.get("step") else ""
-    out.write(f"{body.get('status', 'queued')}{step}: {body.get('url', '')} is not parsed yet\n")
+def summary_line(counts: dict[str, int]) -> str:
+    """'3 done (2 from cache), 1 failed, 1 rejected', and ', 1 still in flight' after a timeout."""
+    cached = f" ({counts['from_cache']} from cache)" if counts["from_cache"] else ""
+    line = f"{counts['done']} done{cached}, {counts['failed']} failed, {counts['rejected']} rejected"
+    return line + (f", {counts['pending']} still in flight" if counts["pending"] else "")

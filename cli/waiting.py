@@ -20,8 +20,9 @@ FIRST_INTERVAL, MAX_INTERVAL = 0.25, 2.0  # seconds between polls: quick for sma
 
 @dataclass
 class Outcome:
-    status: str  # done | failed | cached | pending
+    status: str  # done | failed | pending (still in flight when the wait ended)
     error: dict | None = None
+    last_seen: str | None = None  # pending: what the batch said last, e.g. "started (fetching)"
 
 
 class Waiter:
@@ -34,6 +35,7 @@ class Waiter:
         self.deadline = None if timeout is None else clock() + timeout
         self.clock, self.sleep = clock, sleep
         self.outcomes: dict[str, Outcome] = {}  # canonical URL -> how its fetch ended
+        self.last_seen: dict[str, str] = {}  # canonical URL -> its latest in-flight state, for a timeout
         # Accepted items per canonical URL still to settle: two spellings of one page are one fetch.
         self.waiting = Counter(item["canonical_url"] for item in submission.accepted if item["status"] != "cached")
 
@@ -46,6 +48,8 @@ class Waiter:
                 break
             self.sleep(min(interval, self.time_left()))
             interval = min(interval * 2, MAX_INTERVAL)
+        for canonical_url in self.waiting:  # only when the time ran out
+            self.outcomes[canonical_url] = Outcome("pending", last_seen=self.last_seen.get(canonical_url))
         return self.outcomes
 
     def time_left(self) -> float:
@@ -54,7 +58,10 @@ class Waiter:
     def poll_once(self) -> None:
         for batch_id in self.open_batches():
             for item in self.client.batch(batch_id)["items"]:
-                if item["canonical_url"] in self.waiting and item["status"] in FINAL:
+                if item["canonical_url"] not in self.waiting:
+                    continue
+                self.last_seen[item["canonical_url"]] = in_flight_state(item)
+                if item["status"] in FINAL:
                     self.confirm(item)
 
     def open_batches(self) -> list[str]:
@@ -73,27 +80,17 @@ class Waiter:
         status, record = self.client.info(item["canonical_url"])
         if status == 200 and "refresh" not in record:
             self.settle(item["canonical_url"], Outcome(record["status"], record.get("error")))
+        elif status == 200:
+            self.last_seen[item["canonical_url"]] = f"refreshing ({record['refresh']})"
 
     def settle(self, canonical_url: str, outcome: Outcome) -> None:
         self.outcomes[canonical_url] = outcome
         self.advance(self.waiting.pop(canonical_url))
 
 
-def final_items(submission: Submission, outcomes: dict[str, Outcome]) -> list[dict]:
-    """Each accepted URL with how it ended: cached at submission, done, failed, or still pending."""
-    items = []
-    for item in submission.accepted:
-        if item["status"] == "cached":
-            outcome = Outcome("cached")
-        else:
-            outcome = outcomes.get(item["canonical_url"], Outcome("pending"))
-        items.append({**item, "status": outcome.status, "error": outcome.error})
-    return items
-
-
-def count(items: list[dict], rejected: list[dict]) -> dict[str, int]:
-    """Counts for the summary; pending appears only when --wait ran out of time."""
-    counts = {"done": 0, "failed": 0, "cached": 0, "rejected": len(rejected)}
-    for item in items:
-        counts[item["status"]] = counts.get(item["status"], 0) + 1
-    return counts
+def in_flight_state(item: dict) -> str:
+    """A batch item's state as a person reads it: "queued", "started (fetching)", or
+    "refreshing" for a stored record whose new fetch is in flight."""
+    if item.get("refreshing"):
+        return "refreshing"
+    return item["status"] + (f" ({item['step']})" if item.get("step") else "")

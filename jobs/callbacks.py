@@ -1,7 +1,11 @@
 """Completion callbacks: when every URL of a batch is finished, POST the batch to its callback_url.
 
-The body is what GET /batches/<id> answers, as JSON. It is signed so the receiver can
-check it came from this service and is fresh:
+The body is the batch's callback_format (storage.CALLBACK_FORMATS):
+- "json" (the default, and every batch saved before the choice existed): what
+  GET /batches/<id> answers;
+- "slack": {"text": "<one line>"}, what a Slack incoming webhook or response_url takes.
+Either is JSON (UTF-8, non-ASCII kept as is) and signed so the receiver can check it came
+from this service and is fresh:
     X-Metaparse-Timestamp: <unix seconds>
     X-Metaparse-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with CALLBACK_SECRET>
 Delivery goes through the same SSRF guard as page fetches, and RQ retries it with backoff.
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 
@@ -24,6 +27,7 @@ from batches import batch_summary
 from config import Settings
 from jobs.queues import CALLBACK_QUEUE, make_queue
 from jobs.trust import DELIVERY_FUNCTION
+import jsontext
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -86,7 +90,7 @@ def deliver(batch_id: str) -> dict:
     batch = Storage(job.connection).load_batch(batch_id)
     if batch is None:
         return {"batch_id": batch_id, "delivered": False, "reason": "batch expired"}
-    body = json.dumps(batch_summary(job.connection, batch), separators=(",", ":")).encode()
+    body = callback_body(batch, batch_summary(job.connection, batch))
     headers = signed_headers(context.settings, body)
     try:
         status = context.fetcher.post(batch["callback_url"], body, headers)
@@ -96,6 +100,27 @@ def deliver(batch_id: str) -> dict:
         raise
     log.info("callback for batch %s delivered to %s: HTTP %s", batch_id, batch["callback_url"], status)
     return {"batch_id": batch_id, "delivered": True, "status": status}
+
+
+def callback_body(batch: dict, summary: dict) -> bytes:
+    """The bytes POSTed for a finished batch, in the batch's callback_format."""
+    payload = BODIES[batch.get("callback_format", "json")](summary)
+    return jsontext.dumps(payload, separators=(",", ":")).encode()
+
+
+def slack_message(summary: dict) -> dict:
+    """One line a person reads in a Slack channel: the batch, and how its pages ended."""
+    counts = summary["counts"]
+    ended = [f"{counts.get(status, 0)} {status}" for status in ("done", "failed")]
+    if counts.get("expired"):
+        ended.append(f"{counts['expired']} expired")
+    total = summary["total"]
+    pages = "1 page" if total == 1 else f"{total} pages"
+    return {"text": f"metaparse batch {summary['batch_id']} finished: {', '.join(ended)} ({pages})"}
+
+
+# One body builder per format a batch may name (storage.CALLBACK_FORMATS; a test checks both agree).
+BODIES = {"json": lambda summary: summary, "slack": slack_message}
 
 
 def delivery_delay(failures: int, retry_after: float | None = None) -> int:

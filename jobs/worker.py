@@ -3,6 +3,9 @@
 `python -m jobs.worker --check` is the container health check: exit 0 when a worker of
 this host is registered (RQ drops workers whose heartbeat stops).
 
+With METRICS_PORT set, it serves its host's job metrics on METRICS_BIND:METRICS_PORT
+(metrics.py): in containers, web's /metrics cannot read the workers' samples.
+
 The pool keeps WORKERS RQ workers alive (it replaces any that exit). WORKER_EXECUTION
 says how a worker runs a job: `inprocess` (default) runs it itself, and leaves for a fresh
 process when worn (WORKER_MAX_JOBS, WORKER_MAX_RSS_MIB, a MemoryError) or killed by its
@@ -79,6 +82,13 @@ def worker_alive_here(settings: Settings) -> bool:
     return any(worker.hostname == socket.gethostname() for worker in JsonWorker.all(connection=connection))
 
 
+def serve_metrics(settings: Settings) -> None:
+    try:
+        metrics.serve_worker_metrics(settings.metrics_port, settings.metrics_bind)
+    except OSError as exc:
+        sys.exit(f"cannot serve metrics on {settings.metrics_bind}:{settings.metrics_port}: {exc.strerror or exc}")
+
+
 def main() -> None:
     try:
         settings = load_settings()
@@ -88,6 +98,8 @@ def main() -> None:
         sys.exit(0 if worker_alive_here(settings) else "no live worker on this host")
     logs.configure_logging(settings.log_level, settings.log_format)
     metrics.setup_multiprocess_dir(settings.data_dir)  # before any metric, so work-horses share it
+    if settings.metrics_port:
+        serve_metrics(settings)
     limit_memory()
     lower_priority(settings.worker_nice)
     ensure_ticking(Redis.from_url(settings.redis_url), settings.tick_seconds)

@@ -149,14 +149,68 @@ def test_too_many_urls_is_413(redis_client, base_env):
 
 def test_a_body_over_the_limit_is_413_json(client, redis_client):
     response = client.post("/parse", data="[" + " " * (64 * 1024) + "]", content_type="application/json")
-    assert response.status_code == 413 and response.get_json()["error"]["code"] == "body_too_large"
+    assert response.status_code == 413 and response.get_json()["error"] == {
+        "code": "body_too_large", "message": "the request body is 65,538 bytes; at most 65,536 (MAX_REQUEST_BYTES)"}
 
 
-def test_seed_alias_accepts_only_goodreads_books(client):
-    response = client.post("/parseGoodreadsLinks", json=[BOOK, "https://www.bbc.com/news"])
-    body = response.get_json()
-    assert response.status_code == 202 and len(body["accepted"]) == 1
-    assert "Goodreads" in body["rejected"][0]["reason"]
+def test_json_answers_keep_non_ascii_as_utf_8_and_escape_only_lone_surrogates(client):
+    """A lone surrogate can only travel as a JSON escape; echoed raw it could not be encoded (a 500)."""
+    sent = b'["https://www.bbc.com/news", "https://b\xc3\xbccher.example/\xc3\xa9", "x\\ud800"]'
+    response = client.post("/parse", data=sent, content_type="application/json")
+    assert response.status_code == 202
+    raw = response.get_data()
+    assert "https://bücher.example/é".encode() in raw and b"\\u00fc" not in raw and b'"x\\ud800"' in raw
+    assert [item["url"] for item in response.get_json()["rejected"]] == ["https://bücher.example/é", "x\ud800"]
+
+
+def test_too_many_urls_names_the_setting(redis_client, base_env):
+    client = create_app({**base_env, "MAX_URLS_PER_REQUEST": "1000"}).test_client()
+    message = client.post("/parse", json=[BOOK] * 1001).get_json()["error"]["message"]
+    assert message == "1,001 URLs sent; at most 1,000 per request (MAX_URLS_PER_REQUEST)"
+
+
+def test_a_wrong_method_names_the_allowed_ones(client):
+    response = client.delete("/parse")
+    assert response.status_code == 405 and set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+    assert response.get_json()["error"]["message"] == "DELETE is not allowed here; allowed: OPTIONS, POST"
+
+
+def test_seed_submission_queues_only_goodreads_books(client, redis_client):
+    """The seed's answer counts distinct books; the rest of the list is left out, not refused."""
+    response = client.post("/parseGoodreadsLinks", json=[*SPELLINGS, "https://www.bbc.com/news", 7])
+    assert (response.status_code, response.get_data(as_text=True)) == (200, "1 books are scheduled for info parsing.")
+    assert queue_length(redis_client) == 1 and queue_length(redis_client, "news") == 0
+    assert redis_client.keys("metaparse:batch:*") == []  # no batch id to give a seed client: none is kept
+
+
+@pytest.mark.parametrize("body", [{"urls": [BOOK]}, {BOOK: True}, [], ["https://www.bbc.com/news"], "just a string",
+                                  None])
+def test_seed_submission_without_a_book_list_is_the_seeds_400(client, redis_client, body):
+    response = client.post("/parseGoodreadsLinks", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert response.get_data(as_text=True) == "Only array of goodreads book links is accepted."
+    assert queue_length(redis_client) == 0
+
+
+def test_seed_submission_keeps_the_services_limits(redis_client, base_env):
+    client = create_app({**base_env, "MAX_URLS_PER_REQUEST": "3"}).test_client()
+    too_many = client.post("/parseGoodreadsLinks", json=[BOOK] * 4)
+    assert too_many.status_code == 413 and "(MAX_URLS_PER_REQUEST)" in too_many.get_json()["error"]["message"]
+
+
+def test_callback_format_must_be_json_or_slack(redis_client, base_env):
+    client = create_app({**base_env, "CALLBACK_SECRET": "s"}).test_client()
+    for bad in ("xml", "SLACK", None, ["slack"]):
+        response = client.post("/parse", json={"urls": [BOOK], "callback_url": "https://hooks.example.com/x",
+                                               "callback_format": bad})
+        error = response.get_json()["error"]
+        assert response.status_code == 400 and error["code"] == "invalid_callback_format"
+        assert error["message"] == '"callback_format" must be one of "json", "slack"'
+    body = client.post("/parse", json={"urls": [BOOK], "callback_url": "https://hooks.example.com/x",
+                                       "callback_format": "slack"}).get_json()
+    assert Storage(redis_client).load_batch(body["batch_id"])["callback_format"] == "slack"
+    body = client.post("/parse", json={"urls": [BOOK], "callback_url": "https://hooks.example.com/x"}).get_json()
+    assert Storage(redis_client).load_batch(body["batch_id"])["callback_format"] == "json"
 
 
 def test_any_site_needs_allow_any_site(redis_client, base_env):
@@ -238,8 +292,31 @@ def test_info_unknown_queued_done_for_any_spelling(client, redis_client):
 def test_info_shows_a_failed_record_with_its_error(client, redis_client):
     record = make_record(BOOK, "goodreads_book", "failed", "1", error={"code": "http_status", "message": "HTTP 404"})
     Storage(redis_client).save_record(record, 3600)
-    response = client.get("/getBookInfo", query_string={"url": SPELLINGS[0]})
+    response = client.get("/info", query_string={"url": SPELLINGS[0]})
     assert response.status_code == 200 and response.get_json()["error"]["code"] == "http_status"
+
+
+def test_info_validators_answer_304_while_the_record_is_unchanged(client, redis_client):
+    save_done(redis_client)
+    first = client.get("/info", query_string={"url": BOOK})
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert first.status_code == 200 and first.headers["Cache-Control"] == "no-cache"
+    fetched_at = datetime.fromisoformat(first.get_json()["fetched_at"])
+    assert modified == fetched_at.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    for headers in ({"If-None-Match": etag}, {"If-Modified-Since": modified}, {"If-None-Match": f'"x", {etag}'}):
+        again = client.get("/info", query_string={"url": SPELLINGS[1]}, headers=headers)
+        assert again.status_code == 304 and again.get_data() == b"" and again.headers["ETag"] == etag, headers
+    stale = client.get("/info", query_string={"url": BOOK}, headers={"If-None-Match": '"other"'})
+    assert stale.status_code == 200 and stale.get_json() == first.get_json()
+    client.post("/parse", json={"urls": [BOOK], "refresh": True})  # the body now says refresh: queued
+    refreshing = client.get("/info", query_string={"url": BOOK}, headers={"If-None-Match": etag})
+    assert refreshing.status_code == 200 and refreshing.headers["ETag"] != etag
+
+
+def test_info_in_flight_has_no_validators(client):
+    client.post("/parse", json=[BOOK])
+    queued = client.get("/info", query_string={"url": BOOK}, headers={"If-None-Match": "*"})
+    assert queued.status_code == 202 and "ETag" not in queued.headers and "Last-Modified" not in queued.headers
 
 
 def test_info_reports_a_job_that_died_without_a_record(client, redis_client):

@@ -20,11 +20,11 @@ import jobs.ticker
 import parsers
 from config import load_settings
 from jobs import recrawl
-from jobs.callbacks import sign, sweep
+from jobs.callbacks import BODIES, sign, sweep
 from jobs.queues import CALLBACK_QUEUE, MAINTENANCE_QUEUE, QUEUE_NAMES, fetch_job, make_queue
 from jobs.ticker import ensure_ticking
 from server import create_app
-from storage import Storage, make_record
+from storage import CALLBACK_FORMATS, Storage, make_record
 from tests.support.fixture_server import FixtureServer, Reply
 from tests.support.job_runs import BurstWorker, title_of
 
@@ -103,6 +103,33 @@ def test_finished_batch_is_posted_once_and_signed(client, redis_client, site):
     assert payload == client.get(f"/batches/{batch_id}").get_json()  # the batch as GET /batches answers it
     work(redis_client)  # nothing left to send
     assert len(site.posts["/done"]) == 1
+
+
+def test_a_slack_callback_posts_one_line_of_text_signed(client, redis_client, site):
+    """What a Slack incoming webhook or response_url takes: {"text": ...} as application/json."""
+    site.routes["/book/show/8"] = Reply(404, b"gone")
+    body = {"urls": [BOOK, "https://www.goodreads.com/book/show/8"], "callback_url": HOOK, "callback_format": "slack"}
+    batch_id = client.post("/parse", json=body).get_json()["batch_id"]
+    work(redis_client)
+    [(headers, posted)] = site.posts["/done"]
+    assert headers["Content-Type"] == "application/json" and verify(headers, posted)
+    assert json.loads(posted) == {"text": f"metaparse batch {batch_id} finished: 1 done, 1 failed (2 pages)"}
+
+
+def test_a_batch_saved_before_callback_format_existed_calls_back_with_the_batch(client, redis_client, site):
+    Storage(redis_client).save_record(make_record(BOOK, "goodreads_book", "done", "1", data={"title": "x"}), 3600)
+    old_batch = {"id": "01d0" * 8, "created_at": datetime.now(timezone.utc), "callback_url": HOOK,
+                 "items": [{"url": BOOK, "canonical_url": BOOK, "source": "goodreads", "job_id": "j"}]}
+    Storage(redis_client).save_batch(old_batch)
+    Storage(redis_client).watch_batch(old_batch["id"], [BOOK])
+    assert sweep(redis_client) == 1
+    work(redis_client)
+    payload = json.loads(site.posts["/done"][0][1])
+    assert payload["batch_id"] == old_batch["id"] and payload["counts"] == {"done": 1}
+
+
+def test_every_callback_format_storage_accepts_has_a_body():
+    assert set(BODIES) == CALLBACK_FORMATS
 
 
 def test_a_batch_of_cached_pages_calls_back_at_once(client, redis_client, site):

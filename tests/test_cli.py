@@ -21,13 +21,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from cli import output
+from cli import output, records
 from cli.client import ServiceClient, ServiceError, Submission, Unreachable
 from cli.commands import summary_exit_code
 from cli.exits import ExitCode, UsageError
 from cli.main import build_parser, main
 from cli.urls import gather_urls, parse_lines
-from cli.waiting import Outcome, Waiter, count, final_items
+from cli.results import count, url_results
+from cli.waiting import Outcome, Waiter
 from config import PROJECT_ROOT
 from launch import free_port
 from tests.support import processes
@@ -45,9 +46,20 @@ def book(book_id: int | str) -> str:
 
 
 # Book ids of this run: sessions running side by side never share a record even if they
-# end up sharing a Redis (free_port() can race). Offsets 404 and 410 fail, 777 is slow.
+# end up sharing a Redis (free_port() can race). Offsets 404, 410 and 500 fail, 777 is slow.
 RUN_BASE = 1_000_000 + secrets.randbelow(9_000) * 1_000
-FAILS_404, FAILS_410, SLOW = 404, 410, 777
+FAILS_404, FAILS_410, FAILS_500, SLOW = 404, 410, 500, 777
+# A news front page and a generic page of this run (the service allows any site).
+NEWS_HOST, PAGE_HOST = "www.bbc.com", "pages.example.org"
+NEWS_FRONT = f"https://{NEWS_HOST}/news/cli-" + "".join(chr(ord("a") + int(d)) for d in str(RUN_BASE))
+PAGE_PATH = f"/cli/{RUN_BASE}/cafe"
+FIXTURE_NEWS = Path(__file__).parent / "fixtures" / "news" / "bbc-next-2023.html"  # 5 headlines, 1 sub-link
+PAGE_TITLE = "Καφέ «Ποσειδών» — 東京の夜"
+GREEK_PAGE = f"""<!doctype html><html lang="el"><head><meta charset="utf-8"><title>x</title>
+<meta property="og:title" content="{PAGE_TITLE}"><meta property="og:site_name" content="Τα Νέα">
+<meta property="og:type" content="article"><meta name="author" content="Ελένη Παππά">
+<meta name="description" content="Μια ιστορία για τον καφέ."></head>
+<body><article><p>Ένα δύο τρία τέσσερα πέντε.</p></article></body></html>""".encode()
 
 
 def run_book(offset: int, suffix: str = "") -> str:
@@ -234,7 +246,8 @@ def item(url: str, status: str, **extra) -> dict:
 
 
 def test_waiting_counts_cached_at_once_and_confirms_finished_urls():
-    submission = Submission(["b1"], [accepted("a", "cached"), accepted("b"), accepted("b"), accepted("c")], [])
+    submission = Submission(["b1"], [accepted("a", "cached"), accepted("b"), accepted("b"), accepted("c")], [],
+                            sent=["a", "b", "b", "c"])
     polls = [[item("a", "done"), item("b", "queued"), item("c", "started")],
              [item("a", "done"), item("b", "done"), item("c", "failed")]]
     records = {"b": (200, {"status": "done"}), "c": (200, {"status": "failed", "error": {"code": "http_status"}})}
@@ -242,19 +255,30 @@ def test_waiting_counts_cached_at_once_and_confirms_finished_urls():
     clock = FakeClock()
     outcomes = Waiter(FakeWaitClient(polls, records), submission, advanced.append, None, clock, clock.sleep).run()
     assert advanced == [1, 2, 1]  # the cached one, then two spellings of b, then c
-    items = final_items(submission, outcomes)
-    assert [i["status"] for i in items] == ["cached", "done", "done", "failed"]
-    assert count(items, [{"url": "x", "reason": "r"}]) == {"done": 2, "failed": 1, "cached": 1, "rejected": 1}
+    results = url_results(submission, outcomes)
+    assert [(r.url, r.status, r.from_cache, r.times_given) for r in results] == [
+        ("a", "done", True, 1), ("b", "done", False, 2), ("c", "failed", False, 1)]
+    assert count(results) == {"done": 2, "from_cache": 1, "failed": 1, "rejected": 0, "pending": 0}
 
 
 def test_a_refresh_in_flight_is_not_finished_and_the_timeout_leaves_it_pending():
-    submission = Submission(["b1"], [accepted("a")], [])
+    submission = Submission(["b1"], [accepted("a")], [], sent=["a"])
     client = FakeWaitClient([[item("a", "done")]], {"a": (200, {"status": "done", "refresh": "started"})})
     clock = FakeClock()
     outcomes = Waiter(client, submission, lambda n: None, 5, clock, clock.sleep).run()
-    assert outcomes == {} and 5 <= clock.now < 6 and client.batch_calls > 2
-    items = final_items(submission, outcomes)
-    assert items[0]["status"] == "pending" and summary_exit_code(count(items, [])) == ExitCode.IN_FLIGHT
+    assert outcomes == {"a": Outcome("pending", last_seen="refreshing (started)")}
+    assert 5 <= clock.now < 6 and client.batch_calls > 2
+    results = url_results(submission, outcomes)
+    assert results[0].status == "pending" and summary_exit_code(count(results)) == ExitCode.IN_FLIGHT
+
+
+def test_a_timeout_names_the_last_state_the_batch_showed():
+    submission = Submission(["b1"], [accepted("a"), accepted("b")], [], sent=["a", "b"])
+    polls = [[item("a", "queued"), item("b", "queued")], [item("a", "started", step="fetching"), item("b", "queued")]]
+    clock = FakeClock()
+    outcomes = Waiter(FakeWaitClient(polls, {}), submission, lambda n: None, 1, clock, clock.sleep).run()
+    assert outcomes == {"a": Outcome("pending", last_seen="started (fetching)"),
+                        "b": Outcome("pending", last_seen="queued")}
 
 
 def test_a_batch_that_flags_refreshing_is_trusted_without_info():
@@ -266,36 +290,134 @@ def test_a_batch_that_flags_refreshing_is_trusted_without_info():
 
 
 def test_summary_exit_codes():
-    assert summary_exit_code({"done": 2, "failed": 0, "cached": 1, "rejected": 0}) == ExitCode.OK
-    assert summary_exit_code({"done": 2, "failed": 1, "cached": 0, "rejected": 0}) == ExitCode.SOME_FAILED
-    assert summary_exit_code({"done": 2, "failed": 0, "cached": 0, "rejected": 1}) == ExitCode.SOME_FAILED
-    assert summary_exit_code({"done": 0, "failed": 1, "cached": 0, "rejected": 0, "pending": 1}) == ExitCode.IN_FLIGHT
+    counts = {"done": 2, "from_cache": 1, "failed": 0, "rejected": 0, "pending": 0}
+    assert summary_exit_code(counts) == ExitCode.OK
+    assert summary_exit_code({**counts, "failed": 1}) == ExitCode.SOME_FAILED
+    assert summary_exit_code({**counts, "rejected": 1}) == ExitCode.SOME_FAILED
+    assert summary_exit_code({**counts, "failed": 1, "pending": 1}) == ExitCode.IN_FLIGHT
 
 
-# ---- output ---------------------------------------------------------------------------------
+# ---- each URL's final state, in input order -------------------------------------------------
 
 
-def test_human_summaries_of_done_records():
-    text = output.record_summary(BOOK_RECORD)
-    assert text.splitlines()[0] == "T" and "by A, B" in text and "rated 4.1" in text
-    news = {"url": "https://www.bbc.com/", "status": "done", "kind": "news_headlines", "data": {
-        "kind": "news_headlines", "site": "www.bbc.com",
-        "headlines": [{"title": f"Story {n}", "url": f"https://www.bbc.com/news/{n}"} for n in range(12)]}}
-    assert "www.bbc.com: 12 headlines" in output.record_summary(news) and "and 2 more" in output.record_summary(news)
-    page = {"url": "https://x.example/", "status": "done", "kind": "page",
-            "data": {"kind": "page", "title": "Hello", "site_name": "X", "word_count": 42}}
-    assert output.record_summary(page).startswith("Hello\nX\n42 words")
-    assert output.record_summary(FAILED_RECORD) is None  # shown as JSON instead
+def spelled(url: str, canonical: str, status: str = "queued", batch_id: str = "b1") -> dict:
+    return {"url": url, "canonical_url": canonical, "status": status, "batch_id": batch_id, "job_id": "j-" + canonical}
 
 
-def test_summary_lists_failures_and_rejections_with_reasons():
+def test_results_keep_input_order_across_accepted_rejected_and_chunks():
+    # Two chunks (b1, b2): each answer lists accepted and rejected apart, each in input order.
+    sent = ["ftp://x", "a", "not a url", "a?utm_source=z", "c", "b", "ftp://x"]
+    submission = Submission(
+        ["b1", "b2"],
+        [spelled("a", "A"), spelled("a?utm_source=z", "A"), spelled("c", "C", "cached", "b2"),
+         spelled("b", "B", batch_id="b2")],
+        [{"url": "ftp://x", "reason": "no ftp"}, {"url": "not a url", "reason": "spaces"},
+         {"url": "ftp://x", "reason": "no ftp"}],
+        sent=sent)
+    outcomes = {"A": Outcome("failed", {"code": "http_status", "message": "500 Internal Server Error"}),
+                "B": Outcome("pending", last_seen="queued")}
+    results = url_results(submission, outcomes)
+    assert [r.url for r in results] == ["ftp://x", "a", "not a url", "a?utm_source=z", "c", "b"]
+    assert [r.status for r in results] == ["rejected", "failed", "rejected", "failed", "done", "pending"]
+    assert results[0].times_given == 2 and results[0].reason == "no ftp"
+    assert results[3].same_page_as == "a" and results[1].same_page_as is None
+    assert results[4].from_cache and results[4].batch_id == "b2"
+    assert count(results) == {"done": 1, "from_cache": 1, "failed": 2, "rejected": 2, "pending": 1}
     out = io.StringIO()
-    items = [dict(accepted("a"), status="done", error=None),
-             dict(accepted("b"), status="failed", error={"code": "http_status", "message": "404 Not Found"})]
-    output.print_summary(items, [{"url": "ftp://x", "reason": "only http"}], count(items, [{}]), out)
+    output.print_results(results, count(results), out)
     assert out.getvalue().splitlines() == [
-        "failed    b  http_status: 404 Not Found", "rejected  ftp://x  only http",
-        "done 1, failed 1, cached 0, rejected 1"]
+        "rejected  ftp://x  no ftp; given 2 times",
+        "failed    a  http_status: 500 Internal Server Error",
+        "rejected  not a url  spaces",
+        "failed    a?utm_source=z  http_status: 500 Internal Server Error; same page as a",
+        "done      c  from cache",
+        "pending   b  still in flight: queued",
+        "1 done (1 from cache), 2 failed, 2 rejected, 1 still in flight",
+    ]
+
+
+def test_an_answer_the_server_spelled_otherwise_is_kept_at_the_end():
+    submission = Submission(["b1"], [spelled("A", "A"), spelled("b", "B")], [], sent=["a", "b"])
+    assert [r.url for r in url_results(submission, {})] == ["b", "A"]
+
+
+def test_summary_line_counts_cached_pages_as_done():
+    counts = {"done": 3, "from_cache": 2, "failed": 1, "rejected": 1, "pending": 0}
+    assert output.summary_line(counts) == "3 done (2 from cache), 1 failed, 1 rejected"
+    assert output.summary_line({**counts, "from_cache": 0}) == "3 done, 1 failed, 1 rejected"
+
+
+# ---- get: each answer as text ---------------------------------------------------------------
+
+
+NEWS_RECORD = {"url": "https://www.bbc.com/news", "status": "done", "kind": "news_headlines",
+               "fetched_at": "2026-01-01T00:00:00+00:00", "data": {
+                   "kind": "news_headlines", "site": "bbc.com", "headlines": [
+                       {"title": "Lead story", "url": "https://www.bbc.com/news/1", "kicker": "LIVE", "position": 1,
+                        "sublink": False},
+                       {"title": "Its follow-up", "url": "https://www.bbc.com/news/2", "position": 2, "sublink": True},
+                       *({"title": f"Story {n}", "url": f"https://www.bbc.com/news/{n}", "position": n,
+                          "sublink": False} for n in range(3, 13))]}}
+
+
+def test_a_done_book_reads_as_title_author_and_facts():
+    text = records.answer_text(200, {**BOOK_RECORD, "data": {**BOOK_RECORD["data"],
+                                                            "series": {"name": "S", "position": "2"}}})
+    lines = text.splitlines()
+    assert lines[:4] == ["T", "by A, B", "series: S #2", "rated 4.1"]
+    assert lines[-1] == f"{book(1)}  (fetched 2026-01-01T00:00:00+00:00)"
+
+
+def test_every_headline_is_listed_with_position_kicker_title_and_url_and_sub_links_indented():
+    lines = records.answer_text(200, NEWS_RECORD).splitlines()
+    assert lines[0] == "bbc.com: 12 headlines (1 sub-link)"
+    assert lines[1] == "    1. [LIVE] Lead story  https://www.bbc.com/news/1"
+    assert lines[2] == "       2. Its follow-up  https://www.bbc.com/news/2"
+    assert lines[12] == "   12. Story 12  https://www.bbc.com/news/12"  # all of them: no "... and 2 more"
+    assert lines[13].startswith("https://www.bbc.com/news  (fetched ")
+
+
+def test_a_generic_page_reads_as_title_byline_description():
+    page = {"url": "https://x.example/", "status": "done", "kind": "page", "fetched_at": "t",
+            "data": {"kind": "page", "title": "Hello", "site_name": "X", "author": "Ann", "word_count": 42,
+                     "type": "article", "language": "en", "description": "d" * 300}}
+    lines = records.answer_text(200, page).splitlines()
+    assert lines[:2] == ["Hello", "X · Ann"] and lines[2] == "d" * 199 + "…"
+    assert lines[3] == "42 words · article · en"
+
+
+def test_a_failed_record_reads_as_its_error_not_json():
+    assert records.answer_text(200, FAILED_RECORD).splitlines() == [
+        f"failed: {book(404)}", "  http_status: 404 Not Found", "  fetched 2026-01-01T00:00:00+00:00"]
+
+
+def test_in_flight_shows_step_schedule_attempts_and_last_error_when_the_service_gives_them():
+    bare = {"url": book(7), "status": "queued", "step": None, "job_id": "j"}
+    assert records.answer_text(202, bare) == f"queued: {book(7)} is not parsed yet\n"
+    detailed = {**bare, "status": "started", "step": "fetching", "attempts": 2, "retries_left": 1,
+                "last_error": {"code": "http_status", "message": "503 Service Unavailable"},
+                "next_try_at": "2026-01-01T00:01:00+00:00",
+                "waiting": {"host": "www.goodreads.com", "detail": "waiting for www.goodreads.com, next slot at T"}}
+    assert records.answer_text(202, detailed).splitlines() == [
+        f"started (fetching): {book(7)} is not parsed yet",
+        "  waiting for www.goodreads.com, next slot at T",
+        "  attempts: 2, retries left: 1",
+        "  last error: http_status: 503 Service Unavailable",
+        "  next try at: 2026-01-01T00:01:00+00:00"]
+
+
+def test_page_text_cannot_break_lines_or_send_escape_sequences_and_any_script_is_kept():
+    title = "Καφέ «Ποσειδών»\n\x1b]0;owned\x07 東京\t\x9b2J"
+    news = {**NEWS_RECORD, "data": {**NEWS_RECORD["data"], "headlines": [
+        {"title": title, "url": "https://www.bbc.com/news/1", "position": 1, "sublink": False}]}}
+    line = records.answer_text(200, news).splitlines()[1]
+    assert line == "    1. Καφέ «Ποσειδών» \ufffd]0;owned\ufffd 東京 \ufffd2J  https://www.bbc.com/news/1"
+
+
+def test_a_kind_this_client_does_not_know_lists_its_fields():
+    record = {"url": "https://x.example/", "status": "done", "kind": "podcast", "fetched_at": "t",
+              "data": {"kind": "podcast", "title": "Ep. 1", "hosts": ["Ann"], "empty": None}}
+    assert records.answer_text(200, record).splitlines()[:3] == ["kind: podcast", "title: Ep. 1", 'hosts: ["Ann"]']
 
 
 # ---- the command line, in process -----------------------------------------------------------
@@ -359,11 +481,14 @@ def slow_book(handler) -> None:
 
 @pytest.fixture(scope="module")
 def site():
-    server = FixtureServer(["www.goodreads.com"]).start()
+    server = FixtureServer(["www.goodreads.com", NEWS_HOST, PAGE_HOST]).start()
     for offset in range(1, 40):
         server.routes[run_path(offset)] = Reply(body=FIXTURE_BOOK.read_bytes())
     server.routes[run_path(FAILS_404)] = Reply(404, b"<html>not here</html>")
     server.routes[run_path(FAILS_410)] = Reply(410, b"<html>gone</html>")
+    server.routes[run_path(FAILS_500)] = Reply(500, b"<html>oops</html>")
+    server.routes[NEWS_FRONT.split(NEWS_HOST, 1)[1]] = Reply(body=FIXTURE_NEWS.read_bytes())
+    server.routes[PAGE_PATH] = Reply(body=GREEK_PAGE)
     server.routes[run_path(SLOW)] = slow_book
     yield server
     server.stop()
@@ -377,13 +502,14 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(site, module_redis_url, tmp_path_factory):
-    """gunicorn + `python -m jobs.worker` as the Procfile runs them, with a token and a low URL limit."""
+    """gunicorn + `python -m jobs.worker` as the Procfile runs them, with a token, a low URL
+    limit, and any site allowed (generic pages)."""
     logs = tmp_path_factory.mktemp("cli")
     env = processes.service_env(
-        REDIS_URL=module_redis_url, FETCH_RETRIES="0",
+        REDIS_URL=module_redis_url, FETCH_RETRIES="0", ALLOW_ANY_SITE="true",
         API_TOKENS=TOKEN, MAX_URLS_PER_REQUEST=str(SERVER_LIMIT),
         DATA_DIR=str(logs / "data"),  # its own: files under ./var are shared by every service started there
-        **site.fetch_env(logs, "www.goodreads.com"),
+        **site.fetch_env(logs, "www.goodreads.com", NEWS_HOST, PAGE_HOST),
     )
     service = processes.start_service(env, logs, name="CLI", on_web_ready=assert_service_is_ours)
     yield Service(service.base, cli_env(METAPARSE_URL=service.base, METAPARSE_TOKEN=TOKEN))
@@ -431,23 +557,50 @@ def test_submit_wait_from_arguments_all_done(service, metaparse_bin):
     result = run(service.cli_env, "submit", *urls, "--wait", "--json", script=metaparse_bin)
     answer = json_out(result)
     assert result.returncode == 0, result.stderr
-    assert answer["counts"] == {"done": 3, "failed": 0, "cached": 0, "rejected": 0}
-    assert [item["url"] for item in answer["accepted"]] == urls and len(answer["batch_ids"]) == 1
-    assert {item["status"] for item in answer["accepted"]} == {"done"}
+    assert answer["counts"] == {"done": 3, "from_cache": 0, "failed": 0, "rejected": 0, "pending": 0}
+    assert [item["url"] for item in answer["urls"]] == urls and len(answer["batch_ids"]) == 1
+    assert {item["status"] for item in answer["urls"]} == {"done"}
+    assert [item["same_page_as"] for item in answer["urls"]] == [None, run_book(1), None]
     assert "3/3" in result.stderr  # the progress bar, on stderr so stdout stays JSON
 
 
 @pytest.mark.e2e
 def test_submit_wait_from_stdin_reports_failures_and_rejections(service):
-    listing = (f"# books to parse\n{run_book(3)}\n\n{run_book(FAILS_404)}\nhttps://example.com/page\n   \n"
+    listing = (f"# books to parse\n{run_book(3)}\n\n{run_book(FAILS_404)}\nhttp://localhost/page\n   \n"
                f"ftp://www.goodreads.com/book/show/5\n")
     result = run(service.cli_env, "submit", "--file", "-", "--wait", stdin=listing)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-1] == "done 1, failed 1, cached 0, rejected 2"
-    assert any(line.startswith(f"failed    {run_book(FAILS_404)}  http_status") for line in lines), result.stdout
-    rejected = [line for line in lines if line.startswith("rejected")]
-    assert len(rejected) == 2 and all(len(line.split(None, 2)) == 3 for line in rejected)  # each with a reason
+    assert lines[-1] == "1 done, 1 failed, 2 rejected"
+    assert lines[0] == f"done      {run_book(3)}"
+    assert lines[1].startswith(f"failed    {run_book(FAILS_404)}  http_status"), result.stdout
+    assert lines[2].startswith("rejected  http://localhost/page  host 'localhost'")
+    assert lines[3].startswith("rejected  ftp:")
+
+
+@pytest.mark.e2e
+def test_submit_wait_lists_each_url_once_in_input_order_with_its_final_state(service):
+    assert run(service.cli_env, "--quiet", "submit", run_book(14), "--wait").returncode == 0  # stored: cached next
+    mobile = "https://m.goodreads.com" + run_path(15)
+    urls = [run_book(14), run_book(15), run_book(FAILS_404), run_book(FAILS_500), "ftp://www.goodreads.com/book/show/5",
+            run_book(15), mobile]  # 15 twice, then another spelling of it; 7 URLs over the 3-a-request limit
+    result = run(service.cli_env, "submit", *urls, "--wait")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        f"done      {run_book(14)}  from cache",
+        f"done      {run_book(15)}  given 2 times",
+        f"failed    {run_book(FAILS_404)}  http_status: HTTP 404 from {run_book(FAILS_404)}",
+        f"failed    {run_book(FAILS_500)}  fetch_transient: HTTP 500 from {run_book(FAILS_500)}",
+        "rejected  ftp://www.goodreads.com/book/show/5  scheme 'ftp' is not allowed; use http or https",
+        f"done      {mobile}  same page as {run_book(15)}",
+        "3 done (1 from cache), 2 failed, 1 rejected",
+    ], result.stdout
+    answer = json_out(run(service.cli_env, "submit", *urls, "--wait", "--json"))  # every one stored by now
+    assert answer["counts"] == {"done": 3, "from_cache": 3, "failed": 2, "rejected": 1, "pending": 0}
+    by_url = {item["url"]: item for item in answer["urls"]}
+    assert list(by_url) == list(dict.fromkeys(urls)) and by_url[run_book(15)]["times_given"] == 2
+    assert by_url[run_book(FAILS_500)]["error"]["code"] == "fetch_transient"
+    assert by_url[urls[4]]["reason"].startswith("scheme 'ftp'") and by_url[urls[4]]["canonical_url"] is None
 
 
 @pytest.mark.e2e
@@ -463,11 +616,12 @@ def test_piped_stdin_without_file_and_chunks_over_the_server_limit(service):
 @pytest.mark.e2e
 def test_submit_without_wait_then_again_is_cached_and_a_rejection_exits_1(service):
     first = run(service.cli_env, "submit", run_book(10), "--wait")
-    assert first.returncode == 0 and first.stdout.splitlines()[-1] == "done 1, failed 0, cached 0, rejected 0"
+    assert first.returncode == 0 and first.stdout.splitlines()[-1] == "1 done, 0 failed, 0 rejected"
     again = run(service.cli_env, "submit", run_book(10))
     assert again.returncode == 0 and f"accepted  {run_book(10)}  (cached)" in again.stdout
     waited = run(service.cli_env, "submit", run_book(10), "--wait")
-    assert waited.stdout.splitlines()[-1] == "done 0, failed 0, cached 1, rejected 0"
+    assert waited.stdout.splitlines() == [f"done      {run_book(10)}  from cache",
+                                          "1 done (1 from cache), 0 failed, 0 rejected"]
     refused = run(service.cli_env, "submit", run_book(10), "ftp://www.goodreads.com/book/show/5")
     assert refused.returncode == 1 and refused.stdout.splitlines()[-1] == "1 accepted, 1 rejected"
 
@@ -490,24 +644,66 @@ def test_get_done_failed_and_unknown(service, metaparse_bin):
     record = json_out(run(service.cli_env, "get", run_book(12), "--json"))
     assert record["status"] == "done" and record["data"]["title"] == BOOK_TITLE
     failed = run(service.cli_env, "get", run_book(FAILS_410))
-    assert failed.returncode == 1 and json_out(failed)["error"]["code"] == "http_status"
+    assert failed.returncode == 1 and failed.stdout.splitlines()[:2] == [
+        f"failed: {run_book(FAILS_410)}", f"  http_status: HTTP 410 from {run_book(FAILS_410)}"], failed.stdout
+    assert json_out(run(service.cli_env, "get", run_book(FAILS_410), "--json"))["error"]["code"] == "http_status"
     unknown = run(service.cli_env, "get", run_book(31), script=metaparse_bin)
     assert unknown.returncode == 4 and "not found" in unknown.stderr and unknown.stdout == ""
+    unknown_first = run(service.cli_env, "get", run_book(31), run_book(12))  # no blank line before the first block
+    assert unknown_first.returncode == 4 and unknown_first.stdout.splitlines()[0] == BOOK_TITLE
+
+
+@pytest.mark.e2e
+def test_get_shows_a_news_front_a_generic_page_a_book_and_a_failure_readably(service):
+    page = f"https://{PAGE_HOST}{PAGE_PATH}"
+    urls = [NEWS_FRONT, page, run_book(16), run_book(FAILS_404)]
+    assert run(service.cli_env, "--quiet", "submit", *urls, "--wait").returncode == 1
+    shown = run(service.cli_env, "get", *urls)
+    assert shown.returncode == 1 and shown.stderr == "", shown.stderr
+    blocks = [block.splitlines() for block in shown.stdout.split("\n\n")]
+    news, generic, book_lines, failure = blocks
+    assert news[:4] == ["bbc.com: 5 headlines (1 sub-link)",
+                        "    1. [LIVE] Flood waters begin to recede across northern valleys  "
+                        "https://www.bbc.com/news/live/world-asia-70000001",
+                        "       2. How the storm grew so fast  https://www.bbc.com/news/world-asia-70000002",
+                        "    3. Court clears way for new highway toll  "
+                        "https://www.bbc.com/news/world-us-canada-70000003"]
+    assert news[4].startswith("    4. [WATCH] Watch: Puffins") and news[-1].startswith(f"{NEWS_FRONT}  (fetched ")
+    assert generic[:4] == [PAGE_TITLE, "Τα Νέα · Ελένη Παππά", "Μια ιστορία για τον καφέ.", "5 words · article · el"]
+    assert book_lines[:2] == [BOOK_TITLE, "by Imaginary Author"]
+    assert failure == [f"failed: {run_book(FAILS_404)}", f"  http_status: HTTP 404 from {run_book(FAILS_404)}",
+                       failure[2]] and failure[2].startswith("  fetched ")
+    with_unknown = run(service.cli_env, "get", *urls, run_book(32), "--json")  # never submitted: exit 4 wins
+    assert with_unknown.returncode == 4 and "not found" in with_unknown.stderr
+    answers = [json.loads(line) for line in with_unknown.stdout.splitlines()]  # one JSON object a line
+    assert [answer.get("status") for answer in answers] == ["done", "done", "done", "failed", None]
+    assert answers[0]["data"]["headlines"][1]["sublink"] is True and answers[4]["error"]["code"] == "not_found"
+    # A terminal that cannot show Greek gets escapes, not a traceback; the rest reads as before.
+    ascii_only = run({**service.cli_env, "PYTHONIOENCODING": "ascii"}, "get", page)
+    assert ascii_only.returncode == 0 and ascii_only.stdout.startswith("\\u039a\\u03b1\\u03c6"), ascii_only.stderr
 
 
 @pytest.mark.e2e
 def test_in_flight_get_exits_3_and_wait_times_out_with_3(service):
+    # The done book first: while the slow fetch runs, the host has no slot for another.
+    assert run(service.cli_env, "submit", run_book(4), "--wait", "--quiet").returncode == 0
     slow = run_book(SLOW)
     assert run(service.cli_env, "submit", slow, "--quiet").returncode == 0
-    in_flight = run(service.cli_env, "get", slow)
-    assert in_flight.returncode == 3 and "not parsed yet" in in_flight.stdout
+    in_flight = run(service.cli_env, "get", run_book(4), slow)  # in flight outranks done
+    assert in_flight.returncode == 3, in_flight.stdout
+    slow_block = in_flight.stdout.split("\n\n")[1].splitlines()
+    assert slow_block[0] in (f"queued: {slow} is not parsed yet", f"started (fetching): {slow} is not parsed yet")
+    if slow_block[0].startswith("queued"):  # the service says what it waits for
+        assert slow_block[1].startswith("  waiting for "), slow_block
     started = time.monotonic()
-    waited = run(service.cli_env, "submit", slow, "--wait", "--timeout", "1", "--json")
-    assert waited.returncode == 3 and json_out(waited)["counts"]["pending"] == 1
+    waited = run(service.cli_env, "submit", slow, run_book(4), "--wait", "--timeout", "1")
+    assert waited.returncode == 3 and waited.stdout.splitlines() == [
+        f"pending   {slow}  still in flight: started (fetching)", f"done      {run_book(4)}  from cache",
+        "1 done (1 from cache), 0 failed, 0 rejected, 1 still in flight"], waited.stdout
     assert time.monotonic() - started < SLOW_SECONDS
     # Let the slow fetch end here, so no job is mid-flight when the fixture stops the worker.
     finished = run(service.cli_env, "--quiet", "submit", slow, "--wait", "--timeout", "60")
-    assert finished.returncode == 0 and finished.stdout.splitlines()[-1].startswith("done 1,")
+    assert finished.returncode == 0 and finished.stdout.splitlines()[-1] == "1 done, 0 failed, 0 rejected"
 
 
 @pytest.mark.e2e
@@ -526,8 +722,9 @@ def test_export_jsonl_and_csv(service, tmp_path):
     every = run(service.cli_env, "--quiet", "export", "--output", str(csv_path))
     assert every.returncode == 0 and every.stdout == "" and every.stderr == ""
     rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
-    by_url = {row["url"]: row for row in rows}
-    assert len(by_url) == len(rows) and set(urls) <= set(by_url)
+    books = [row for row in rows if row["kind"] == "book"]  # a news front is a row per headline
+    by_url = {row["url"]: row for row in books}
+    assert len(by_url) == len(books) and set(urls) <= set(by_url)
     assert by_url[urls[0]]["title"] == BOOK_TITLE and by_url[urls[0]]["authors"] == "Imaginary Author"
     assert by_url[urls[2]]["status"] == "failed" and by_url[urls[2]]["error"].startswith("http_status")
     assert list(rows[0])[:4] == ["url", "kind", "status", "fetched_at"]
@@ -542,7 +739,8 @@ def test_export_filters_by_kind_and_since_and_a_bad_since_is_a_usage_error(servi
     fetched = json_out(run(service.cli_env, "get", run_book(22), "--json"))["fetched_at"]
     recent = run(service.cli_env, "export", "--since", fetched, "--kind", "book", "--format", "jsonl")
     assert recent.returncode == 0 and run_book(22) in recent.stdout and "exported" in recent.stderr
-    assert run(service.cli_env, "export", "--kind", "news").stdout == ""  # this service has no news records
+    news = [json.loads(line) for line in run(service.cli_env, "export", "--kind", "news").stdout.splitlines()]
+    assert all(record["kind"] == "news_headlines" for record in news)  # other tests' fronts, if any; no book
     target = tmp_path / "out.jsonl"
     refused = run(service.cli_env, "export", "--since", "yesterday", "--output", str(target))
     assert refused.returncode == 2 and "since must be an ISO 8601 time" in refused.stderr

@@ -67,7 +67,7 @@ README_DEFAULTS = {
     "API_TOKENS": ("api_tokens", frozenset()),
     "RATE_LIMITS": ("rate_limits", True),
     "RATE_LIMIT_WRITE": ("rate_limit_write", "60/minute"), "RATE_LIMIT_READ": ("rate_limit_read", "600/minute"),
-    "TRUSTED_PROXIES": ("trusted_proxies", 0),
+    "TRUSTED_PROXIES": ("trusted_proxies", 0), "CORS_ORIGINS": ("cors_origins", frozenset()),
     "ALLOW_ANY_SITE": ("allow_any_site", False),
     "FETCH_CONNECT_TO": ("fetch_connect_to", {}), "FETCH_CA_BUNDLE": ("fetch_ca_bundle", None),
     "MAX_BODY_BYTES": ("max_body_bytes", 5 * 1024 * 1024),
@@ -86,11 +86,14 @@ README_DEFAULTS = {
     "NEWS_RECRAWL_INTERVAL": ("news_recrawl_interval", 900), "NEWS_RECRAWL_FOR": ("news_recrawl_for", 7 * 86400),
     "SNAPSHOTS_KEPT": ("snapshots_kept", 20), "TICK_SECONDS": ("tick_seconds", 5),
     "DATA_DIR": ("data_dir", config.PROJECT_ROOT / "var"),
-    "LOG_FORMAT": ("log_format", "json"),
+    "LOG_FORMAT": ("log_format", "auto"),
+    "METRICS_PORT": ("metrics_port", 0), "METRICS_BIND": ("metrics_bind", "127.0.0.1"),
 }
 # In the table without a default here: README states none, or it is not read by config.py.
 NO_DEFAULT_STATED = {"USER_AGENT", "LOG_LEVEL"}
-DEFAULTS_TESTED_ELSEWHERE = {"PROMETHEUS_MULTIPROC_DIR"}  # tests/test_metrics.py: DATA_DIR/metrics
+SECRET_FILES = {"REDIS_PASSWORD_FILE", "RQSTATUS_PASSWORD_FILE", "API_TOKENS_FILE", "CALLBACK_SECRET_FILE"}
+# tests/test_metrics.py: DATA_DIR/metrics; the secret files (unset: the variable): below
+DEFAULTS_TESTED_ELSEWHERE = {"PROMETHEUS_MULTIPROC_DIR"} | SECRET_FILES
 
 
 @pytest.mark.parametrize("variable", README_DEFAULTS)
@@ -229,6 +232,23 @@ def test_allow_any_site_false(raw):
 def test_bad_value_refused_naming_variable(name, raw):
     message = config_error({name: raw})
     assert name in message
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("https://app.example.com", {"https://app.example.com"}),
+    (" HTTPS://App.Example.com:443/ , http://localhost:3000", {"https://app.example.com", "http://localhost:3000"}),
+    ("http://[::1]:8080,http://127.0.0.1:80", {"http://[::1]:8080", "http://127.0.0.1"}),
+])
+def test_cors_origins_are_spelled_as_browsers_send_them(raw, expected):
+    assert load_settings({"CORS_ORIGINS": raw}).cors_origins == expected
+
+
+@pytest.mark.parametrize("raw", ["*", "app.example.com", "https://app.example.com/api", "ftp://app.example.com",
+                                 "https://user@app.example.com", "https://app.example.com?x=1", "null",
+                                 "https://app.example.com:99999"])
+def test_cors_origins_refuse_anything_but_origins(raw):
+    message = config_error({"CORS_ORIGINS": raw})
+    assert message.startswith(f"CORS_ORIGINS item {raw!r} is not an origin") and "list each origin" in message
 
 
 def test_error_quotes_bad_value():
@@ -415,3 +435,46 @@ def test_loopback_is_told_by_address(bind, loopback):
 def test_allowed_hosts_refuses_what_is_not_a_host_name(raw):
     with pytest.raises(ConfigError, match="ALLOWED_HOSTS"):
         load_settings({"ALLOWED_HOSTS": raw})
+
+
+# --- secrets from files (docker compose secrets) ------------------------------------------------
+
+
+@pytest.mark.parametrize("variable, attribute, text, expected", [
+    ("RQSTATUS_PASSWORD", "rqstatus_password", "s3cret pass\n", "s3cret pass"),
+    ("API_TOKENS", "api_tokens", "t1, t2\r\n", frozenset({"t1", "t2"})),
+    ("CALLBACK_SECRET", "callback_secret", "hmac-key", "hmac-key"),
+    ("CALLBACK_SECRET", "callback_secret", "", None),  # compose needs a file for every secret: empty is off
+])
+def test_a_secret_comes_from_the_file_its_file_variable_names(tmp_path, variable, attribute, text, expected):
+    (tmp_path / "secret").write_text(text, newline="")
+    env = {"RQSTATUS_USER": "op", "RQSTATUS_PASSWORD": "pw"}  # set together, or not at all
+    env.pop(variable, None)
+    env[f"{variable}_FILE"] = str(tmp_path / "secret")
+    assert getattr(load_settings(env), attribute) == expected
+
+
+def test_a_secret_and_its_file_together_or_an_unreadable_file_stop_start_up(tmp_path):
+    (tmp_path / "secret").write_text("x")
+    both = config_error({"CALLBACK_SECRET": "a", "CALLBACK_SECRET_FILE": str(tmp_path / "secret")})
+    assert both == "CALLBACK_SECRET and CALLBACK_SECRET_FILE are both set: give the secret in one place"
+    missing = config_error({"API_TOKENS_FILE": str(tmp_path / "nothing")})
+    assert missing.startswith(f"API_TOKENS_FILE={tmp_path / 'nothing'} cannot be read: ")
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis://redis:6379/0", "redis://:p%40ss%3Aw%2Fo%23rd%25@redis:6379/0"),
+    ("rediss://app@redis.example:6380/2", "rediss://app:p%40ss%3Aw%2Fo%23rd%25@redis.example:6380/2"),
+    ("unix:///run/redis.sock?db=1", "unix://:p%40ss%3Aw%2Fo%23rd%25@/run/redis.sock?db=1"),
+])
+def test_the_redis_password_file_is_put_into_the_url_percent_encoded(tmp_path, url, expected):
+    """tests/test_deploy.py::test_a_password_with_url_characters_reaches_a_real_redis logs in with it."""
+    (tmp_path / "redis_password").write_text("p@ss:w/o#rd%\n")
+    assert load_settings({"REDIS_URL": url, "REDIS_PASSWORD_FILE": str(tmp_path / "redis_password")}).redis_url == expected
+
+
+def test_a_redis_password_in_the_url_and_in_a_file_stops_start_up(tmp_path):
+    (tmp_path / "redis_password").write_text("pw")
+    message = config_error({"REDIS_URL": "redis://:other@redis:6379/0",
+                            "REDIS_PASSWORD_FILE": str(tmp_path / "redis_password")})
+    assert message == "REDIS_URL has a password and REDIS_PASSWORD_FILE is set: give it in one place"

@@ -117,6 +117,19 @@ def test_completion_callback_reaches_the_receiver(service, site):
     assert summary["batch_id"] == batch_id and summary["finished"] and sum(summary["counts"].values()) == 2
 
 
+def test_a_slack_callback_reaches_the_receiver_as_one_line_of_text(service, site):
+    site.routes["/slack"] = Reply(200, b"ok", {"Content-Type": "text/plain"})  # what Slack answers
+    body = {"urls": ["https://www.goodreads.com/book/show/1"], "callback_url": "https://hooks.example.com/slack",
+            "callback_format": "slack"}
+    batch_id = requests.post(f"{service.base}/parse", json=body, timeout=5).json()["batch_id"]
+    deadline = time.monotonic() + POLL_SECONDS
+    while not site.posts.get("/slack") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [(headers, payload)] = site.posts["/slack"]
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(payload) == {"text": f"metaparse batch {batch_id} finished: 1 done, 0 failed (1 page)"}
+
+
 def test_worker_health_check_sees_the_live_worker(service):
     check = subprocess.run([str(processes.VENV_BIN / "python"), "-m", "jobs.worker", "--check"],
                            env=service.env, cwd=PROJECT_ROOT, capture_output=True, timeout=30)

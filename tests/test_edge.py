@@ -207,7 +207,10 @@ def test_one_address_holds_a_bounded_number_of_connections(quick_web):
         time.sleep(0.5)  # well within the read timeout: every refusal has arrived
         refused = [sock for sock in opened if answered(sock)]
         for sock in refused:
-            assert error_code(read_until_closed(sock)) == (429, "too_many_connections")
+            answer = read_until_closed(sock)
+            assert error_code(answer) == (429, "too_many_connections")
+            message = json.loads(parse_response(answer).body)["error"]["message"]
+            assert "its share of MAX_CONNECTIONS_PER_ADDRESS" in message
         assert QUICK_CAP / 2 <= len(opened) - len(refused) <= QUICK_CAP, len(refused)
         assert send(quick_web.port, request_bytes("GET", "/healthz")).status == 200  # other addresses are served
     finally:
@@ -239,6 +242,9 @@ BELOW_FLASK = {
 }
 
 
+LIMIT_NAMED = {"over-long URL": "> 4094)", "header flood": "more than 100 header fields"}  # what each answer names
+
+
 @pytest.mark.parametrize("name", sorted(BELOW_FLASK))
 def test_errors_gunicorn_answers_are_json(shipped_web, name):
     data, status, code = BELOW_FLASK[name]
@@ -246,7 +252,8 @@ def test_errors_gunicorn_answers_are_json(shipped_web, name):
         sock.sendall(data)
         answer = read_until_closed(sock)
     assert error_code(answer) == (status, code)
-    assert json.loads(parse_response(answer).body)["error"]["message"]
+    message = json.loads(parse_response(answer).body)["error"]["message"]
+    assert message and LIMIT_NAMED.get(name, message) in message
 
 
 def test_refusals_are_logged_once_per_code_per_ten_seconds_with_a_count_of_the_rest(monkeypatch):

@@ -1,12 +1,15 @@
 """`make run`'s launcher: embedded Redis with AOF, honcho with web and workers, clean stops."""
 from __future__ import annotations
 
+import json
 import os
+import pty
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -221,6 +224,127 @@ def test_web_refuses_a_port_another_server_holds(tmp_path, redis_url):
         finally:
             processes.stop(web)
     assert f"cannot listen on 127.0.0.1:{port}" in (tmp_path / "web.log").read_text()
+
+
+# ---- what the operator sees: URLs once up, text on a terminal, JSON elsewhere, quiet when idle ----
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # honcho colours its prefixes on a terminal
+IDLE_SECONDS = 12  # more than two ticks (TICK_SECONDS=5) and two maintenance passes (5 s)
+
+
+class Terminal:
+    """A process whose stdin, stdout and stderr are a pseudo-terminal (as in `make run` typed
+    in a shell), in its own process group; what it prints is collected by a thread."""
+
+    def __init__(self, command: list[str], env: dict[str, str]):
+        master, slave = pty.openpty()
+        self.process = subprocess.Popen(command, cwd=processes.PROJECT_ROOT, env=env, stdin=slave, stdout=slave,
+                                        stderr=slave, start_new_session=True)
+        os.close(slave)
+        self._master, self._output = master, bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._master, 65536)
+            except OSError:  # EIO: every holder of the terminal's other end is gone
+                return
+            if not chunk:
+                return
+            self._output += chunk
+
+    def lines(self) -> list[str]:
+        text = ANSI.sub("", self._output.decode(errors="replace")).replace("\r", "")
+        return text.splitlines()
+
+    def wait_for(self, text: str, seconds: float) -> int:
+        """Until a line holds text; the number of lines printed by then."""
+        deadline = time.monotonic() + seconds
+        while True:
+            lines = self.lines()
+            if any(text in line for line in lines):
+                return len(lines)
+            assert self.process.poll() is None, "\n".join(lines[-40:])
+            assert time.monotonic() < deadline, f"{text!r} not printed in {seconds} s:\n" + "\n".join(lines[-40:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            processes.stop(self.process, signal.SIGTERM, seconds=40)
+        self._reader.join(10)
+        os.close(self._master)
+
+
+def operator_env(tmp_path: Path, marker: str) -> tuple[dict[str, str], int]:
+    """`make run`'s environment as an operator has it: LOG_FORMAT and LOG_LEVEL unset."""
+    port = free_port()
+    env = processes.service_env(PORT=str(port), WORKERS="1", WEB_WORKERS="1", DATA_DIR=str(tmp_path / "var"),
+                                FETCH_CONNECT_TO=NO_WEB, FETCH_RETRIES="0", **{marker: "1"})
+    for name in ("LOG_FORMAT", "LOG_LEVEL"):
+        env.pop(name, None)
+    return env, port
+
+
+def process_output(lines: list[str], process: str) -> list[str]:
+    """What one Procfile process printed, without honcho's `HH:MM:SS name.1 | ` prefix."""
+    return [line.split(" | ", 1)[1] for line in lines if re.match(rf"\d\d:\d\d:\d\d {process}\.\d+\s+\| ", line)]
+
+
+def test_make_run_in_a_terminal_prints_text_its_urls_and_nothing_while_idle(tmp_path):
+    marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
+    env, port = operator_env(tmp_path, marker)
+    terminal = Terminal([sys.executable, "launch.py"], env)
+    try:
+        terminal.wait_for("launch:   dashboard", seconds=90)
+        time.sleep(1)  # the access line of the launcher's last /healthz may follow its URLs
+        printed = len(terminal.lines())
+        time.sleep(IDLE_SECONDS)
+        lines = terminal.lines()
+    finally:
+        terminal.stop()
+    assert processes.wait_until_gone(marker) == [], "a process outlived the launcher"
+    base = f"http://127.0.0.1:{port}"
+    assert f"launch:   web page and API  {base}/" in lines and f"launch:   dashboard         {base}/rqstatus/" in lines
+    assert any(f"Listening at: {base} (" in line for line in process_output(lines, "web")), "gunicorn names no address"
+    worker = process_output(lines, "worker")
+    assert worker and not any(line.startswith("{") for line in worker), "JSON on a terminal"
+    assert any(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO rq\.worker_pool: Starting", line) for line in worker)
+    idle = lines[printed:]
+    assert idle == [], f"an idle service printed {len(idle)} lines in {IDLE_SECONDS} s:\n" + "\n".join(idle[:20])
+
+
+def test_make_run_through_a_pipe_logs_json_with_a_jobs_events_at_info(tmp_path):
+    """Not a terminal (a file, a pipe, a collector): JSON lines; the URLs are printed all the
+    same; a page job's start and failure are there, the ticker's upkeep is not."""
+    marker = f"METAPARSE_LAUNCH_{uuid.uuid4().hex}"
+    env, port = operator_env(tmp_path, marker)
+    log_path = tmp_path / "launch.log"
+    process = processes.start([sys.executable, "launch.py"], env, log_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_for_http(f"{base}/healthz", process, log_path, seconds=90)
+        wait_for_worker(base)
+        assert requests.post(f"{base}/parse", json=[NEWS], timeout=5).status_code == 202
+        wait_for_status(base, NEWS, "failed")  # www.bbc.com leads to a closed port (NO_WEB)
+        time.sleep(6)  # a tick and a maintenance pass more
+        stop_launcher(process, signal.SIGTERM)
+    finally:
+        stop_if_running(process)
+    lines = log_path.read_text().splitlines()
+    assert f"launch:   dashboard         {base}/rqstatus/" in lines
+    worker = [json.loads(line) for line in process_output(lines, "worker")]  # every line a JSON object
+    events = {line["message"]: line["level"] for line in worker if line.get("url") == "https://www.bbc.com/news"}
+    assert events.get("job started") == "INFO" and events.get("job failed") == "WARNING", events
+    assert not [line for line in worker if "tick" in line["message"] or "cleaning registries" in line["message"]]
+
+
+def wait_for_status(base: str, url: str, status: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while requests.get(f"{base}/info", params={"url": url}, timeout=5).json().get("status") != status:
+        assert time.monotonic() < deadline, f"{url} not {status} in {seconds} s"
+        time.sleep(0.2)
 
 
 # ---- the embedded Redis is supervised ---------------------------------------------------------

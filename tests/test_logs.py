@@ -19,7 +19,8 @@ from rq.exceptions import StopRequested
 import logs
 from config import load_settings
 from errors import ConfigError
-from jobs.queues import Submitter, job_id_for
+from jobs.queues import MAINTENANCE_QUEUE, Submitter, job_id_for, make_queue
+from jobs.trust import TICK_FUNCTION
 from sources import route
 from server import create_app
 from storage import Storage
@@ -217,10 +218,94 @@ def test_configure_logging_is_idempotent_and_leaves_other_handlers():
 
 
 def test_log_format_setting():
-    assert load_settings({}).log_format == "json"
+    assert load_settings({}).log_format == "auto"
     assert load_settings({"LOG_FORMAT": "text"}).log_format == "text"
+    assert load_settings({"LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         load_settings({"LOG_FORMAT": "xml"})
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream, fmt, text", [(Terminal(), "auto", True), (io.StringIO(), "auto", False),
+                                               (Terminal(), "json", False), (io.StringIO(), "text", True)])
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere_unless_set(stream, fmt, text):
+    """LOG_FORMAT unset (auto): people at a terminal read text, collectors get JSON; set, it wins."""
+    level = logging.getLogger().level
+    handler = logs.configure_logging("INFO", fmt, stream=stream)
+    try:
+        logging.getLogger("t").info("hello")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
+    line = stream.getvalue().strip()
+    assert line.endswith("INFO t: hello") if text else json.loads(line)["message"] == "hello"
+
+
+# ---- routine upkeep: DEBUG, so an idle service prints nothing at INFO ---------------------------
+
+
+def captured(level: str, emit) -> list[dict]:
+    """The JSON lines emit() logs through configure_logging(level)."""
+    stream, root_level = io.StringIO(), logging.getLogger().level
+    handler = logs.configure_logging(level, "json", stream=stream)
+    try:
+        emit()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(root_level)
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def rq_dequeue_line(queue: str, description: str, job_id: str) -> None:
+    """RQ's line for a job taken off a queue (rq/worker/base.py), colours included."""
+    logging.getLogger("rq.worker").info("Worker %s: %s: %s (%s)", "w1", f"\x1b[32m{queue}\x1b[39;49;00m",
+                                        f"\x1b[34m{description}\x1b[39;49;00m", job_id)
+
+
+def upkeep_and_events() -> None:
+    rq_dequeue_line("maintenance", f"{TICK_FUNCTION}()", "tick-1")
+    rq_dequeue_line("goodreads", f"jobs.tasks.fetch_and_parse('{BOOK_URL}')", "j1")
+    with logs.routine():
+        logging.getLogger("rq.worker").info("Worker %s: cleaning registries for queue: %s", "w1", "news")
+        logging.getLogger("rq.worker").warning("Worker %s: maintenance failed", "w1")
+        logging.getLogger("jobs.callbacks").info("callback for batch b1 delivered")
+
+
+def test_rqs_lines_about_upkeep_are_debug_its_warnings_and_real_events_are_not():
+    at_info = captured("INFO", upkeep_and_events)
+    assert [(line["level"], line["message"]) for line in at_info] == [
+        ("INFO", "Worker w1: goodreads: jobs.tasks.fetch_and_parse('https://www.goodreads.com/book/show/42') (j1)"),
+        ("WARNING", "Worker w1: maintenance failed"),
+        ("INFO", "callback for batch b1 delivered"),
+    ]
+    at_debug = captured("DEBUG", upkeep_and_events)
+    assert [line["level"] for line in at_debug] == ["DEBUG", "INFO", "DEBUG", "WARNING", "INFO"]
+    assert "_routine" not in at_debug[2] and "routine" not in at_debug[2]
+
+
+def test_a_tick_job_run_by_the_services_worker_class_logs_nothing_at_info(worker_env, redis_client):
+    """RQ's real lines: the tick's dequeue, "Successfully completed", "Job OK", its result
+    discarded, and the worker's maintenance pass; all there at DEBUG, none at INFO."""
+    def tick_once() -> None:
+        make_queue(MAINTENANCE_QUEUE, redis_client).enqueue(TICK_FUNCTION, job_id=f"tick-{uuid.uuid4().hex}",
+                                                            result_ttl=0)
+        job_runs.work_burst(redis_client, logs.JobLogSimpleWorker)
+
+    def upkeep(lines: list[dict]) -> list[dict]:
+        return [line for line in lines if line["logger"].startswith("rq.") and
+                ("tick" in line["message"] or "cleaning" in line["message"])]
+
+    at_debug = upkeep(captured("DEBUG", tick_once))
+    assert {line["level"] for line in at_debug} == {"DEBUG"}
+    messages = " | ".join(line["message"] for line in at_debug)
+    for rq_line in ("maintenance: jobs.ticker.tick()", "Successfully completed jobs.ticker.tick()", "Job OK",
+                    "result discarded", "cleaning registries"):
+        assert rq_line in messages, messages
+    assert upkeep(captured("INFO", tick_once)) == []
 
 
 # ---- the real worker process ---------------------------------------------------------------

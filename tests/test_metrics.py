@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -334,3 +335,50 @@ def test_gunicorn_workers_add_up_and_a_dead_workers_counts_stay(redis_url, tmp_p
     finally:
         processes.stop(web)
     assert processes.wait_until_gone(marker) == []
+
+
+@pytest.mark.e2e
+def test_a_worker_serves_its_job_metrics_on_its_own_port(site, redis_url, redis_client, tmp_path):
+    """As in docker compose: the worker shares no folder with web (its own DATA_DIR), so with
+    METRICS_PORT it serves its job counters and latencies itself, from every process of its pool."""
+    site.routes.clear()
+    site.routes[BOOK_PATH] = Reply(body=(PROJECT_ROOT / "tests" / "fixtures" / "e2e" / "goodreads-book.html").read_bytes())
+    port, marker = free_port(), f"METAPARSE_METRICS_{uuid.uuid4().hex}"
+    env = processes.service_env(REDIS_URL=redis_url, WORKERS="2", FETCH_RETRIES="0", METRICS_PORT=str(port),
+                                DATA_DIR=str(tmp_path / "worker-host"), **site.fetch_env(tmp_path, "www.goodreads.com"),
+                                **{marker: "1"})
+    env.pop(metrics.MULTIPROC_ENV, None)  # the worker picks its own DATA_DIR/metrics, as in a container
+    log_path = tmp_path / "worker.log"
+    worker = processes.start(processes.WORKER_COMMAND, env, log_path)
+    try:
+        before = parse_exposition(processes.wait_for_http(f"http://127.0.0.1:{port}/metrics", worker, log_path).text)
+        assert value(before, "metaparse_jobs_done_total", **GOODREADS) == 0
+        job_runs.submit(redis_client, env)
+        deadline = time.monotonic() + 60
+        while Storage(redis_client).load_record(BOOK_URL) is None:
+            assert worker.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        after = parse_exposition(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    finally:
+        processes.stop(worker)
+    assert processes.wait_until_gone(marker) == []
+    assert value(after, "metaparse_jobs_done_total", **GOODREADS) == 1
+    assert value(after, "metaparse_fetch_duration_seconds_count", source="goodreads", outcome="ok") == 1
+    assert value(after, "metaparse_parse_duration_seconds_count", source="goodreads", outcome="ok") == 1
+    assert value(after, "metaparse_http_requests_total", method="GET", route="/metrics", status="200") == 0, \
+        "web's samples are not the worker's"
+
+
+def test_a_taken_metrics_port_stops_the_worker_with_one_line(redis_url, tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = processes.service_env(REDIS_URL=redis_url, METRICS_PORT=str(port), DATA_DIR=str(tmp_path / "var"))
+        worker = processes.start(processes.WORKER_COMMAND, env, tmp_path / "worker.log")
+        try:
+            assert worker.wait(30) != 0
+        finally:
+            processes.stop(worker)
+    assert (tmp_path / "worker.log").read_text().strip() == \
+        f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"

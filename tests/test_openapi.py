@@ -533,6 +533,9 @@ def test_every_response_and_request_body_has_an_example():
     for path, method, op in operations():
         for status in op["responses"]:
             _, response = follow(pointer_of("paths", path, method, "responses", status))
+            if status == "304":
+                assert "content" not in response, f"{method.upper()} {path} 304 never has a body"
+                continue
             assert response.get("content"), f"{method.upper()} {path} {status} documents no body"
             for media_type, media in response["content"].items():
                 assert has_example(media), f"{method.upper()} {path} {status} {media_type} has no example"
@@ -624,10 +627,15 @@ def check(response, method: str, path: str) -> object:
     assert key in operation["responses"], (
         f"{method.upper()} {path} answered {status}, which openapi.yaml does not document: {response.get_data(as_text=True)[:500]}")
     response_pointer, documented = follow(pointer_of("paths", path, method, "responses", key))
-    media_type = response.mimetype
-    assert media_type in documented.get("content", {}), f"{method.upper()} {path} {status}: undocumented {media_type}"
-    body = response.get_json() if media_type == "application/json" else response.get_data(as_text=True)
-    assert_valid(f"{response_pointer}/content/{escape(media_type)}/schema", body, f"{method.upper()} {path} {status}")
+    what = f"{method.upper()} {path} {status}"
+    if status == "304":  # never a body (RFC 9110): documented without content
+        assert response.get_data() == b"" and "content" not in documented
+        body = None
+    else:
+        media_type = response.mimetype
+        assert media_type in documented.get("content", {}), f"{what}: undocumented {media_type}"
+        body = response.get_json() if media_type == "application/json" else response.get_data(as_text=True)
+        assert_valid(f"{response_pointer}/content/{escape(media_type)}/schema", body, what)
     for name in documented.get("headers", {}):
         header_pointer, header = follow(f"{response_pointer}/headers/{escape(name)}")
         if header.get("required"):
@@ -704,8 +712,7 @@ def start_job(redis_client, url: str, step: str | None) -> None:
 
 
 def test_live_submissions(client, redis_client):
-    save_done(redis_client, BOOK, "goodreads_book", book_data())
-    for path in ("/parse", "/parseGoodreadsLinks"):
+    for path in ("/parse",):
         redis_client.flushdb()
         save_done(redis_client, BOOK, "goodreads_book", book_data())
         body = post(client, path, [BOOK + ".The_Hobbit", "https://www.goodreads.com/book/show/1", "http://127.0.0.1/x",
@@ -732,33 +739,81 @@ def test_live_submissions(client, redis_client):
         assert as_text.status_code == 415 and check(as_text, "post", path)["error"]["code"] == "unsupported_media_type"
         huge = client.post(path, data="[" + " " * (64 * 1024) + "]", content_type="application/json")
         assert huge.status_code == 413 and check(huge, "post", path)["error"]["code"] == "body_too_large"
-    body = post(client, "/parseGoodreadsLinks", [NEWS], 400)
-    assert "Goodreads" in body["rejected"][0]["reason"]
+    body = post(client, "/parse", {"urls": [BOOK], "callback_format": "xml"}, 400, valid_request=False)
+    assert body["error"]["code"] == "invalid_callback_format"
+
+
+SCHEDULED_TWO = "2 books are scheduled for info parsing."
+NOT_BOOK_LINKS = "Only array of goodreads book links is accepted."
+NO_META_INFO = "No meta info found for this book."
+BAD_BOOK_URL = "'url' query parameter is required. It must be a valid goodreads book URL."
+
+
+def test_live_seed_routes(client, redis_client):
+    """The seed's answers (plain strings, the book's four fields) against the document."""
+    urls = [BOOK + ".The_Hobbit", "http://m.goodreads.com/book/show/5907", "https://www.goodreads.com/book/show/1",
+            NEWS, 7]
+    assert post(client, "/parseGoodreadsLinks", urls, 200, valid_request=False) == SCHEDULED_TWO
+    for refused in ([], [NEWS], {"urls": [BOOK]}, "just a string", None):
+        assert post(client, "/parseGoodreadsLinks", refused, 400) == NOT_BOOK_LINKS
+    broken = client.post("/parseGoodreadsLinks", data="[not json", content_type="application/json")
+    assert broken.status_code == 400 and check(broken, "post", "/parseGoodreadsLinks") == NOT_BOOK_LINKS
+    as_text = client.post("/parseGoodreadsLinks", data=json.dumps([BOOK]), content_type="text/plain")
+    assert as_text.status_code == 415
+    assert check(as_text, "post", "/parseGoodreadsLinks")["error"]["code"] == "unsupported_media_type"
+    huge = client.post("/parseGoodreadsLinks", data="[" + " " * (64 * 1024) + "]", content_type="application/json")
+    assert huge.status_code == 413 and check(huge, "post", "/parseGoodreadsLinks")["error"]["code"] == "body_too_large"
+    assert get(client, "/getBookInfo", 200, query_string={"url": BOOK}) == NO_META_INFO  # queued
+    save_done(redis_client, BOOK, "goodreads_book", book_data())
+    info = get(client, "/getBookInfo", 200, query_string={"url": BOOK + "-the-hobbit"})
+    assert info == {"title": "The Hobbit", "author": "J.R.R. Tolkien", "rating": 4.29,
+                    "description": "In a hole in the ground there lived a hobbit."}
+    save_done(redis_client, "https://www.goodreads.com/book/show/2", "goodreads_book",
+              {**book_data("2"), "authors": [], "rating": None, "description": None})
+    bare = get(client, "/getBookInfo", 200, query_string={"url": "https://www.goodreads.com/book/show/2"})
+    assert bare == {"title": "The Hobbit", "author": "", "rating": 0, "description": ""}
+    save_failed(redis_client)
+    assert get(client, "/getBookInfo", 200, query_string={"url": MISSING_BOOK}) == NO_META_INFO
+    for query in ({}, {"url": ""}, {"url": NEWS}, {"url": "javascript:alert(1)"}):
+        assert get(client, "/getBookInfo", 400, query_string=query) == BAD_BOOK_URL
+
+
+def test_live_info_validators(client, redis_client):
+    save_done(redis_client, BOOK, "goodreads_book", book_data())
+    first = client.get("/info", query_string={"url": BOOK})
+    check(first, "get", "/info")
+    for validators in ({"If-None-Match": first.headers["ETag"]}, {"If-Modified-Since": first.headers["Last-Modified"]}):
+        assert get(client, "/info", 304, query_string={"url": BOOK}, headers=validators) is None
 
 
 def test_live_too_many_urls(redis_client, base_env):
     client = create_app({**base_env, "MAX_URLS_PER_REQUEST": "3"}).test_client()
     for path in ("/parse", "/parseGoodreadsLinks"):
         assert post(client, path, [BOOK] * 4, 413)["error"]["code"] == "too_many_urls"
-        assert post(client, path, {"urls": [BOOK] * 3}, 202)
+    assert post(client, "/parse", {"urls": [BOOK] * 3}, 202)
+    assert post(client, "/parseGoodreadsLinks", [BOOK] * 3, 200) == "1 books are scheduled for info parsing."
 
 
 def test_live_api_tokens(redis_client, base_env):
     client = create_app({**base_env, "API_TOKENS": "alpha,beta"}).test_client()
-    for path in ("/parse", "/parseGoodreadsLinks"):
+    for path, accepted in (("/parse", 202), ("/parseGoodreadsLinks", 200)):
         assert post(client, path, [BOOK], 401)["error"]["code"] == "unauthorized"
         post(client, path, [BOOK], 401, headers={"Authorization": "Bearer wrong"})
-        post(client, path, [BOOK], 202, headers={"Authorization": "Bearer beta"})
+        post(client, path, [BOOK], accepted, headers={"Authorization": "Bearer beta"})
     get(client, "/info", 202, query_string={"url": BOOK})  # reads stay open
 
 
 def test_live_callback_urls(redis_client, base_env):
     client = create_app({**base_env, "CALLBACK_SECRET": "s3cret"}).test_client()
-    for path in ("/parse", "/parseGoodreadsLinks"):
-        body = post(client, path, {"urls": [BOOK], "callback_url": "https://hooks.example.com/done"}, 202, valid_request=True)
-        assert body["batch_id"]
-        refused = post(client, path, {"urls": [BOOK], "callback_url": "http://10.0.0.5/hook"}, 400, valid_request=True)
-        assert refused["error"]["code"] == "invalid_callback_url"
+    path = "/parse"
+    hook = "https://hooks.example.com/done"
+    body = post(client, path, {"urls": [BOOK], "callback_url": hook}, 202, valid_request=True)
+    assert body["batch_id"]
+    body = post(client, path, {"urls": [BOOK], "callback_url": "https://hooks.example.com/done",
+                               "callback_format": "slack"}, 202, valid_request=True)
+    assert body["batch_id"]
+    refused = post(client, path, {"urls": [BOOK], "callback_url": "http://10.0.0.5/hook"}, 400, valid_request=True)
+    assert refused["error"]["code"] == "invalid_callback_url"
 
 
 def test_live_records_of_each_kind(redis_client, base_env):
@@ -767,7 +822,7 @@ def test_live_records_of_each_kind(redis_client, base_env):
     save_done(redis_client, NEWS, "news_headlines", news_data(["Flood waters recede", "How the storm grew"]))
     save_done(redis_client, PAGE, "page", page_data())
     save_failed(redis_client)
-    for path in ("/info", "/getBookInfo"):
+    for path in ("/info",):
         for url, kind, schema in [("http://m.goodreads.com/book/show/5907-the-hobbit?from_search=true", "goodreads_book", "GoodreadsBook"),
                                   ("https://bbc.com/news", "news_headlines", "NewsHeadlines"),
                                   (PAGE + "?utm_source=x#top", "page", "Page")]:
@@ -782,12 +837,12 @@ def test_live_records_of_each_kind(redis_client, base_env):
     assert body["accepted"][0]["status"] == "queued"
     assert get(client, "/info", 200, query_string={"url": WSJ})["refresh"] == "queued"
     start_job(redis_client, WSJ, "parsing")
-    assert get(client, "/getBookInfo", 200, query_string={"url": WSJ})["refresh"] == "started"
+    assert get(client, "/info", 200, query_string={"url": WSJ})["refresh"] == "started"
 
 
 def test_live_in_flight_and_lost_jobs(client, redis_client):
     post(client, "/parse", [BOOK, NEWS], 202)
-    for path in ("/info", "/getBookInfo"):
+    for path in ("/info",):
         queued = get(client, path, 202, query_string={"url": BOOK})
         waiting = queued.pop("waiting")
         assert queued == {"url": BOOK, "status": "queued", "step": None, "job_id": job_id_for(BOOK)}
@@ -795,9 +850,9 @@ def test_live_in_flight_and_lost_jobs(client, redis_client):
     start_job(redis_client, NEWS, None)
     assert get(client, "/info", 202, query_string={"url": NEWS})["status"] == "started"
     start_job(redis_client, NEWS, "fetching")
-    assert get(client, "/getBookInfo", 202, query_string={"url": NEWS})["step"] == "fetching"
+    assert get(client, "/info", 202, query_string={"url": NEWS})["step"] == "fetching"
     fetch_job(redis_client, job_id_for(BOOK)).set_status(JobStatus.FAILED)  # died without a record
-    for path in ("/info", "/getBookInfo"):
+    for path in ("/info",):
         lost = get(client, path, 200, query_string={"url": BOOK})
         assert lost["status"] == "failed" and lost["error"]["code"] == "job_failed" and "kind" not in lost
 
@@ -809,7 +864,7 @@ def test_live_info_since(client, redis_client):
     current = save_done(redis_client, NEWS, "news_headlines", news_data(["Old story", "Kept story", "New story"]))
     storage.push_snapshot(NEWS, snapshots.take(current), 20, 3600)
     between = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
-    for path in ("/info", "/getBookInfo"):
+    for path in ("/info",):
         body = get(client, path, 200, query_string={"url": NEWS, "since": between})
         assert [h["title"] for h in body["new_headlines"]] == ["New story"] and len(body["snapshots"]) == 2
         assert datetime.fromisoformat(body["compared_with"]) == older["fetched_at"]  # the snapshot current then
@@ -824,7 +879,7 @@ def test_live_info_since(client, redis_client):
 
 
 def test_live_info_errors(client):
-    for path in ("/info", "/getBookInfo"):
+    for path in ("/info",):
         assert get(client, path, 400)["error"]["code"] == "missing_url"
         assert get(client, path, 400, query_string={"url": ""})["error"]["code"] == "missing_url"
         for url in ("javascript:alert(1)", "http://[::1]/", "http://127.0.0.1/admin"):
@@ -930,7 +985,7 @@ def test_live_redis_down(base_env):
     client = create_app({**base_env, "REDIS_URL": "redis://127.0.0.1:1/0"}).test_client()
     calls = [
         ("post", "/parse", "/parse", {"json": [BOOK]}),
-        ("post", "/parseGoodreadsLinks", "/parseGoodreadsLinks", {"json": {"urls": [BOOK]}}),
+        ("post", "/parseGoodreadsLinks", "/parseGoodreadsLinks", {"json": [BOOK]}),
         ("get", "/info", "/info", {"query_string": {"url": BOOK}}),
         ("get", "/getBookInfo", "/getBookInfo", {"query_string": {"url": BOOK}}),
         ("get", "/batches/{batch_id}", "/batches/0123456789abcdef0123456789abcdef", {}),
@@ -953,7 +1008,7 @@ def test_live_rate_limited(redis_client, base_env):
     client = create_app({**base_env, "RATE_LIMIT_WRITE": "1/minute", "RATE_LIMIT_READ": "1/minute"}).test_client()
     calls = [
         ("post", "/parse", "/parse", {"json": [BOOK]}),
-        ("post", "/parseGoodreadsLinks", "/parseGoodreadsLinks", {"json": {"urls": [BOOK]}}),
+        ("post", "/parseGoodreadsLinks", "/parseGoodreadsLinks", {"json": [BOOK]}),
         ("get", "/info", "/info", {"query_string": {"url": BOOK}}),
         ("get", "/getBookInfo", "/getBookInfo", {"query_string": {"url": BOOK}}),
         ("get", "/batches/{batch_id}", "/batches/0123456789abcdef0123456789abcdef", {}),

@@ -384,7 +384,7 @@ def test_a_chunked_body_over_the_limit_is_413_and_enqueues_nothing(web, module_r
     answer = post_chunked(web.port, padded_body(size))
     assert answer.status == 413, answer.body
     assert json.loads(answer.body)["error"] == {
-        "code": "body_too_large", "message": f"the request body is over the limit of {LIMIT} bytes (MAX_REQUEST_BYTES)"}
+        "code": "body_too_large", "message": f"the request body is over {LIMIT:,} bytes, the most (MAX_REQUEST_BYTES)"}
     assert not book_queued(connection)
 
 

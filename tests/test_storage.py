@@ -499,12 +499,21 @@ def test_a_record_of_the_wrong_shape_is_refused(store, redis, caplog, name):
     lambda b: b.update(created_at=datetime(2026, 1, 1)),
     lambda b: b["items"].append("x"), lambda b: b["items"][0].pop("canonical_url"),
     lambda b: b.update(callback_url=5), lambda b: b.update(id=None),
+    lambda b: b.update(callback_format="xml"), lambda b: b.update(callback_format=None),
+    lambda b: b.update(callback_format=["slack"]),
 ])
 def test_a_batch_of_the_wrong_shape_is_refused(store, redis, change):
     batch = a_batch("b1")
     change(batch)
     redis.set(batch_key("b1"), dumps(batch))
     assert store.load_batch("b1") is None
+
+
+@pytest.mark.parametrize("callback_format", ["json", "slack", None], ids=["json", "slack", "saved-before-it-existed"])
+def test_a_batch_names_its_callback_format_or_none(store, redis, callback_format):
+    batch = a_batch("b1") if callback_format is None else {**a_batch("b1"), "callback_format": callback_format}
+    redis.set(batch_key("b1"), dumps(batch))
+    assert store.load_batch("b1") == batch
 
 
 def test_a_snapshot_of_the_wrong_shape_is_skipped(store, redis):

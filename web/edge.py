@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import math
 import socket
 import time
@@ -41,6 +40,7 @@ from gunicorn.http.message import Request
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.ggevent import GeventWorker
 
+import jsontext
 import logs
 import metrics
 from config import load_settings
@@ -115,7 +115,7 @@ class RefusalLog:
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 answer with the API's JSON error body; the connection closes after it."""
-    body = json.dumps(error_body(code, message)).encode()
+    body = jsontext.dumps(error_body(code, message)).encode()  # UTF-8, as the app's JSON
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "Content-Type: application/json",
              f"Content-Length: {len(body)}", "Connection: close",
              *(f"{name}: {value}" for name, value in (headers or {}).items())]
@@ -172,12 +172,21 @@ class EdgeWorker(GeventWorker):
         self.refusals.warning("too_many_connections", f"connection refused: {logs.escaped(address)} holds "
                               f"{self.slots.limit} connections already (MAX_CONNECTIONS_PER_ADDRESS)")
         try:
-            client.sendall(error_response(429, "too_many_connections",
-                                          "this address holds too many connections open; close some and retry",
+            client.sendall(error_response(429, "too_many_connections", self.too_many_connections(),
                                           {"Retry-After": "1"}))
         except OSError:
             pass
         util.close(client)
+
+    def header_limit(self, exc: BaseException) -> str:
+        """431's reason with the limit it hit (gunicorn says only "limit request headers fields")."""
+        if "size" in str(exc):
+            return f"a header field is over {self.cfg.limit_request_field_size:,} bytes, the most one may be"
+        return f"more than {self.cfg.limit_request_fields} header fields, the most a request may have"
+
+    def too_many_connections(self) -> str:
+        return (f"this address holds {self.slots.limit} open connections to this server process already, its share "
+                "of MAX_CONNECTIONS_PER_ADDRESS; close some and retry")
 
     def serve(self, listener_name: Address, client: socket.socket, addr: Address) -> None:
         """Requests of one connection, one after the other, until it closes or must."""
@@ -269,6 +278,8 @@ class EdgeWorker(GeventWorker):
             message = "an unexpected error occurred; it has been logged"
         elif status == 408:
             message = f"the request was not received within {self.read_timeout:g} s (REQUEST_READ_TIMEOUT)"
+        elif status == 431:
+            message = self.header_limit(exc)
         else:
             message = logs.escaped(str(exc)) or REASONS[status]
         if status != 500:
