@@ -496,6 +496,9 @@ def test_every_field_of_books_news_and_pages_is_shown(service, site, browser, tm
     batch_id = re.search(r"#batch=([0-9a-f]{32})$", browser.current_url)[1]
     records = requests.get(f"{service.base}/records", params={"batch": batch_id}, timeout=10).json()["records"]
     assert [r["status"] for r in records] == ["done"] * len(REAL_PAGES), records
+    items = requests.get(f"{service.base}/batches/{batch_id}", timeout=10).json()["items"]
+    order = [item["canonical_url"] for item in items]
+    records.sort(key=lambda record: order.index(record["url"]))  # GET /records: newest first; rows: as submitted
 
     rows = browser.find_elements(By.CSS_SELECTOR, "#rows .row")
     books = [r["data"] for r in records if r["kind"] == "goodreads_book"]
