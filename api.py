@@ -1,4 +1,6 @@
-"""The HTTP API: submit URLs, read records, batches, jobs and health. JSON in, JSON out."""
+"""The HTTP API: submit URLs, read records, batches, jobs and health. JSON in, JSON out.
+
+Listing and exporting records (GET /records, /records.jsonl, /records.csv): records_api.py."""
 from __future__ import annotations
 
 import hmac
@@ -22,7 +24,7 @@ from guard import check_url_shape
 from jobs import callbacks, frontier, recrawl
 from jobs.attempts import JobState, attempts_json
 from jobs.ticker import ensure_ticking
-from batches import batch_summary, job_error, lookup, record_json, waiting_for_host
+from batches import batch_summary, job_error, lookup, waiting_for_host
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, fetch_job, make_queue
 from jobs.trust import JsonJob
 import journal
@@ -33,8 +35,6 @@ from storage import CALLBACK_FORMATS, Storage
 api = Blueprint("api", __name__)
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")  # \Z: "$" would also match before a final newline
 BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
-MAX_PAGE = 1000
-MAX_CURSOR = 2**64 - 1  # Redis SCAN cursors are unsigned 64-bit; a bigger one is a Redis error
 MAX_JSON_DEPTH = 64  # a submission nests 3 deep; see json_body()
 NEXT_TICK = "metaparse.next_tick"  # app.extensions: when keep_ticking() next calls ensure_ticking()
 
@@ -314,34 +314,6 @@ def load_batch_or_404(batch_id: str) -> dict:
     if found is None:
         raise ApiError(404, "not_found", f"no batch {batch_id!r} (batches are kept for 7 days)")
     return found
-
-
-@api.get("/records")
-def records():
-    """All records page by page (?cursor=), or every record of one batch (?batch=)."""
-    batch_id = request.args.get("batch")
-    if batch_id is not None:
-        return jsonify({"records": batch_records(batch_id), "next_cursor": None})
-    cursor = whole_number(request.args.get("cursor", "0"), MAX_CURSOR)
-    limit = whole_number(request.args.get("limit", "100"), MAX_PAGE)
-    if cursor is None or not limit:
-        raise ApiError(400, "invalid_query", f"cursor must be a whole number and limit 1 to {MAX_PAGE}")
-    next_cursor, page = storage().scan_records(cursor, limit)
-    return jsonify({"records": [record_json(r) for r in page], "next_cursor": next_cursor or None})
-
-
-def whole_number(text: str, most: int) -> int | None:
-    """text as a whole number from 0 to most, in ASCII digits ("²".isdigit() is true too), else None."""
-    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(most)):
-        return None  # the length check first: int() refuses over 4300 digits
-    number = int(text)
-    return number if number <= most else None
-
-
-def batch_records(batch_id: str) -> list[dict]:
-    found = load_batch_or_404(batch_id)
-    urls = list(dict.fromkeys(item["canonical_url"] for item in found["items"]))
-    return [record_json(r) for r in storage().load_records(urls) if r is not None]
 
 
 @api.get("/jobs/<job_id>")

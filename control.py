@@ -13,7 +13,7 @@ import re
 
 from flask import Blueprint, jsonify, request
 
-from api import JOB_ID, json_body, load_batch_or_404, redis, require_token, storage, whole_number
+from api import JOB_ID, json_body, load_batch_or_404, redis, require_token, storage
 from errors import ApiError
 from jobs.cancel import Outcome, cancel_job, cancel_jobs
 from jobs.queues import IN_FLIGHT, job_id_for, job_statuses, public_status
@@ -96,11 +96,18 @@ def canonical_of(url: str | None) -> str:
 @control.get("/batches")
 def list_batches():
     """Recent batches, newest first, `limit` a page; pass `next_cursor` back as `cursor`."""
-    limit = whole_number(request.args.get("limit", str(DEFAULT_BATCHES_PAGE)), MAX_BATCHES_PAGE)
-    if not limit:
-        raise ApiError(400, "invalid_query", f"limit must be a whole number from 1 to {MAX_BATCHES_PAGE}")
+    limit = read_limit(request.args.get("limit"))
     cards, position = storage().recent_batches(limit, read_cursor(request.args.get("cursor")))
     return jsonify({"batches": [card_json(card) for card in cards], "next_cursor": cursor_text(position)})
+
+
+def read_limit(text: str | None) -> int:
+    """1 to MAX_BATCHES_PAGE in ASCII digits ("²".isdigit() is true too); DEFAULT_BATCHES_PAGE when absent."""
+    if text is None:
+        return DEFAULT_BATCHES_PAGE
+    if not (text.isascii() and text.isdigit() and len(text) <= 3 and 1 <= int(text) <= MAX_BATCHES_PAGE):
+        raise ApiError(400, "invalid_query", f"limit must be a whole number from 1 to {MAX_BATCHES_PAGE}")
+    return int(text)
 
 
 def read_cursor(text: str | None) -> BatchPosition | None:

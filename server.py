@@ -30,6 +30,7 @@ from errors import REDIS_UNAVAILABLE, ApiError, ConfigError, ParseError, body_to
 from jsontext import escape_lone_surrogates
 import metrics
 import ratelimit
+from records_api import records
 from web import cors
 from web.seed import seed
 from webpage import webpage
@@ -51,6 +52,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.json = Utf8JsonProvider(app)  # UTF-8 with non-ASCII as is (jsontext.py)
     app.before_request(refuse_undecodable_query)
     app.register_blueprint(api)
+    app.register_blueprint(records)
     app.register_blueprint(seed)
     app.register_blueprint(control)  # cancel, delete, list batches
     app.register_blueprint(apidocs)

@@ -1,5 +1,8 @@
 """The only module that knows Redis key names: records and batches.
 
+A record is saved with its entries in the records index (sorted sets by fetch time, and
+by expiry time) in one transaction; record_index.py reads and tends that index.
+
 Records and batches are pickled (fast, keeps datetimes) and loaded with an unpickler that
 refuses every global except the datetime types, so a value tampered with in Redis can
 never run code. What it loads must then be plain data of the right shape before anyone
@@ -16,6 +19,7 @@ import io
 import logging
 import math
 import pickle
+import time
 from collections.abc import Callable, Collection
 from datetime import date, datetime, timedelta, timezone
 
@@ -23,7 +27,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
-from sources import NEWS
+from sources import NEWS, SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +252,30 @@ def record_key(canonical_url: str) -> str:
     return f"{PREFIX}:record:{canonical_url}"
 
 
+def record_key_of(member: bytes) -> bytes:
+    """record_key() of an index member as Redis gives it: bytes, so even a member that is not
+    UTF-8 (written by hand) names its own key."""
+    return record_key("").encode() + member
+
+
+RECORD_KEY_PATTERN = record_key("*")  # SCAN MATCH: every record key, and no index key below
+# The records index (record_index.py): canonical URL -> fetched_at (epoch seconds), newest last.
+RECORDS_BY_TIME = f"{PREFIX}:records-by-time"
+RECORDS_EXPIRY = f"{PREFIX}:records-expiry"  # zset: canonical URL -> when its record expires (epoch s)
+RECORDS_INDEXED = f"{PREFIX}:records-indexed"  # "done" once records saved before the index are in it
+RECORDS_INDEX_SCAN = f"{PREFIX}:records-index-scan"  # the SCAN cursor of that migration, while it runs
+RECORDS_INDEX_LOCK = f"{PREFIX}:records-index-lock"  # held by the one process migrating
+INDEXED_KINDS = frozenset(source.kind for source in SOURCES.values())  # each has an index of its own
+
+
+def records_by_time_key(kind: str | None = None) -> str:
+    """The index of every record (kind None) or of one record kind's (goodreads_book, ...)."""
+    return RECORDS_BY_TIME if kind is None else f"{RECORDS_BY_TIME}:{kind}"
+
+
+RECORD_INDEX_KEYS = (RECORDS_EXPIRY, records_by_time_key(), *sorted(map(records_by_time_key, INDEXED_KINDS)))
+
+
 def batch_key(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}"
 
@@ -314,6 +342,16 @@ def micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
+def _queue_record(pipe: Pipeline, record: dict, ttl: int) -> None:
+    """The record and its places in the records index (record_index.py), in one transaction."""
+    url, kind, fetched = record["url"], record["kind"], record["fetched_at"].timestamp()
+    pipe.set(record_key(url), dumps(record), ex=ttl)
+    pipe.zadd(records_by_time_key(), {url: fetched})
+    if kind in INDEXED_KINDS:
+        pipe.zadd(records_by_time_key(kind), {url: fetched})
+    pipe.zadd(RECORDS_EXPIRY, {url: time.time() + ttl})
+
+
 def make_record(url: str, kind: str, status: str, parser_version: str, data: dict | None = None,
                 error: dict | None = None) -> dict:
     """A record as the design card defines it; fetched_at is now, in UTC."""
@@ -326,7 +364,13 @@ class Storage:
         self.redis = redis
 
     def save_record(self, record: dict, ttl: int) -> None:
-        self.redis.set(record_key(record["url"]), dumps(record), ex=ttl)
+        """Saved with its index entries; into the caller's transaction when given a pipeline."""
+        if isinstance(self.redis, Pipeline):  # crashsafe.save_once's MULTI: queue into it
+            _queue_record(self.redis, record, ttl)
+            return
+        with self.redis.pipeline() as pipe:
+            _queue_record(pipe, record, ttl)
+            pipe.execute()
 
     def load_record(self, canonical_url: str) -> dict | None:
         return self._load(record_key(canonical_url), record_problem)
@@ -337,16 +381,6 @@ class Storage:
             return []
         keys = [record_key(url) for url in canonical_urls]
         return [decode_value(key, raw, record_problem) for key, raw in zip(keys, self.redis.mget(keys))]
-
-    def scan_records(self, cursor: int = 0, count: int = 100) -> tuple[int, list[dict]]:
-        """One page of all records: (next cursor, records); cursor 0 starts, and ends, the walk.
-
-        Redis SCAN may return a record twice across pages; callers de-duplicate by url.
-        """
-        cursor, keys = self.redis.scan(cursor=cursor, match=f"{PREFIX}:record:*", count=count)
-        raws = self.redis.mget(keys) if keys else []
-        records = [decode_value(key.decode(), raw, record_problem) for key, raw in zip(keys, raws)]
-        return int(cursor), [record for record in records if record is not None]
 
     def save_batch(self, batch: dict) -> None:
         """The batch, its card and its place in the index (newest last), in one round trip;
@@ -403,10 +437,12 @@ class Storage:
         return (same + [(member.decode(), int(score)) for member, score in older])[:count]
 
     def delete_record(self, canonical_url: str) -> bool:
-        """Delete a page's record, its headline snapshots and its place on the re-crawl
-        schedule, in one transaction; False when there was no record."""
+        """Delete a page's record, its places in the records index, its headline snapshots and
+        its place on the re-crawl schedule, in one transaction; False when there was no record."""
         with self.redis.pipeline() as pipe:
             pipe.delete(record_key(canonical_url))
+            for key in RECORD_INDEX_KEYS:
+                pipe.zrem(key, canonical_url)
             pipe.delete(SNAPSHOTS + canonical_url)
             pipe.zrem(RECRAWL_DUE, canonical_url)
             pipe.zrem(RECRAWL_WANTED, canonical_url)

@@ -14,8 +14,8 @@ import requests
 
 TIMEOUT = (5, 60)  # connect, read: a POST of 500 URLs does a Redis round trip per URL
 DEFAULT_CHUNK = 500  # the service's default MAX_URLS_PER_REQUEST
-PAGE_SIZE = 500  # records per /records page; the service allows up to 1000
 BATCHES_PAGE = 100  # batches per /batches page: the service's most
+EXPORT_CHUNK = 64 * 1024  # bytes of an export written at once
 ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 
@@ -97,16 +97,17 @@ class ServiceClient:
     def batch(self, batch_id: str) -> dict:
         return self._get(f"/batches/{batch_id}")
 
-    def records(self, batch_id: str | None = None) -> Iterator[dict]:
-        """One batch's records, or every record by walking the cursor (pages may repeat a record)."""
-        if batch_id is not None:
-            yield from self._get("/records", {"batch": batch_id})["records"]
-            return
-        cursor: int | None = 0
-        while cursor is not None:
-            page = self._get("/records", {"cursor": cursor, "limit": PAGE_SIZE})
-            yield from page["records"]
-            cursor = page["next_cursor"]
+    def export(self, extension: str, params: dict[str, str]) -> Iterator[bytes]:
+        """GET /records.<extension> (jsonl or csv) with these filters, as the server streams it.
+        An error answer raises before anything is yielded; a stream cut off midway raises too."""
+        response = self._send("GET", f"/records.{extension}", params=params, stream=True)
+        with response:
+            if response.status_code >= 400:
+                raise error_from(response, self._decode(response))
+            try:
+                yield from response.iter_content(EXPORT_CHUNK)
+            except requests.RequestException as exc:
+                raise Unreachable(f"the export from {self.base_url} stopped midway: {short_reason(exc)}") from None
 
     def cancel_job(self, job_id: str) -> tuple[int, dict]:
         """(status, body) of DELETE /jobs/<id>: 200 canceled, 404 unknown, 409 started or ended."""

@@ -8,21 +8,19 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from tqdm import tqdm
 
-from cli import formats, output
-from cli.client import ServiceClient, Submission
+from cli import output
+from cli.client import ServiceClient, ServiceError, Submission
 from cli.exits import ExitCode, UsageError
 from cli.records import answer_text
 from cli.results import count, url_results
 from cli.urls import gather_urls
 from cli.waiting import Waiter
-
-WRITERS = {"jsonl": formats.write_jsonl, "csv": formats.write_csv}
-
 
 # ---- submit ---------------------------------------------------------------------------------
 
@@ -114,16 +112,22 @@ def record_exit_code(status: int, body: dict) -> ExitCode:
 
 
 def export(client: ServiceClient, args: argparse.Namespace) -> ExitCode:
-    # Everything is fetched before anything is written: a failure midway leaves no half file,
-    # and CSV needs every record's fields for its header anyway.
-    records = formats.unique_by_url(client.records(args.batch))
+    """Stream the server's export (GET /records.jsonl or .csv) to stdout or a file: the
+    server is the one home of both formats."""
     chosen = args.format or format_from_name(args.output)
-    if args.output in (None, "-"):
-        WRITERS[chosen](records, sys.stdout)
-    else:
-        write_file(Path(args.output), records, chosen)
+    filters = {"batch": args.batch, "kind": args.kind, "since": args.since}
+    chunks = client.export(chosen, {name: value for name, value in filters.items() if value})
+    try:
+        if args.output in (None, "-"):
+            size = copy(chunks, sys.stdout.buffer)
+        else:
+            size = write_file(Path(args.output), chunks)
+    except ServiceError as exc:
+        if exc.status == 400:  # the server refused a filter given on the command line
+            raise UsageError(exc.message) from None
+        raise
     if not args.quiet:
-        sys.stderr.write(f"exported {len(records)} records as {chosen}\n")
+        sys.stderr.write(f"exported {size:,} bytes of {chosen}\n")
     return ExitCode.OK
 
 
@@ -132,17 +136,28 @@ def format_from_name(path: str | None) -> str:
     return "csv" if path and path.lower().endswith(".csv") else "jsonl"
 
 
-def write_file(path: Path, records: list[dict], chosen: str) -> None:
-    """Written beside the target and renamed into place, so a reader never sees half a file."""
+def copy(chunks: Iterable[bytes], out: BinaryIO) -> int:
+    size = 0
+    for chunk in chunks:
+        out.write(chunk)
+        size += len(chunk)
+    out.flush()
+    return size
+
+
+def write_file(path: Path, chunks: Iterable[bytes]) -> int:
+    """Written beside the target and renamed into place once whole, so a reader never sees
+    half a file, and a failure midway (the server's error, a cut-off stream) leaves none."""
     partial = path.with_name(f".{path.name}.partial")
     try:
-        with open(partial, "w", encoding="utf-8", newline="") as handle:  # newline="": csv writes its own
-            WRITERS[chosen](records, handle)
+        with open(partial, "wb") as handle:
+            size = copy(chunks, handle)
         os.replace(partial, path)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)  # gone after the rename; a leftover only after a failure
+    return size
 
 
 COMMANDS = {"submit": submit, "get": get, "export": export}

@@ -120,8 +120,11 @@ def add_get(commands) -> None:
 
 
 def add_export(commands) -> None:
-    parser = command_parser(commands, "export", "write all records, or one batch's, as JSON Lines or CSV")
+    parser = command_parser(commands, "export", "write records, newest first, as JSON Lines or CSV")
     parser.add_argument("--batch", metavar="ID", help="only this batch's records")
+    parser.add_argument("--kind", choices=("book", "news", "page"), help="only records of this kind (a CSV then has its columns only)")
+    parser.add_argument("--since", metavar="T",
+                        help="only records fetched at or after T (ISO 8601, e.g. 2026-01-31T12:00Z)")
     parser.add_argument("--format", choices=sorted(("jsonl", "csv")),
                         help="default: csv when --output ends in .csv, else jsonl")
     parser.add_argument("--output", "-o", metavar="F", help="write to F instead of stdout")

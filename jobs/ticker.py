@@ -1,4 +1,5 @@
-"""The ticker: a short job every TICK_SECONDS that re-crawls due news pages and sweeps callbacks.
+"""The ticker: a short job every TICK_SECONDS that re-crawls due news pages, sweeps callbacks
+and keeps the records index (record_index.py) built and free of expired records.
 
 Each tick schedules the next one through RQ's scheduler (which the worker pool runs).
 Tick job ids are the tick's own time, enqueued with unique=True, so however many places
@@ -17,6 +18,7 @@ from rq.exceptions import DuplicateJobError
 from jobs import callbacks, recrawl
 from jobs.queues import MAINTENANCE_QUEUE, make_queue
 from jobs.trust import TICK_FUNCTION
+from record_index import RecordIndex
 
 log = logging.getLogger(__name__)
 TICK_TIMEOUT = 30
@@ -43,6 +45,17 @@ def tick() -> dict:
     try:
         recrawled = recrawl.run_due(job.connection, settings)
         called_back = callbacks.sweep(job.connection)
+        upkeep_records_index(job.connection)
     finally:
         ensure_ticking(job.connection, settings.tick_seconds)
     return {"recrawled": recrawled, "callbacks": called_back}
+
+
+def upkeep_records_index(connection: Redis) -> int:
+    """A step of indexing records saved before the index, then drop expired records' entries."""
+    index = RecordIndex(connection)
+    index.build_step()
+    pruned = index.prune_expired(time.time())
+    if pruned:
+        log.info("records index: %d entries of expired records dropped", pruned)
+    return pruned

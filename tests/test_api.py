@@ -398,33 +398,6 @@ def test_wrong_method_and_unknown_route_are_json(client):
     assert missing.status_code == 404 and missing.is_json
 
 
-def test_records_are_listed_page_by_page_and_per_batch(client, redis_client):
-    urls = [f"https://www.goodreads.com/book/show/{n}" for n in range(1, 8)]
-    for url in urls:
-        save_done(redis_client, url)
-    seen, cursor, pages = set(), "0", 0
-    while True:
-        page = client.get("/records", query_string={"cursor": cursor, "limit": "2"}).get_json()
-        seen.update(record["url"] for record in page["records"])
-        pages += 1
-        if page["next_cursor"] is None:
-            break
-        cursor = str(page["next_cursor"])
-    assert seen == set(urls) and pages > 1  # limit=2 is heeded: 7 records do not come in one page
-    batch = client.post("/parse", json=urls[:2] + ["https://www.bbc.com/news"]).get_json()["batch_id"]
-    listed = client.get("/records", query_string={"batch": batch}).get_json()["records"]
-    assert [record["url"] for record in listed] == urls[:2]  # the news page has no record yet
-
-
-@pytest.mark.parametrize("query", [{"cursor": "-1"}, {"limit": "0"}, {"limit": "5000"}, {"cursor": "abc"}])
-def test_records_query_errors(client, query):
-    assert client.get("/records", query_string=query).status_code == 400
-
-
-def test_records_of_an_unknown_batch_is_404(client):
-    assert client.get("/records", query_string={"batch": "f" * 32}).status_code == 404
-
-
 def test_raw_non_utf8_query_bytes_are_a_400_json(client):
     response = client.get("/info", environ_overrides={"QUERY_STRING": "url=\x80"})
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_encoding"

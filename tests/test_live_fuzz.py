@@ -215,7 +215,8 @@ def assert_kept(client: LiveClient, accepted: dict, what: str) -> None:
             assert client.open("GET", f"/jobs/{item['job_id']}").status_code == 200, (what, item)
 
 
-ROUTES = ["/parse", "/parseGoodreadsLinks", "/info", "/getBookInfo", "/records", "/healthz", "/batches/", "/jobs/",
+ROUTES = ["/parse", "/parseGoodreadsLinks", "/info", "/getBookInfo", "/records", "/records.jsonl", "/records.csv",
+          "/healthz", "/batches/", "/jobs/",
           "/metrics", "/openapi.json", "/docs", "/", "/rqstatus", "/rqstatus/", "/rqstatus/0/data/queues.json",
           "/rqstatus/0/data/job/x.json", "/rqstatus/static/css/main.css", "/rqstatus/requeue/goodreads",
           "/rqstatus/queue/goodreads/failed/empty", "/rqstatus/no-such-page"]
@@ -261,7 +262,8 @@ FITS_A_LINE = 3000  # bytes of query string: the request line stays under gunico
 
 
 @settings(max_examples=150, **LIVE_FUZZ)
-@given(path=st.sampled_from(["/info", "/getBookInfo", "/records", "/batches/", "/jobs/"]),
+@given(path=st.sampled_from(["/info", "/getBookInfo", "/records", "/records.jsonl", "/records.csv", "/batches/",
+                             "/jobs/"]),
        segment=st.one_of(st.just(""), SEEDED_VALUES), query=QUERY_STRINGS.map(lambda query: query[:FITS_A_LINE]))
 def test_reads_over_http_answer_as_in_process(live, client, path, segment, query):
     """gunicorn hands the app the query string and path as the test client does: same answers.

@@ -34,7 +34,7 @@ import ratelimit
 import snapshots
 from jobs.queues import fetch_job, job_id_for, make_queue
 from server import create_app
-from storage import Storage, make_record
+from storage import RECORDS_INDEX_LOCK, Storage, make_record
 from tests.parsers.contract import CONTRACT_KEYS
 from tests.support.job_runs import save_done_record
 
@@ -605,7 +605,7 @@ def test_every_route_is_documented_and_every_path_exists(app):
 
 def test_documented_query_parameters_are_the_ones_the_api_reads():
     """Each query parameter the code reads (request.args.get("x")) is documented on its path."""
-    source = (PROJECT_ROOT / "api.py").read_text() + (PROJECT_ROOT / "control.py").read_text()
+    source = "".join((PROJECT_ROOT / name).read_text() for name in ("api.py", "records_api.py", "control.py"))
     read = set(re.findall(r"request\.args\.get\(['\"](\w+)['\"]", source))
     documented = {follow(pointer_of("paths", path, method, "parameters", i))[1]["name"]
                   for path, method, op in operations() for i in range(len(op.get("parameters", [])))
@@ -915,24 +915,46 @@ def test_live_batches(client, redis_client):
 def test_live_records(client, redis_client):
     urls = [f"https://www.goodreads.com/book/show/{n}" for n in range(1, 8)]
     for n, url in enumerate(urls, start=1):
-        save_done(redis_client, url, "goodreads_book", book_data(str(n)))
+        save_done(redis_client, url, "goodreads_book", book_data(str(n)), age=timedelta(seconds=n))
     save_failed(redis_client)
-    seen, cursor = set(), 0
+    seen, cursor = [], None
     for _ in range(100):
-        page = get(client, "/records", 200, query_string={"cursor": str(cursor), "limit": "2"})
-        seen.update(record["url"] for record in page["records"])
+        page = get(client, "/records", 200, query_string={"limit": "2", **({"cursor": cursor} if cursor else {})})
+        seen += [record["url"] for record in page["records"]]
         if page["next_cursor"] is None:
             break
         cursor = page["next_cursor"]
-    assert seen == {*urls, MISSING_BOOK}
+    assert seen == [MISSING_BOOK, *urls]  # newest first, each once
     assert get(client, "/records", 200)["records"]  # the defaults
     batch_id = post(client, "/parse", urls[:2] + [NEWS], 202)["batch_id"]
-    listed = get(client, "/records", 200, query_string={"batch": batch_id})
+    listed = get(client, "/records", 200, query_string={"batch": batch_id, "kind": "book", "since": "2026-01-01"})
     assert [record["url"] for record in listed["records"]] == urls[:2] and listed["next_cursor"] is None
-    for query in ({"cursor": "-1"}, {"cursor": "abc"}, {"limit": "0"}, {"limit": "5000"}):
+    for query in ({"cursor": "-1"}, {"cursor": "abc"}, {"limit": "0"}, {"limit": "5000"}, {"kind": "books"}):
         assert get(client, "/records", 400, query_string=query)["error"]["code"] == "invalid_query"
+    assert get(client, "/records", 400, query_string={"since": "soon"})["error"]["code"] == "invalid_since"
     for batch in ("f" * 32, "nope"):
         get(client, "/records", 404, query_string={"batch": batch})
+
+
+def test_live_record_exports(client, redis_client):
+    save_done(redis_client, BOOK, "goodreads_book", book_data())
+    save_done(redis_client, NEWS, "news_headlines", news_data(["One", "Two"]))
+    save_done(redis_client, PAGE, "page", page_data())
+    lines = get(client, "/records.jsonl", 200, query_string={"kind": "news"}).splitlines()
+    assert [json.loads(line)["url"] for line in lines] == [NEWS]
+    assert len(get(client, "/records.jsonl", 200).splitlines()) == 3
+    for kind, rows in (("book", 2), ("news", 3), ("page", 2)):
+        assert len(get(client, "/records.csv", 200, query_string={"kind": kind}).splitlines()) == rows
+    assert len(get(client, "/records.csv", 200).splitlines()) == 5  # every kind: a header and 4 rows
+    for path in ("/records.jsonl", "/records.csv"):
+        assert get(client, path, 400, query_string={"kind": "all"})["error"]["code"] == "invalid_query"
+        assert get(client, path, 404, query_string={"batch": "f" * 32, "kind": "book"})["error"]["code"] == "not_found"
+
+
+def test_live_records_index_building(client, redis_client):
+    redis_client.set(RECORDS_INDEX_LOCK, "another process", ex=60)  # and nothing marks the index built
+    for path in ("/records", "/records.jsonl", "/records.csv"):
+        assert get(client, path, 503, query_string={"kind": "book"})["error"]["code"] == "index_building"
 
 
 def test_live_jobs(client, redis_client):
@@ -1028,6 +1050,8 @@ def test_live_redis_down(base_env):
         ("get", "/getBookInfo", "/getBookInfo", {"query_string": {"url": BOOK}}),
         ("get", "/batches/{batch_id}", "/batches/0123456789abcdef0123456789abcdef", {}),
         ("get", "/records", "/records", {}),
+        ("get", "/records.jsonl", "/records.jsonl", {}),
+        ("get", "/records.csv", "/records.csv", {"query_string": {"kind": "book"}}),
         ("get", "/jobs/{job_id}", f"/jobs/{job_id_for(BOOK)}", {}),
         *CONTROL_CALLS,
         ("get", "/healthz", "/healthz", {}),
@@ -1050,6 +1074,8 @@ def test_live_rate_limited(redis_client, base_env):
         ("get", "/getBookInfo", "/getBookInfo", {"query_string": {"url": BOOK}}),
         ("get", "/batches/{batch_id}", "/batches/0123456789abcdef0123456789abcdef", {}),
         ("get", "/records", "/records", {}),
+        ("get", "/records.jsonl", "/records.jsonl", {}),
+        ("get", "/records.csv", "/records.csv", {"query_string": {"kind": "book"}}),
         ("get", "/jobs/{job_id}", f"/jobs/{job_id_for(BOOK)}", {}),
         *CONTROL_CALLS,
         ("get", "/healthz", "/healthz", {}),

@@ -433,10 +433,11 @@ def assert_exports(driver, service, batch_id: str) -> None:
     driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})  # the clipboard wants focus
     records = requests.get(f"{service.base}/records", params={"batch": batch_id}, timeout=10).json()["records"]
     assert len(records) == 2
-    assert copy_json(driver) == records
+    by_url = {record["url"]: record for record in records}  # GET /records: newest first; Copy JSON: row order
+    assert {record["url"]: record for record in copy_json(driver)} == by_url
     # A browser without the async clipboard (or refusing it): the older copy command on a selection.
     driver.execute_script("navigator.clipboard.writeText = () => Promise.reject(new Error('refused'))")
-    assert copy_json(driver) == records
+    assert {record["url"]: record for record in copy_json(driver)} == by_url
 
 
 def copy_json(driver) -> object:
@@ -495,6 +496,9 @@ def test_every_field_of_books_news_and_pages_is_shown(service, site, browser, tm
     batch_id = re.search(r"#batch=([0-9a-f]{32})$", browser.current_url)[1]
     records = requests.get(f"{service.base}/records", params={"batch": batch_id}, timeout=10).json()["records"]
     assert [r["status"] for r in records] == ["done"] * len(REAL_PAGES), records
+    items = requests.get(f"{service.base}/batches/{batch_id}", timeout=10).json()["items"]
+    order = [item["canonical_url"] for item in items]
+    records.sort(key=lambda record: order.index(record["url"]))  # GET /records: newest first; rows: as submitted
 
     rows = browser.find_elements(By.CSS_SELECTOR, "#rows .row")
     books = [r["data"] for r in records if r["kind"] == "goodreads_book"]

@@ -31,6 +31,8 @@ READ_SCHEMAS = {
     "/info": {200: RECORD_FOUND, 202: "InFlight"},
     "/getBookInfo": {200: "BookInfo"},  # or the seed's string (tests/support/fuzzing.py: seed_text)
     "/records": {200: "RecordsPage"},
+    "/records.jsonl": {},  # 200: a stream of JSON Lines, not one JSON body
+    "/records.csv": {},
     f"/batches/{SEED_BATCH}": {200: "Batch"},
     f"/jobs/{SEEDED_JOBS[0]}": {200: "Job"},
     f"/jobs/{SEEDED_JOBS[1]}": {200: "Job"},

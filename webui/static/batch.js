@@ -18,6 +18,7 @@ const RECORDS_EVERY_MS = 5000; // the first spacing of record fetches while the 
 const RECORDS_GROWTH = 1.5; // ...growing by this factor each time (the answer grows too)...
 const RECORDS_EVERY_MAX_MS = 30000; // ...up to this
 const HEALTH_EVERY_MS = 15000;
+const RECORDS_PAGE = 1000; // the most GET /records gives at once: more than a batch holds (500 URLs)
 
 export class BatchWatch {
   constructor(id, rows, isCurrent) {
@@ -59,12 +60,21 @@ export class BatchWatch {
     return Boolean(batch.finished) && this.rows.allSettled();
   }
 
+  /** The batch's records: GET /records?batch= pages them, and a page of RECORDS_PAGE holds a whole batch. */
   async loadRecords() {
-    const answer = await getJson(`/records?batch=${encodeURIComponent(this.id)}`);
-    if (!this.isCurrent()) return;
+    const records = [];
+    let cursor = null;
+    do {
+      const query = `batch=${encodeURIComponent(this.id)}&limit=${RECORDS_PAGE}`
+        + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+      const answer = await getJson(`/records?${query}`);
+      if (!this.isCurrent()) return;
+      if (Array.isArray(answer.records)) records.push(...answer.records);
+      cursor = typeof answer.next_cursor === "string" ? answer.next_cursor : null;
+    } while (cursor);
     this.recordsAt = Date.now();
     this.recordsEvery = Math.min(this.recordsEvery * RECORDS_GROWTH, RECORDS_EVERY_MAX_MS);
-    this.rows.applyRecords(Array.isArray(answer.records) ? answer.records : []);
+    this.rows.applyRecords(records);
   }
 
   /** Say what went wrong; the delay before asking again, or null to stop (the batch is gone, say). */
