@@ -41,7 +41,7 @@ def cancel_batch(client: ServiceClient, args: argparse.Namespace) -> ExitCode:
         for item in body["not_canceled"]:
             sys.stdout.write(f"kept      {item['canonical_url']}  ({item['status']})\n")
         sys.stdout.write(f"{len(body['canceled'])} canceled, {len(body['not_canceled'])} kept\n")
-    return ExitCode.OK
+    return ExitCode.SOME_FAILED if any(item["status"] != "canceled" for item in body["not_canceled"]) else ExitCode.OK
 
 
 def delete(client: ServiceClient, args: argparse.Namespace) -> ExitCode:

@@ -1,7 +1,7 @@
 """`get` as text: each answer of GET /info as a few readable lines.
 
 A done record by its kind (book, news front page, generic page; another kind as its
-fields), a failed record with its error, and a page still in flight with what the service
+fields), a failed record with its error, a page whose job was canceled, and a page still in flight with what the service
 says about it: its step, its host's schedule, attempts and the last error (each shown only
 when the answer carries it, as older services' answers do not). Page text goes through
 one_line(): one value per line, nothing a terminal would run.
@@ -22,6 +22,8 @@ def answer_text(status: int, body: dict) -> str:
         lines = in_flight_lines(body)
     elif body.get("status") == "failed":
         lines = failed_lines(body)
+    elif body.get("status") == "canceled":
+        lines = canceled_lines(body)
     else:
         lines = done_lines(body)
     return "\n".join(lines) + "\n"
@@ -54,6 +56,11 @@ def failed_lines(record: dict) -> list[str]:
     if record.get("fetched_at"):
         lines.append(f"  fetched {record['fetched_at']}")
     return lines + refresh_lines(record)
+
+
+def canceled_lines(body: dict) -> list[str]:
+    return [f"canceled: {one_line(body.get('url', ''))}",
+            f"  its job {one_line(body.get('job_id', ''))} was canceled before it ran: submit the URL again to fetch it"]
 
 
 def refresh_lines(record: dict) -> list[str]:

@@ -12,7 +12,9 @@ a lock, so a retry that falls due in the same few milliseconds as its cancel can
 
 A canceled job is kept for CANCELED_TTL (RQ keeps canceled jobs forever), so GET /jobs and
 /info say `canceled` for a day; submitting the URL again replaces it (jobs/queues.Submitter
-deletes any job that is not in flight).
+deletes any job that is not in flight). RQ never cleans its canceled registries either: the
+ticker drops their entries older than CANCELED_TTL (forget_old_cancels), or the dashboard
+would list a page's later job, which has the same id, as canceled.
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import WatchError
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
+from rq.registry import CanceledJobRegistry
 
 from jobs import callbacks, frontier
 from jobs.crashsafe import claim_key
-from jobs.queues import PAGE_QUEUE_NAMES, RESULT_TTL, fetch_job
+from jobs.queues import PAGE_QUEUE_NAMES, RESULT_TTL, fetch_job, make_queue
 from storage import Storage
 
 CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
@@ -89,6 +93,11 @@ def _cancel_watched(connection: Redis, job: Job) -> JobStatus | str:
                 return JobStatus.CANCELED
             except WatchError:
                 continue  # claimed, rescheduled or ended meanwhile: look again
+            except InvalidJobOperation:
+                # Job.cancel() reads the status again on its own connection: another cancel
+                # (or a new submission deleting the job) came between our read and its own.
+                pipe.reset()
+                continue  # look again under WATCH: canceled or deleted now
 
 
 def _refusal(raw_status: bytes | None, claimed: int) -> JobStatus | str | None:
@@ -103,3 +112,12 @@ def _refusal(raw_status: bytes | None, claimed: int) -> JobStatus | str | None:
 
 def _name(status: JobStatus | str) -> str:
     return str(status.value if isinstance(status, JobStatus) else status)
+
+
+def forget_old_cancels(connection: Redis, now: float) -> int:
+    """Drop canceled-registry entries older than CANCELED_TTL from every page queue; how many."""
+    dropped = 0
+    for name in PAGE_QUEUE_NAMES:
+        registry = CanceledJobRegistry(queue=make_queue(name, connection))
+        dropped += connection.zremrangebyscore(registry.key, 0, now - CANCELED_TTL)
+    return dropped

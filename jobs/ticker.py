@@ -1,5 +1,6 @@
-"""The ticker: a short job every TICK_SECONDS that re-crawls due news pages, sweeps callbacks
-and keeps the records index (record_index.py) built and free of expired records.
+"""The ticker: a short job every TICK_SECONDS that re-crawls due news pages, sweeps callbacks,
+keeps the records index (record_index.py) built and free of expired records, and drops old
+entries of RQ's canceled registries (jobs/cancel.py).
 
 Each tick schedules the next one through RQ's scheduler (which the worker pool runs).
 Tick job ids are the tick's own time, enqueued with unique=True, so however many places
@@ -16,6 +17,7 @@ from rq import get_current_job
 from rq.exceptions import DuplicateJobError
 
 from jobs import callbacks, recrawl
+from jobs.cancel import forget_old_cancels
 from jobs.queues import MAINTENANCE_QUEUE, make_queue
 from jobs.trust import TICK_FUNCTION
 from record_index import RecordIndex
@@ -46,6 +48,7 @@ def tick() -> dict:
         recrawled = recrawl.run_due(job.connection, settings)
         called_back = callbacks.sweep(job.connection)
         upkeep_records_index(job.connection)
+        forget_old_cancels(job.connection, time.time())
     finally:
         ensure_ticking(job.connection, settings.tick_seconds)
     return {"recrawled": recrawled, "callbacks": called_back}

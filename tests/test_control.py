@@ -307,9 +307,15 @@ def test_the_cli_cancels_deletes_and_lists(paced):
     batch_id = submit(paced, [slow_page(f"g-{uuid.uuid4().hex}")])["batch_id"]
     by_batch = cli(paced, "cancel", "--batch", batch_id)
     assert by_batch.returncode == 0 and by_batch.stdout.splitlines()[-1] == "1 canceled, 0 kept"
+    shown = cli(paced, "get", queued)
+    assert shown.returncode == 1 and shown.stdout.splitlines() == [
+        f"canceled: {queued}", f"  its job {job_id_for(queued)} was canceled before it ran: submit the URL again to fetch it"]
     assert cli(paced, "cancel", "--batch", uuid.uuid4().hex).returncode == 4
     assert cli(paced, "cancel").returncode == 2  # neither job ids nor --batch
+    pacer_batch = submit(paced, [slow_page("pacer")])["batch_id"]  # its one page started or ended: kept
+    started_or_done = cli(paced, "cancel", "--batch", pacer_batch)
+    assert started_or_done.returncode == 1 and started_or_done.stdout.splitlines()[-1] == "0 canceled, 1 kept"
     deleted = cli(paced, "delete", slow_page("pacer"), slow_page("never"))
     assert deleted.returncode == 4 and deleted.stdout.splitlines()[0] == f"deleted   {slow_page('pacer')}"
     listed = cli(paced, "batches", "--limit", "1", "--json")
-    assert listed.returncode == 0 and [card["batch_id"] for card in json.loads(listed.stdout)] == [batch_id]
+    assert listed.returncode == 0 and [card["batch_id"] for card in json.loads(listed.stdout)] == [pacer_batch]

@@ -2,17 +2,20 @@
 transaction's refusals and the failed-attempt notes (tests/test_control.py runs them end to end)."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
+from rq.registry import CanceledJobRegistry
 
 from config import load_settings
 from jobs.attempts import JobState, attempts_json, note_failure
-from jobs.cancel import cancel_job, cancel_jobs
+from jobs import cancel as cancel_module
+from jobs.cancel import CANCELED_TTL, cancel_job, cancel_jobs, forget_old_cancels
 from jobs.crashsafe import claim_key
-from jobs.queues import Submitter, job_id_for
-from sources import route
+from jobs.queues import Submitter, job_id_for, make_queue
+from sources import GOODREADS, route
 from storage import BATCH_INDEX, BATCH_TTL, Storage, batch_card_key
 
 BOOK = "https://www.goodreads.com/book/show/{}"
@@ -101,3 +104,30 @@ def test_a_batch_whose_last_page_is_canceled_sends_its_callback(redis_client):
     storage.watch_batch(batch_id, [url])
     assert [outcome.canceled for outcome in cancel_jobs(redis_client, [job_id])] == [True]
     assert redis_client.exists(f"rq:job:callback-{batch_id}")  # canceled counts as finished: the callback is queued
+
+
+def test_a_cancel_racing_another_cancel_answers_canceled_not_an_error(redis_client, monkeypatch):
+    """RQ's Job.cancel() reads the job's status again outside our WATCH: a second cancel that
+    lands between the two reads makes it raise, which must be looked at again, not a 500."""
+    job_id = submitted(redis_client, BOOK.format(3))
+    real_refusal, raced = cancel_module._refusal, []
+
+    def refusal_then_a_rival_cancel(raw_status, claimed):
+        found = real_refusal(raw_status, claimed)
+        if found is None and not raced:
+            raced.append(Job.fetch(job_id, connection=redis_client).cancel())  # the other DELETE wins
+        return found
+
+    monkeypatch.setattr(cancel_module, "_refusal", refusal_then_a_rival_cancel)
+    outcome = cancel_job(redis_client, job_id)
+    assert raced and outcome is not None and outcome.canceled and outcome.status == "canceled"
+
+
+def test_the_tick_drops_canceled_registry_entries_older_than_a_day(redis_client):
+    """RQ never cleans its canceled registries: a page's later job (same id) would show there."""
+    old, recent = submitted(redis_client, BOOK.format(4)), submitted(redis_client, BOOK.format(5))
+    assert cancel_job(redis_client, old).canceled and cancel_job(redis_client, recent).canceled
+    registry = CanceledJobRegistry(queue=make_queue(GOODREADS.queue, redis_client))
+    redis_client.zadd(registry.key, {old: time.time() - CANCELED_TTL - 60})  # canceled a day and a minute ago
+    assert forget_old_cancels(redis_client, time.time()) == 1
+    assert registry.get_job_ids() == [recent]
