@@ -52,8 +52,8 @@ def state_of(connection: Redis, canonical: str, record: dict | None, job_state: 
     job_status = job_state.status if job_state is not None else None
     if record is not None:
         body = record_json(record)
-        if job_status in IN_FLIGHT:
-            body["refresh"] = public_status(job_status)
+        if job_status in IN_FLIGHT:  # a re-fetch: its progress beside the record, as for a first fetch
+            body.update(refresh=public_status(job_status), **attempts_json(job_state))
         return body
     if job_status in IN_FLIGHT:
         step = job_state.meta.get("step") if job_status == JobStatus.STARTED else None

@@ -1,11 +1,11 @@
 """The control routes: cancel jobs and batches, delete records, list recent batches.
 
 Writes need the API token (api.require_token) and count against RATE_LIMIT_WRITE, as
-POST /parse does (ratelimit.py counts DELETE as a write). None can be sent by a cross-site
-web page: a DELETE is not a "simple" request, so a browser asks a CORS preflight first,
-which this service never grants for DELETE (web/cors.py allows GET, HEAD and POST to the
-origins in CORS_ORIGINS only); POST /batches/<id>/cancel must carry the JSON body `{}`
-with a JSON Content-Type, which a form cannot send (415 otherwise, as api.json_body says).
+POST /parse does (ratelimit.py counts DELETE as a write). No page of an origin outside
+CORS_ORIGINS can send one: a DELETE is not a "simple" request, so a browser asks a CORS
+preflight first, which web/cors.py grants to the listed origins only; POST
+/batches/<id>/cancel must carry the JSON body `{}` with a JSON Content-Type, which a form
+cannot send (415 otherwise, as api.json_body says).
 """
 from __future__ import annotations
 

@@ -155,19 +155,27 @@ def rate_limited(limiter: Limiter, exc: RateLimitExceeded):
 
 def add_ratelimit_headers(limiter: Limiter, response: Response) -> Response:
     """RateLimit-Limit, -Remaining, -Reset and -Policy on an answer whose request was counted."""
-    counted = limiter.current_limit
-    if counted is None:
-        return response
     try:
-        reset_at, remaining = counted.window  # on a 429, read already for Retry-After
+        tightest = tightest_window(limiter)
     except (RedisError, StorageError, OSError):
         return response  # Redis went away since it counted: the answer matters more than its headers
-    response.headers["RateLimit-Limit"] = str(counted.limit.amount)
+    if tightest is None:
+        return response
+    amount, reset_at, remaining = tightest
+    response.headers["RateLimit-Limit"] = str(amount)
     response.headers["RateLimit-Remaining"] = str(max(0, remaining))
     response.headers["RateLimit-Reset"] = str(max(0, math.ceil(reset_at - time.time())))
     response.headers["RateLimit-Policy"] = ", ".join(
         f"{each.limit.amount};w={each.limit.get_expiry()}" for each in limiter.current_limits)
     return response
+
+
+def tightest_window(limiter: Limiter) -> tuple[int, float, int] | None:
+    """(amount, reset time, remaining) of the counted limit with the fewest requests left (the
+    later reset on a tie): with "10/second;500/hour" the hour binds once 495 are spent, though
+    Flask-Limiter's current_limit is the one with the shortest window. None: nothing counted."""
+    windows = [(each.limit.amount, *each.window) for each in limiter.current_limits]
+    return min(windows, key=lambda window: (window[2], -window[1]), default=None)
 
 
 def retry_after_seconds(limiter: Limiter, exc: RateLimitExceeded) -> int:

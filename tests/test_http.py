@@ -28,7 +28,7 @@ CLIENTS = (f"192.0.2.{n}" for n in itertools.count(1))
 @pytest.fixture(scope="module")
 def web(module_redis_url, tmp_path_factory):
     env = processes.service_env(REDIS_URL=module_redis_url, CORS_ORIGINS=f"{APP},http://localhost:3000",
-                                TRUSTED_PROXIES="1", RATE_LIMIT_WRITE="3/minute")
+                                TRUSTED_PROXIES="1", RATE_LIMIT_WRITE="100/second;3/minute")
     started = processes.start_web(env, tmp_path_factory.mktemp("http") / "web.log")
     yield started
     started.stop()
@@ -68,7 +68,7 @@ def test_a_listed_origins_preflight_is_granted(http):
              "Access-Control-Request-Headers": "authorization,content-type"}
     resp = http.options(http.base + "/parse", headers=asked, timeout=5)
     assert resp.status_code == 204 and resp.headers["Access-Control-Allow-Origin"] == APP
-    assert {"POST", "GET"} <= set(resp.headers["Access-Control-Allow-Methods"].split(", "))
+    assert {"POST", "GET", "DELETE"} <= set(resp.headers["Access-Control-Allow-Methods"].split(", "))
     assert {"Authorization", "Content-Type"} <= set(resp.headers["Access-Control-Allow-Headers"].split(", "))
     assert "Access-Control-Allow-Credentials" not in resp.headers and "Origin" in resp.headers["Vary"]
 
@@ -122,7 +122,11 @@ def test_counted_answers_say_where_the_client_stands(http, book):
 def test_a_429_names_the_limit_and_its_setting(http):
     answers = [post(http, "/parse", json=[BOOK]) for _ in range(4)]
     assert [resp.status_code for resp in answers] == [202, 202, 202, 429]
+    # Two limits: the headers describe the one with the fewest requests left (the minute's), not
+    # Flask-Limiter's current_limit (the shortest window's: 99, 98, ... left of 100 a second).
     assert [resp.headers["RateLimit-Remaining"] for resp in answers] == ["2", "1", "0", "0"]
+    assert {resp.headers["RateLimit-Limit"] for resp in answers} == {"3"}
+    assert answers[0].headers["RateLimit-Policy"] == "100;w=1, 3;w=60"
     over = answers[-1]
     message = over.json()["error"]["message"]
     assert "at most 3 per 1 minute (RATE_LIMIT_WRITE)" in message

@@ -32,6 +32,7 @@ from rq.job import JobStatus
 import parsers
 import ratelimit
 import snapshots
+from jobs.attempts import note_failure
 from jobs.queues import fetch_job, job_id_for, make_queue
 from server import create_app
 from storage import RECORDS_INDEX_LOCK, Storage, make_record
@@ -835,7 +836,13 @@ def test_live_records_of_each_kind(redis_client, base_env):
     save_done(redis_client, WSJ, "news_headlines", {**news_data(["Markets rally"]), "site": "wsj.com"}, age=timedelta(hours=1))
     body = post(client, "/parse", [WSJ], 202)
     assert body["accepted"][0]["status"] == "queued"
-    assert get(client, "/info", 200, query_string={"url": WSJ})["refresh"] == "queued"
+    refreshing = get(client, "/info", 200, query_string={"url": WSJ})
+    assert refreshing["refresh"] == "queued" and refreshing["attempts"] == 0 and refreshing["last_error"] is None
+    # The re-fetch's failed attempt shows beside the record, as a first fetch's would in its 202.
+    note_failure(fetch_job(redis_client, job_id_for(WSJ)), {"code": "http_status", "message": "HTTP 503"}, 30)
+    refreshing = get(client, "/info", 200, query_string={"url": WSJ})
+    assert refreshing["status"] == "done" and refreshing["attempts"] == 1
+    assert refreshing["last_error"] == {"code": "http_status", "message": "HTTP 503"}
     start_job(redis_client, WSJ, "parsing")
     assert get(client, "/info", 200, query_string={"url": WSJ})["refresh"] == "started"
 

@@ -22,7 +22,7 @@ from flask import Flask, Response, current_app, request
 from config import Settings
 from dashboard import routed_to_dashboard
 
-ALLOWED_METHODS = "GET, HEAD, POST"
+ALLOWED_METHODS = "GET, HEAD, POST, DELETE"  # DELETE: the control routes (cancel a job, delete a record)
 ALLOWED_HEADERS = "Authorization, Content-Type, If-None-Match, If-Modified-Since"
 EXPOSED_HEADERS = ("Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, "
                    "ETag, Last-Modified")
