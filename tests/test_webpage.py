@@ -571,6 +571,37 @@ def test_a_warning_says_when_no_worker_is_running(browser, tmp_path):
         screenshot(browser, tmp_path / "webpage-no-worker.png", 1280)
 
 
+def test_a_canceled_page_settles_with_a_note_and_polling_stops(browser, tmp_path):
+    """gunicorn without workers, so the page stays queued; POST /batches/<id>/cancel then makes the
+    batch finished with the page `canceled`: the row says so and the page stops asking, also after a reload."""
+    with processes.web_on_own_redis(tmp_path) as (web, _):
+        browser.get(f"{web.base}/")
+        submit(browser, BOOK_URL)
+        wait_until(browser, "document.querySelectorAll('#rows .row[data-status=\"queued\"]').length === 1", seconds=10)
+        batch_id = re.search(r"#batch=([0-9a-f]{32})$", browser.current_url)[1]
+        canceled = requests.post(f"{web.base}/batches/{batch_id}/cancel", json={}, timeout=10)
+        assert canceled.status_code == 200, canceled.text
+        wait_until(browser, f"{ALL_ROWS_SETTLED}(1)", seconds=10)
+        assert_canceled_row_and_no_more_polls(browser, web.log)
+
+        log = AccessLog(web.log)
+        browser.refresh()  # the #batch= link of a canceled batch: one read, then quiet
+        wait_until(browser, f"{ALL_ROWS_SETTLED}(1)", seconds=10)
+        assert_canceled_row_and_no_more_polls(browser, web.log)
+        assert (log.count("GET", "/batches/"), log.count("GET", "/records")) == (1, 0)
+        assert_no_script_errors(browser)
+
+
+def assert_canceled_row_and_no_more_polls(driver, web_log: Path) -> None:
+    row = driver.find_element(By.CSS_SELECTOR, "#rows .row")
+    assert row.get_attribute("data-status") == "canceled" and text(row, ".badge") == "CANCELED"
+    assert text(row, ".details .note") == "Canceled before it ran; submit it again."
+    assert text(driver, "#summary") == "1 of 1 finished · 1 canceled"
+    log = AccessLog(web_log)
+    time.sleep(2.5)  # polling every second would have asked twice by now
+    assert log.count("GET", "/batches/") == 0, log.requests()
+
+
 RATE_LIMITED = re.compile(r"retry in (\d+) s \(HTTP 429\)\. Asking again in (\d+) s, as its Retry-After says\.")
 
 
@@ -735,6 +766,18 @@ def test_a_hung_storage_is_reported_as_unavailable_not_waited_on(browser, tmp_pa
                    seconds=10)
         assert time.monotonic() - started < 3
         assert "redis_unavailable" in browser.find_element(By.ID, "alert").text
+
+
+def test_a_malformed_batch_address_is_said_in_the_alert_not_thrown(service, browser):
+    """`%E0%A4%A` is no valid %-escape: decodeURIComponent throws URIError; the page says the
+    address names no batch, as for any other id that is not one, and asks the API nothing."""
+    log = AccessLog(service.web_log)
+    browser.get(f"{service.base}/#batch=%E0%A4%A")
+    wait_until(browser, "!document.getElementById('alert').hidden", seconds=10)
+    assert text(browser, "#alert") == 'The address names no batch: "%E0%A4%A" is not a batch id (32 hex digits).'
+    assert browser.find_elements(By.CSS_SELECTOR, "#rows .row") == []
+    assert log.count("GET", "/batches/") == 0
+    assert_no_script_errors(browser)
 
 
 def test_the_page_is_served_with_a_strict_content_security_policy(service):

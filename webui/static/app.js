@@ -136,10 +136,19 @@ function showBatch(batchId, accepted = null) {
   watch.run(accepted ? POLL_MS : 0);
 }
 
+/** The address's %-escapes decoded; as typed when they are malformed (%E0%A4%A), which throws. */
+function decodedOrRaw(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // not 32 hex digits either way: followAddress says the address names no batch
+  }
+}
+
 /** Show what the address names (#batch=<id>, or nothing), when it differs from what is shown. */
 function followAddress() {
   const match = BATCH_ADDRESS.exec(location.hash);
-  const batchId = match ? decodeURIComponent(match[1]) : null;
+  const batchId = match ? decodedOrRaw(match[1]) : null;
   if (batchId === shownBatch) return;
   ++generation; // whatever the address names now, the batch shown before is no longer followed
   clearAlert();

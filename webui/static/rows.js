@@ -3,6 +3,9 @@ import { el, link, plural, replaceContent } from "./dom.js";
 import { failureView, recordView } from "./records.js";
 
 const FINAL = new Set(["done", "failed"]);
+// Final states with no record to wait for: the row settles on the batch's word alone, with a
+// note saying why nothing is shown (GET /records has nothing for it, so waiting would never end).
+const NO_RECORD = new Map([["expired", recordGone], ["canceled", canceledBeforeRun]]);
 
 export class Rows {
   constructor(list, summary) {
@@ -48,7 +51,7 @@ export class Rows {
       if (!row || seen.has(row)) continue; // duplicates share their page's state
       seen.add(row);
       setStatus(row, item);
-      if (item.status === "expired" && !row.settled) settle(row, recordGone());
+      if (NO_RECORD.has(row.status)) settleWithoutRecord(row);
       else if (!isFinal(row) && row.settled) unsettle(row); // a new fetch was asked for since
     }
     this.renderSummary();
@@ -126,7 +129,18 @@ function missingRecord(row) {
   return recordGone();
 }
 
-const recordGone = () => el("p", { class: "note" }, "The record is no longer stored; submit the URL again.");
+function recordGone() {
+  return el("p", { class: "note" }, "The record is no longer stored; submit the URL again.");
+}
+
+function canceledBeforeRun() {
+  return el("p", { class: "note" }, "Canceled before it ran; submit it again.");
+}
+
+/** Expired or canceled: nothing more comes for it (no record, no job) until it is submitted again. */
+function settleWithoutRecord(row) {
+  if (!row.settled) settle(row, NO_RECORD.get(row.status)());
+}
 
 /** A row is settled when nothing more will change: tests and the summary wait for this. */
 function settle(row, details) {
