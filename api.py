@@ -265,6 +265,16 @@ def info():
     return record_response(request.args.get("url"), read_since(request.args.get("since")))
 
 
+def page_size(text: str | None, default: int, most: int) -> int:
+    """?limit= of a paged listing: 1 to most in ASCII digits ("²".isdigit() is true too), else a 400."""
+    if text is None:
+        return default
+    digits = text.isascii() and text.isdigit() and len(text.lstrip("0")) <= len(str(most))
+    if not digits or not 1 <= int(text) <= most:  # the length first: int() refuses over 4300 digits
+        raise ApiError(400, "invalid_query", f"limit must be 1 to {most}")
+    return int(text)
+
+
 def read_since(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -275,13 +285,18 @@ def read_since(value: str | None) -> datetime | None:
     return since if since.tzinfo else since.replace(tzinfo=timezone.utc)
 
 
-def record_response(url: str | None, since: datetime | None = None):
+def canonical_of(url: str | None) -> str:
+    """The canonical URL of ?url= (any spelling, any site), else a 400 that says why."""
     if not url:
         raise ApiError(400, "missing_url", "the url query parameter is required: ?url=<the page's URL>")
     try:
-        canonical = route(url, allow_any_site=True).canonical_url
+        return route(url, allow_any_site=True).canonical_url
     except Unsupported as exc:
         raise ApiError(400, "invalid_url", exc.reason) from None
+
+
+def record_response(url: str | None, since: datetime | None = None):
+    canonical = canonical_of(url)
     record, state = lookup(redis(), canonical, settings().fetch_host_delay)
     if state is None:
         raise ApiError(404, "not_found", f"{canonical} has never been submitted; POST it to /parse")

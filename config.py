@@ -288,7 +288,8 @@ class _Reader:
         return value if from_file is None else from_file
 
     def file_text(self, name: str) -> str | None:
-        """The contents of the file name names, without its final line break (editors add one);
+        """The contents of the file name names, without its trailing line breaks (editors add one;
+        the shell's $(cat file), which gives Redis its password in compose, drops them all too);
         None for an empty file, as for an unset variable (compose needs a file for every secret)."""
         path = self.optional(name)
         if path is None:
@@ -297,7 +298,7 @@ class _Reader:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{name}={path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
-        return text.removesuffix("\n").removesuffix("\r") or None  # an empty file: as if unset
+        return text.rstrip("\r\n") or None  # an empty file: as if unset
 
     def existing_file(self, name: str) -> str | None:
         path = self.optional(name)

@@ -13,11 +13,10 @@ import re
 
 from flask import Blueprint, jsonify, request
 
-from api import JOB_ID, json_body, load_batch_or_404, redis, require_token, storage
+from api import JOB_ID, canonical_of, json_body, load_batch_or_404, page_size, redis, require_token, storage
 from errors import ApiError
 from jobs.cancel import Outcome, cancel_job, cancel_jobs
 from jobs.queues import IN_FLIGHT, job_id_for, job_statuses, public_status
-from sources import Unsupported, route
 from storage import BatchPosition
 
 control = Blueprint("control", __name__)
@@ -84,30 +83,12 @@ def delete_record():
     return jsonify({"url": canonical, "deleted": True, "refresh": refresh, "job_id": job_id_for(canonical)})
 
 
-def canonical_of(url: str | None) -> str:
-    if not url:
-        raise ApiError(400, "missing_url", "pass the page as ?url=...")
-    try:
-        return route(url, allow_any_site=True).canonical_url
-    except Unsupported as exc:
-        raise ApiError(400, "invalid_url", exc.reason) from None
-
-
 @control.get("/batches")
 def list_batches():
     """Recent batches, newest first, `limit` a page; pass `next_cursor` back as `cursor`."""
-    limit = read_limit(request.args.get("limit"))
+    limit = page_size(request.args.get("limit"), DEFAULT_BATCHES_PAGE, MAX_BATCHES_PAGE)
     cards, position = storage().recent_batches(limit, read_cursor(request.args.get("cursor")))
     return jsonify({"batches": [card_json(card) for card in cards], "next_cursor": cursor_text(position)})
-
-
-def read_limit(text: str | None) -> int:
-    """1 to MAX_BATCHES_PAGE in ASCII digits ("²".isdigit() is true too); DEFAULT_BATCHES_PAGE when absent."""
-    if text is None:
-        return DEFAULT_BATCHES_PAGE
-    if not (text.isascii() and text.isdigit() and len(text) <= 3 and 1 <= int(text) <= MAX_BATCHES_PAGE):
-        raise ApiError(400, "invalid_query", f"limit must be a whole number from 1 to {MAX_BATCHES_PAGE}")
-    return int(text)
 
 
 def read_cursor(text: str | None) -> BatchPosition | None:

@@ -230,11 +230,14 @@ def child_environment() -> dict[str, str]:
 
 def public_host(settings: Settings) -> str:
     """The host part of the URLs to print: the bound address, or for a wildcard bind a name
-    the service answers to (ALLOWED_HOSTS), else this machine's name."""
+    the service answers to: one of ALLOWED_HOSTS (127.0.0.1 when it lists loopback names
+    only), or this machine's name when any name is answered (ALLOWED_HOSTS empty)."""
     if settings.bind not in WILDCARD_BINDS:
         host = settings.bind.strip("[]")
+    elif settings.allowed_hosts:
+        host = min(settings.allowed_hosts - LOOPBACK_NAMES, default="127.0.0.1")
     else:
-        host = min(settings.allowed_hosts - LOOPBACK_NAMES, default=None) or socket.gethostname()
+        host = socket.gethostname()
     return f"[{host}]" if ":" in host else host
 
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from batches import record_json
+import jsontext
 from sources import GENERIC, GOODREADS, NEWS
 
 LIST_SEPARATOR = "; "
@@ -131,7 +131,7 @@ def flatten(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return jsontext.dumps(value, sort_keys=True)
     if isinstance(value, (list, tuple)):
         return LIST_SEPARATOR.join(flatten(item) for item in value)
     return str(value)
@@ -144,7 +144,7 @@ def jsonl_chunks(records: Iterable[dict]) -> Iterator[str]:
     """A record a line, as GET /info answers it, in chunks."""
     buffer = io.StringIO()
     for record in records:
-        buffer.write(json.dumps(record_json(record), ensure_ascii=False) + "\n")
+        buffer.write(jsontext.dumps(record_json(record)) + "\n")
         if buffer.tell() >= CHUNK_CHARS:
             yield _drain(buffer)
     yield _drain(buffer)

@@ -59,8 +59,9 @@ def failed_lines(record: dict) -> list[str]:
 
 
 def canceled_lines(body: dict) -> list[str]:
+    job = one_line(body.get("job_id", ""))
     return [f"canceled: {one_line(body.get('url', ''))}",
-            f"  its job {one_line(body.get('job_id', ''))} was canceled before it ran: submit the URL again to fetch it"]
+            f"  its job {job} was canceled before it ran: submit the URL again to fetch it"]
 
 
 def refresh_lines(record: dict) -> list[str]:

@@ -444,6 +444,7 @@ def test_allowed_hosts_refuses_what_is_not_a_host_name(raw):
     ("RQSTATUS_PASSWORD", "rqstatus_password", "s3cret pass\n", "s3cret pass"),
     ("API_TOKENS", "api_tokens", "t1, t2\r\n", frozenset({"t1", "t2"})),
     ("CALLBACK_SECRET", "callback_secret", "hmac-key", "hmac-key"),
+    ("CALLBACK_SECRET", "callback_secret", "key\n\n", "key"),  # as the shell's $(cat file) reads it for Redis
     ("CALLBACK_SECRET", "callback_secret", "", None),  # compose needs a file for every secret: empty is off
 ])
 def test_a_secret_comes_from_the_file_its_file_variable_names(tmp_path, variable, attribute, text, expected):

@@ -21,7 +21,8 @@ import requests
 from redis import Redis
 from redis.exceptions import RedisError
 
-from launch import EmbeddedRedis, find_redis_server, free_port, redis_command
+from config import load_settings
+from launch import EmbeddedRedis, find_redis_server, free_port, public_host, redis_command
 from storage import Storage
 from tests.support import processes
 from tests.support.crash_service import proc_of
@@ -429,3 +430,14 @@ def test_make_test_runs_on_a_redis_server_of_its_own_unless_redis_url_is_set(red
 def test_each_test_starts_on_an_empty_database(redis_url, request):
     Redis.from_url(redis_url).set("launch-test:left-by-an-earlier-test", 1)
     assert request.getfixturevalue("redis_client").dbsize() == 0
+
+
+def test_the_printed_host_is_one_the_service_answers_to():
+    """A wildcard BIND prints a name ALLOWED_HOSTS lets through, never one refused with 400."""
+    def settings(**env: str):
+        return load_settings({"REDIS_URL": "redis://unused", "RQSTATUS_USER": "u", "RQSTATUS_PASSWORD": "p", **env})
+
+    assert public_host(settings(BIND="0.0.0.0", ALLOWED_HOSTS="127.0.0.1,localhost")) == "127.0.0.1"
+    assert public_host(settings(BIND="0.0.0.0", ALLOWED_HOSTS="localhost,metaparse.example.org")) == "metaparse.example.org"
+    assert public_host(settings(BIND="0.0.0.0")) == socket.gethostname()  # no ALLOWED_HOSTS: any name is answered
+    assert public_host(settings(BIND="::1")) == "[::1]"
