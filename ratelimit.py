@@ -38,7 +38,7 @@ its setting, e.g. "at most 60 per 1 minute (RATE_LIMIT_WRITE)", with Retry-After
 
 Redis away: fail open. A Redis error while counting skips the limits for
 BREAKER_SECONDS (logged once), so requests are neither turned into 500s nor slowed by a
-second wait for Redis each: an endpoint that needs Redis (the api, records and control blueprints) answers its
+second wait for Redis each: an endpoint that needs Redis (API_BLUEPRINTS: api, records, control, seed) answers its
 503 at once, from the limiter's own error, and one that does not (/docs, the web page)
 keeps working. Not flask-limiter's in-memory fallback: per-process counts would let N
 workers allow N times the limit anyway, and they outlive Redis's return by up to half a
