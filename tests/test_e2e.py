@@ -19,6 +19,7 @@ from config import PROJECT_ROOT
 from sources import route
 from tests.pages import PAGES_DIR, SKIP_REASON, manifest
 from tests.support import processes
+from tests.support.processes import wait_for_record
 from tests.support.fixture_server import FixtureServer, Reply
 
 pytestmark = pytest.mark.e2e
@@ -50,15 +51,12 @@ def service(site, module_redis_url, tmp_path_factory):
     service.stop()
 
 
-def wait_for_record(base: str, url: str) -> dict:
+def wait_for_post(site: FixtureServer, path: str) -> list:
+    """What the fixture site received at path, once something has arrived (within POLL_SECONDS)."""
     deadline = time.monotonic() + POLL_SECONDS
-    while time.monotonic() < deadline:
-        response = requests.get(f"{base}/info", params={"url": url}, timeout=5)
-        if response.status_code == 200:
-            return response.json()
-        assert response.status_code == 202, response.text
+    while not site.posts.get(path) and time.monotonic() < deadline:
         time.sleep(0.2)
-    raise AssertionError(f"no record for {url} within {POLL_SECONDS} s")
+    return site.posts[path]
 
 
 def test_a_fixture_book_goes_from_post_to_record(service):
@@ -108,10 +106,7 @@ def test_completion_callback_reaches_the_receiver(service, site):
     body = {"urls": ["https://www.goodreads.com/book/show/1", "https://www.goodreads.com/book/show/404"],
             "callback_url": "https://hooks.example.com/hook"}
     batch_id = requests.post(f"{service.base}/parse", json=body, timeout=5).json()["batch_id"]
-    deadline = time.monotonic() + POLL_SECONDS
-    while not site.posts.get("/hook") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    [(headers, payload)] = site.posts["/hook"]
+    [(headers, payload)] = wait_for_post(site, "/hook")
     assert headers["X-Metaparse-Signature"].startswith("sha256=")
     summary = json.loads(payload)
     assert summary["batch_id"] == batch_id and summary["finished"] and sum(summary["counts"].values()) == 2
@@ -122,10 +117,7 @@ def test_a_slack_callback_reaches_the_receiver_as_one_line_of_text(service, site
     body = {"urls": ["https://www.goodreads.com/book/show/1"], "callback_url": "https://hooks.example.com/slack",
             "callback_format": "slack"}
     batch_id = requests.post(f"{service.base}/parse", json=body, timeout=5).json()["batch_id"]
-    deadline = time.monotonic() + POLL_SECONDS
-    while not site.posts.get("/slack") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    [(headers, payload)] = site.posts["/slack"]
+    [(headers, payload)] = wait_for_post(site, "/slack")
     assert headers["Content-Type"] == "application/json"
     assert json.loads(payload) == {"text": f"metaparse batch {batch_id} finished: 1 done, 0 failed (1 page)"}
 

@@ -5,13 +5,13 @@ a client written for the seed drives them: `requests.post(url, json=[...])`, the
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support import processes
+from tests.support.processes import wait_for_record
 from tests.support.fixture_server import FixtureServer, Reply
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +24,6 @@ NOT_BOOK_LINKS = "Only array of goodreads book links is accepted."
 NO_META_INFO = "No meta info found for this book."
 BAD_BOOK_URL = "'url' query parameter is required. It must be a valid goodreads book URL."
 SEED_TEXT = "text/html; charset=utf-8"  # what a Flask view returning a str answers with
-POLL_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +46,6 @@ def base(site, module_redis_url, tmp_path_factory):
     service.stop()
 
 
-def wait_until_finished(base: str, url: str) -> dict:
-    """The record, once the service has one (through the modern API, which says when)."""
-    deadline = time.monotonic() + POLL_SECONDS
-    while time.monotonic() < deadline:
-        response = requests.get(f"{base}/info", params={"url": url}, timeout=5)
-        if response.status_code == 200:
-            return response.json()
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not finished within {POLL_SECONDS} s")
 
 
 def test_a_seed_client_schedules_books_and_reads_their_info(base):
@@ -66,7 +56,7 @@ def test_a_seed_client_schedules_books_and_reads_their_info(base):
     resp = requests.post(f"{base}/parseGoodreadsLinks", json=links, timeout=5)
     # Two books: two spellings of book 1 count once; the news page and the non-link are left out.
     assert (resp.status_code, resp.headers["Content-Type"], resp.text) == (200, SEED_TEXT, SCHEDULED.format(2))
-    record = wait_until_finished(base, links[1])
+    record = wait_for_record(base, links[1])
     resp = requests.get(f"{base}/getBookInfo", params={"url": links[1]}, timeout=5)
     assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/json"
     assert resp.json() == {"title": "The Lighthouse Keeper's Almanac", "author": "Imaginary Author", "rating": 4.12,
@@ -77,7 +67,7 @@ def test_a_seed_client_schedules_books_and_reads_their_info(base):
 def test_a_book_whose_fetch_failed_has_no_meta_info(base):
     url = "https://www.goodreads.com/book/show/404"
     requests.post(f"{base}/parseGoodreadsLinks", json=[url], timeout=5).raise_for_status()
-    assert wait_until_finished(base, url)["status"] == "failed"
+    assert wait_for_record(base, url)["status"] == "failed"
     resp = requests.get(f"{base}/getBookInfo", params={"url": url}, timeout=5)
     assert (resp.status_code, resp.headers["Content-Type"], resp.text) == (200, SEED_TEXT, NO_META_INFO)
 
@@ -85,7 +75,7 @@ def test_a_book_whose_fetch_failed_has_no_meta_info(base):
 def test_book_info_keeps_non_ascii_text_as_utf_8(base):
     url = "https://www.goodreads.com/book/show/2"
     assert requests.post(f"{base}/parseGoodreadsLinks", json=[url], timeout=5).text == SCHEDULED.format(1)
-    wait_until_finished(base, url)
+    wait_for_record(base, url)
     resp = requests.get(f"{base}/getBookInfo", params={"url": url}, timeout=5)
     assert resp.json()["title"] == "Der Leuchtturmwärter – Almanach" and resp.json()["author"] == "Émile Zoë"
     assert "Leuchtturmwärter – Almanach".encode() in resp.content and b"\\u" not in resp.content

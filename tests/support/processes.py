@@ -225,6 +225,19 @@ def wait_for_workers(base: str, worker: subprocess.Popen, log_path: Path, count:
     raise AssertionError(f"{count} worker(s) not registered in {seconds} s:\n" + log_path.read_text()[-3000:])
 
 
+def wait_for_record(base: str, url: str, seconds: float = 60, poll: float = 0.2) -> dict:
+    """GET /info until it answers 200 (a done or failed record); that record. Anything but a
+    202 meanwhile fails at once, with the answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        response = requests.get(f"{base}/info", params={"url": url}, timeout=5)
+        if response.status_code == 200:
+            return response.json()
+        assert response.status_code == 202, response.text
+        time.sleep(poll)
+    raise AssertionError(f"no record for {url} within {seconds} s")
+
+
 def wait_for_batch(base: str, batch_id: str, seconds: float = 90, poll: float = 0.2) -> dict:
     """GET /batches/<id> until it says finished; its summary then."""
     deadline = time.monotonic() + seconds
