@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     with running_stack() as stack:
         result = run(stack, **env)
     print_table(result)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # bench/results/ is not in the repository
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
