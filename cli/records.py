@@ -1,9 +1,10 @@
 """`get` as text: each answer of GET /info as a few readable lines.
 
 A done record by its kind (book, news front page, generic page; another kind as its
-fields), a failed record with its error, a page whose job was canceled, and a page still in flight with what the service
-says about it: its step, its host's schedule, attempts and the last error (each shown only
-when the answer carries it, as older services' answers do not). Page text goes through
+fields), a failed record with its error, a page whose job was canceled, and a page still
+in flight with what the service says about it: its step, its host's schedule, attempts and
+the last error (each shown only when the answer carries it, as older services' answers do
+not). Page text goes through
 one_line(): one value per line, nothing a terminal would run.
 """
 from __future__ import annotations
