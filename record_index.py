@@ -34,8 +34,8 @@ from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from storage import (
-    INDEXED_KINDS, RECORD_INDEX_KEYS, RECORD_KEY_PATTERN, RECORDS_EXPIRY, RECORDS_INDEX_LOCK,
-    RECORDS_INDEX_SCAN, RECORDS_INDEXED, decode_value, record_key_of, record_problem, records_by_time_key,
+    RECORD_INDEX_KEYS, RECORD_KEY_PATTERN, RECORDS_EXPIRY, RECORDS_INDEX_LOCK, RECORDS_INDEX_SCAN,
+    RECORDS_INDEXED, decode_value, queue_index_entries, record_key_of, record_problem, records_by_time_key,
 )
 
 CURSOR_VERSION = b"1"
@@ -174,10 +174,11 @@ class RecordIndex:
                         reads.exists(key)
                     exists = reads.execute()
                 gone = [member for member, there in zip(members, exists) if not there]
+                if not gone:
+                    return 0  # leaving the pipeline's block resets it, which ends the WATCH
                 pipe.multi()
                 for key in RECORD_INDEX_KEYS:
-                    if gone:
-                        pipe.zrem(key, *gone)
+                    pipe.zrem(key, *gone)
                 pipe.execute()
             except WatchError:
                 return 0
@@ -238,12 +239,8 @@ class RecordIndex:
 
 
 def _queue_entry(pipe: Pipeline, member: bytes, record: dict, ttl_ms: int) -> None:
-    fetched = record["fetched_at"].timestamp()
-    pipe.zadd(records_by_time_key(), {member: fetched}, gt=True)
-    if record["kind"] in INDEXED_KINDS:
-        pipe.zadd(records_by_time_key(record["kind"]), {member: fetched}, gt=True)
     expires = math.inf if ttl_ms < 0 else time.time() + ttl_ms / 1000  # -1: no TTL (set by hand)
-    pipe.zadd(RECORDS_EXPIRY, {member: expires}, gt=True)
+    queue_index_entries(pipe, member, record["kind"], record["fetched_at"].timestamp(), expires, only_newer=True)
 
 
 def _scan_cursor(raw: bytes | None) -> int:

@@ -344,12 +344,18 @@ def micros(moment: datetime) -> int:
 
 def _queue_record(pipe: Pipeline, record: dict, ttl: int) -> None:
     """The record and its places in the records index (record_index.py), in one transaction."""
-    url, kind, fetched = record["url"], record["kind"], record["fetched_at"].timestamp()
-    pipe.set(record_key(url), dumps(record), ex=ttl)
-    pipe.zadd(records_by_time_key(), {url: fetched})
-    if kind in INDEXED_KINDS:
-        pipe.zadd(records_by_time_key(kind), {url: fetched})
-    pipe.zadd(RECORDS_EXPIRY, {url: time.time() + ttl})
+    pipe.set(record_key(record["url"]), dumps(record), ex=ttl)
+    queue_index_entries(pipe, record["url"], record["kind"], record["fetched_at"].timestamp(), time.time() + ttl)
+
+
+def queue_index_entries(pipe: Pipeline, member: str | bytes, kind: str, fetched: float, expires: float,
+                        only_newer: bool = False) -> None:
+    """A record's places in the records index: by fetch time (all records, and its kind's)
+    and by expiry. only_newer (ZADD GT): an entry already there with a later time keeps it."""
+    kind_keys = [records_by_time_key(kind)] if kind in INDEXED_KINDS else []
+    for key in (records_by_time_key(), *kind_keys):
+        pipe.zadd(key, {member: fetched}, gt=only_newer)
+    pipe.zadd(RECORDS_EXPIRY, {member: expires}, gt=only_newer)
 
 
 def make_record(url: str, kind: str, status: str, parser_version: str, data: dict | None = None,
