@@ -1,6 +1,6 @@
 """The HTTP API: submit URLs, read records, batches, jobs and health. JSON in, JSON out.
 
-Listing and exporting records (GET /records, /records.jsonl, /records.csv): records_api.py."""
+Listing and exporting records (GET /records, /records.jsonl, /records.csv): web/records.py."""
 from __future__ import annotations
 
 import hmac

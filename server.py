@@ -21,18 +21,18 @@ from werkzeug.exceptions import HTTPException
 
 import parsers
 from api import api
-from apidocs import apidocs
-from control import control
+from web.apidocs import apidocs
+from web.control import control
 from config import Settings, host_name, load_settings
-from dashboard import mount_dashboard
+from web.dashboard import mount_dashboard
 from errors import REDIS_UNAVAILABLE, ApiError, ParseError, body_too_large, error_body
 from jsontext import escape_lone_surrogates
 import metrics
 import ratelimit
-from records_api import records
+from web.records import records
 from web import cors
 from web.seed import seed
-from webpage import webpage
+from web.page import webpage
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
