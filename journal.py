@@ -402,8 +402,9 @@ def record_accepted(connection: Redis, settings: Settings, items: Iterable[dict]
 def durability_now(reconciler: Reconciler, connection: Redis) -> str:
     try:
         reconciler.learn(connection)
-    except RedisError:
-        return JOURNAL  # cannot tell: the journal path needs no Redis to make the URLs durable
+    except RedisError as exc:  # cannot tell: the journal path needs no Redis to make the URLs durable
+        log.warning("journal: cannot read Redis's durability (%s): journaling", exc)
+        return JOURNAL
     return reconciler.durability
 
 
@@ -415,24 +416,26 @@ def fsynced_in_aof(reconciler: Reconciler, items: list[dict]) -> bool:
     try:
         found, wrote, waited = wait_for_aof(reconciler.aof_client(), keys)
     except RedisError as exc:  # Redis went away (or was restarted) under the wait
-        log.warning("journal: WAITAOF failed (%s): journaling %d accepted URLs", exc, len(items))
-        return False
+        found = wrote = waited = exc
     if isinstance(waited, ResponseError):  # WAITAOF itself refused: not asked again for these facts
         reconciler.refuse_waitaof(waited)
         return False
+    failure = aof_failure(found, wrote, waited, len(keys))
+    if failure:
+        log.warning("journal: %s: journaling %d accepted URLs", failure, len(items))
+    return failure is None
+
+
+def aof_failure(found: object, wrote: object, waited: object, promised: int) -> str | None:
+    """Why a wait_for_aof round did not make the promised keys durable; None when it did."""
     for reply in (found, wrote, waited):
-        if isinstance(reply, Exception):  # EXISTS or the marker refused (OOM, a read-only replica)
-            log.warning("journal: WAITAOF round failed (%s): journaling %d accepted URLs", reply, len(items))
-            return False
-    if found != len(keys):
-        log.warning("journal: %d of %d promised keys gone before WAITAOF (Redis restarted?): journaling",
-                    len(keys) - found, len(keys))
-        return False
+        if isinstance(reply, Exception):  # Redis away; EXISTS or the marker refused (OOM, a read-only replica)
+            return f"WAITAOF round failed ({reply})"
+    if found != promised:
+        return f"{promised - found} of {promised} promised keys gone before WAITAOF (Redis restarted?)"
     if waited[0] < 1:
-        log.warning("journal: Redis's AOF not fsynced within %d ms: journaling %d accepted URLs",
-                    WAITAOF_TIMEOUT_MS, len(items))
-        return False
-    return True
+        return f"Redis's AOF not fsynced within {WAITAOF_TIMEOUT_MS} ms"
+    return None
 
 
 def wait_for_aof(client: Redis, keys: set[str]) -> list:

@@ -394,7 +394,7 @@ def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory, t
     log = service.web_log.read_text(errors="replace")
     resubmitted = [int(n) for n in re.findall(r"journal: re-submitted (\d+)", log)]  # per web process
     checked_again = sum(int(n) for n in re.findall(r"journal: (\d+) accepted URLs were missing", log))
-    fell_back = len(re.findall(r"journal: (?:WAITAOF|Redis's AOF not fsynced|\d+ of \d+ promised keys)", log))
+    fell_back = len(re.findall(r"journal: (?:WAITAOF|Redis's AOF not fsynced|\d+ of \d+ promised keys|cannot read)", log))
     journaled = {entry.url for entry in Journal(service.tmp / "data" / "journal", redis_tag(service.redis.url)).entries()}
     report(f"redis kill -9 ({durability})", urls_accepted=len(accepted), accepted_before_kill=accepted_before_kill,
            aof_bytes_dropped=dropped, requests_that_fell_back_to_the_journal=fell_back, urls_journaled=len(journaled),
