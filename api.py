@@ -378,4 +378,4 @@ def healthz():
     workers = Worker.count(connection=connection)
     status = "ok" if workers else "degraded"
     return jsonify({"status": status, "redis": "ok", "queues": depths, "waiting_for_hosts": waiting_for_hosts,
-                    "workers": workers})
+                    "workers": workers, **journal.durability(connection, settings())})  # waitaof or journal

@@ -320,6 +320,10 @@ FRONTIER_BACKLOG = f"{PREFIX}:frontier:backlog"  # hash: host -> jobs waiting in
 FRONTIER_LANES = f"{PREFIX}:frontier:lanes:"  # + host: list of its lanes (batches), in turn order
 FRONTIER_LANE = f"{PREFIX}:frontier:lane:"  # + host + " " + lane: list of job ids, oldest first
 
+# ---- durable acceptance (journal.py) ---------------------------------------------------------
+
+AOF_MARKER = f"{PREFIX}:aof-marker"  # written just before WAITAOF on its connection: the write the wait covers
+
 
 
 DASHBOARD_AUTH_FAILURES = f"{PREFIX}:dashboard-auth-failures"  # counters of wrong dashboard passwords
