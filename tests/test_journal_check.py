@@ -45,8 +45,8 @@ def waitaof_binary() -> str:
 
 @pytest.fixture(scope="module")
 def waitaof_server() -> Iterator[RedisServer]:
-    """A Redis 7.2+ with its AOF on, appendfsync everysec (what docker compose runs)."""
-    server = RedisServer(appendonly=True, binary=waitaof_binary()).start()
+    """A Redis 7.2+ with its AOF on and fsynced at every write (the durability's condition)."""
+    server = RedisServer(appendonly=True, binary=waitaof_binary(), extra_args=ALWAYS_FSYNC).start()
     yield server
     server.stop()
 
@@ -83,6 +83,9 @@ def answers(redis_client, settings) -> list[dict]:
     return submitted_answers(redis_client, settings)
 
 
+ALWAYS_FSYNC = ["--appendfsync", "always"]  # later on the command line than RedisServer's everysec: wins
+
+
 def waitaof_calls(client: Redis) -> int:
     return client.info("commandstats").get("cmdstat_waitaof", {}).get("calls", 0)
 
@@ -95,14 +98,15 @@ def journaled(settings: Settings) -> list[str]:
 
 
 @pytest.mark.parametrize("version, aof, appendfsync, expected", [
-    ("6.2.14", True, "everysec", "journal"),
-    ("7.0.15", True, "everysec", "journal"),  # no WAITAOF before 7.2
-    ("7.2.0", True, "everysec", "waitaof"),
+    ("6.2.14", True, "always", "journal"),
+    ("7.0.15", True, "always", "journal"),  # no WAITAOF before 7.2
+    ("7.2.0", True, "always", "waitaof"),
     ("7.2.4", True, "always", "waitaof"),  # valkey 8 reports redis_version 7.2.4
-    ("8.2.3", True, None, "waitaof"),  # CONFIG GET refused: WAITAOF's timeout still covers a "no"
-    ("8.2.3", False, "everysec", "journal"),  # WAITAOF errors without an AOF
+    ("8.2.3", True, "everysec", "journal"),  # each wait would last until the next fsync: ~1 s
+    ("8.2.3", True, None, "journal"),  # CONFIG GET refused: the policy may be everysec
+    ("8.2.3", False, "always", "journal"),  # WAITAOF errors without an AOF
     ("8.2.3", True, "no", "journal"),  # Redis never reports an AOF fsynced: every wait would time out
-    ("10.0.0", True, "everysec", "waitaof"),
+    ("10.0.0", True, "always", "waitaof"),
 ])
 def test_the_durability_follows_version_aof_and_fsync_policy(version, aof, appendfsync, expected, tmp_path):
     reconciler = journal.Reconciler(journal.Journal(tmp_path), load_settings({"REDIS_URL": "redis://x"}))
@@ -116,16 +120,16 @@ def test_the_durability_follows_version_aof_and_fsync_policy(version, aof, appen
 def test_the_durability_is_decided_by_what_the_real_server_reports(kind, aof, tmp_path):
     binary = find_redis_server() if kind == "machine" else waitaof_binary()
     version = server_version(binary)
-    server = RedisServer(appendonly=aof, binary=binary).start()
+    server = RedisServer(appendonly=aof, binary=binary, extra_args=ALWAYS_FSYNC).start()
     try:
         client = Redis.from_url(server.url)
         reconciler = journal.Reconciler(journal.Journal(tmp_path), settings_for(server, tmp_path))
         reconciler.learn(client)
         facts = reconciler.facts
         assert facts.version == ".".join(map(str, version)) and facts.aof_enabled is aof
-        assert facts.appendfsync == "everysec" and facts.run_id == client.info("server")["run_id"]
+        assert facts.appendfsync == "always" and facts.run_id == client.info("server")["run_id"]
         assert reconciler.durability == ("waitaof" if version[:2] >= (7, 2) and aof else "journal")
-        client.config_set("appendfsync", "no")  # the reconciler's next poll sees it
+        client.config_set("appendfsync", "everysec")  # the reconciler's next poll sees it
         reconciler.step(client)
         assert reconciler.durability == "journal"
     finally:
@@ -159,18 +163,21 @@ def test_post_parse_waits_for_the_aof_and_writes_no_journal(waitaof_server, wait
 def test_a_slow_disk_sends_the_request_to_the_journal(tmp_path, monkeypatch):
     """WAITAOF times out (the AOF's fsyncs take 1.5 s, the wait is cut to 0.3 s): the 202
     waits for the journal instead. Without the marker written on WAITAOF's own connection,
-    WAITAOF would answer at once (that connection wrote nothing) and nothing be journaled."""
+    WAITAOF would answer at once (that connection wrote nothing) and nothing be journaled.
+    The facts were read under `appendfsync always`, then the policy became everysec before
+    the reconciler's next poll: the wait lasts until the next (slow) background fsync."""
     monkeypatch.setattr(journal, "WAITAOF_TIMEOUT_MS", 300)
     library = fsynclog.build(tmp_path)
     env = {**fsynclog.preload_env(library, tmp_path / "fsync.log"), "FSYNC_DELAY_MS": "1500"}
-    server = RedisServer(appendonly=True, binary=waitaof_binary(), env=env).start()
+    server = RedisServer(appendonly=True, binary=waitaof_binary(), env=env, extra_args=ALWAYS_FSYNC).start()
     try:
         client = Redis.from_url(server.url)
         settings = settings_for(server, tmp_path / "data")
+        journal.reconciler_for(settings).learn(client)
+        client.config_set("appendfsync", "everysec")
         answers = submitted_answers(client, settings)
         started = time.monotonic()
         journal.record_accepted(client, settings, answers)
-        assert journal.reconciler_for(settings).durability == "waitaof"  # still: a slow disk is no reason to stop
         assert waitaof_calls(client) == 1 and time.monotonic() - started >= 0.3
         assert sorted(journaled(settings)) == [CACHED, QUEUED]
     finally:
@@ -181,7 +188,7 @@ def test_a_refused_waitaof_is_not_asked_again_until_the_facts_change(waitaof_ser
     """Real refusals: Redis 7.2+ with its AOF switched off since the facts were read ("ERR
     WAITAOF cannot be used ... appendonly is disabled"), and the machine's Redis taken for a
     7.2 (a server claiming a version it does not implement: "unknown command" before 7.2)."""
-    server = RedisServer(appendonly=True, binary=waitaof_server.binary).start()
+    server = RedisServer(appendonly=True, binary=waitaof_server.binary, extra_args=ALWAYS_FSYNC).start()
     try:
         client = Redis.from_url(server.url)
         reconciler = journal.Reconciler(journal.Journal(tmp_path), settings_for(server, tmp_path))
@@ -202,7 +209,7 @@ def test_a_refused_waitaof_is_not_asked_again_until_the_facts_change(waitaof_ser
 def test_a_server_that_claims_waitaof_without_it_is_journaled(redis_client, settings, answers):
     reconciler = journal.Reconciler(journal.Journal(settings.data_dir / "journal"), settings)
     reconciler.learn(redis_client)
-    claimed = dataclasses.replace(reconciler.facts, version="7.2.0", aof_enabled=True)
+    claimed = dataclasses.replace(reconciler.facts, version="7.2.0", aof_enabled=True, appendfsync="always")
     reconciler.note(claimed)
     assert reconciler.durability == "waitaof"
     if journal.version_tuple(redis_client.info("server")["redis_version"]) >= journal.WAITAOF_SINCE:
