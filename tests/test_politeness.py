@@ -23,8 +23,9 @@ from config import Settings, load_settings
 from launch import free_port
 from errors import BlockedAddress, FetchTimeout, HostBusy, HttpStatusError, RobotsDisallowed, TransientFetchError
 from jobs.attempts import JobState, attempts_json
-from jobs.fetch import Fetcher
-from jobs.politeness import LEASE_MARGIN_SECONDS, HostSlots, Politeness, StartSpacer, user_agent_token
+from jobs.fetch import Fetcher, Politeness
+from jobs.fetch.politeness import LEASE_MARGIN_SECONDS, HostSlots, StartSpacer
+from jobs.fetch.robots import user_agent_token
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
 from sources import route
 from storage import Storage, host_delay_key, host_next_start_key, host_slots_key, robots_key
