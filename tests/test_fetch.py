@@ -5,11 +5,14 @@ import dataclasses
 import gzip
 import multiprocessing
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
+from urllib3 import exceptions as urllib3_errors
 
 import guard
 from config import load_settings
@@ -24,7 +27,7 @@ from errors import (
     TransientFetchError,
 )
 from jobs.fetch import Fetcher, pinning, transport
-from jobs.fetch.failures import parse_retry_after
+from jobs.fetch.failures import fetch_errors, parse_retry_after
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
 
 HOSTS = ["www.goodreads.com", "www.bbc.com"]
@@ -248,6 +251,49 @@ def test_a_forked_child_gets_its_own_watchdog():
     with pinning.Deadline(5):  # the parent's watchdog thread exists (and is busy) at fork time
         with multiprocessing.get_context("fork").Pool(1) as pool:
             assert pool.apply(_expires_in_child, (0.2,)) is True
+
+
+# ---- one translation of network exceptions (jobs/fetch/failures.py) --------------------------
+
+@pytest.mark.parametrize("exc,error,says", [
+    # requests
+    (requests.exceptions.ConnectionError("refused"), TransientFetchError, "network error"),
+    (requests.exceptions.ChunkedEncodingError("cut short"), TransientFetchError, "network error"),
+    (requests.exceptions.ConnectTimeout("no answer"), FetchTimeout, "timed out"),
+    (requests.exceptions.ReadTimeout("no answer"), FetchTimeout, "timed out"),
+    (requests.exceptions.SSLError("certificate verify failed"), FetchError, "TLS error"),
+    # urllib3 (raw body reads)
+    (urllib3_errors.ProtocolError("connection reset"), TransientFetchError, "network error"),
+    (urllib3_errors.ReadTimeoutError(None, "/", "read timed out"), FetchTimeout, "timed out"),
+    (urllib3_errors.SSLError("bad record mac"), FetchError, "TLS error"),
+    (urllib3_errors.DecodeError("corrupt gzip"), FetchError, "undecodable body"),
+    # socket
+    (ConnectionResetError(104, "reset by peer"), TransientFetchError, "network error"),
+    (socket.gaierror(-2, "name unknown"), TransientFetchError, "network error"),
+    (socket.timeout("timed out"), FetchTimeout, "timed out"),
+    # ssl
+    (ssl.SSLCertVerificationError(1, "certificate verify failed"), FetchError, "TLS error"),
+    (ssl.SSLError(1, "wrong version number"), FetchError, "TLS error"),
+], ids=lambda value: type(value).__module__ + "." + type(value).__name__ if isinstance(value, BaseException) else None)
+def test_each_network_exception_family_leaves_as_one_project_error(exc, error, says):
+    with pinning.Deadline(10) as deadline, pytest.raises(FetchError) as caught, fetch_errors(deadline):
+        raise exc
+    assert type(caught.value) is error and str(caught.value).startswith(says)
+    assert (caught.value.code, caught.value.transient) == (error.code, error.transient)
+
+
+def test_any_network_exception_after_the_deadline_is_a_timeout():
+    with pinning.Deadline(0.05) as deadline:
+        time.sleep(0.3)
+        with pytest.raises(FetchTimeout, match="no complete page within"), fetch_errors(deadline):
+            raise urllib3_errors.ProtocolError("the watchdog shut the socket down")
+
+
+@pytest.mark.parametrize("exc", [BodyTooLarge("too big"), BlockedAddress("private"), ValueError("a bug")])
+def test_project_errors_and_bugs_pass_through_untranslated(exc):
+    with pinning.Deadline(10) as deadline, pytest.raises(type(exc)) as caught, fetch_errors(deadline):
+        raise exc
+    assert caught.value is exc
 
 
 @pytest.mark.parametrize("value,expected", [("120", 120.0), (None, None), ("soon", None)])
