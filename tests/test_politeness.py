@@ -598,12 +598,14 @@ def test_reading_robots_txt_never_re_enters_the_fetch(polite, site, monkeypatch)
 
     monkeypatch.setattr(Fetcher, "fetch", fetch)
     monkeypatch.setattr(Politeness, "hop", hop)
-    site.routes["/robots.txt"] = by_host({"www.goodreads.com": Reply(301, headers={"Location": "https://www.bbc.com/rules.txt"})})
+    moved = Reply(301, headers={"Location": "https://www.bbc.com/rules.txt"})
+    site.routes["/robots.txt"] = by_host({"www.goodreads.com": moved})
     site.routes["/rules.txt"] = Reply(body=b"User-agent: *\nAllow: /\n", headers=TEXT)
     site.routes["/page"] = Reply(body=b"<html>ok</html>")
     assert polite().fetch(f"{GOODREADS}/page").status == 200
     assert deepest == [1]
-    assert hops == [(f"{GOODREADS}/page", True), (f"{GOODREADS}/robots.txt", False), ("https://www.bbc.com/rules.txt", False)]
+    assert hops == [(f"{GOODREADS}/page", True),  # a page's hop: robots.txt is read for it...
+                    (f"{GOODREADS}/robots.txt", False), ("https://www.bbc.com/rules.txt", False)]  # ...with none
     assert site.hits == {"/robots.txt": 1, "/rules.txt": 1, "/page": 1}  # bbc's own robots.txt was never asked for
 
 

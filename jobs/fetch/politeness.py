@@ -50,7 +50,15 @@ from errors import FetchTimeout, HostBusy, TransientFetchError
 from guard import Target, check_url_shape
 from jobs import frontier
 from jobs.fetch.pinning import Deadline
-from jobs.fetch.robots import Cached, Robots, RobotsReader, RobotsVerdict, cached_verdict, origin_of, read_cached_verdict
+from jobs.fetch.robots import (
+    Cached,
+    Robots,
+    RobotsReader,
+    RobotsVerdict,
+    cached_verdict,
+    origin_of,
+    read_cached_verdict,
+)
 from storage import host_delay_key, host_next_start_key, host_slots_key, robots_key
 
 log = logging.getLogger("jobs.politeness")  # the logger name its lines have always carried

@@ -67,7 +67,8 @@ class Robots:
         self.agent = user_agent_token(settings.user_agent)
         self._parsed: dict[str, tuple[str, Protego]] = {}
 
-    def check(self, target: Target, deadline: Deadline, read: RobotsReader, cached: Cached | None = None) -> float | None:
+    def check(self, target: Target, deadline: Deadline, read: RobotsReader,
+              cached: Cached | None = None) -> float | None:
         """Return the rules' Crawl-delay (None: none) when target's URL may be fetched;
         RobotsDisallowed, or transient while unreachable.
 
