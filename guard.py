@@ -140,7 +140,7 @@ class Target:
 
     url: str
     parts: SplitResult  # url split, its shape checked
-    host: str  # the URL's host name, lower case: what DNS was asked, and what TLS and Host name
+    host: str  # the URL's host name, lower case: what DNS is asked (TLS and Host keep the URL's name)
     port: int  # the URL's port, or its scheme's default
     address: tuple[str, int]  # the approved (ip, port) the connection must go to
 
