@@ -23,8 +23,7 @@ from config import Settings, load_settings
 from errors import HostBusy, JobError
 from jobs import callbacks, crashsafe, frontier
 from jobs.attempts import error_of, note_failure
-from jobs.fetch import Fetcher
-from jobs.politeness import Politeness
+from jobs.fetch import Fetcher, Politeness
 from jobs.queues import backoff_seconds
 from sources import NEWS, SOURCES
 from storage import Storage, make_record

@@ -30,7 +30,7 @@ import metrics
 from config import Settings, load_settings
 from errors import ConfigError
 from jobs import crashsafe
-from jobs.politeness import dispatch_policy
+from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES
 from jobs.ticker import ensure_ticking
 from jobs.trust import JsonWorker

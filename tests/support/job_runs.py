@@ -16,7 +16,7 @@ import parsers
 from config import Settings, load_settings
 from errors import ParseError
 from jobs.crashsafe import ClaimingQueue
-from jobs.politeness import dispatch_policy
+from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submission, Submitter, make_queue
 from sources import route
 from storage import Storage, make_record
