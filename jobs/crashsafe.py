@@ -49,7 +49,7 @@ What each piece closes, in the order a job meets them:
      - inprocess: the worker kills *itself*. A Watchdog thread logs which job outlived
        its time and SIGKILLs the process (WATCHDOG_LEAD s early), and a KillTimer, a
        kernel POSIX timer armed at the deadline, SIGKILLs it even when the job holds the
-       GIL in C code (which starves every thread: tests/test_worker_inprocess.py shows
+       GIL in C code (which starves every thread: tests/jobs/worker/test_worker_inprocess.py shows
        it). The pool starts a fresh worker; the job comes back through its lease (4);
    * fork: the horse dies with its worker (PR_SET_PDEATHSIG=SIGKILL, set in the horse
      right after fork, and the parent checked, to close the race), so a SIGKILLed worker
@@ -67,7 +67,7 @@ bookkeeping in the worker) and the difference between the worker's and the clean
 clocks. Then the execution ends by T0 + timeout + HARD_KILL_GRACE + KILL_SLACK, before the
 lease expires, whether its worker is alive (watchdog), dead (PDEATHSIG; in-process the
 job died with it) or blocked on Redis (the watchdogs are a thread and a kernel timer, the
-lease does not depend on heartbeats). timings_hold() checks it; tests/test_crash.py
+lease does not depend on heartbeats). timings_hold() checks it; tests/jobs/worker/test_crash.py
 asserts it for every timeout the service enqueues with, and kills stuck jobs in both
 modes to see the executing process gone before its lease could be seen abandoned.
 

@@ -20,7 +20,7 @@ def defined_tests() -> set[str]:
 def test_every_test_the_security_section_names_exists():
     section = SECTION.search((PROJECT_ROOT / "README.md").read_text())
     assert section, "README has no Access and security section"
-    modules = {path.stem for path in (PROJECT_ROOT / "tests").glob("test_*.py")}
+    modules = {path.stem for path in (PROJECT_ROOT / "tests").rglob("test_*.py")}
     named = set(TEST_NAME.findall(section["body"])) - modules
     assert len(named) >= 30
     assert named - defined_tests() == set()

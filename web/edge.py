@@ -1,6 +1,6 @@
 """The web tier's gunicorn worker: gevent's, plus what a public address needs before Flask.
 
-Why gevent (bench/api_bench.py and tests/test_edge.py measured it): every connection is a
+Why gevent (bench/api_bench.py and tests/web/test_edge.py measured it): every connection is a
 greenlet, so a client that trickles its request holds a few kilobytes, not one of a
 handful of threads (500 such clients left gthread's 8 threads 3 answers a minute for
 everyone else), and 2 gevent processes answered GET /info with a lower p99 and 0.2-0.3 ms

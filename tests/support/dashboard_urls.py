@@ -1,5 +1,5 @@
 """Requests to the /rqstatus dashboard for tests: its rules as concrete paths, the spellings of a
-path that may still route to it (tests/test_security.py, tests/test_live_fuzz.py), Basic auth."""
+path that may still route to it (tests/test_security.py, tests/web/test_live_fuzz.py), Basic auth."""
 from __future__ import annotations
 
 import base64

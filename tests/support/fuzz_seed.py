@@ -1,4 +1,4 @@
-"""What the fuzz tests (tests/test_fuzz.py in process, tests/test_live_fuzz.py over HTTP) find
+"""What the fuzz tests (tests/web/test_fuzz.py in process, tests/web/test_live_fuzz.py over HTTP) find
 in Redis: something behind every read (jobs queued and failed, records done and failed, news
 snapshots, a batch), and the schema each read's 2xx answer must match."""
 from __future__ import annotations

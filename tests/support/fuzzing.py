@@ -1,4 +1,4 @@
-"""Hypothesis strategies and answer checks for tests/test_fuzz.py.
+"""Hypothesis strategies and answer checks for tests/web/test_fuzz.py.
 
 Strategies make what a hostile or careless client could send: any JSON value, any bytes
 under any Content-Type, URL-like strings assembled from parts (schemes, user info, every

@@ -1,5 +1,5 @@
 """Running jobs in process: a fixture "Goodreads" site, the worker's environment, a title
-parser and an RQ SimpleWorker in burst mode on the real Redis (tests/test_tasks.py,
+parser and an RQ SimpleWorker in burst mode on the real Redis (tests/jobs/test_tasks.py,
 tests/test_logs.py, tests/test_metrics.py)."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Schemathesis over the service's own OpenAPI document, as `schemathesis run` would: one
-configuration and one event loop for the in-process run (tests/test_fuzz.py, from_wsgi) and
-the run against a live gunicorn (tests/test_live_fuzz.py, from_url)."""
+configuration and one event loop for the in-process run (tests/web/test_fuzz.py, from_wsgi) and
+the run against a live gunicorn (tests/web/test_live_fuzz.py, from_url)."""
 from __future__ import annotations
 
 import time

@@ -34,7 +34,7 @@ from launch import free_port
 from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
 
-FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html"
+FIXTURE_BOOK = Path(__file__).parents[1] / "fixtures" / "e2e" / "goodreads-book.html"
 BOOK_TITLE = "The Lighthouse Keeper's Almanac"
 TOKEN = f"cli-{uuid.uuid4().hex}"  # per run: see assert_service_is_ours
 SERVER_LIMIT = 3  # MAX_URLS_PER_REQUEST of the test service: more URLs must be sent in chunks
@@ -53,7 +53,7 @@ FAILS_404, FAILS_410, FAILS_500, SLOW = 404, 410, 500, 777
 NEWS_HOST, PAGE_HOST = "www.bbc.com", "pages.example.org"
 NEWS_FRONT = f"https://{NEWS_HOST}/news/cli-" + "".join(chr(ord("a") + int(d)) for d in str(RUN_BASE))
 PAGE_PATH = f"/cli/{RUN_BASE}/cafe"
-FIXTURE_NEWS = Path(__file__).parent / "fixtures" / "news" / "bbc-next-2023.html"  # 5 headlines, 1 sub-link
+FIXTURE_NEWS = Path(__file__).parents[1] / "fixtures" / "news" / "bbc-next-2023.html"  # 5 headlines, 1 sub-link
 PAGE_TITLE = "Καφέ «Ποσειδών» — 東京の夜"
 GREEK_PAGE = f"""<!doctype html><html lang="el"><head><meta charset="utf-8"><title>x</title>
 <meta property="og:title" content="{PAGE_TITLE}"><meta property="og:site_name" content="Τα Νέα">

@@ -29,7 +29,7 @@ from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
 
 pytestmark = pytest.mark.e2e
-FIXTURE_BOOK = (Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html").read_bytes()
+FIXTURE_BOOK = (Path(__file__).parents[1] / "fixtures" / "e2e" / "goodreads-book.html").read_bytes()
 TOKEN = f"control-{uuid.uuid4().hex}"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SLOW_HOST = "slow.example.com"

@@ -4,7 +4,7 @@ guarantees of a work-horse, kept without forking one per job.
 Each worker here runs in a forked child process (a real RQ work loop in burst mode, on the
 real Redis): its watchdog may SIGKILL it, and its signal handlers, timers and rlimits must
 not touch pytest's process. The end-to-end runs through `python -m jobs.worker` are in
-tests/test_crash.py (kills, timeouts, soak) and tests/test_worker_pool.py (hostile pages,
+tests/jobs/worker/test_crash.py (kills, timeouts, soak) and tests/jobs/worker/test_worker_pool.py (hostile pages,
 recycling).
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Jobs are submitted as the API submits them (Submitter, one lane per batch) and taken as the
 service's workers take them (ClaimingQueue's dispatch); each turn is ended as a job's fetch
-ends it (FINISH_TURN). No worker processes here: tests/test_politeness.py and
-tests/test_crash.py run the same dispatch through real workers.
+ends it (FINISH_TURN). No worker processes here: tests/jobs/fetch/test_politeness.py and
+tests/jobs/worker/test_crash.py run the same dispatch through real workers.
 """
 from __future__ import annotations
 
@@ -308,7 +308,7 @@ def test_the_scripts_read_host_and_origin_as_politeness_does(redis_client, url):
 NEWS_FRONTS = {"www.bbc.com": "bbc-next-2023.html", "www.bbc.co.uk": "bbc-gel-2018.html",
                "www.theguardian.com": "guardian-2017.html", "www.washingtonpost.com": "wapo-2023.html",
                "www.wsj.com": "wsj-2018.html"}
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 class PoliteSite:

@@ -15,7 +15,7 @@ from tests.support.processes import wait_for_record
 from tests.support.fixture_server import FixtureServer, Reply
 
 pytestmark = pytest.mark.e2e
-FIXTURE_BOOK = (Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html").read_bytes()
+FIXTURE_BOOK = (Path(__file__).parents[1] / "fixtures" / "e2e" / "goodreads-book.html").read_bytes()
 # The same page with a title and an author that are not ASCII.
 UNICODE_BOOK = FIXTURE_BOOK.replace(b"The Lighthouse Keeper's Almanac", "Der Leuchtturmwärter – Almanach".encode()) \
     .replace(b"Imaginary Author", "Émile Zoë".encode())

@@ -39,7 +39,7 @@ from storage import RECORDS_INDEX_LOCK, Storage, make_record
 from tests.parsers.contract import CONTRACT_KEYS
 from tests.support.job_runs import save_done_record
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DOC_PATH = PROJECT_ROOT / "web" / "openapi.yaml"
 DOC = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
 BASE_URI = "urn:metaparse:openapi"

@@ -1,5 +1,5 @@
 """Fuzzing and spelling sweeps against a live gunicorn (the shipped worker class, web/edge.py)
-on a redis-server of its own, with dashboard credentials set. tests/test_fuzz.py fuzzes the
+on a redis-server of its own, with dashboard credentials set. tests/web/test_fuzz.py fuzzes the
 app in process, where path normalisation, chunked bodies, gunicorn's own 400/414/431/501 and
 the request-read deadline never happen; here every request crosses a real socket.
 
@@ -11,7 +11,7 @@ the request-read deadline never happen; here every request crosses a real socket
    any method on any request target (every dashboard spelling of tests/support/dashboard_urls.py
    too) is never 5xx, every error is JSON, and no dashboard answer passes without credentials.
 3. A raw-socket sweep of request lines, targets, header fields and body framings that
-   tests/test_edge.py and tests/test_security.py do not send: each is answered with its
+   tests/web/test_edge.py and tests/test_security.py do not send: each is answered with its
    documented status and code (JSON for every error, never an HTML page), and the connection
    is then either closed after an answer that says so, or ready for the next request.
 """
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.e2e
 CREDENTIALS = {"RQSTATUS_USER": "operator", "RQSTATUS_PASSWORD": "s3cret"}
 OPERATOR = basic_auth("operator", "s3cret")
 READ_TIMEOUT = 2  # REQUEST_READ_TIMEOUT of the live server: the requests that never end cost this
-# No rate limits, so the fuzzing reaches the code behind them (as in tests/test_fuzz.py).
+# No rate limits, so the fuzzing reaches the code behind them (as in tests/web/test_fuzz.py).
 SETTINGS = {**CREDENTIALS, "RATE_LIMITS": "false", "FETCH_RETRIES": "0", "REQUEST_READ_TIMEOUT": str(READ_TIMEOUT)}
 # Derandomized: the same examples every run, so the few hundred over HTTP are a fixed sweep.
 LIVE_FUZZ = dict(derandomize=True, database=None, deadline=None,
@@ -89,7 +89,7 @@ def live(tmp_path_factory) -> Iterator[Live]:
 
 # ---- 1. schemathesis over HTTP ------------------------------------------------------------------
 
-SCHEMATHESIS_SEED = 20261208  # fixed: the same cases every run (tests/test_fuzz.py draws a new seed)
+SCHEMATHESIS_SEED = 20261208  # fixed: the same cases every run (tests/web/test_fuzz.py draws a new seed)
 SCHEMATHESIS_EXAMPLES = 30  # fuzzing examples per operation: the coverage phase sends the bulk
 
 

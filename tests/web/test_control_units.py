@@ -1,5 +1,5 @@
 """The parts under the control routes, on a real Redis: the batch index's pages, the cancel
-transaction's refusals and the failed-attempt notes (tests/test_control.py runs them end to end)."""
+transaction's refusals and the failed-attempt notes (tests/web/test_control.py runs them end to end)."""
 from __future__ import annotations
 
 import time

@@ -39,7 +39,7 @@ pytestmark = [
     pytest.mark.skipif(not have_browser(), reason=BROWSER_REASON),
 ]
 
-FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "e2e" / "goodreads-book.html"
+FIXTURE_BOOK = Path(__file__).parents[1] / "fixtures" / "e2e" / "goodreads-book.html"
 COVER_HOST, COVER_PATH = "images.example.org", "/books/1/lighthouse.jpg"  # the fixture book's cover_url
 HOSTILE = "<img src=x onerror=alert(1)>"
 HOSTILE_HEADLINE = f"Museum opens {HOSTILE} exhibit on web safety"
