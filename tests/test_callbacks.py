@@ -15,7 +15,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-import jobs.tasks
+import jobs.context
 import jobs.ticker
 import parsers
 from config import load_settings
@@ -51,7 +51,7 @@ def env(site, base_env, tmp_path: Path, monkeypatch) -> dict[str, str]:
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs.tasks, "_context", None)
+    monkeypatch.setattr(jobs.context, "_context", None)
     site.posts.clear()
     site.routes["/book/show/7"] = Reply(body=b"<html><title>Seven</title></html>")
     site.routes["/done"] = Reply(204, b"", {})
