@@ -12,6 +12,7 @@ Each prints what it measured (run with -s to see it).
 """
 from __future__ import annotations
 
+import ast
 import os
 import random
 import re
@@ -27,7 +28,7 @@ from rq.job import Job
 
 import jobs.context
 
-from config import load_settings
+from config import PROJECT_ROOT, load_settings
 from jobs.callbacks import DELIVERY_RETRY_INTERVALS
 from jobs.queues import RETRY_INTERVALS, job_id_for, make_queue
 from jobs.tasks import PageRun
@@ -103,6 +104,8 @@ def test_a_claimed_job_either_starts_or_goes_back_never_both(redis_client):
     # Popped and claimed in one step: in no list, but in the claims.
     assert ClaimingQueue.lpop([queue.key], None, redis_client) == (queue.key.encode(), b"claim-a")
     assert redis_client.exists(claim_key("claim-a")) and queue.job_ids == ["claim-b"]
+    # The keys' names are the ones every running service has (claims in flight survive an upgrade).
+    assert redis_client.exists("metaparse:claim:claim-a") and redis_client.zscore("metaparse:claims", "claim-a")
     # Its worker died: the sweep puts it back at the head of its queue; a late start is refused.
     assert sweep_claims(redis_client, at=time.time() + 3600) == 1
     assert queue.job_ids == ["claim-a", "claim-b"] and not redis_client.zcard(JOB_CLAIMS)
@@ -123,6 +126,27 @@ def test_a_claimed_job_either_starts_or_goes_back_never_both(redis_client):
     queue.enqueue_job(again)
     assert sweep_claims(redis_client, at=time.time() + 3600) == 0 and queue.job_ids == ["claim-c"]
     assert not redis_client.zcard(JOB_CLAIMS)
+
+
+def test_the_runtime_knows_no_job():
+    """jobs/worker/ imports no job (jobs.tasks, callbacks, ticker) nor what only jobs use
+    (parsers, sources, snapshots, metrics): __main__.py, the entry point, wires the jobs in."""
+    allowed = {"config", "storage", "jobs.frontier", "jobs.trust"}
+    project = {path.stem for path in PROJECT_ROOT.glob("*.py")} | {path.name for path in PROJECT_ROOT.iterdir()
+                                                                   if (path / "__init__.py").exists()}
+    for path in sorted((PROJECT_ROOT / "jobs" / "worker").glob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] in project and module != "jobs" and not module.startswith("jobs.worker"):
+                    assert module in allowed or module.rsplit(".", 1)[0] in allowed, f"{path.name} imports {module}"
 
 
 def test_a_record_is_saved_once_per_job_generation(redis_client, redis_url, monkeypatch):
