@@ -1,6 +1,6 @@
 """The HTTP API: submit URLs, read records, batches, jobs and health. JSON in, JSON out.
 
-Listing and exporting records (GET /records, /records.jsonl, /records.csv): records_api.py."""
+Listing and exporting records (GET /records, /records.jsonl, /records.csv): web/records.py."""
 from __future__ import annotations
 
 import hmac
@@ -378,4 +378,4 @@ def healthz():
     workers = Worker.count(connection=connection)
     status = "ok" if workers else "degraded"
     return jsonify({"status": status, "redis": "ok", "queues": depths, "waiting_for_hosts": waiting_for_hosts,
-                    "workers": workers})
+                    "workers": workers, **journal.durability(connection, settings())})  # waitaof or journal

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     _check_consistency(settings)
     return settings
+
+
+def load_settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    """load_settings for a process's entry point: a bad setting ends the process with one
+    clear line (the process manager shows it), not a traceback."""
+    try:
+        return load_settings(environ)
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
 
 
 def _environment() -> dict[str, str]:

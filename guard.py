@@ -1,20 +1,27 @@
 """The SSRF guard: which URLs and addresses the service may ever fetch.
 
-Used twice: at submission (sources.route refuses a bad URL with its reason) and at
-every fetch hop (jobs.fetch re-checks the URL and pins the connection to an address
-that passed `check_address`, so a second DNS answer cannot redirect it).
+Used twice: at submission (sources.route refuses a bad URL with its reason: check_url_shape)
+and at every fetch hop, where approve() is the hop's one decision: the URL's shape checked
+and its host resolved once, every answer public. The Target it returns gives politeness its
+host and the connection the approved address to pin (jobs/fetch/pinning.py), so a second
+DNS answer cannot redirect it.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from errors import BlockedAddress
 
 MAX_URL_LENGTH = 2048
-ALLOWED_SCHEMES = ("http", "https")
+# The schemes the service fetches, and the port each means when a URL names none (the one
+# home of these ports: robots.txt origins and the frontier's Lua read them from here).
+DEFAULT_PORTS = {"http": 80, "https": 443}
+ALLOWED_SCHEMES = tuple(DEFAULT_PORTS)
 # Names that always mean "this machine" or an internal network, whatever DNS says.
 BLOCKED_NAME_SUFFIXES = ("localhost", ".localhost", ".local", ".internal", ".home.arpa")
 # A host made only of digits, hex and dots is an IPv4 spelling (2130706433, 0x7f.1, 0177.0.0.1).
@@ -125,3 +132,27 @@ def resolve_public(host: str, port: int) -> str:
     for address in addresses:
         check_address(address.split("%")[0])
     return addresses[0]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One fetch hop as the guard approved it."""
+
+    url: str
+    parts: SplitResult  # url split, its shape checked
+    host: str  # the URL's host name, lower case: what DNS is asked (TLS and Host keep the URL's name)
+    port: int  # the URL's port, or its scheme's default
+    address: tuple[str, int]  # the approved (ip, port) the connection must go to
+
+
+def approve(url: str, pinned: Mapping[tuple[str, int], tuple[str, int]] | None = None) -> Target:
+    """The one guard decision a fetch hop needs: BlockedAddress, or the Target to connect to.
+
+    pinned: addresses the operator set in advance per (host, port) (FETCH_CONNECT_TO, like
+    curl's --connect-to), used instead of DNS.
+    """
+    parts = check_url_shape(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
+    address = (pinned or {}).get((host, port)) or (resolve_public(host, port), port)
+    return Target(url, parts, host, port, address)

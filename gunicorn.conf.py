@@ -8,13 +8,9 @@ from gunicorn.glogging import Logger
 
 import logs
 import metrics
-from config import load_settings
-from errors import ConfigError
+from config import load_settings_or_exit
 
-try:
-    _settings = load_settings()
-except ConfigError as exc:
-    sys.exit(f"configuration error: {exc}")
+_settings = load_settings_or_exit()
 logs.configure_logging(_settings.log_level, _settings.log_format)  # the app's own lines (workers inherit it)
 metrics.setup_multiprocess_dir(_settings.data_dir)  # before the workers fork, so they share it
 

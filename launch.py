@@ -37,8 +37,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 import metrics
-from config import LOOPBACK_NAMES, PROJECT_ROOT, Settings, load_settings
-from errors import ConfigError
+from config import LOOPBACK_NAMES, PROJECT_ROOT, Settings, load_settings_or_exit
 
 PR_SET_PDEATHSIG = 1
 REDIS_START_SECONDS = 15
@@ -275,10 +274,7 @@ def start_announcer(settings: Settings, honcho: subprocess.Popen) -> None:
 
 def main() -> int:
     env = child_environment()
-    try:
-        settings = load_settings({**env, "REDIS_URL": env.get("REDIS_URL") or "redis://placeholder"})
-    except ConfigError as exc:
-        sys.exit(f"configuration error: {exc}")
+    settings = load_settings_or_exit({**env, "REDIS_URL": env.get("REDIS_URL") or "redis://placeholder"})
     metrics.setup_multiprocess_dir(settings.data_dir, env)  # web and workers share it; cleaned here only
     if env.get("REDIS_URL"):
         honcho = start_honcho(env, settings.port)

@@ -60,7 +60,7 @@ from redis.exceptions import RedisError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings
-from dashboard import routed_to_dashboard
+from web.dashboard import routed_to_dashboard
 from errors import REDIS_UNAVAILABLE, error_body
 
 log = logging.getLogger(__name__)

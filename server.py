@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,18 +21,18 @@ from werkzeug.exceptions import HTTPException
 
 import parsers
 from api import api
-from apidocs import apidocs
-from control import control
+from web.apidocs import apidocs
+from web.control import control
 from config import Settings, host_name, load_settings
-from dashboard import mount_dashboard
-from errors import REDIS_UNAVAILABLE, ApiError, ConfigError, ParseError, body_too_large, error_body
+from web.dashboard import mount_dashboard
+from errors import REDIS_UNAVAILABLE, ApiError, ParseError, body_too_large, error_body
 from jsontext import escape_lone_surrogates
 import metrics
 import ratelimit
-from records_api import records
+from web.records import records
 from web import cors
 from web.seed import seed
-from webpage import webpage
+from web.page import webpage
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
@@ -171,10 +170,3 @@ def parse_file(page: Path, url: str, content_type: str | None, explain: bool) ->
         raise click.ClickException(f"not parsed: {exc}") from None
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
-
-def main_config_check() -> None:
-    """Print one clear line and exit when a setting is bad (used by gunicorn.conf.py)."""
-    try:
-        load_settings()
-    except ConfigError as exc:
-        sys.exit(f"configuration error: {exc}")

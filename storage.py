@@ -313,7 +313,7 @@ def claim_key(job_id: str) -> str:
     return JOB_CLAIM + job_id
 
 
-# ---- fetch politeness (jobs/politeness.py) -------------------------------------------------
+# ---- fetch politeness (jobs/fetch/politeness.py) -------------------------------------------
 
 def host_slots_key(host: str) -> str:
     """zset: lease token -> expiry (ms, Redis clock) of the fetches in flight to a lowercase host."""
@@ -335,6 +335,10 @@ FRONTIER_READY = f"{PREFIX}:frontier:ready"  # zset: host -> when (ms, Redis clo
 FRONTIER_BACKLOG = f"{PREFIX}:frontier:backlog"  # hash: host -> jobs waiting in its lanes
 FRONTIER_LANES = f"{PREFIX}:frontier:lanes:"  # + host: list of its lanes (batches), in turn order
 FRONTIER_LANE = f"{PREFIX}:frontier:lane:"  # + host + " " + lane: list of job ids, oldest first
+
+# ---- durable acceptance (journal.py) ---------------------------------------------------------
+
+AOF_MARKER = f"{PREFIX}:aof-marker"  # written just before WAITAOF on its connection: the write the wait covers
 
 
 

@@ -10,8 +10,7 @@ import os
 from dataclasses import dataclass
 
 from config import Settings, load_settings
-from jobs.fetch import Fetcher
-from jobs.politeness import Politeness
+from jobs.fetch import Fetcher, Politeness
 
 
 @dataclass

@@ -20,7 +20,7 @@ ever sleeps inside a job for a host's turn. While an origin's robots.txt is not 
 its host gets one turn at a time, so robots.txt is fetched once, not by every job that
 missed the cache at the same moment.
 
-The job then holds a *turn* on its host (jobs/politeness.py): every request to that host
+The job then holds a *turn* on its host (jobs/fetch/politeness.py): every request to that host
 during the job (robots.txt, redirects on the same host) goes without waiting, each one
 after the first pushing the host's next start one delay further, and FINISH_TURN, at the
 end of the fetch, frees the slot and adapts the host's delay to how it answered.
@@ -35,6 +35,7 @@ from redis import Redis
 from redis.client import Pipeline
 from rq.job import Job
 
+from guard import DEFAULT_PORTS
 from storage import (
     FRONTIER_BACKLOG,
     FRONTIER_LANE,
@@ -58,7 +59,6 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local DEFAULT_PORTS = {http = 80, https = 443}
 -- host and robots.txt origin of a canonical URL, as urllib's urlsplit reads them
 local function host_and_origin(url)
   local scheme, authority = string.match(url or '', '^(%a[%w+.-]*)://([^/?#]*)')
@@ -99,13 +99,15 @@ end
 
 
 def _lua(body: str) -> str:
-    """A script with the key prefixes bound as PREFIX_* constants (Lua has no imports: they are written in)."""
+    """A script with the key prefixes bound as PREFIX_* constants and guard.DEFAULT_PORTS as
+    DEFAULT_PORTS (Lua has no imports: they are written in)."""
     names = {"PREFIX_LANE": FRONTIER_LANE, "PREFIX_LANES": FRONTIER_LANES, "PREFIX_BACKLOG": FRONTIER_BACKLOG,
              "PREFIX_READY": FRONTIER_READY, "PREFIX_NEXT": host_next_start_key(""), "PREFIX_SLOTS": host_slots_key(""),
              "PREFIX_DELAY": host_delay_key(""), "PREFIX_ROBOTS": robots_key(""), "PREFIX_JOB": JOB_KEY_PREFIX,
              "PREFIX_QUEUE": QUEUE_KEY_PREFIX}
     header = "".join(f"local {name} = '{value}'\n" for name, value in names.items())
-    return header + _LUA_COMMON + body
+    ports = ", ".join(f"{scheme} = {port}" for scheme, port in DEFAULT_PORTS.items())
+    return header + f"local DEFAULT_PORTS = {{{ports}}}\n" + _LUA_COMMON + body
 
 
 # KEYS[1] = claims zset, then the plain queue keys, then the page inboxes.

@@ -1,5 +1,5 @@
 """Access hardening: per-client rate limits (ratelimit.py) and the /rqstatus dashboard
-(dashboard.py): no state change over GET, CSRF, page text escaped, Content-Security-Policy.
+(web/dashboard.py): no state change over GET, CSRF, page text escaped, Content-Security-Policy.
 
 The hostile text is real: a Goodreads "page not found" whose <title> carries markup makes
 the parser raise ParseError("not a book page: <title>"), so an RQ worker stores that text
@@ -24,8 +24,8 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from werkzeug.serving import make_server
 
-import dashboard
 import jobs.context
+from web import dashboard
 import ratelimit
 from config import load_settings
 from errors import ConfigError

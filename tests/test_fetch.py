@@ -1,16 +1,20 @@
 """Safe fetching against a local HTTPS server with a test CA: the happy path and the hostile ones."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import multiprocessing
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
+from urllib3 import exceptions as urllib3_errors
 
-import jobs.fetch
+import guard
 from config import load_settings
 from errors import (
     BlockedAddress,
@@ -22,8 +26,8 @@ from errors import (
     TooManyRedirects,
     TransientFetchError,
 )
-from jobs import pinning
-from jobs.fetch import Fetcher, parse_retry_after
+from jobs.fetch import Fetcher, pinning, transport
+from jobs.fetch.failures import fetch_errors, parse_retry_after
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
 
 HOSTS = ["www.goodreads.com", "www.bbc.com"]
@@ -168,19 +172,19 @@ def test_status_codes_map_to_transient_or_permanent(server, fetcher, status, err
         assert caught.value.retry_after == 7
 
 
-def test_connection_refused_is_transient(fetcher, tmp_path):
+def test_connection_refused_is_transient():
     with socket.socket() as unused:  # bound, never listening: refused, and no other process takes the port
         unused.bind(("127.0.0.1", 0))
-        fetcher.settings = load_settings({"FETCH_CONNECT_TO": f"www.bbc.com:443:127.0.0.1:{unused.getsockname()[1]}"})
+        fetcher = Fetcher(load_settings({"FETCH_CONNECT_TO": f"www.bbc.com:443:127.0.0.1:{unused.getsockname()[1]}"}))
         with pytest.raises(TransientFetchError):
             fetcher.fetch("https://www.bbc.com/news")
 
 
 def test_connection_is_pinned_to_the_address_the_guard_approved(server, fetcher, monkeypatch):
     """DNS is asked once (by the guard); the dial goes to that answer, never to a second lookup."""
-    fetcher.settings = load_settings({"FETCH_CA_BUNDLE": fetcher.verify})
+    fetcher = Fetcher(load_settings({"FETCH_CA_BUNDLE": fetcher.transport.verify}))  # no FETCH_CONNECT_TO: DNS
     approved = []
-    monkeypatch.setattr(jobs.fetch, "resolve_public", lambda host, port: approved.append(host) or "127.0.0.1")
+    monkeypatch.setattr(guard, "resolve_public", lambda host, port: approved.append(host) or "127.0.0.1")
     real_getaddrinfo = socket.getaddrinfo
 
     def no_name_lookups(host, *args, **kwargs):
@@ -190,7 +194,7 @@ def test_connection_is_pinned_to_the_address_the_guard_approved(server, fetcher,
     monkeypatch.setattr(socket, "getaddrinfo", no_name_lookups)
     server.routes["/pinned"] = Reply(body=b"<html>pinned</html>")
     # The approved address is the fixture server's; the URL's port is 443, the dial goes to the server's.
-    monkeypatch.setattr(jobs.fetch, "DEFAULT_PORTS", {"https": server.port, "http": 80})
+    monkeypatch.setattr(guard, "DEFAULT_PORTS", {"https": server.port, "http": 80})
     assert fetcher.fetch("https://www.bbc.com/pinned").body == b"<html>pinned</html>"
     assert approved == ["www.bbc.com"]
 
@@ -218,14 +222,16 @@ def test_fetches_from_one_fetcher_reuse_one_keep_alive_connection(server, fetche
 
 def test_new_connections_share_one_tls_context_and_still_check_the_name(server, fetcher, monkeypatch):
     made = []
-    monkeypatch.setattr(jobs.fetch, "tls_context", lambda verify: made.append(verify) or pinning.tls_context(verify))
+    monkeypatch.setattr(transport, "tls_context", lambda verify: made.append(verify) or pinning.tls_context(verify))
     route = server.routes["/closing"] = Connections({"Connection": "close"})
     for host in ("www.goodreads.com", "www.bbc.com", "www.goodreads.com"):
         fetcher.fetch(f"https://{host}/closing")
-    assert len(set(route.peers)) == 3 and made == [fetcher.verify]  # the CA bundle was read once
-    fetcher.settings = load_settings({"FETCH_CONNECT_TO": f"www.example.com:443:127.0.0.1:{server.port}"})
-    with pytest.raises(FetchError, match="TLS"):  # the test CA vouches for the name, not for this one
+    assert len(set(route.peers)) == 3 and made == [fetcher.transport.verify]  # the CA bundle was read once
+    fetcher.transport.settings = dataclasses.replace(  # the same context, for a name the test CA never vouched for
+        fetcher.settings, fetch_connect_to={("www.example.com", 443): ("127.0.0.1", server.port)})
+    with pytest.raises(FetchError, match="TLS"):
         fetcher.fetch("https://www.example.com/closing")
+    assert made == [fetcher.transport.verify]
 
 
 def test_one_watchdog_thread_serves_every_deadline(server, fetcher):
@@ -245,6 +251,49 @@ def test_a_forked_child_gets_its_own_watchdog():
     with pinning.Deadline(5):  # the parent's watchdog thread exists (and is busy) at fork time
         with multiprocessing.get_context("fork").Pool(1) as pool:
             assert pool.apply(_expires_in_child, (0.2,)) is True
+
+
+# ---- one translation of network exceptions (jobs/fetch/failures.py) --------------------------
+
+@pytest.mark.parametrize("exc,error,says", [
+    # requests
+    (requests.exceptions.ConnectionError("refused"), TransientFetchError, "network error"),
+    (requests.exceptions.ChunkedEncodingError("cut short"), TransientFetchError, "network error"),
+    (requests.exceptions.ConnectTimeout("no answer"), FetchTimeout, "timed out"),
+    (requests.exceptions.ReadTimeout("no answer"), FetchTimeout, "timed out"),
+    (requests.exceptions.SSLError("certificate verify failed"), FetchError, "TLS error"),
+    # urllib3 (raw body reads)
+    (urllib3_errors.ProtocolError("connection reset"), TransientFetchError, "network error"),
+    (urllib3_errors.ReadTimeoutError(None, "/", "read timed out"), FetchTimeout, "timed out"),
+    (urllib3_errors.SSLError("bad record mac"), FetchError, "TLS error"),
+    (urllib3_errors.DecodeError("corrupt gzip"), FetchError, "undecodable body"),
+    # socket
+    (ConnectionResetError(104, "reset by peer"), TransientFetchError, "network error"),
+    (socket.gaierror(-2, "name unknown"), TransientFetchError, "network error"),
+    (socket.timeout("timed out"), FetchTimeout, "timed out"),
+    # ssl
+    (ssl.SSLCertVerificationError(1, "certificate verify failed"), FetchError, "TLS error"),
+    (ssl.SSLError(1, "wrong version number"), FetchError, "TLS error"),
+], ids=lambda value: type(value).__module__ + "." + type(value).__name__ if isinstance(value, BaseException) else None)
+def test_each_network_exception_family_leaves_as_one_project_error(exc, error, says):
+    with pinning.Deadline(10) as deadline, pytest.raises(FetchError) as caught, fetch_errors(deadline):
+        raise exc
+    assert type(caught.value) is error and str(caught.value).startswith(says)
+    assert (caught.value.code, caught.value.transient) == (error.code, error.transient)
+
+
+def test_any_network_exception_after_the_deadline_is_a_timeout():
+    with pinning.Deadline(0.05) as deadline:
+        time.sleep(0.3)
+        with pytest.raises(FetchTimeout, match="no complete page within"), fetch_errors(deadline):
+            raise urllib3_errors.ProtocolError("the watchdog shut the socket down")
+
+
+@pytest.mark.parametrize("exc", [BodyTooLarge("too big"), BlockedAddress("private"), ValueError("a bug")])
+def test_project_errors_and_bugs_pass_through_untranslated(exc):
+    with pinning.Deadline(10) as deadline, pytest.raises(type(exc)) as caught, fetch_errors(deadline):
+        raise exc
+    assert caught.value is exc
 
 
 @pytest.mark.parametrize("value,expected", [("120", 120.0), (None, None), ("soon", None)])

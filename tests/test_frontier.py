@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ from redis import Redis
 
 from config import Settings, load_settings
 from jobs import frontier
+from jobs.fetch.robots import origin_of
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, job_id_for
 from jobs.worker.claims import ClaimingQueue, sweep_claims
 from sources import route
@@ -292,6 +294,16 @@ def test_what_a_queued_page_waits_for_is_shown_by_jobs_info_batches_and_metrics(
 def test_page_queue_names_are_the_inboxes(redis_client):
     assert set(PAGE_QUEUE_NAMES) == {"goodreads", "news", "pages"}
     assert ClaimingQueue.dispatch_policy is None  # only the worker pool turns the frontier on
+
+
+@pytest.mark.parametrize("url", ["https://www.bbc.com/news", "http://www.bbc.com/", "https://WWW.BBC.com:8443/x",
+                                 "http://[2001:db8::1]/", "https://user@www.bbc.com/"])
+def test_the_scripts_read_host_and_origin_as_politeness_does(redis_client, url):
+    """The Lua scripts' DEFAULT_PORTS are written from guard.DEFAULT_PORTS: a turn's robots.txt
+    origin is the one politeness caches the verdict under."""
+    host, origin = redis_client.register_script(frontier._lua("return {host_and_origin(ARGV[1])}"))(args=[url])
+    parts = urlsplit(url)
+    assert (host.decode(), origin.decode()) == (frontier.host_of(parts), origin_of(parts))
 
 
 # ---- through the real service, with the shipped politeness -----------------------------------

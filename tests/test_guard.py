@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from errors import BlockedAddress, FetchError
-from guard import MAX_URL_LENGTH, check_address, check_host, check_url_shape, resolve_public
+from guard import MAX_URL_LENGTH, approve, check_address, check_host, check_url_shape, resolve_public
 
 # host part of http://HOST/ that must be refused
 BLOCKED_HOSTS = {
@@ -294,3 +294,36 @@ def test_unencodable_host_is_blocked_without_dns():
     # A 64-character label cannot be IDNA-encoded: getaddrinfo raises UnicodeError before any lookup.
     with pytest.raises(BlockedAddress):
         resolve_public("\u00e9" + "a" * 63 + ".example", 443)
+
+
+# ---- approve: a fetch hop's one decision ----------------------------------------------------
+
+@pytest.mark.parametrize("url, host, port", [
+    ("https://Example.COM/a?b", "example.com", 443),
+    ("http://example.com/", "example.com", 80),
+    ("https://example.com:8443/", "example.com", 8443),
+])
+def test_approve_checks_the_shape_and_asks_dns_once(dns, url, host, port):
+    dns.answer = addrinfo("93.184.216.34", port=port)
+    target = approve(url)
+    assert (target.url, target.host, target.port, target.address) == (url, host, port, ("93.184.216.34", port))
+    assert target.parts == check_url_shape(url) and [call[:2] for call in dns.calls] == [(host, port)]
+
+
+@pytest.mark.parametrize("url, answer", [
+    ("http://127.0.0.1/", "127.0.0.1"),  # refused by its spelling, before DNS
+    ("gopher://example.com/", "93.184.216.34"),
+    ("https://rebind.example/", "10.0.0.1"),  # refused by the answer
+])
+def test_approve_refuses_what_the_guard_refuses(dns, url, answer):
+    dns.answer = addrinfo(answer)
+    with pytest.raises(BlockedAddress):
+        approve(url)
+
+
+def test_approve_uses_an_address_pinned_in_advance_instead_of_dns(dns):
+    """FETCH_CONNECT_TO: the operator's (host, port) -> address, as curl's --connect-to."""
+    target = approve("https://www.bbc.com/news", {("www.bbc.com", 443): ("127.0.0.1", 40001)})
+    assert target.address == ("127.0.0.1", 40001) and dns.calls == []
+    with pytest.raises(BlockedAddress):  # the URL's shape is still checked
+        approve("https://user@www.bbc.com/", {("www.bbc.com", 443): ("127.0.0.1", 40001)})

@@ -196,8 +196,8 @@ CASES = [
     Case("dns-rebind-news-front-page", ("done", "parse_error"),
          lambda ctx: {"/uk": static(NEWS_PAGE.read_bytes(), {"Content-Type": HTML})},
          url="https://www.theguardian.com/uk"),
-    # The first look-up (the guard's check of the robots.txt origin) is public, the next
-    # (robots.txt's own hop) is 127.0.0.1: refused before connecting, as blocked_address.
+    # The first look-up (the guard's approval of the redirect's hop) is public, the next (the
+    # approval of its origin's robots.txt hop) is 127.0.0.1: refused before connecting, as blocked_address.
     Case("dns-flips-to-loopback-after-first-answer", ("blocked_address",), lambda ctx: {
         ctx.book: redirect(f"https://{FLIP_HOST}:{ctx.sentinel}/flip"),
         "/flip": static(FIXTURE_BOOK.read_bytes(), {"Content-Type": HTML})}),

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from redis import Redis
 from werkzeug.wrappers import Response
 
-from dashboard import CSP
+from web.dashboard import CSP
 from server import create_app
 from tests.support import processes, schemathesis_run
 from tests.support.dashboard_urls import REACH_THE_DASHBOARD, SPELLINGS, basic_auth

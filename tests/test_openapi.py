@@ -40,7 +40,7 @@ from tests.parsers.contract import CONTRACT_KEYS
 from tests.support.job_runs import save_done_record
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DOC_PATH = PROJECT_ROOT / "openapi.yaml"
+DOC_PATH = PROJECT_ROOT / "web" / "openapi.yaml"
 DOC = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
 BASE_URI = "urn:metaparse:openapi"
 REGISTRY = Registry().with_resource(BASE_URI, DRAFT202012.create_resource(DOC))
@@ -606,7 +606,7 @@ def test_every_route_is_documented_and_every_path_exists(app):
 
 def test_documented_query_parameters_are_the_ones_the_api_reads():
     """Each query parameter the code reads (request.args.get("x")) is documented on its path."""
-    source = "".join((PROJECT_ROOT / name).read_text() for name in ("api.py", "records_api.py", "control.py"))
+    source = "".join((PROJECT_ROOT / name).read_text() for name in ("api.py", "web/records.py", "web/control.py"))
     read = set(re.findall(r"request\.args\.get\(['\"](\w+)['\"]", source))
     documented = {follow(pointer_of("paths", path, method, "parameters", i))[1]["name"]
                   for path, method, op in operations() for i in range(len(op.get("parameters", [])))

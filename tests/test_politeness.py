@@ -18,13 +18,15 @@ from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+import guard
 import jobs.context
 from config import Settings, load_settings
 from launch import free_port
 from errors import BlockedAddress, FetchTimeout, HostBusy, HttpStatusError, RobotsDisallowed, TransientFetchError
 from jobs.attempts import JobState, attempts_json
-from jobs.fetch import Fetcher
-from jobs.politeness import LEASE_MARGIN_SECONDS, HostSlots, Politeness, StartSpacer, user_agent_token
+from jobs.fetch import Fetcher, Politeness
+from jobs.fetch.politeness import LEASE_MARGIN_SECONDS, HostSlots, StartSpacer
+from jobs.fetch.robots import user_agent_token
 from jobs.queues import QUEUE_NAMES, Submitter, fetch_job, make_queue
 from sources import route
 from storage import Storage, host_delay_key, host_next_start_key, host_slots_key, robots_key
@@ -551,6 +553,60 @@ def test_robots_fetch_shares_the_page_fetch_deadline(polite, site):
     with pytest.raises(TransientFetchError):
         fetcher.fetch(f"{GOODREADS}/page")
     assert time.monotonic() - started < 2
+
+
+# ---- one guard decision per hop, no re-entrant fetch -----------------------------------------
+
+def test_each_hop_asks_the_guard_once_and_nothing_else_resolves_a_name(polite, site, monkeypatch):
+    """guard.approve is the hop's one decision: the resolver is asked once per request the site
+    sees (pages, redirects and robots.txt alike), and no other look-up of a site's name happens."""
+    resolved: list[str] = []
+    monkeypatch.setattr(guard, "resolve_public", lambda host, port: resolved.append(host) or "127.0.0.1")
+    monkeypatch.setattr(guard, "DEFAULT_PORTS", {"https": site.port, "http": 80})  # the approved port is the site's
+    looked_up: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: looked_up.append(host)
+                        or real_getaddrinfo(host, *args, **kwargs))
+    site.routes["/robots.txt"] = Reply(body=b"User-agent: *\nAllow: /\n", headers=TEXT)
+    site.routes["/moved"] = Reply(301, headers={"Location": "https://www.bbc.com/page"})
+    site.routes["/page"] = Reply(body=b"<html>ok</html>")
+    fetcher = polite(FETCH_CONNECT_TO="")  # names resolved by the guard, not set in advance
+    fetcher.fetch(f"{GOODREADS}/moved")  # each host's robots.txt, then its page: four requests
+    fetcher.fetch(f"{GOODREADS}/moved")  # robots.txt cached: two
+    assert resolved == ["www.goodreads.com"] * 2 + ["www.bbc.com"] * 2 + ["www.goodreads.com", "www.bbc.com"]
+    assert sum(site.hits.values()) == len(resolved)
+    assert not set(looked_up) & {"www.goodreads.com", "www.bbc.com"}  # the connections dialled the approved address
+
+
+def test_reading_robots_txt_never_re_enters_the_fetch(polite, site, monkeypatch):
+    """robots.txt is read on the Transport, not by Fetcher.fetch again, and each of its hops
+    passes politeness with no robots.txt reader: reading rules cannot ask for rules."""
+    depth, deepest, hops = [0], [0], []
+    real_fetch, real_hop = Fetcher.fetch, Politeness.hop
+
+    def fetch(self, url):  # noqa: ANN001, ANN202
+        depth[0] += 1
+        deepest[0] = max(deepest[0], depth[0])
+        try:
+            return real_fetch(self, url)
+        finally:
+            depth[0] -= 1
+
+    def hop(self, target, deadline, read_robots=None):  # noqa: ANN001, ANN202
+        hops.append((target.url, read_robots is not None))
+        return real_hop(self, target, deadline, read_robots)
+
+    monkeypatch.setattr(Fetcher, "fetch", fetch)
+    monkeypatch.setattr(Politeness, "hop", hop)
+    moved = Reply(301, headers={"Location": "https://www.bbc.com/rules.txt"})
+    site.routes["/robots.txt"] = by_host({"www.goodreads.com": moved})
+    site.routes["/rules.txt"] = Reply(body=b"User-agent: *\nAllow: /\n", headers=TEXT)
+    site.routes["/page"] = Reply(body=b"<html>ok</html>")
+    assert polite().fetch(f"{GOODREADS}/page").status == 200
+    assert deepest == [1]
+    assert hops == [(f"{GOODREADS}/page", True),  # a page's hop: robots.txt is read for it...
+                    (f"{GOODREADS}/robots.txt", False), ("https://www.bbc.com/rules.txt", False)]  # ...with none
+    assert site.hits == {"/robots.txt": 1, "/rules.txt": 1, "/page": 1}  # bbc's own robots.txt was never asked for
 
 
 # ---- a job run by RQ ----------------------------------------------------------------------

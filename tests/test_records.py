@@ -17,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-import record_export
+from web import export as record_export
 import record_index
-import records_api
-from record_export import cell, csv_chunks, flatten
+from web import records as records_api
+from web.export import cell, csv_chunks, flatten
 from record_index import RecordIndex, decode_cursor
 from storage import (
     RECORDS_EXPIRY, RECORDS_INDEX_LOCK, RECORDS_INDEXED, Storage, dumps, make_record, record_key, records_by_time_key,

@@ -37,7 +37,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer, PickleSerializer
 from rq.webhook import Webhook
 
-from dashboard import REGISTRIES
+from web.dashboard import REGISTRIES
 from jobs.queues import job_id_for, make_queue
 from jobs.trust import JOB_FUNCTION, TICK_FUNCTION, JsonJob
 from server import create_app

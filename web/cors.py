@@ -20,7 +20,7 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, request
 
 from config import Settings
-from dashboard import routed_to_dashboard
+from web.dashboard import routed_to_dashboard
 
 ALLOWED_METHODS = "GET, HEAD, POST, DELETE"  # DELETE: the control routes (cancel a job, delete a record)
 ALLOWED_HEADERS = "Authorization, Content-Type, If-None-Match, If-Modified-Since"

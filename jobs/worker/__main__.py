@@ -35,7 +35,7 @@ import parsers
 from config import Settings, load_settings
 from errors import ConfigError
 from jobs import tasks
-from jobs.politeness import dispatch_policy
+from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES
 from jobs.ticker import TICK_TIMEOUT, ensure_ticking
 from jobs.trust import JOB_FUNCTION, JsonWorker

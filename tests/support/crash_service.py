@@ -159,11 +159,15 @@ class CrashService:
     web_workers: int = 2
     env_overrides: dict[str, str] = field(default_factory=dict)
     delay_for: Callable[[str], float] = lambda path: 0.0
+    redis_binary: str | None = None  # launch.find_redis_server()'s when None
+    redis_env: dict[str, str] | None = None  # added to redis-server's environment
+    redis_args: list[str] = field(default_factory=list)  # last on its command line: they override
 
     def start(self) -> "CrashService":
         self.marker = f"METAPARSE_CRASH_{uuid.uuid4().hex}"
         (self.tmp / "redis").mkdir(exist_ok=True)
-        self.redis = RedisServer(appendonly=True, data_dir=self.tmp / "redis").start()
+        self.redis = RedisServer(appendonly=True, data_dir=self.tmp / "redis", binary=self.redis_binary,
+                                 env=self.redis_env, extra_args=self.redis_args).start()
         self.site = FixtureServer(["www.goodreads.com"]).start()
         self.site.fallback = self._book
         self.port = free_port()
@@ -280,51 +284,46 @@ class CrashService:
         assert left == [], f"processes left behind: {left}"
 
 
-# ---- losing Redis's last second ----------------------------------------------------------------
+# ---- losing what Redis had not fsynced ---------------------------------------------------------
 
 
-class AofTail:
-    """Samples the size of Redis's current AOF file, so a test can cut it back to what it was
-    `seconds` earlier: the writes `appendfsync everysec` had not fsynced when the power went.
+def current_aof_file(data_dir: Path) -> Path:
+    """The incremental AOF file Redis appends to now (Redis 7's multi-part AOF, its manifest:
+    lines of key value pairs, "file appendonly.aof.1.incr.aof seq 1 type i" and more on 7.4+)."""
+    manifest = (data_dir / "appendonlydir" / "appendonly.aof.manifest").read_text().splitlines()
+    lines = [dict(zip(fields[::2], fields[1::2])) for fields in (line.split() for line in manifest)]
+    incr = [line["file"] for line in lines if line.get("type") == "i"]
+    return data_dir / "appendonlydir" / incr[-1]
+
+
+class FsyncedAof:
+    """Cuts Redis's current AOF file back to what its last fsync covered, as logged by the
+    LD_PRELOAD shim of tests/support/fsynclog: exactly what a power loss keeps of it.
 
     (A kill -9 of redis-server alone loses nothing once Redis has write()n its AOF buffer,
     which it does before replying: the page cache survives the process. A power loss or a
     kernel crash does not keep it, and a slow disk makes Redis postpone that write() by up
-    to 2 s while it still replies. Truncating the file reproduces that loss.)"""
+    to 2 s while it still replies. Truncating the file reproduces that loss. Cutting by
+    time instead, "the last second", could drop writes WAITAOF had rightly confirmed as
+    fsynced: a loss no real crash produces.)"""
 
-    def __init__(self, data_dir: Path, every: float = 0.05):
+    def __init__(self, data_dir: Path, log: Path):
         self.data_dir = data_dir
-        self.samples: list[tuple[float, Path, int]] = []
-        self._stop = threading.Event()
-        self._every = every
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self.log = log
 
-    def current_file(self) -> Path:
-        manifest = (self.data_dir / "appendonlydir" / "appendonly.aof.manifest").read_text().split("\n")
-        incr = [line.split()[1] for line in manifest if line.endswith("type i")]
-        return self.data_dir / "appendonlydir" / incr[-1]
+    def fsynced_size(self, path: Path) -> int:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        sizes = [int(size) for logged, _, size in (line.rpartition(" ") for line in lines)
+                 if Path(logged) == path.resolve()]
+        return max(sizes, default=0)
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                path = self.current_file()
-                self.samples.append((time.monotonic(), path, path.stat().st_size))
-            except (OSError, IndexError):
-                pass
-            self._stop.wait(self._every)
-
-    def cut_back(self, seconds: float) -> int:
-        """Stop sampling and truncate the AOF to its size `seconds` before the last sample;
-        how many bytes were dropped. Call it while redis-server is down."""
-        self._stop.set()
-        self._thread.join(2)
-        last_time, path, _ = self.samples[-1]
-        keep = [size for at, sampled, size in self.samples if at <= last_time - seconds and sampled == path]
-        size = path.stat().st_size
-        new_size = keep[-1] if keep else 0
+    def cut_to_fsynced(self) -> int:
+        """Truncate the current AOF file to its last fsynced size; how many bytes were dropped.
+        Call it while redis-server is down."""
+        path = current_aof_file(self.data_dir)
+        size, keep = path.stat().st_size, self.fsynced_size(path)
         with open(path, "r+b") as handle:
-            handle.truncate(new_size)
+            handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-        return size - new_size
+        return size - keep

@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from apidocs import load_document
+from web.apidocs import load_document
 from sources import GOODREADS_HOSTS, NEWS_HOSTS
 
 # ---- text ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import jobs.context
 import parsers
 from config import Settings, load_settings
 from errors import ParseError
-from jobs.politeness import dispatch_policy
+from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submission, Submitter, make_queue
 from jobs.worker.claims import ClaimingQueue
 from sources import route

@@ -9,7 +9,7 @@ timeouts alone cannot stop a server that drips one byte per second forever. One 
 thread per process does that for every Deadline (a Timer thread per fetch cost ~0.1 ms of
 CPU to start and stop, more than the rest of the bookkeeping).
 
-tls_context() is the client TLS context a Fetcher shares between its connections: the CA
+tls_context() is the client TLS context a Transport shares between its connections: the CA
 bundle is parsed once, not at every new connection (urllib3 does that when given a path:
 ~25 ms of CPU for certifi's bundle).
 """

@@ -3,18 +3,14 @@ per-host delays, robots.txt, and slots and spacing for the hops outside a turn.
 
 Page jobs reach a worker through the frontier (jobs/frontier.py) only when their host may
 be fetched: the job then holds a *turn* on that host (Politeness.turn, around its fetch).
-The Fetcher enters Politeness.hop() around every hop of a fetch (redirects go to other
-hosts, so each hop is judged on its own host). A hop, in order:
+The Fetcher enters Politeness.hop() around every hop of a fetch, once the guard approved
+the hop (redirects go to other hosts, so each hop is judged on its own host). A hop, in order:
 
-1. robots.txt (when ROBOTS_TXT is on): the page URL is checked against the rules for its
-   origin (scheme, host, port) and the User-Agent's product token ("metaparse"). The file
-   is fetched through the same Fetcher (SSRF guard, pinned connections, body cap, the
-   fetch's own deadline) and cached in Redis for ROBOTS_CACHE_SECONDS. RFC 9309: 2xx
-   rules apply; 401/403 disallow all; other 4xx (404, 410) and too many redirects allow
-   all; 429, 5xx and network errors make the site "unreachable" for now: a transient
-   error, cached only UNREACHABLE_CACHE_SECONDS. A robots.txt redirect that the guard
-   refuses (127.0.0.1, a private name...) fails the page with BlockedAddress, like a
-   refusal of the page's own host: the cause is named, and nothing is cached.
+1. robots.txt (when ROBOTS_TXT is on, for a page's hop): the URL is checked against its
+   origin's rules (jobs/fetch/robots.py), cached in Redis for ROBOTS_CACHE_SECONDS. When
+   they are not cached, the file is read by the RobotsReader the hop was handed: a GET on
+   the low-level safe path whose own hops enter hop() with no reader (RFC 9309 always
+   allows robots.txt), so a robots.txt never asks for another one.
 2. On the host of the job's turn: nothing to wait for. The first request is the turn's
    own start; each further one (the page after its robots.txt, a same-host redirect)
    moves the host's next start one delay on (BORROW_START), so the host still sees one
@@ -45,43 +41,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from urllib.parse import SplitResult
 
-from protego import Protego
 from redis import Redis
-from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from config import Settings
-from errors import (
-    BlockedAddress,
-    FetchError,
-    FetchTimeout,
-    HostBusy,
-    RobotsDisallowed,
-    TooManyRedirects,
-    TransientFetchError,
-)
-from guard import check_url_shape
+from errors import FetchTimeout, HostBusy, TransientFetchError
+from guard import Target, check_url_shape
 from jobs import frontier
-from jobs.pinning import Deadline
+from jobs.fetch.pinning import Deadline
+from jobs.fetch.robots import (
+    Cached,
+    Robots,
+    RobotsReader,
+    RobotsVerdict,
+    cached_verdict,
+    origin_of,
+    read_cached_verdict,
+)
 from storage import host_delay_key, host_next_start_key, host_slots_key, robots_key
 
-if TYPE_CHECKING:  # type hints only: fetch.py names this module the same way, so no import cycle
-    from jobs.fetch import Fetcher, Page
+log = logging.getLogger("jobs.politeness")  # the logger name its lines have always carried
 
-log = logging.getLogger(__name__)
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_WAIT_SECONDS = 5.0  # longest a hop waits for a slot and its turn before HostBusy
 LEASE_MARGIN_SECONDS = 5.0  # a lease outlives the fetch deadline by this much
 POLL_SECONDS = 0.05  # how often a waiting hop asks for a free slot again
-UNREACHABLE_CACHE_SECONDS = 30  # an unreachable (or refused) robots.txt is asked again this soon
-UNREACHABLE_STATUSES = {429}  # with 5xx: RFC 9309 "unreachable", so disallow for now
 SLOW_DOWN_STATUSES = {429, 503}  # answers that double the host's delay (with a fetch timeout)
-PARSED_CACHE_SIZE = 64  # parsed robots.txt kept per process, by origin
-VERDICT_KINDS = ("rules", "allow", "disallow", "unreachable", "refused")
 
 # take_slot(lease set, token, limit, lease ms): 1 when the slot is taken.
 _TAKE_SLOT = """
@@ -196,112 +181,6 @@ class StartSpacer:
         self._borrow(args=[host, self.delay_ms])
 
 
-@dataclass(frozen=True)
-class RobotsVerdict:
-    """What one origin's robots.txt says, as cached: the rules text, or a blanket answer."""
-
-    kind: str  # one of VERDICT_KINDS
-    text: str = ""  # robots.txt for "rules"; why, for the others
-
-    def dump(self) -> str:
-        return f"{self.kind}\n{self.text}"
-
-    @classmethod
-    def load(cls, raw: bytes) -> "RobotsVerdict | None":
-        """None for a value we did not write (so it is fetched again, never read as "allow")."""
-        kind, _, text = raw.decode("utf-8", "replace").partition("\n")
-        return cls(kind, text) if kind in VERDICT_KINDS else None
-
-
-class Robots:
-    """robots.txt per origin: fetched through the Fetcher, cached in Redis, parsed by protego."""
-
-    def __init__(self, redis: Redis, settings: Settings):
-        self.redis = redis
-        self.cache_seconds = settings.robots_cache_seconds
-        self.agent = user_agent_token(settings.user_agent)
-        self._parsed: dict[str, tuple[str, Protego]] = {}
-
-    def check(self, fetcher: Fetcher, url: str, parts: SplitResult, deadline: Deadline,
-              cached: tuple[RobotsVerdict | None, int] | None = None) -> float | None:
-        """Return the rules' Crawl-delay (None: none) when url may be fetched; RobotsDisallowed,
-        or transient while unreachable.
-
-        cached: the origin's verdict and TTL as just read from Redis (None: read them here).
-        """
-        origin = origin_of(parts)
-        verdict, ttl = cached or self._cached(origin)
-        if verdict is None:
-            verdict = self._download(fetcher, f"{parts.scheme}://{parts.netloc}/robots.txt", deadline)
-            ttl = self._store(origin, verdict)
-        self._judge(verdict, origin, url, ttl)
-        return self._rules(origin, verdict.text).crawl_delay(self.agent) if verdict.kind == "rules" else None
-
-    def _cached(self, origin: str) -> tuple[RobotsVerdict | None, int]:
-        with self.redis.pipeline() as pipe:
-            return cached_verdict(*read_cached_verdict(pipe, origin).execute())
-
-    def _store(self, origin: str, verdict: RobotsVerdict) -> int:
-        short = verdict.kind in ("unreachable", "refused")  # ask again soon: it may be fixed
-        ttl = min(UNREACHABLE_CACHE_SECONDS, self.cache_seconds) if short else self.cache_seconds
-        self.redis.set(robots_key(origin), verdict.dump(), ex=ttl)
-        return ttl
-
-    def _download(self, fetcher: Fetcher, robots_url: str, deadline: Deadline) -> RobotsVerdict:
-        fetcher.check_target(robots_url)  # the page's own host refused: BlockedAddress as before
-        try:
-            return verdict_for(fetcher.fetch_robots(robots_url, deadline))
-        except HostBusy:
-            raise  # our own limits, not the site's state: nothing to cache
-        except TooManyRedirects:
-            return RobotsVerdict("allow", "robots.txt redirects too often (RFC 9309: unavailable)")
-        except TransientFetchError as exc:
-            return RobotsVerdict("unreachable", f"robots.txt unreachable: {exc}")
-        except BlockedAddress:
-            raise  # a redirect, or a second DNS answer, led to a refused address: name it as such
-        except FetchError as exc:  # TLS failure, over the body cap: the rules cannot be read
-            return RobotsVerdict("refused", f"robots.txt unreadable: {exc}")
-
-    def _judge(self, verdict: RobotsVerdict, origin: str, url: str, ttl: int) -> None:
-        if verdict.kind == "unreachable":
-            raise TransientFetchError(f"{verdict.text} ({origin}); retrying later", retry_after=ttl)
-        if verdict.kind in ("disallow", "refused"):
-            raise RobotsDisallowed(f"{verdict.text} ({origin}): {url} not fetched")
-        if verdict.kind == "rules" and not self._rules(origin, verdict.text).can_fetch(url, self.agent):
-            raise RobotsDisallowed(f"robots.txt of {origin} disallows {url} for {self.agent}")
-
-    def _rules(self, origin: str, text: str) -> Protego:
-        """Parsed rules, reused while the cached text is unchanged (parsing is the slow part)."""
-        known = self._parsed.get(origin)
-        if known is None or known[0] != text:
-            if len(self._parsed) >= PARSED_CACHE_SIZE:
-                self._parsed.pop(next(iter(self._parsed)))
-            known = self._parsed[origin] = (text, Protego.parse(text))
-        return known[1]
-
-
-def read_cached_verdict(pipe: Pipeline, origin: str) -> Pipeline:
-    """Queue on pipe the reads of an origin's cached robots.txt verdict: the verdict, its TTL."""
-    return pipe.get(robots_key(origin)).ttl(robots_key(origin))
-
-
-def cached_verdict(raw: bytes | None, ttl: int) -> tuple[RobotsVerdict | None, int]:
-    """What read_cached_verdict read: the verdict (None when not cached) and seconds it stays."""
-    return (RobotsVerdict.load(raw) if raw is not None else None), max(int(ttl), 1)
-
-
-def verdict_for(page: Page) -> RobotsVerdict:
-    """RFC 9309 section 2.3.1 by status: rules, allow all, disallow all, or unreachable."""
-    status = page.status
-    if 200 <= status < 300:
-        return RobotsVerdict("rules", page.body.decode("utf-8-sig", "replace"))  # -sig: drop a BOM
-    if status in (401, 403):
-        return RobotsVerdict("disallow", f"robots.txt answered HTTP {status}: all crawling disallowed")
-    if status >= 500 or status in UNREACHABLE_STATUSES:
-        return RobotsVerdict("unreachable", f"robots.txt answered HTTP {status}")
-    return RobotsVerdict("allow", f"robots.txt answered HTTP {status}: no rules")
-
-
 @dataclass
 class Turn:
     """A job's turn on its host, given by the frontier: requests to that host need no slot or wait."""
@@ -311,7 +190,7 @@ class Turn:
     began: float  # time.monotonic() when the job took its turn
     requests: int = 0
     crawl_delay: float | None = None  # the host's robots.txt Crawl-delay, when it has one
-    robots: tuple[RobotsVerdict | None, int] | None = None  # the verdict read with the turn, until used
+    robots: Cached | None = None  # the verdict read with the turn, until used
 
 
 _turn: ContextVar[Turn | None] = ContextVar("turn", default=None)
@@ -365,7 +244,7 @@ class Politeness:
             _turn.reset(reset)
 
     def _turn_and_robots(self, host: str, token: str,
-                         origin: str) -> tuple[bool, tuple[RobotsVerdict | None, int] | None]:
+                         origin: str) -> tuple[bool, Cached | None]:
         """In one round trip: does the job hold a turn on host, and the origin's cached robots.txt verdict."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zscore(host_slots_key(host), token)
@@ -401,54 +280,52 @@ class Politeness:
         return cls(Redis.from_url(settings.redis_url), settings)
 
     @contextmanager
-    def hop(self, fetcher: Fetcher, url: str, deadline: Deadline, robots_file: bool = False) -> Iterator[None]:
-        """Hold a slot for host(url) with its start spaced, after robots.txt allowed url.
+    def hop(self, target: Target, deadline: Deadline, read_robots: RobotsReader | None = None) -> Iterator[None]:
+        """Hold a slot for the target's host with its start spaced, after robots.txt allowed its URL.
 
-        robots_file: this hop fetches a robots.txt itself, which RFC 9309 always allows.
+        read_robots: how to read an origin's robots.txt that is not cached; None for a hop that
+        fetches a robots.txt itself, which RFC 9309 always allows (and which so never asks
+        for another robots.txt).
         """
-        parts = check_url_shape(url)  # a bad URL fails as it would without politeness
-        host = frontier.host_of(parts)
+        host = frontier.host_of(target.parts)
+        rules = read_robots if self.robots is not None else None
         turn = _turn.get()
         if turn is not None and turn.host == host:
-            self._within_turn(turn, fetcher, url, parts, deadline, robots_file)
+            self._within_turn(turn, target, deadline, rules)
             yield
             return
         with _redis_errors_are_transient():
-            token = None
-            if self.robots is not None and not robots_file:
-                token = self._robots_then_slot(fetcher, url, parts, host, deadline)
+            token = self._robots_then_slot(target, host, deadline, rules) if rules is not None else None
             token = self._take_turn(host, deadline, token)
         try:
             yield
         finally:
             self._release(host, token)
 
-    def _within_turn(self, turn: Turn, fetcher: Fetcher, url: str, parts: SplitResult, deadline: Deadline,
-                     robots_file: bool) -> None:
+    def _within_turn(self, turn: Turn, target: Target, deadline: Deadline, rules: RobotsReader | None) -> None:
         """A request on the host of the job's turn: robots.txt first (fetched in the same turn
         when not cached); no slot, no wait, but a second request pushes the next turn back."""
         with _redis_errors_are_transient():
-            if self.robots is not None and not robots_file:
+            if rules is not None:
                 cached, turn.robots = turn.robots, None  # read with the turn, for the job's own URL
-                turn.crawl_delay = self.robots.check(fetcher, url, parts, deadline, cached)
+                turn.crawl_delay = self.robots.check(target, deadline, rules, cached)
             if turn.requests:
                 self.spacer.borrow(turn.host)
         turn.requests += 1
 
-    def _robots_then_slot(self, fetcher: Fetcher, url: str, parts: SplitResult, host: str,
-                          deadline: Deadline) -> str | None:
-        """Raise unless robots.txt allows url; a slot on host when one came with the verdict.
+    def _robots_then_slot(self, target: Target, host: str, deadline: Deadline, rules: RobotsReader) -> str | None:
+        """Raise unless robots.txt allows the target's URL; a slot on host when one came with the verdict.
 
         Usually one round trip: the cached verdict and a free slot. A missing (or unreadable)
         verdict holds no slot while robots.txt is fetched: that fetch needs a slot of its own.
         """
-        raw, ttl, token = self.slots.try_acquire_after_reading(host, robots_key(origin_of(parts)))
+        raw, ttl, token = self.slots.try_acquire_after_reading(host, robots_key(origin_of(target.parts)))
         verdict = RobotsVerdict.load(raw) if raw is not None else None
         if verdict is None and token is not None:
             self._release(host, token)
             token = None
         try:
-            self.robots.check(fetcher, url, parts, deadline, cached=(verdict, max(ttl, 1)))
+            self.robots.check(target, deadline, rules, cached=(verdict, max(ttl, 1)))
         except BaseException:
             if token is not None:
                 self._release(host, token)  # refused by the rules: the slot was never used
@@ -488,15 +365,3 @@ def _redis_errors_are_transient() -> Iterator[None]:
     except RedisError as exc:
         raise TransientFetchError(f"per-host fetch limits unavailable (Redis): {exc}") from None
 
-
-def origin_of(parts: SplitResult) -> str:
-    """scheme://host:port, the unit robots.txt applies to (RFC 9309 section 2.3)."""
-    scheme = parts.scheme.lower()
-    host = frontier.host_of(parts)
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{parts.port or DEFAULT_PORTS[scheme]}"
-
-
-def user_agent_token(user_agent: str) -> str:
-    """The product token robots.txt groups are matched against: "metaparse/1.0 (...)" -> "metaparse"."""
-    return (user_agent.split("/")[0].split() or ["*"])[0]

@@ -1,7 +1,7 @@
 """GET /records (one page of records), /records.jsonl and /records.csv (every selected record,
 streamed): most recently fetched first, filtered by ?kind=, ?since= and ?batch= alike.
 
-The order and the cursor are record_index.py's; the export formats record_export.py's.
+The order and the cursor are record_index.py's; the export formats web/export.py's.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from api import load_batch_or_404, page_size, read_since, redis
 from batches import record_json
 from errors import ApiError
-from record_export import KINDS, LAYOUTS, csv_chunks, jsonl_chunks
+from web.export import KINDS, LAYOUTS, csv_chunks, jsonl_chunks
 from record_index import Position, RecordIndex, Selection, decode_cursor, encode_cursor
 
 records = Blueprint("records", __name__)

@@ -1,10 +1,10 @@
 """The web page at GET /: paste URLs, submit them to POST /parse, watch each one finish.
 
-Plain HTML, CSS and vanilla JS modules from webui/ (no build step, nothing from a CDN;
-webui/static/app.js is the entry). The page only calls the public JSON API, so it has no
+Plain HTML, CSS and vanilla JS modules from web/ui/ (no build step, nothing from a CDN;
+web/ui/static/app.js is the entry). The page only calls the public JSON API, so it has no
 powers a curl user lacks; the batch it shows lives in its address (/#batch=<id>), which
 never reaches the server. Everything a fetched page or the API says is inserted as text
-by webui/static/dom.js; the Content-Security-Policy below is a second line of defence
+by web/ui/static/dom.js; the Content-Security-Policy below is a second line of defence
 should that ever slip.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from flask import Blueprint, current_app, render_template
 
 webpage = Blueprint(
     "webpage", __name__,
-    template_folder="webui/templates",
-    static_folder="webui/static",
+    template_folder="ui/templates",
+    static_folder="ui/static",
     static_url_path="/ui",  # not /static: keeps clear of the app's own static route
 )
 
