@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line on stderr, for the web and the worker processes.
 
 configure_logging(level, fmt) is the one place logging is set up; gunicorn.conf.py and
-jobs/worker.py call it at start-up (gunicorn's workers and RQ's pool workers and
+jobs/worker/__main__.py call it at start-up (gunicorn's workers and RQ's pool workers and
 work-horses are forked, so they inherit it). Each line is
 `{"ts", "level", "logger", "message", "pid", ...fields}`: fields are a call's `extra=`,
 the fields bound with bind()/bound() in the current context, and `exc` (the traceback)
@@ -13,14 +13,12 @@ RQ's INFO lines about the ticker's jobs (dequeued, "Job OK", result discarded) a
 workers' maintenance passes (cleaning registries) are lowered to DEBUG by RoutineFilter. A
 routine job's warnings and errors keep their level, and so do RQ's lines about page jobs.
 
-Jobs: while a job runs, every line carries its `job_id` and `url`:
-- metrics.job_started() binds them at the start of fetch_and_parse and unbinds them when
-  the job ends (done, retried or failed), so the job's own lines and every library line
-  logged meanwhile carry them, whatever the worker class;
-- JobLogWorker / JobLogSimpleWorker (the pool runs the former) bind them around RQ's
-  execute_job too, so RQ's own lines about the job (in the worker and in its forked
-  work-horse: "Job OK", the result TTL, the traceback of a failure, a killed horse) carry
-  them. RQ's "dequeued" line, logged before the job is known to be ours, does not.
+Jobs: while a job runs, every line carries its `job_id` and `url`: JobLogWorker /
+JobLogSimpleWorker (the pool runs the former) bind them around RQ's execute_job, so the
+job's own lines, every library line logged meanwhile, and RQ's own lines about the job (in
+the worker and in its forked work-horse: "Job OK", the result TTL, the traceback of a
+failure, a killed horse) carry them. RQ's "dequeued" line, logged before the job is known
+to be ours, does not.
 gunicorn's own lines (access log, worker boots) keep gunicorn's format, with every value a
 request controls escaped (gunicorn.conf.py uses escaped()): a newline in a Basic-auth user
 name would otherwise start a forged line. Text lines escape control characters too; JSON

@@ -5,7 +5,7 @@ multiprocess mode): gunicorn's workers, and the RQ worker processes (or, with
 WORKER_EXECUTION=fork, the work-horse forked for each job). /metrics,
 served by any gunicorn worker, adds up all the files, so web and workers must share the
 folder (same host, same pid namespace). Who sets it:
-- launch.py (`make run`) and, when started by hand, gunicorn.conf.py and jobs/worker.py call
+- launch.py (`make run`) and, when started by hand, gunicorn.conf.py and jobs/worker/__main__.py call
   setup_multiprocess_dir(DATA_DIR): when the variable is unset it becomes DATA_DIR/metrics
   (./var/metrics), and the files of processes that are gone (an earlier run's) are removed;
   launch.py passes the variable to web and workers, so only launch.py cleans then. A folder
@@ -55,7 +55,6 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from redis.exceptions import RedisError
 
-import logs
 from errors import BlockedAddress, JobError
 from jobs import frontier
 from sources import SOURCES
@@ -437,7 +436,6 @@ def job_enqueued(route: Any, job_id: str) -> None:
 class _JobRun:
     queue: str
     source: str
-    log_token: contextvars.Token | None
     step: str | None = None
     step_started: float = 0.0
 
@@ -446,18 +444,17 @@ _run: contextvars.ContextVar[_JobRun | None] = contextvars.ContextVar("metaparse
 
 
 @_harmless
-def job_started(job: Any, url: str, source: str) -> None:
-    """Start of fetch_and_parse: bind job_id and url to every log line until the job ends."""
-    run = _JobRun(_bounded(getattr(job, "origin", None), QUEUES), _bounded(source, SOURCE_NAMES),
-                  logs.bind(job_id=job.id, url=url))
-    _run.set(run)
+def job_started(job: Any, source: str) -> None:
+    """Start of fetch_and_parse. Its log lines carry job_id and url: the worker binds them
+    around the job (logs.JobLogMixin)."""
+    _run.set(_JobRun(_bounded(getattr(job, "origin", None), QUEUES), _bounded(source, SOURCE_NAMES)))
     log.info("job started", extra={"queue": job.origin, "source": source, "retries_left": job.retries_left})
     _fold_when_crowded()
 
 
 @_harmless
 def job_step(step: str) -> None:
-    """_set_step: times the phases; parsing -> saving is a parse done."""
+    """jobs.tasks._set_step: times the phases; parsing -> saving is a parse done."""
     run = _run.get()
     if run is None:
         return
@@ -484,7 +481,7 @@ def fetch_done(page: Any) -> None:
 
 @_harmless
 def job_done() -> None:
-    """After the done record was saved: the end of the job's log context."""
+    """After the done record was saved: the end of the job's run."""
     run = _run.get()
     if run is None:
         return
@@ -492,24 +489,24 @@ def job_done() -> None:
         log.info("record saved", extra={"status": "done"})
         _metrics().done.labels(run.queue, run.source).inc()
     finally:
-        _end(run)
+        _end()
 
 
 @_harmless
 def job_retrying(exc: BaseException) -> None:
-    """_record_failure, when RQ will retry this transient failure (tasks.py logs it)."""
+    """jobs.tasks._note_failure, when RQ will retry this transient failure (tasks.py logs it)."""
     run = _run.get()
     if run is None:
         return
     try:
         _metrics().retries.labels(run.queue, run.source, _failure(run, exc)).inc()
     finally:
-        _end(run)
+        _end()
 
 
 @_harmless
 def job_failed(exc: BaseException, code: str) -> None:
-    """_record_failure, when the failure is final (before the failed record is saved)."""
+    """jobs.tasks._note_failure, when the failure is final (before the failed record is saved)."""
     run = _run.get()
     if run is None:
         return
@@ -518,7 +515,7 @@ def job_failed(exc: BaseException, code: str) -> None:
         _failure(run, exc)
         _metrics().failed.labels(run.queue, run.source, _bounded(code, error_codes())).inc()
     finally:
-        _end(run)
+        _end()
 
 
 def _failure(run: _JobRun, exc: BaseException) -> str:
@@ -534,8 +531,7 @@ def _failure(run: _JobRun, exc: BaseException) -> str:
                     error_codes())
 
 
-def _end(run: _JobRun) -> None:
-    logs.unbind(run.log_token)
+def _end() -> None:
     _run.set(None)
 
 

@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from sources import NEWS, SOURCES
 
@@ -295,9 +295,25 @@ CALLBACK_CLAIM = f"{PREFIX}:callback-claimed:"  # + batch id: set once its callb
 RECRAWL_DUE = f"{PREFIX}:recrawl-due"  # zset: news URL -> next re-crawl time
 RECRAWL_WANTED = f"{PREFIX}:recrawl-wanted"  # zset: news URL -> last time a client submitted it
 SNAPSHOTS = f"{PREFIX}:snapshots:"  # + canonical URL: newest-first list of headline snapshots
+SAVE_GUARD_SECONDS = 86400  # a save-once guard outlives every run of its job: as long as RQ keeps the job
 
 
-# ---- fetch politeness (jobs/politeness.py) -------------------------------------------------
+def saved_by_key(job_id: str) -> str:
+    """The generation (created_at) of job job_id that saved its record (Storage.save_once)."""
+    return f"{PREFIX}:saved-by:{job_id}"
+
+
+# ---- the workers' claims (jobs/worker/claims.py) --------------------------------------------
+
+JOB_CLAIMS = f"{PREFIX}:claims"  # zset: job id -> time its claim may be taken back
+JOB_CLAIM = f"{PREFIX}:claim:"  # + job id: the queue key (or frontier lane) the job was popped from
+
+
+def claim_key(job_id: str) -> str:
+    return JOB_CLAIM + job_id
+
+
+# ---- fetch politeness (jobs/fetch/politeness.py) -------------------------------------------
 
 def host_slots_key(host: str) -> str:
     """zset: lease token -> expiry (ms, Redis clock) of the fetches in flight to a lowercase host."""
@@ -374,13 +390,39 @@ class Storage:
         self.redis = redis
 
     def save_record(self, record: dict, ttl: int) -> None:
-        """Saved with its index entries; into the caller's transaction when given a pipeline."""
-        if isinstance(self.redis, Pipeline):  # crashsafe.save_once's MULTI: queue into it
-            _queue_record(self.redis, record, ttl)
-            return
+        """Saved with its index entries, in one transaction."""
         with self.redis.pipeline() as pipe:
             _queue_record(pipe, record, ttl)
             pipe.execute()
+
+    # ---- saved once per job generation (the page job: jobs/tasks.py) ------------------------
+
+    def saved_by(self, job_id: str) -> bytes | None:
+        """The generation of job job_id whose run saved its record (save_once); None: none did."""
+        return self.redis.get(saved_by_key(job_id))
+
+    def save_once(self, record: dict, ttl: int, job_id: str, generation: bytes,
+                  snapshot: dict | None = None, keep: int = 0) -> list[str] | None:
+        """Save the record (with a news page's snapshot, the newest `keep` kept) and a guard
+        naming the job's generation, in one transaction that also reads the batches watching
+        the URL: their ids. None, and nothing written, when this generation saved already."""
+        key, url = saved_by_key(job_id), record["url"]
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.get(key) == generation:
+                    pipe.unwatch()
+                    return None
+                pipe.multi()
+                _queue_record(pipe, record, ttl)
+                if snapshot is not None:
+                    _queue_snapshot(pipe, url, snapshot, keep, ttl)
+                pipe.set(key, generation, ex=SAVE_GUARD_SECONDS)
+                pipe.smembers(WATCHERS + url)
+                watching = pipe.execute()[-1]
+            except WatchError:
+                return None  # another run of this generation saved it this instant
+        return [member.decode() for member in watching]
 
     def load_record(self, canonical_url: str) -> dict | None:
         return self._load(record_key(canonical_url), record_problem)
@@ -515,15 +557,6 @@ class Storage:
         with self.redis.pipeline() as pipe:
             _queue_snapshot(pipe, canonical_url, snapshot, keep, ttl)
             pipe.execute()
-
-    @staticmethod
-    def after_save(pipe: Pipeline, canonical_url: str, snapshot: dict | None, keep: int, ttl: int) -> list[str]:
-        """Run pipe (what the caller queued), the snapshot's push (when given) and the read of the
-        batches watching canonical_url in one round trip; returns those batches' ids."""
-        if snapshot is not None:
-            _queue_snapshot(pipe, canonical_url, snapshot, keep, ttl)
-        pipe.smembers(WATCHERS + canonical_url)
-        return [member.decode() for member in pipe.execute()[-1]]
 
     def load_snapshots(self, canonical_url: str) -> list[dict]:
         """Newest first."""

@@ -6,7 +6,7 @@ seed:  what a first hand-rolled RQ scraper looks like: a fork-per-job rq.Worker,
        (requests, bs4) and compiles its CSS selectors anew.
 seed + preloaded imports: the same, run by PreloadedSeedWorker, which imports this module
        and compiles the selectors once in the worker before it forks, as the service's pool
-       does (jobs/crashsafe.py preload_job_code): how much of the service's gain over the
+       does (jobs/worker/__main__.py preload_job_code): how much of the service's gain over the
        seed is preloading alone.
 floor: the least a worker can do per URL: pop from a Redis list, fetch over one reused
        keep-alive connection, regex-extract the page's JSON blocks, json.loads, store.

@@ -25,7 +25,9 @@ from rq import Retry, get_current_job
 
 from batches import TERMINAL, batch_summary
 from config import Settings
+from jobs.context import process_context
 from jobs.queues import CALLBACK_QUEUE, make_queue
+from jobs.retries import will_retry
 from jobs.trust import DELIVERY_FUNCTION
 import jsontext
 from storage import Storage
@@ -83,8 +85,6 @@ def sweep(connection: Redis) -> int:
 
 def deliver(batch_id: str) -> dict:
     """RQ job: POST the finished batch to its callback_url, signed."""
-    from jobs.tasks import process_context, will_retry  # tasks imports this module
-
     job = get_current_job()
     context = process_context()
     batch = Storage(job.connection).load_batch(batch_id)

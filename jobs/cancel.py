@@ -1,11 +1,11 @@
 """Cancel page jobs that have not started: queued, waiting to retry (scheduled) or deferred.
 
-One WATCH/MULTI transaction per job: the job's status and its claim (jobs/crashsafe.py) are
+One WATCH/MULTI transaction per job: the job's status and its claim (jobs/worker/claims.py) are
 read under WATCH, then RQ's Job.cancel() (status `canceled`, out of its queue or registry,
 into the canceled registry) and frontier.FORGET (out of its host's lane) are written
 together. A worker that claims the job meanwhile changes the claim key, so the transaction
 fails and is looked at again: the job is then being started, and is left alone. A started
-job is never stopped (a job running in the worker cannot be stopped alone: crashsafe.py).
+job is never stopped (a job running in the worker cannot be stopped alone: jobs/worker/inprocess.py).
 
 One race is RQ's own: its scheduler reads the jobs due for a retry, then queues them without
 a lock, so a retry that falls due in the same few milliseconds as its cancel can still run.
@@ -27,9 +27,8 @@ from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
 
 from jobs import callbacks, frontier
-from jobs.crashsafe import claim_key
 from jobs.queues import PAGE_QUEUE_NAMES, RESULT_TTL, fetch_job, make_queue
-from storage import Storage
+from storage import Storage, claim_key
 
 CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 CANCELED_TTL = RESULT_TTL  # a day, as finished jobs

@@ -2,7 +2,7 @@
 
 Page jobs are enqueued on their RQ queue (goodreads, news, pages) as RQ does it, so every
 RQ path (enqueue, the scheduler's retries, requeue from the dashboard) keeps working: the
-RQ list is the frontier's *inbox*. The worker's dequeue (jobs/crashsafe.py, ClaimingQueue)
+RQ list is the frontier's *inbox*. The worker's dequeue (jobs/worker/claims.py, ClaimingQueue)
 runs DISPATCH, one Lua script that, atomically:
 
 1. pops the plain queues first (maintenance, callbacks: a few ms each, never per host);

@@ -18,6 +18,7 @@ from rq.exceptions import DuplicateJobError
 
 from jobs import callbacks, recrawl
 from jobs.cancel import forget_old_cancels
+from jobs.context import process_context
 from jobs.queues import MAINTENANCE_QUEUE, make_queue
 from jobs.trust import TICK_FUNCTION
 from record_index import RecordIndex
@@ -40,8 +41,6 @@ def ensure_ticking(connection: Redis, every: int) -> None:
 
 def tick() -> dict:
     """RQ job: one round of maintenance, then the next tick."""
-    from jobs.tasks import process_context  # tasks imports callbacks, which this module imports
-
     job = get_current_job()
     settings = process_context().settings
     try:

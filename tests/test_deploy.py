@@ -11,7 +11,7 @@ import yaml
 from redis import Redis
 
 from config import PROJECT_ROOT, Settings, load_settings
-from jobs.crashsafe import TIMINGS
+from jobs.worker.timings import TIMINGS
 from tests.support.redis_server import RedisServer
 
 COMPOSE_TEXT = (PROJECT_ROOT / "docker-compose.yml").read_text()

@@ -15,8 +15,8 @@ import pytest
 
 import parsers
 from config import load_settings
-from jobs import crashsafe
 from jobs.queues import Submitter, fetch_job, is_fresh, make_queue
+from jobs.tasks import record_crash
 from server import create_app
 from sources import route
 from storage import Storage, batch_key, make_record, record_key
@@ -112,7 +112,7 @@ def fail_by_404(site: FixtureServer, redis_client, env: dict[str, str], url: str
 def fail_by_a_dead_worker(site: FixtureServer, redis_client, env: dict[str, str], url: str) -> None:
     """What the worker pool records when the worker running the job died on its last try."""
     submission = Submitter(redis_client, load_settings(env)).submit(route(url, allow_any_site=True))
-    crashsafe.record_crash(fetch_job(redis_client, submission.job_id), "killed")
+    record_crash(fetch_job(redis_client, submission.job_id), "killed")
 
 
 @pytest.mark.parametrize("fail", [fail_by_404, fail_by_a_dead_worker], ids=["site-answers-404", "worker-died"])

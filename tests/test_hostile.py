@@ -48,7 +48,7 @@ from rq import Worker
 
 from config import PROJECT_ROOT
 from jobs.queues import fetch_job
-from jobs.worker import ADDRESS_SPACE_LIMIT
+from jobs.worker.limits import ADDRESS_SPACE_LIMIT
 from sources import route
 from tests.support import processes
 from tests.support.fixture_server import FixtureServer, Reply

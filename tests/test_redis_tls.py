@@ -19,11 +19,12 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.worker_pool import run_worker
 
-import jobs.tasks
+import jobs.context
 from config import load_settings
-from jobs import crashsafe
 from jobs.queues import Submitter
-from jobs.worker import build_pool
+from jobs.worker.__main__ import build_pool
+from jobs.worker.base import CrashSafeWorker
+from jobs.worker.claims import ClaimingQueue
 from launch import free_port
 from server import create_app
 from sources import route
@@ -134,8 +135,9 @@ def test_a_worker_built_from_the_pool_connection_runs_the_job(env, secure, site,
                   "FETCH_CA_BUNDLE": str(site.write_ca_bundle(tmp_path / "site-ca.pem"))}
     for name, value in worker_env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs.tasks, "_context", None)  # the job reads its settings from this environment
-    monkeypatch.setattr(crashsafe.CrashSafeWorker, "pool_pid", crashsafe.CrashSafeWorker.pool_pid)  # build_pool sets it
+    monkeypatch.setattr(jobs.context, "_context", None)  # the job reads its settings from this environment
+    for cls, name in ((CrashSafeWorker, "pool_pid"), (ClaimingQueue, "dispatch_policy"), (ClaimingQueue, "inbox_keys")):
+        monkeypatch.setattr(cls, name, getattr(cls, name))  # build_pool sets them for the whole process
     settings = load_settings(worker_env)
     pool = build_pool(settings)
     assert pool._pool_kwargs.get("password") == (PASSWORD if secure.url.startswith("redis:") else None)

@@ -330,19 +330,25 @@ def test_non_dict_batch_refused(store, redis, caplog):
     assert "not a dict" in caplog.text
 
 
-def test_after_save_runs_the_callers_commands_with_the_snapshot_and_the_watchers(store, redis):
+def test_save_once_saves_the_record_snapshot_and_guard_together_and_reads_the_watchers(store, redis):
     store.watch_batch("b1", [URL])
     for n in range(3):
         store.push_snapshot(URL, a_snapshot(n), keep=3, ttl=60)
-    with redis.pipeline() as pipe:
-        pipe.set("caller:key", b"queued first")
-        watching = store.after_save(pipe, URL, a_snapshot(3), 3, 60)
-    assert watching == ["b1"] and redis.get("caller:key") == b"queued first"
+    record = make_record(URL, "goodreads_book", "done", "1", data={"title": "The Hobbit"})
+    assert store.save_once(record, 60, "job-1", b"gen-1", a_snapshot(3), keep=3) == ["b1"]
+    assert store.load_record(URL)["status"] == "done" and store.saved_by("job-1") == b"gen-1"
+    assert redis.get("metaparse:saved-by:job-1") == b"gen-1" and 0 < redis.ttl("metaparse:saved-by:job-1") <= 86400
     titles = [snap["headlines"][0]["title"] for snap in store.load_snapshots(URL)]
     assert titles == ["Story 3", "Story 2", "Story 1"]  # newest `keep` kept
-    with redis.pipeline() as pipe:
-        assert store.after_save(pipe, "https://www.goodreads.com/book/show/1", None, 3, 60) == []
-    assert store.load_snapshots("https://www.goodreads.com/book/show/1") == []
+    # The same generation again (a re-run): nothing written, not even its snapshot.
+    failed = make_record(URL, "goodreads_book", "failed", "1", error={"code": "x", "message": "y"})
+    assert store.save_once(failed, 60, "job-1", b"gen-1", a_snapshot(4), keep=3) is None
+    assert store.load_record(URL)["status"] == "done" and len(store.load_snapshots(URL)) == 3
+    # A later generation of the job saves; without a snapshot, none is pushed.
+    assert store.save_once(failed, 60, "job-1", b"gen-2") == ["b1"]
+    assert store.load_record(URL)["status"] == "failed" and store.saved_by("job-1") == b"gen-2"
+    assert [snap["headlines"][0]["title"] for snap in store.load_snapshots(URL)] == titles
+    assert store.saved_by("job-2") is None
 
 
 # --- values that unpickle safely but are not plain data of the right shape ---------------------------

@@ -13,7 +13,7 @@ Each measure closes one way in:
 - No state change by GET or HEAD: a dashboard rule that accepts POST changes state
   (requeue, requeue all, delete, empty, compact) and answers 405 to a safe method
   (requeue_all also accepts GET upstream). Every other rule only reads. Emptying the
-  started registry answers 409: its jobs are running, under leases (jobs/crashsafe.py).
+  started registry answers 409: its jobs are running, under leases (jobs/worker/timings.py).
 - CSRF: browsers send cached Basic credentials along with any site's request, so a POST
   under /rqstatus needs `X-Requested-With: XMLHttpRequest`, which jQuery adds to the
   dashboard's own same-origin $.post calls, and must not be marked cross-site by
@@ -186,7 +186,7 @@ def refuse_cross_site_post() -> None:
 
 
 def refuse_emptying_started_jobs() -> None:
-    """The started registry holds running jobs and their leases (jobs/crashsafe.py): deleting
+    """The started registry holds running jobs and their leases (jobs/worker/timings.py): deleting
     them would not stop them, and RQ 3 cannot remove an entry whose job is gone (a 500)."""
     if request.endpoint == f"{BLUEPRINT}.empty_queue" and (request.view_args or {}).get("registry_name") == "started":
         raise ApiError(409, "jobs_running", "started jobs are running: they end by finishing, failing or "

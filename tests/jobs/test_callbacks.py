@@ -15,13 +15,14 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-import jobs.tasks
+import jobs.context
 import jobs.ticker
 import parsers
 from config import load_settings
 from jobs import recrawl
 from jobs.callbacks import BODIES, sign, sweep
-from jobs.queues import CALLBACK_QUEUE, MAINTENANCE_QUEUE, QUEUE_NAMES, fetch_job, make_queue
+from jobs.queues import CALLBACK_QUEUE, MAINTENANCE_QUEUE, QUEUE_NAMES, fetch_job, job_id_for, make_queue
+from jobs.tasks import generation, record_crash
 from jobs.ticker import ensure_ticking
 from server import create_app
 from storage import CALLBACK_FORMATS, Storage, make_record
@@ -51,7 +52,7 @@ def env(site, base_env, tmp_path: Path, monkeypatch) -> dict[str, str]:
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs.tasks, "_context", None)
+    monkeypatch.setattr(jobs.context, "_context", None)
     site.posts.clear()
     site.routes["/book/show/7"] = Reply(body=b"<html><title>Seven</title></html>")
     site.routes["/done"] = Reply(204, b"", {})
@@ -138,6 +139,34 @@ def test_a_batch_of_cached_pages_calls_back_at_once(client, redis_client, site):
     assert body["accepted"][0]["status"] == "cached"
     work(redis_client)
     assert json.loads(site.posts["/done"][0][1])["counts"] == {"done": 1}
+
+
+def test_a_rerun_after_a_save_then_crash_still_calls_the_batch_back(client, redis_client, site):
+    """The first run saved the record and died before RQ heard of it: the re-run neither
+    fetches nor saves, and still tells the batch its page is done (notify once, every path)."""
+    site.hits.clear()
+    client.post("/parse", json={"urls": [BOOK], "callback_url": HOOK})
+    job = fetch_job(redis_client, job_id_for(BOOK))
+    saved = make_record(BOOK, "goodreads_book", "done", "1", data={"title": "first run"})
+    assert Storage(redis_client).save_once(saved, 3600, job.id, generation(job)) is not None
+    work(redis_client)
+    [(_, body)] = site.posts["/done"]
+    assert json.loads(body)["counts"] == {"done": 1} and "/book/show/7" not in site.hits
+
+
+def test_a_page_whose_last_run_died_calls_its_batch_back_as_failed(client, redis_client, site):
+    """The crash handler (record_crash: the worker's, when no retries are left) saves a failed
+    record and tells the batches waiting on the page."""
+    client.post("/parse", json={"urls": [BOOK], "callback_url": HOOK})
+    job = fetch_job(redis_client, job_id_for(BOOK))
+    make_queue("goodreads", redis_client).remove(job)  # the job had started; its worker died
+    job.set_status(JobStatus.STARTED)
+    record_crash(job, "the worker running this job died and no retries are left")
+    work(redis_client)
+    [(_, body)] = site.posts["/done"]
+    payload = json.loads(body)
+    assert payload["counts"] == {"failed": 1}
+    assert payload["items"][0]["error"]["code"] == "worker_crashed"
 
 
 def test_no_callback_until_every_url_of_the_batch_is_finished(client, redis_client, site):

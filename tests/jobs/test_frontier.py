@@ -19,11 +19,14 @@ from redis import Redis
 
 from config import Settings, load_settings
 from jobs import frontier
-from jobs.crashsafe import CLAIM, CLAIMS, ClaimingQueue, sweep_claims
 from jobs.fetch.robots import origin_of
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, job_id_for
+from jobs.worker.claims import ClaimingQueue, sweep_claims
 from sources import route
-from storage import FRONTIER_BACKLOG, FRONTIER_READY, host_delay_key, host_next_start_key, host_slots_key, robots_key
+from storage import (
+    FRONTIER_BACKLOG, FRONTIER_READY, JOB_CLAIM, JOB_CLAIMS, host_delay_key, host_next_start_key, host_slots_key,
+    robots_key,
+)
 from tests.support import processes
 from tests.support.exposition import parse_exposition, value
 from tests.support.fixture_server import FixtureServer, Reply, send_reply
@@ -57,7 +60,7 @@ class Workers:
 
     def take(self) -> tuple[str | None, float]:
         """(the URL of the job given out, 0) or (None, seconds until a host's turn)."""
-        queue_key, found = frontier.dispatch(self.redis, self.rules, CLAIMS, CLAIM, time.time() + 30,
+        queue_key, found = frontier.dispatch(self.redis, self.rules, JOB_CLAIMS, JOB_CLAIM, time.time() + 30,
                                              QUEUE_KEYS[:2], QUEUE_KEYS[2:])
         if queue_key is None:
             return None, found
@@ -108,7 +111,7 @@ def test_plain_queues_come_first_and_are_never_held_per_host(redis_client, submi
     submit(submitter, [f"{BOOKS}1"], lane="a")
     redis_client.rpush("rq:queue:callbacks", "callback-job")
     redis_client.rpush("rq:queue:maintenance", "tick-job")
-    given = [frontier.dispatch(redis_client, workers.rules, CLAIMS, CLAIM, time.time() + 30, QUEUE_KEYS[:2],
+    given = [frontier.dispatch(redis_client, workers.rules, JOB_CLAIMS, JOB_CLAIM, time.time() + 30, QUEUE_KEYS[:2],
                                QUEUE_KEYS[2:]) for _ in range(2)]
     assert given == [("rq:queue:maintenance", "tick-job"), ("rq:queue:callbacks", "callback-job")]  # README's order
     assert workers.take()[0] == f"{BOOKS}1"
@@ -180,7 +183,7 @@ def test_a_job_without_a_page_url_is_given_out_at_once(redis_client, submitter, 
     submit(submitter, [f"{BOOKS}1"], lane="a")
     redis_client.hset("rq:job:foreign", mapping={"description": "os.getpid()", "origin": "goodreads"})
     redis_client.rpush("rq:queue:goodreads", "foreign")
-    assert frontier.dispatch(redis_client, workers.rules, CLAIMS, CLAIM, time.time() + 30, QUEUE_KEYS[:2],
+    assert frontier.dispatch(redis_client, workers.rules, JOB_CLAIMS, JOB_CLAIM, time.time() + 30, QUEUE_KEYS[:2],
                              QUEUE_KEYS[2:]) == ("rq:queue:goodreads", "foreign")  # for the worker to refuse
     assert workers.take()[0] == f"{BOOKS}1"
     assert redis_client.zcard(host_slots_key("")) == 0  # no host turn was taken for it

@@ -14,7 +14,6 @@ from rq.registry import ScheduledJobRegistry
 import jobs.tasks
 import parsers
 from config import load_settings
-from jobs import crashsafe
 from jobs.queues import backoff_seconds, fetch_job, job_id_for, make_queue
 from storage import Storage, make_record, robots_key
 from tests.support import job_runs
@@ -111,7 +110,8 @@ def test_a_rerun_after_a_save_then_crash_neither_fetches_nor_saves_again(server,
     submission = submit(redis_client, worker_env)
     saved = make_record(BOOK_URL, "goodreads_book", "done", parsers.PARSER_VERSION, data={"title": "The first run"})
     job = fetch_job(redis_client, submission.job_id)
-    assert crashsafe.save_once(job, Storage(redis_client), saved, 3600)  # the first run saved, then died
+    # The first run saved, then died:
+    assert Storage(redis_client).save_once(saved, 3600, job.id, jobs.tasks.generation(job)) == []
     work_burst(redis_client)
     assert Storage(redis_client).load_record(BOOK_URL)["data"]["title"] == "The first run"
     assert "/book/show/42" not in server.hits

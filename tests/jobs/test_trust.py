@@ -13,7 +13,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer, PickleSerializer
 
 from errors import ForeignJob
-from jobs.crashsafe import crash_safe
+from jobs.worker.pool import crash_safe
 from jobs.queues import make_queue
 from jobs.trust import JOB_FUNCTION, JOB_FUNCTIONS, UNREADABLE, JsonJob, NotJsonJob, ServiceJob
 from tests.support import import_trap

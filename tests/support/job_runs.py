@@ -11,13 +11,13 @@ from redis import Redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-import jobs.tasks
+import jobs.context
 import parsers
 from config import Settings, load_settings
 from errors import ParseError
-from jobs.crashsafe import ClaimingQueue
 from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submission, Submitter, make_queue
+from jobs.worker.claims import ClaimingQueue
 from sources import route
 from storage import Storage, make_record
 from tests.support.fixture_server import FixtureServer
@@ -48,7 +48,7 @@ def worker_env(site: FixtureServer, redis_url: str, tmp_path: Path, monkeypatch,
                clear_routes: bool = True, clear_hits: bool = False, hosts: tuple[str, ...] = ("www.goodreads.com",),
                settings: dict[str, str] | None = None) -> dict[str, str]:
     """The job's settings, read from the environment like a worker's: set there (monkeypatch
-    undoes it) and jobs.tasks' cached context dropped so the job rebuilds them. The site plays
+    undoes it) and jobs.context's cached context dropped so the job rebuilds them. The site plays
     `hosts`; `settings` adds other variables. The site's routes (and, with clear_hits, its hit
     counts) are reset for the test."""
     if clear_routes:
@@ -60,7 +60,7 @@ def worker_env(site: FixtureServer, redis_url: str, tmp_path: Path, monkeypatch,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings from this env
+    monkeypatch.setattr(jobs.context, "_context", None)  # rebuild settings from this env
     return env
 
 

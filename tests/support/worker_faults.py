@@ -37,7 +37,7 @@ def stick_fetches(marker: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import jobs.worker
+    from jobs.worker.__main__ import main
 
     stick_fetches()
-    jobs.worker.main()
+    main()

@@ -24,8 +24,8 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from werkzeug.serving import make_server
 
+import jobs.context
 from web import dashboard
-import jobs.tasks
 import ratelimit
 from config import load_settings
 from errors import ConfigError
@@ -336,7 +336,7 @@ def hostile_failed_job(hostile_site, env, redis_client, redis_url, tmp_path, mon
                   "FETCH_CA_BUNDLE": str(hostile_site.write_ca_bundle(tmp_path / "ca.pem"))}
     for name, value in worker_env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs.tasks, "_context", None)  # the job reads its settings from this environment
+    monkeypatch.setattr(jobs.context, "_context", None)  # the job reads its settings from this environment
     Submitter(redis_client, load_settings(worker_env)).submit(route(HOSTILE_BOOK))
     queue = make_queue("goodreads", redis_client)
     SimpleWorker([queue], connection=redis_client, serializer=JSONSerializer).work(burst=True)

@@ -13,10 +13,9 @@ from config import load_settings
 from jobs.attempts import JobState, attempts_json, note_failure
 from jobs import cancel as cancel_module
 from jobs.cancel import CANCELED_TTL, cancel_job, cancel_jobs, forget_old_cancels
-from jobs.crashsafe import claim_key
 from jobs.queues import Submitter, job_id_for, make_queue
 from sources import GOODREADS, route
-from storage import BATCH_INDEX, BATCH_TTL, Storage, batch_card_key
+from storage import BATCH_INDEX, BATCH_TTL, Storage, batch_card_key, claim_key
 
 BOOK = "https://www.goodreads.com/book/show/{}"
 

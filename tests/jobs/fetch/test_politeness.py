@@ -19,7 +19,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 import guard
-import jobs.tasks
+import jobs.context
 from config import Settings, load_settings
 from launch import free_port
 from errors import BlockedAddress, FetchTimeout, HostBusy, HttpStatusError, RobotsDisallowed, TransientFetchError
@@ -620,7 +620,7 @@ def worker_env(site, ca_bundle, redis_url, redis_client, monkeypatch) -> dict[st
            "FETCH_RETRIES": "2", "FETCH_HOST_DELAY": "0", "FETCH_DEADLINE": "2", "FETCH_CONNECT_TIMEOUT": "1"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs.tasks, "_context", None)  # rebuild settings (and politeness) from this env
+    monkeypatch.setattr(jobs.context, "_context", None)  # rebuild settings (and politeness) from this env
     return env
 
 

@@ -1,6 +1,6 @@
 """Crash safety, with the faults injected for real: SIGKILLed work-horses, workers and pools,
 a kill -9 of redis-server, SIGTERM shutdowns, jobs stuck where no timeout reaches them.
-Mechanisms: jobs/crashsafe.py, journal.py. Scenarios that make sense for both execution
+Mechanisms: jobs/worker/ (the runtime), jobs/tasks.py (saved once), journal.py. Scenarios that make sense for both execution
 modes run in both (MODES: a worker runs its jobs in-process, or forks a horse per job);
 those about horses run in fork mode.
 
@@ -12,6 +12,7 @@ Each prints what it measured (run with -s to see it).
 """
 from __future__ import annotations
 
+import ast
 import os
 import random
 import re
@@ -26,16 +27,18 @@ import pytest
 import requests
 from rq.job import Job
 
-from config import load_settings
-from jobs import crashsafe
+import jobs.context
+from config import PROJECT_ROOT, load_settings
 from jobs.callbacks import DELIVERY_RETRY_INTERVALS
-from jobs.crashsafe import (
-    CLAIMS, TIMINGS, ClaimingQueue, ClaimLost, CrashSafeWorker, Timings, already_saved, claim_key, save_once,
-    sweep_claims,
-)
 from jobs.queues import RETRY_INTERVALS, job_id_for, make_queue
+from jobs.tasks import PageRun
+from jobs.worker.__main__ import service_job_timeouts
+from jobs.worker.base import CrashSafeWorker
+from jobs.worker.claims import ClaimingQueue, ClaimLost, sweep_claims
+from jobs.worker.timings import TIMINGS, Timings, timings_hold
 from journal import Journal, Reconciler, redis_tag, resubmit_missing
-from storage import Storage, make_record
+from sources import SOURCES
+from storage import JOB_CLAIMS, Storage, claim_key, make_record
 from tests.support import fsynclog, processes
 from tests.support.crash_service import (
     CrashService, FsyncedAof, SaveCounter, alive, book_url, horse_of, kill, worker_processes, worker_tree,
@@ -55,7 +58,7 @@ def report(title: str, **figures) -> None:
 
 @pytest.mark.parametrize("timeout", [5, 10, 30, 60, 180, 600, 3600])
 def test_a_horse_is_gone_before_its_job_can_be_seen_as_abandoned(timeout):
-    """INVARIANT (jobs/crashsafe.py): for an execution prepared at T0 with job timeout t,
+    """INVARIANT (jobs/worker/timings.py): for an execution prepared at T0 with job timeout t,
     the horse has exited, and its end been recorded, by T0 + t + HARD_KILL_GRACE + KILL_SLACK
     (RQ's SIGALRM at t; the worker's watchdog SIGKILL at t + HARD_KILL_GRACE; PDEATHSIG if
     the worker dies), while RQ's StartedJobRegistry.cleanup sees the execution as abandoned
@@ -76,10 +79,11 @@ def test_a_horse_is_gone_before_its_job_can_be_seen_as_abandoned(timeout):
 
 def test_the_settings_and_the_worker_keep_the_invariant(redis_client):
     settings = load_settings({"REDIS_URL": "redis://127.0.0.1:1/0"})
-    assert crashsafe.timings_hold(settings)
+    assert timings_hold(service_job_timeouts(settings))
     for timeout in (5, 60, 3600):  # the whole JOB_TIMEOUT range config.py allows
-        assert crashsafe.timings_hold(load_settings({"REDIS_URL": "redis://x", "JOB_TIMEOUT": str(timeout),
-                                                     "FETCH_DEADLINE": "4", "FETCH_CONNECT_TIMEOUT": "2"}))
+        assert timings_hold(service_job_timeouts(load_settings(
+            {"REDIS_URL": "redis://x", "JOB_TIMEOUT": str(timeout), "FETCH_DEADLINE": "4",
+             "FETCH_CONNECT_TIMEOUT": "2"})))
     assert not Timings(lease_grace=5, hard_kill_grace=3, kill_slack=2).holds_for(60)  # the check can fail
     worker = CrashSafeWorker(["goodreads"], connection=redis_client, queue_class=ClaimingQueue)
     assert worker.maintenance_interval == TIMINGS.maintenance_interval
@@ -101,9 +105,11 @@ def test_a_claimed_job_either_starts_or_goes_back_never_both(redis_client):
     # Popped and claimed in one step: in no list, but in the claims.
     assert ClaimingQueue.lpop([queue.key], None, redis_client) == (queue.key.encode(), b"claim-a")
     assert redis_client.exists(claim_key("claim-a")) and queue.job_ids == ["claim-b"]
+    # The keys' names are the ones every running service has (claims in flight survive an upgrade).
+    assert redis_client.exists("metaparse:claim:claim-a") and redis_client.zscore("metaparse:claims", "claim-a")
     # Its worker died: the sweep puts it back at the head of its queue; a late start is refused.
     assert sweep_claims(redis_client, at=time.time() + 3600) == 1
-    assert queue.job_ids == ["claim-a", "claim-b"] and not redis_client.zcard(CLAIMS)
+    assert queue.job_ids == ["claim-a", "claim-b"] and not redis_client.zcard(JOB_CLAIMS)
     with pytest.raises(ClaimLost):
         worker.prepare_execution(first)
     # Claimed and started: the sweep finds nothing to take back.
@@ -120,20 +126,45 @@ def test_a_claimed_job_either_starts_or_goes_back_never_both(redis_client):
     ClaimingQueue.lpop([queue.key], None, redis_client)
     queue.enqueue_job(again)
     assert sweep_claims(redis_client, at=time.time() + 3600) == 0 and queue.job_ids == ["claim-c"]
-    assert not redis_client.zcard(CLAIMS)
+    assert not redis_client.zcard(JOB_CLAIMS)
 
 
-def test_a_record_is_saved_once_per_job_generation(redis_client):
+def test_the_runtime_knows_no_job():
+    """jobs/worker/ imports no job (jobs.tasks, callbacks, ticker) nor what only jobs use
+    (parsers, sources, snapshots, metrics): __main__.py, the entry point, wires the jobs in."""
+    allowed = {"config", "storage", "jobs.frontier", "jobs.trust"}
+    project = {path.stem for path in PROJECT_ROOT.glob("*.py")} | {path.name for path in PROJECT_ROOT.iterdir()
+                                                                   if (path / "__init__.py").exists()}
+    for path in sorted((PROJECT_ROOT / "jobs" / "worker").glob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] in project and module != "jobs" and not module.startswith("jobs.worker"):
+                    assert module in allowed or module.rsplit(".", 1)[0] in allowed, f"{path.name} imports {module}"
+
+
+def test_a_record_is_saved_once_per_job_generation(redis_client, redis_url, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)  # the settings a run reads (its TTLs)
+    monkeypatch.setattr(jobs.context, "_context", None)
     queue = make_queue("goodreads", redis_client)
     job = queue.enqueue("jobs.tasks.fetch_and_parse", "https://x.test/1", "goodreads", job_id="once")
-    storage = Storage(redis_client)
     record = make_record("https://x.test/1", "goodreads_book", "done", "1", data={})
-    assert not already_saved(job)
-    assert save_once(job, storage, record, 60) is True
-    assert already_saved(job) and save_once(job, storage, record, 60) is False  # a re-run of it
+    first = PageRun(job, "https://x.test/1", SOURCES["goodreads"])
+    assert not first.already_saved()
+    assert first.save_once(record) is True
+    rerun = PageRun(Job.fetch("once", connection=redis_client), "https://x.test/1", SOURCES["goodreads"])
+    assert rerun.already_saved() and rerun.save_once(record) is False  # a re-run of it
     again = Job.fetch("once", connection=redis_client)
     again.created_at = datetime.now(timezone.utc) + timedelta(seconds=1)  # a later submission
-    assert not already_saved(again) and save_once(again, storage, record, 60) is True
+    later = PageRun(again, "https://x.test/1", SOURCES["goodreads"])
+    assert not later.already_saved() and later.save_once(record) is True
 
 
 def test_the_journal_resubmits_what_redis_lost_and_rotates(redis_client, redis_url, tmp_path):

@@ -1,4 +1,4 @@
-"""In-process execution (WORKER_EXECUTION=inprocess, jobs/crashsafe.py InProcessWorker): the
+"""In-process execution (WORKER_EXECUTION=inprocess, jobs/worker/inprocess.py InProcessWorker): the
 guarantees of a work-horse, kept without forking one per job.
 
 Each worker here runs in a forked child process (a real RQ work loop in burst mode, on the
@@ -20,21 +20,25 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from rq import Worker
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-import jobs.tasks
+import jobs.context
 import logs
 from config import MIB, load_settings
 from errors import ConfigError
-from jobs import crashsafe
-from jobs.crashsafe import (
-    TIMINGS, WATCHDOG_LEAD, ClaimingQueue, CrashSafeWorker, InProcessWorker, KillTimer, crash_safe, job_timeout,
-    record_abandoned,
-)
 from jobs.queues import JOB_FUNCTION, QUEUE_NAMES, job_id_for, make_queue
 from jobs.trust import JOB_FUNCTIONS, ServiceJob
+from jobs.worker.__main__ import CRASH_HANDLERS
+from jobs.worker.base import CrashSafeWorker
+from jobs.worker.claims import ClaimingQueue
+from jobs.worker.inprocess import InProcessWorker
+from jobs.worker.killtimer import KillTimer
+from jobs.worker.pool import crash_safe, pool_worker_class
+from jobs.worker.timings import TIMINGS, job_timeout
+from jobs.worker.watchdog import WATCHDOG_LEAD, WATCHDOG_POLL
 from storage import Storage
 from tests.support.worker_faults import stick_fetches
 
@@ -102,11 +106,11 @@ def wait_for_status(redis_client: Redis, job: Job, wanted: str, seconds: float =
 
 @pytest.fixture
 def job_env(redis_url, tmp_path, monkeypatch) -> dict[str, str]:
-    """Settings for fetch_and_parse and record_crash, in this process and (inherited) the child."""
+    """Settings for fetch_and_parse and its crash handler (record_crash), in this process and (inherited) the child."""
     env = {"REDIS_URL": redis_url, "FETCH_RETRIES": "0", "ROBOTS_TXT": "false", "DATA_DIR": str(tmp_path)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(jobs.tasks, "_context", None)
+    monkeypatch.setattr(jobs.context, "_context", None)
     return env
 
 
@@ -157,14 +161,14 @@ def test_a_stuck_job_kills_its_worker_before_its_lease_ends_and_is_recorded(
     print(f"\n[inprocess] {killer}: worker killed {died - started:.2f} s after the job started"
           f" (timeout {timeout} s), lease ends {score - started:.1f} s after")
     assert child.exitcode == -signal.SIGKILL
-    lead = WATCHDOG_LEAD + crashsafe.WATCHDOG_POLL if killer == "watchdog thread" else 0
+    lead = WATCHDOG_LEAD + WATCHDOG_POLL if killer == "watchdog thread" else 0
     assert timeout < died - started <= TIMINGS.hard_kill_after(timeout) - lead + 0.6
     # INVARIANT: gone before the lease could be seen abandoned (and the lease is untouched).
     assert died < score - 1 and score - started >= TIMINGS.earliest_abandonment(timeout) - 1
     assert registry.get_expired_job_ids(time.time()) == []
-    registry.cleanup(time.time(), exception_handlers=[record_abandoned])  # a maintenance pass now: nothing
+    registry.cleanup(time.time(), exception_handlers=[CRASH_HANDLERS.on_abandoned])  # a maintenance pass now: nothing
     assert status(redis_client, job) == JobStatus.STARTED
-    registry.cleanup(score + 1, exception_handlers=[record_abandoned])  # the first one after the lease
+    registry.cleanup(score + 1, exception_handlers=[CRASH_HANDLERS.on_abandoned])  # the first one after the lease
     assert status(redis_client, job) == JobStatus.FAILED
     record = Storage(redis_client).load_record(STUCK_URL)
     assert record["status"] == "failed" and record["error"]["code"] == "worker_crashed"
@@ -306,12 +310,12 @@ def test_execution_settings():
 
 
 def test_the_pool_runs_the_worker_class_of_the_setting():
-    inprocess = crashsafe.pool_worker_class(load_settings({"WORKER_MAX_JOBS": "7", "WORKER_MAX_RSS_MIB": "99"}),
+    inprocess = pool_worker_class(load_settings({"WORKER_MAX_JOBS": "7", "WORKER_MAX_RSS_MIB": "99"}),
                                             logs.JobLogWorker)
     assert issubclass(inprocess, InProcessWorker) and issubclass(inprocess, logs.JobLogWorker)
     assert (inprocess.max_jobs, inprocess.max_rss_bytes) == (7, 99 * MIB)
     assert inprocess.execute_job.__qualname__ == "JobLogMixin.execute_job"  # the log fields are bound first
-    fork = crashsafe.pool_worker_class(load_settings({"WORKER_EXECUTION": "fork"}), logs.JobLogWorker)
+    fork = pool_worker_class(load_settings({"WORKER_EXECUTION": "fork"}), logs.JobLogWorker)
     assert issubclass(fork, CrashSafeWorker) and not issubclass(fork, InProcessWorker)
-    assert crash_safe(crashsafe.Worker, "inprocess").__mro__[1] is InProcessWorker  # rq.Worker itself
+    assert crash_safe(Worker, "inprocess").__mro__[1] is InProcessWorker  # rq.Worker itself
     assert job_timeout(Job.create(quick_job, connection=Redis(), timeout=7)) == 7

@@ -1,5 +1,5 @@
 """The pool of in-process workers (`python -m jobs.worker`, WORKER_EXECUTION=inprocess): a worn
-worker leaves between jobs and the pool (jobs/crashsafe.py CrashSafePool) starts a fresh one
+worker leaves between jobs and the pool (jobs/worker/pool.py CrashSafePool) starts a fresh one
 at once; meanwhile no job is lost, run twice or saved twice."""
 from __future__ import annotations
 

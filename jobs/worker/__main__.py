@@ -11,69 +11,69 @@ says how a worker runs a job: `inprocess` (default) runs it itself, and leaves f
 process when worn (WORKER_MAX_JOBS, WORKER_MAX_RSS_MIB, a MemoryError) or killed by its
 watchdog; `fork` forks a work-horse per job, so a runaway page costs one horse, never the
 worker, at a price: ~11 ms more CPU for a trivial job, ~45 ms for a page fetch (each horse
-sets up its own fetcher, TLS and connections). Either way a job is run once at a time and saved
-once (jobs/crashsafe.py). The pool's workers also run RQ's scheduler, which delayed
-retries need.
+sets up its own fetcher, TLS and connections). Either way a job is run once at a time
+(the runtime: this package) and a page saved once (jobs/tasks.py). The pool's workers also
+run RQ's scheduler, which delayed retries need.
+
+This module is the one place where the runtime meets the service's jobs: which crash
+handler goes with which job function, the frontier's dispatch of the page queues, and the
+job code loaded once in the pool.
 """
 from __future__ import annotations
 
-import os
-import resource
+import logging
 import socket
 import sys
+from types import MappingProxyType
 
 from redis import Redis
 from rq.worker_pool import WorkerPool
 
 import logs
 import metrics
+import parsers
 from config import Settings, load_settings
 from errors import ConfigError
-from jobs import crashsafe
+from jobs import tasks
 from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES
-from jobs.ticker import ensure_ticking
-from jobs.trust import JsonWorker
+from jobs.ticker import TICK_TIMEOUT, ensure_ticking
+from jobs.trust import JOB_FUNCTION, JsonWorker
+from jobs.worker.crashes import CrashHandlers
+from jobs.worker.limits import limit_memory, lower_priority
+from jobs.worker.pool import worker_pool
+from jobs.worker.timings import DEFAULT_JOB_TIMEOUT
 
-MIB = 1024 * 1024
-# Address-space cap per worker process (and work-horse): a backstop under the per-fetch
-# body limit, so a parser blow-up on a hostile page fails that job with MemoryError
-# instead of the host (an in-process worker then leaves for a fresh one).
-ADDRESS_SPACE_LIMIT = 2048 * MIB
+log = logging.getLogger(__name__)
 
-
-def limit_memory(limit: int = ADDRESS_SPACE_LIMIT) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard == resource.RLIM_INFINITY or hard > limit:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit if hard == resource.RLIM_INFINITY else hard))
+# What a job's last run dying leaves behind, by job function: a page, a failed record.
+# The ticker and the callback delivery need none (the next tick, RQ's failed registry).
+CRASH_HANDLERS = CrashHandlers(MappingProxyType({JOB_FUNCTION: tasks.record_crash}))
 
 
-def lower_priority(nice: int) -> None:
-    """Run the pool (and every worker it forks) at a lower CPU priority than the web API:
-    a saturated box then keeps GET /info fast and only the backlog drains a little slower."""
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice > current:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)  # raising nice needs no privilege; lowering it would
-    if nice > 0 and os.getsid(0) == os.getpid():
-        lower_session_priority(nice)
+def service_job_timeouts(settings: Settings) -> tuple[float, ...]:
+    """Every timeout the service enqueues jobs with: pages, ticks, callbacks (RQ's default)."""
+    return settings.job_timeout, TICK_TIMEOUT, DEFAULT_JOB_TIMEOUT
 
 
-def lower_session_priority(nice: int) -> None:
-    """With Linux's autogroup scheduling, each session shares the CPU equally whatever its
-    processes' nice: a worker that leads its own session (a container's main process, a
-    process started with setsid) sets its session's nice too. Never a shared session's."""
+def preload_job_code() -> None:
+    """What a job imports or initialises lazily is paid again by every process that runs
+    one (~0.5 s of CPU here: the job modules, imported above, and the CSS selector engine's
+    own set-up): each work-horse in fork mode, each fresh worker in-process (they are
+    replaced when worn). Done once in the pool, every worker and horse inherits it. This
+    also keeps the kill-and-retry cycles of crash recovery cheap."""
     try:
-        with open("/proc/self/autogroup", "w") as autogroup:
-            autogroup.write(str(nice))
-    except OSError:
-        pass  # no autogroup (kernel without it, or disabled): the process nice is enough
+        parsers.warm_up()  # every parser's CSS selectors, and soupsieve's tokenizer with them
+    except Exception:  # only an optimisation
+        log.debug("could not warm the parsers up", exc_info=True)
 
 
 def build_pool(settings: Settings) -> WorkerPool:
-    # Crash safety (claimed dequeues, job leases, watchdogs, no orphans): jobs/crashsafe.py
-    return crashsafe.worker_pool(settings, QUEUE_NAMES,
-                                 worker_class=logs.JobLogWorker,  # RQ's own lines about a job carry job_id and url
-                                 dispatch=(dispatch_policy(settings), PAGE_QUEUE_NAMES))  # per-host turns
+    preload_job_code()
+    return worker_pool(settings, QUEUE_NAMES,
+                       worker_class=logs.JobLogWorker,  # every line about a job carries job_id and url
+                       dispatch=(dispatch_policy(settings), PAGE_QUEUE_NAMES),  # per-host turns
+                       crash_handlers=CRASH_HANDLERS)
 
 
 def worker_alive_here(settings: Settings) -> bool:
