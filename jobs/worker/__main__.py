@@ -32,8 +32,7 @@ from rq.worker_pool import WorkerPool
 import logs
 import metrics
 import parsers
-from config import Settings, load_settings
-from errors import ConfigError
+from config import Settings, load_settings_or_exit
 from jobs import tasks
 from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES
@@ -90,10 +89,7 @@ def serve_metrics(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        sys.exit(f"configuration error: {exc}")
+    settings = load_settings_or_exit()
     if sys.argv[1:] == ["--check"]:
         sys.exit(0 if worker_alive_here(settings) else "no live worker on this host")
     logs.configure_logging(settings.log_level, settings.log_format)
