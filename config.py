@@ -78,7 +78,7 @@ class Settings:
     snapshots_kept: int = 20
     tick_seconds: int = 5
     data_dir: Path = PROJECT_ROOT / "var"
-    rate_limits: bool = True  # per-client limits in Redis (ratelimit.py)
+    rate_limits: bool = True  # per-client limits in Redis (web/ratelimit.py)
     rate_limit_write: str = "60/minute"  # POST /parse and /parseGoodreadsLinks, per client
     rate_limit_read: str = "600/minute"  # GET endpoints, per client
     trusted_proxies: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto

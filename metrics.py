@@ -60,7 +60,7 @@ from jobs import frontier
 from sources import SOURCES
 
 log = logging.getLogger("jobs.tasks")  # the job's events are logged as the task's
-web_log = logging.getLogger("api")
+web_log = logging.getLogger("web.api")  # the HTTP side's events are logged as its routes'
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOCK_NAME = ".lock"

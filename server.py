@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 import parsers
-from api import api
+from web.api import api
 from web.apidocs import apidocs
 from web.control import control
 from config import Settings, host_name, load_settings
@@ -28,7 +28,7 @@ from web.dashboard import mount_dashboard
 from errors import REDIS_UNAVAILABLE, ApiError, ParseError, body_too_large, error_body
 from jsontext import escape_lone_surrogates
 import metrics
-import ratelimit
+from web import ratelimit
 from web.records import records
 from web import cors
 from web.seed import seed
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
 HEALTH_ENDPOINT = "api.healthz"
 # A hung Redis (stopped, or a network that drops packets) must turn into a 503 quickly: one
-# command waits at most this long, and a request makes at most one such wait (ratelimit.py).
+# command waits at most this long, and a request makes at most one such wait (web/ratelimit.py).
 REDIS_TIMEOUT = 1.0
 
 

@@ -336,7 +336,7 @@ FRONTIER_BACKLOG = f"{PREFIX}:frontier:backlog"  # hash: host -> jobs waiting in
 FRONTIER_LANES = f"{PREFIX}:frontier:lanes:"  # + host: list of its lanes (batches), in turn order
 FRONTIER_LANE = f"{PREFIX}:frontier:lane:"  # + host + " " + lane: list of job ids, oldest first
 
-# ---- durable acceptance (journal.py) ---------------------------------------------------------
+# ---- durable acceptance (web/journal.py) ---------------------------------------------------------
 
 AOF_MARKER = f"{PREFIX}:aof-marker"  # written just before WAITAOF on its connection: the write the wait covers
 

@@ -185,7 +185,7 @@ def test_every_service_rotates_its_logs():
 
 
 def test_the_web_journal_is_on_a_volume_the_image_prepares(tmp_path):
-    """journal.py writes DATA_DIR/journal: in the container that folder is a named volume, so
+    """web/journal.py writes DATA_DIR/journal: in the container that folder is a named volume, so
     URLs answered 202 survive a new web container; the image creates it for its user."""
     data_dir = service_settings("web", tmp_path).data_dir
     journal = IMAGE_WORKDIR / data_dir.relative_to(PROJECT_ROOT) / "journal"

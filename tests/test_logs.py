@@ -131,21 +131,21 @@ def test_a_failed_job_logs_its_error_code(stderr_lines, site, worker_env, redis_
 
 
 def test_a_submission_logs_the_enqueued_job_at_debug_level(stderr_lines, client):
-    logging.getLogger("api").setLevel(logging.DEBUG)  # one line per URL: DEBUG, it costs a POST ~17% at INFO
+    logging.getLogger("web.api").setLevel(logging.DEBUG)  # one line per URL: DEBUG, it costs a POST ~17% at INFO
     try:
         assert client.post("/parse", json=["https://m.goodreads.com/book/show/42-the-answer"]).status_code == 202
     finally:
-        logging.getLogger("api").setLevel(logging.NOTSET)
+        logging.getLogger("web.api").setLevel(logging.NOTSET)
     lines = stderr_lines()
     check_shape(lines)
     [enqueued] = [line for line in lines if line["message"] == "job enqueued" and line["url"] == BOOK_URL]
-    assert enqueued["logger"] == "api" and enqueued["level"] == "DEBUG"
+    assert enqueued["logger"] == "web.api" and enqueued["level"] == "DEBUG"
     assert enqueued["job_id"] == job_id_for(BOOK_URL) and enqueued["url"] == BOOK_URL
     assert enqueued["queue"] == "goodreads" and enqueued["source"] == "goodreads"
 
 
 def test_a_request_that_fails_logs_json_with_the_traceback(stderr_lines, client, monkeypatch):
-    import api
+    from web import api
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")

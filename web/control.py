@@ -1,7 +1,7 @@
 """The control routes: cancel jobs and batches, delete records, list recent batches.
 
 Writes need the API token (api.require_token) and count against RATE_LIMIT_WRITE, as
-POST /parse does (ratelimit.py counts DELETE as a write). No page of an origin outside
+POST /parse does (web/ratelimit.py counts DELETE as a write). No page of an origin outside
 CORS_ORIGINS can send one: a DELETE is not a "simple" request, so a browser asks a CORS
 preflight first, which web/cors.py grants to the listed origins only; POST
 /batches/<id>/cancel must carry the JSON body `{}` with a JSON Content-Type, which a form
@@ -13,7 +13,7 @@ import re
 
 from flask import Blueprint, jsonify, request
 
-from api import JOB_ID, canonical_of, json_body, load_batch_or_404, page_size, redis, require_token, storage
+from web.api import JOB_ID, canonical_of, json_body, load_batch_or_404, page_size, redis, require_token, storage
 from errors import ApiError
 from jobs.cancel import Outcome, cancel_job, cancel_jobs
 from jobs.queues import IN_FLIGHT, job_id_for, job_statuses, public_status

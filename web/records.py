@@ -11,7 +11,7 @@ from itertools import chain
 
 from flask import Blueprint, Response, jsonify, request
 
-from api import load_batch_or_404, page_size, read_since, redis
+from web.api import load_batch_or_404, page_size, read_since, redis
 from batches import record_json
 from errors import ApiError
 from web.export import KINDS, LAYOUTS, csv_chunks, jsonl_chunks

@@ -16,8 +16,8 @@ import uuid
 
 from flask import Blueprint, jsonify, request
 
-import journal
-from api import check_url_count, json_body, keep_ticking, redis, require_token, settings, storage, submit_routes
+from web import journal
+from web.api import check_url_count, json_body, keep_ticking, redis, require_token, settings, storage, submit_routes
 from sources import GOODREADS, Route, Unsupported, route
 
 seed = Blueprint("seed", __name__)

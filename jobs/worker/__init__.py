@@ -28,5 +28,5 @@ Assumptions: Linux (PDEATHSIG, timer_create); a worker's process not frozen (SIG
 while its job runs; hosts' clocks within KILL_SLACK of each other; a registry-cleaning
 pass (milliseconds) shorter than CLEANING_LOCK_SECONDS; Redis does not lose acknowledged
 writes. The last one fails on a Redis crash with `appendfsync everysec` (up to ~1 s of
-writes): afterwards a job may run again (at least once, never lost: see journal.py).
+writes): afterwards a job may run again (at least once, never lost: see web/journal.py).
 """

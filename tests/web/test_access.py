@@ -1,4 +1,4 @@
-"""Access hardening: per-client rate limits (ratelimit.py) and the /rqstatus dashboard
+"""Access hardening: per-client rate limits (web/ratelimit.py) and the /rqstatus dashboard
 (web/dashboard.py): no state change over GET, CSRF, page text escaped, Content-Security-Policy.
 
 The hostile text is real: a Goodreads "page not found" whose <title> carries markup makes
@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 
 import jobs.context
 from web import dashboard
-import ratelimit
+from web import ratelimit
 from config import load_settings
 from errors import ConfigError
 from jobs.queues import Submitter, job_id_for, make_queue
@@ -149,7 +149,7 @@ def test_redis_down_fails_open_and_never_500(env, caplog):
     for _ in range(2):
         response = post_book(client)
         assert response.status_code == 503 and response.get_json()["error"]["code"] == "redis_unavailable"
-    skipped = [r for r in caplog.records if r.name == "ratelimit" and "skipped" in r.getMessage()]
+    skipped = [r for r in caplog.records if r.name == "web.ratelimit" and "skipped" in r.getMessage()]
     assert len(skipped) == 1  # one Redis attempt, then limits are skipped for BREAKER_SECONDS
 
 
@@ -162,7 +162,7 @@ def test_limits_are_skipped_for_five_seconds_after_each_redis_error(env, monkeyp
     for elapsed in (0, 4.9, 5.1, 9.9, 10.2):
         clock[0] = 1000.0 + elapsed
         assert client.get("/openapi.json").status_code == 200
-        tries.append(sum("skipped" in r.getMessage() for r in caplog.records if r.name == "ratelimit"))
+        tries.append(sum("skipped" in r.getMessage() for r in caplog.records if r.name == "web.ratelimit"))
     assert tries == [1, 1, 2, 2, 3]
 
 

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import JobStatus
 
-import api
+from web import api
 from jobs.queues import fetch_job, job_id_for, make_queue
 from server import create_app
 from storage import Storage, make_record
@@ -265,7 +265,7 @@ def test_a_redis_error_is_503_only_when_redis_cannot_answer_now(app, monkeypatch
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("api.lookup", fail)
+    monkeypatch.setattr("web.api.lookup", fail)
     response = app.test_client().get("/info", query_string={"url": BOOK})
     assert response.status_code == status
     assert response.get_json()["error"]["code"] == ("redis_unavailable" if status == 503 else "storage_error")
@@ -404,7 +404,7 @@ def test_raw_non_utf8_query_bytes_are_a_400_json(client):
 
 
 def test_the_ticker_is_checked_once_per_tick_period(client, redis_client, monkeypatch):
-    import api
+    from web import api
 
     calls, now = [], [1000.0]
     monkeypatch.setattr(api, "ensure_ticking", lambda connection, every: calls.append(every))

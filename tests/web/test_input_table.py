@@ -166,7 +166,7 @@ def app(base_env, redis_client, tmp_path):
     """conftest's app, with its journal in a temporary DATA_DIR and no per-client rate limits
     (the table sends many requests; rate limiting is not what it tests).
 
-    Accepted URLs are journaled (DATA_DIR/journal, see journal.py) and this process's
+    Accepted URLs are journaled (DATA_DIR/journal, see web/journal.py) and this process's
     reconciler thread may submit journaled URLs again later: the journal goes with the
     test, so nothing of this test can reappear in the next test's (flushed) Redis."""
     yield create_app({**base_env, "DATA_DIR": str(tmp_path), "RATE_LIMITS": "false"})

@@ -1,4 +1,4 @@
-"""journal.py before the 202: which durability a process uses (WAITAOF on a Redis 7.2+ with
+"""web/journal.py before the 202: which durability a process uses (WAITAOF on a Redis 7.2+ with
 its AOF on, else the journal), each one's path, and the fallbacks from WAITAOF to the
 journal; the journal path's check (one EXISTS when every answer's key is there, and URL by
 URL, submitting again what Redis lost, when one is not); the start-up replay.
@@ -18,7 +18,7 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
-import journal
+from web import journal
 import parsers
 from config import Settings, load_settings
 from jobs.queues import Submitter, job_id_for, make_queue
@@ -167,13 +167,18 @@ def test_a_slow_disk_sends_the_request_to_the_journal(tmp_path, monkeypatch):
     The facts were read under `appendfsync always`, then the policy became everysec before
     the reconciler's next poll: the wait lasts until the next (slow) background fsync."""
     monkeypatch.setattr(journal, "WAITAOF_TIMEOUT_MS", 300)
+    monkeypatch.setattr(journal, "POLL_SECONDS", 3600)  # its next look would see everysec: not in this test
     library = fsynclog.build(tmp_path)
     env = {**fsynclog.preload_env(library, tmp_path / "fsync.log"), "FSYNC_DELAY_MS": "1500"}
     server = RedisServer(appendonly=True, binary=waitaof_binary(), env=env, extra_args=ALWAYS_FSYNC).start()
     try:
         client = Redis.from_url(server.url)
         settings = settings_for(server, tmp_path / "data")
-        journal.reconciler_for(settings).learn(client)
+        reconciler = journal.reconciler_for(settings)
+        reconciler.learn(client)
+        give_up = time.monotonic() + 10
+        while reconciler.scans < 1 and time.monotonic() < give_up:  # its thread's first look, under always
+            time.sleep(0.01)
         client.config_set("appendfsync", "everysec")
         answers = submitted_answers(client, settings)
         started = time.monotonic()

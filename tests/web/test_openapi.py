@@ -30,7 +30,7 @@ from rq import Worker
 from rq.job import JobStatus
 
 import parsers
-import ratelimit
+from web import ratelimit
 import snapshots
 from jobs.attempts import note_failure
 from jobs.queues import fetch_job, job_id_for, make_queue
@@ -606,7 +606,7 @@ def test_every_route_is_documented_and_every_path_exists(app):
 
 def test_documented_query_parameters_are_the_ones_the_api_reads():
     """Each query parameter the code reads (request.args.get("x")) is documented on its path."""
-    source = "".join((PROJECT_ROOT / name).read_text() for name in ("api.py", "web/records.py", "web/control.py"))
+    source = "".join((PROJECT_ROOT / name).read_text() for name in ("web/api.py", "web/records.py", "web/control.py"))
     read = set(re.findall(r"request\.args\.get\(['\"](\w+)['\"]", source))
     documented = {follow(pointer_of("paths", path, method, "parameters", i))[1]["name"]
                   for path, method, op in operations() for i in range(len(op.get("parameters", [])))

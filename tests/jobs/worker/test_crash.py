@@ -1,6 +1,6 @@
 """Crash safety, with the faults injected for real: SIGKILLed work-horses, workers and pools,
 a kill -9 of redis-server, SIGTERM shutdowns, jobs stuck where no timeout reaches them.
-Mechanisms: jobs/worker/ (the runtime), jobs/tasks.py (saved once), journal.py. Scenarios that make sense for both execution
+Mechanisms: jobs/worker/ (the runtime), jobs/tasks.py (saved once), web/journal.py. Scenarios that make sense for both execution
 modes run in both (MODES: a worker runs its jobs in-process, or forks a horse per job);
 those about horses run in fork mode.
 
@@ -36,7 +36,7 @@ from jobs.worker.__main__ import service_job_timeouts
 from jobs.worker.base import CrashSafeWorker
 from jobs.worker.claims import ClaimingQueue, ClaimLost, sweep_claims
 from jobs.worker.timings import TIMINGS, Timings, timings_hold
-from journal import Journal, Reconciler, redis_tag, resubmit_missing
+from web.journal import Journal, Reconciler, redis_tag, resubmit_missing
 from sources import SOURCES
 from storage import JOB_CLAIMS, Storage, claim_key, make_record
 from tests.support import fsynclog, processes
@@ -349,7 +349,7 @@ def test_a_job_stuck_past_its_timeout_dies_before_its_lease_ends_and_is_recorded
 
 
 def redis_for(durability: str, tmp_path) -> tuple[dict, Callable[[CrashService], int]]:
-    """The service's Redis for each durability (journal.py), and how its crash loses writes
+    """The service's Redis for each durability (web/journal.py), and how its crash loses writes
     (the bytes it dropped):
     - waitaof: a redis-server 7.2+, AOF on, appendfsync always; kill -9, then its AOF cut
       back to what its last fsync covered (tests/support/fsynclog): a power loss, exactly.
@@ -369,7 +369,7 @@ def redis_for(durability: str, tmp_path) -> tuple[dict, Callable[[CrashService],
 @pytest.mark.e2e
 @pytest.mark.parametrize("durability", ["journal", "waitaof"])
 def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory, tmp_path, durability):
-    """Once per durability the web reports (journal.py, GET /healthz): Redis is killed -9 with
+    """Once per durability the web reports (web/journal.py, GET /healthz): Redis is killed -9 with
     300 of 1,000 URLs accepted, loses what it had not fsynced (redis_for), and comes back;
     every URL answered 202 ends with a record."""
     redis_options, lose_unsynced = redis_for(durability, tmp_path)

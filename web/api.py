@@ -27,7 +27,7 @@ from jobs.ticker import ensure_ticking
 from batches import batch_summary, job_error, lookup, waiting_for_host
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, fetch_job, make_queue
 from jobs.trust import JsonJob
-import journal
+from web import journal
 import metrics
 from sources import NEWS, Route, Unsupported, route
 from storage import CALLBACK_FORMATS, Storage
@@ -206,7 +206,7 @@ def submit_batch(submission: Submission):
     batch_id = uuid.uuid4().hex  # also the lane its new jobs take turns in on each host
     done = submit_routes([r for _, r in routed], submission.refresh, batch_id)  # two spellings enqueue once
     accepted = [{"url": url, **done[r.canonical_url]} for url, r in routed]
-    journal.record_accepted(redis(), settings(), done.values())  # durable before the 202: journal.py
+    journal.record_accepted(redis(), settings(), done.values())  # durable before the 202: web/journal.py
     if accepted:
         save_batch(batch_id, accepted, submission)
         keep_ticking()
