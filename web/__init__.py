@@ -1,1 +1,1 @@
-"""The web tier's process-level parts (gunicorn's worker class)."""
+"""The HTTP side: everything gunicorn's processes run (the routes, the edge, the page, the dashboard)."""
