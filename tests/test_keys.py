@@ -98,6 +98,7 @@ def test_key_names_are_the_ones_data_is_stored_under():
         (keys.FRONTIER_BACKLOG, "metaparse:frontier:backlog"),
         (keys.FRONTIER_LANES + host, f"metaparse:frontier:lanes:{host}"),
         (keys.FRONTIER_LANE + host, f"metaparse:frontier:lane:{host}"),
+        (keys.AOF_MARKER, "metaparse:aof-marker"),
         (keys.RATE_LIMITS, "metaparse:limits"),
         (keys.DASHBOARD_AUTH_FAILURES, "metaparse:dashboard-auth-failures"),
         (keys.RQ_JOB_PREFIX, "rq:job:"),
