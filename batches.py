@@ -16,7 +16,8 @@ from config import Settings
 from jobs import frontier
 from jobs.attempts import JobState, attempts_json, job_states, read_job, state_from
 from jobs.queues import IN_FLIGHT, fetch_job, job_id_for, public_status
-from storage import Storage, decode_value, record_key, record_problem
+from keys import record_key
+from storage import Storage, decode_value, record_problem
 
 TERMINAL = {"done", "failed", "expired", "canceled"}
 

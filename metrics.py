@@ -54,10 +54,11 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from redis.exceptions import RedisError
+from rq import Queue
 
 from errors import BlockedAddress, JobError
 from jobs import frontier
-from sources import SOURCES
+from sources import PAGE_QUEUE_NAMES, QUEUE_NAMES, SOURCES
 
 log = logging.getLogger("jobs.tasks")  # the job's events are logged as the task's
 web_log = logging.getLogger("web.api")  # the HTTP side's events are logged as its routes'
@@ -70,7 +71,7 @@ COMPACT_AT = 200  # files in the folder before a job folds those of dead process
 OTHER = "other"
 UNMATCHED_ROUTE = "unmatched"
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-QUEUES = frozenset(source.queue for source in SOURCES.values())
+QUEUES = frozenset(PAGE_QUEUE_NAMES)
 MAX_HOST_SERIES = 50  # hosts given their own metaparse_host_* series, the busiest first
 SOURCE_NAMES = frozenset(SOURCES)
 SUBMISSION_STATUSES = frozenset({"cached", "queued", "started"})
@@ -365,13 +366,8 @@ class QueueDepthCollector:
     def collect(self) -> list:
         from prometheus_client.core import GaugeMetricFamily
 
-        from jobs.queues import QUEUE_NAMES, make_queue
-
-        try:
-            pipe = self.connection.pipeline(transaction=False)
-            for name in QUEUE_NAMES:
-                pipe.llen(make_queue(name, self.connection).key)
-            counts = pipe.execute()
+        try:  # RQ's own count, a round trip per queue: a few a scrape
+            counts = [Queue(name, connection=self.connection).count for name in QUEUE_NAMES]
         except RedisError as exc:
             web_log.warning("queue depth not read for /metrics: %s", exc)
             return []

@@ -33,10 +33,11 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
-from storage import (
-    RECORD_INDEX_KEYS, RECORD_KEY_PATTERN, RECORDS_EXPIRY, RECORDS_INDEX_LOCK, RECORDS_INDEX_SCAN,
-    RECORDS_INDEXED, decode_value, queue_index_entries, record_key_of, record_problem, records_by_time_key,
+from keys import (
+    RECORD_INDEX_KEYS, RECORD_KEY_PATTERN, RECORDS_EXPIRY, RECORDS_INDEX_LOCK, RECORDS_INDEX_SCAN, RECORDS_INDEXED,
+    record_key_of, records_by_time_key,
 )
+from storage import decode_value, queue_index_entries, record_problem
 
 CURSOR_VERSION = b"1"
 BUILD_STEP_KEYS = 500  # record keys indexed per build step (a news record is ~50 kB)

@@ -1,4 +1,4 @@
-"""Which kinds of page the service understands, and the one spelling of each URL.
+"""Which kinds of page the service understands, the one spelling of each URL, and the RQ queues.
 
 route(url) validates a submitted URL, picks its source and returns the canonical URL
 (the storage key), the RQ queue and the freshness TTL. Pure: no I/O, no settings.
@@ -66,6 +66,13 @@ GOODREADS = Source("goodreads", queue="goodreads", ttl=7 * DAY, kind="goodreads_
 NEWS = Source("news", queue="news", ttl=15 * MINUTE, kind="news_headlines")
 GENERIC = Source("generic", queue="pages", ttl=1 * DAY, kind="page")
 SOURCES = {source.name: source for source in (GOODREADS, NEWS, GENERIC)}
+
+# The RQ queues, by name. Workers take the quick ticker and callbacks first; page jobs then
+# wait per host and are given out by host turns (jobs/frontier.py).
+MAINTENANCE_QUEUE = "maintenance"  # the ticker: re-crawls and callback sweeps, each a few ms
+CALLBACK_QUEUE = "callbacks"  # batches' completion callbacks
+PAGE_QUEUE_NAMES = [source.queue for source in SOURCES.values()]  # one per source, for its page jobs
+QUEUE_NAMES = [MAINTENANCE_QUEUE, CALLBACK_QUEUE] + PAGE_QUEUE_NAMES
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""The only module that knows Redis key names: records and batches.
+"""Records, batches and what else the service keeps in Redis, read and written safely.
+
+Every key name is in keys.py (re-exported here for the modules that import it from storage).
 
 A record is saved with its entries in the records index (sorted sets by fetch time, and
 by expiry time) in one transaction; record_index.py reads and tends that index.
@@ -27,11 +29,18 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError, WatchError
 
-from sources import NEWS, SOURCES
+# Key names live in keys.py; those other modules read from here are re-exported.
+from keys import (  # noqa: F401
+    AOF_MARKER, BATCH_INDEX, CALLBACKS_PENDING, CALLBACK_CLAIM, DASHBOARD_AUTH_FAILURES, FRONTIER_BACKLOG,
+    FRONTIER_LANE, FRONTIER_LANES, FRONTIER_READY, INDEXED_KINDS, JOB_CLAIM, JOB_CLAIMS, PREFIX, RECORDS_BY_TIME,
+    RECORDS_EXPIRY, RECORDS_INDEXED, RECORDS_INDEX_LOCK, RECORDS_INDEX_SCAN, RECORD_INDEX_KEYS, RECORD_KEY_PATTERN,
+    RECRAWL_DUE, RECRAWL_WANTED, SNAPSHOTS, WATCHERS, batch_card_key, batch_key, claim_key, host_delay_key,
+    host_next_start_key, host_slots_key, record_key, record_key_of, records_by_time_key, robots_key, saved_by_key,
+)
+from sources import NEWS
 
 log = logging.getLogger(__name__)
 
-PREFIX = "metaparse"
 # Protocol 5 (Python's default is 4): for records of plain data both write the same bytes
 # after the header, and dumps (~8 us) and safe_loads (~7 us) of a Goodreads record (~1.7 kB)
 # take the same time; 5 only adds out-of-band buffers, which we never use. Either reads both.
@@ -248,106 +257,10 @@ def _wrong_fields(value: dict, fields: dict[str, type]) -> str | None:
     return None
 
 
-def record_key(canonical_url: str) -> str:
-    return f"{PREFIX}:record:{canonical_url}"
-
-
-def record_key_of(member: bytes) -> bytes:
-    """record_key() of an index member as Redis gives it: bytes, so even a member that is not
-    UTF-8 (written by hand) names its own key."""
-    return record_key("").encode() + member
-
-
-RECORD_KEY_PATTERN = record_key("*")  # SCAN MATCH: every record key, and no index key below
-# The records index (record_index.py): canonical URL -> fetched_at (epoch seconds), newest last.
-RECORDS_BY_TIME = f"{PREFIX}:records-by-time"
-RECORDS_EXPIRY = f"{PREFIX}:records-expiry"  # zset: canonical URL -> when its record expires (epoch s)
-RECORDS_INDEXED = f"{PREFIX}:records-indexed"  # "done" once records saved before the index are in it
-RECORDS_INDEX_SCAN = f"{PREFIX}:records-index-scan"  # the SCAN cursor of that migration, while it runs
-RECORDS_INDEX_LOCK = f"{PREFIX}:records-index-lock"  # held by the one process migrating
-INDEXED_KINDS = frozenset(source.kind for source in SOURCES.values())  # each has an index of its own
-
-
-def records_by_time_key(kind: str | None = None) -> str:
-    """The index of every record (kind None) or of one record kind's (goodreads_book, ...)."""
-    return RECORDS_BY_TIME if kind is None else f"{RECORDS_BY_TIME}:{kind}"
-
-
-RECORD_INDEX_KEYS = (RECORDS_EXPIRY, records_by_time_key(), *sorted(map(records_by_time_key, INDEXED_KINDS)))
-
-
-def batch_key(batch_id: str) -> str:
-    return f"{PREFIX}:batch:{batch_id}"
-
-
-def batch_card_key(batch_id: str) -> str:
-    """A batch's card: what GET /batches lists of it (a batch itself holds up to 500 items)."""
-    return f"{PREFIX}:batch-card:{batch_id}"
-
-
-BATCH_INDEX = f"{PREFIX}:batches"  # zset: batch id -> created_at in microseconds (exact in a double)
 BatchPosition = tuple[int, str]  # (created_at in microseconds, batch id): where a listing stopped
 
 
-WATCHERS = f"{PREFIX}:batch-watchers:"  # + canonical URL: batches waiting on it for a callback
-CALLBACKS_PENDING = f"{PREFIX}:callbacks-pending"  # zset: batch id -> created at
-CALLBACK_CLAIM = f"{PREFIX}:callback-claimed:"  # + batch id: set once its callback is enqueued
-RECRAWL_DUE = f"{PREFIX}:recrawl-due"  # zset: news URL -> next re-crawl time
-RECRAWL_WANTED = f"{PREFIX}:recrawl-wanted"  # zset: news URL -> last time a client submitted it
-SNAPSHOTS = f"{PREFIX}:snapshots:"  # + canonical URL: newest-first list of headline snapshots
 SAVE_GUARD_SECONDS = 86400  # a save-once guard outlives every run of its job: as long as RQ keeps the job
-
-
-def saved_by_key(job_id: str) -> str:
-    """The generation (created_at) of job job_id that saved its record (Storage.save_once)."""
-    return f"{PREFIX}:saved-by:{job_id}"
-
-
-# ---- the workers' claims (jobs/worker/claims.py) --------------------------------------------
-
-JOB_CLAIMS = f"{PREFIX}:claims"  # zset: job id -> time its claim may be taken back
-JOB_CLAIM = f"{PREFIX}:claim:"  # + job id: the queue key (or frontier lane) the job was popped from
-
-
-def claim_key(job_id: str) -> str:
-    return JOB_CLAIM + job_id
-
-
-# ---- fetch politeness (jobs/fetch/politeness.py) -------------------------------------------
-
-def host_slots_key(host: str) -> str:
-    """zset: lease token -> expiry (ms, Redis clock) of the fetches in flight to a lowercase host."""
-    return f"{PREFIX}:host-slots:{host}"
-
-
-def host_next_start_key(host: str) -> str:
-    """The earliest time (ms, Redis clock) the next request to a lowercase host may start."""
-    return f"{PREFIX}:host-next-start:{host}"
-
-
-def host_delay_key(host: str) -> str:
-    """A host's current delay between request starts (ms), as adapted to how it answers."""
-    return f"{PREFIX}:host-delay:{host}"
-
-
-# The frontier (jobs/frontier.py): page jobs waiting for their host's turn.
-FRONTIER_READY = f"{PREFIX}:frontier:ready"  # zset: host -> when (ms, Redis clock) it may be given a turn
-FRONTIER_BACKLOG = f"{PREFIX}:frontier:backlog"  # hash: host -> jobs waiting in its lanes
-FRONTIER_LANES = f"{PREFIX}:frontier:lanes:"  # + host: list of its lanes (batches), in turn order
-FRONTIER_LANE = f"{PREFIX}:frontier:lane:"  # + host + " " + lane: list of job ids, oldest first
-
-# ---- durable acceptance (web/journal.py) ---------------------------------------------------------
-
-AOF_MARKER = f"{PREFIX}:aof-marker"  # written just before WAITAOF on its connection: the write the wait covers
-
-
-
-DASHBOARD_AUTH_FAILURES = f"{PREFIX}:dashboard-auth-failures"  # counters of wrong dashboard passwords
-
-
-def robots_key(origin: str) -> str:
-    """An origin's (scheme://host:port) cached robots.txt verdict: "kind\\ntext", plain UTF-8."""
-    return f"{PREFIX}:robots:{origin}"
 
 
 def _queue_snapshot(pipe: Pipeline, canonical_url: str, snapshot: dict, keep: int, ttl: int) -> None:

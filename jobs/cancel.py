@@ -27,7 +27,8 @@ from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
 
 from jobs import callbacks, frontier
-from jobs.queues import PAGE_QUEUE_NAMES, RESULT_TTL, fetch_job, make_queue
+from jobs.queues import RESULT_TTL, fetch_job, make_queue
+from sources import PAGE_QUEUE_NAMES
 from storage import Storage, claim_key
 
 CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
@@ -79,14 +80,13 @@ def _cancel_watched(connection: Redis, job: Job) -> JobStatus | str:
     with connection.pipeline() as pipe:
         while True:
             try:
-                pipe.watch(job.key, claim_key(job.id))
-                status, claimed = pipe.hget(job.key, "status"), pipe.exists(claim_key(job.id))
-                refusal = _refusal(status, claimed)
+                pipe.watch(job.key, claim_key(job.id))  # read after WATCH: a change from now on fails EXEC
+                refusal = _refusal(_status_now(job), pipe.exists(claim_key(job.id)))
                 if refusal is not None:
                     return refusal
                 pipe.multi()
                 job.cancel(pipeline=pipe)  # RQ: status, queue or registry, canceled registry
-                pipe.expire(job.key, CANCELED_TTL)
+                job.cleanup(ttl=CANCELED_TTL, pipeline=pipe)  # RQ: the job expires then
                 frontier.forget(connection, pipe, job.id)
                 pipe.execute()
                 return JobStatus.CANCELED
@@ -99,11 +99,18 @@ def _cancel_watched(connection: Redis, job: Job) -> JobStatus | str:
                 continue  # look again under WATCH: canceled or deleted now
 
 
-def _refusal(raw_status: bytes | None, claimed: int) -> JobStatus | str | None:
+def _status_now(job: Job) -> JobStatus | None:
+    """The job's status as Redis holds it now (RQ's Job.get_status); None once it is gone."""
+    try:
+        return job.get_status()
+    except InvalidJobOperation:  # RQ's answer for a job hash without a status: deleted
+        return None
+
+
+def _refusal(status: JobStatus | None, claimed: int) -> JobStatus | str | None:
     """None when the job may be canceled now; else what it is (CANCELED: already done)."""
-    if not raw_status:
+    if status is None:
         return DELETED
-    status = JobStatus(raw_status.decode())
     if status not in CANCELABLE:
         return status
     return STARTING if claimed else None
@@ -114,7 +121,10 @@ def _name(status: JobStatus | str) -> str:
 
 
 def forget_old_cancels(connection: Redis, now: float) -> int:
-    """Drop canceled-registry entries older than CANCELED_TTL from every page queue; how many."""
+    """Drop canceled-registry entries older than CANCELED_TTL from every page queue; how many.
+    A ZREMRANGEBYSCORE on RQ's registry key: RQ offers no clean-up of its canceled registries
+    (CanceledJobRegistry.get_expired_job_ids raises NotImplementedError), and an entry's
+    score is when it was canceled (BaseRegistry.add with ttl 0: now)."""
     dropped = 0
     for name in PAGE_QUEUE_NAMES:
         registry = CanceledJobRegistry(queue=make_queue(name, connection))

@@ -33,9 +33,9 @@ from urllib.parse import SplitResult
 
 from redis import Redis
 from redis.client import Pipeline
-from rq.job import Job
 
 from guard import DEFAULT_PORTS
+from keys import RQ_JOB_PREFIX, RQ_QUEUE_PREFIX
 from storage import (
     FRONTIER_BACKLOG,
     FRONTIER_LANE,
@@ -51,8 +51,8 @@ DRAIN_PER_DISPATCH = 500  # inbox jobs moved into lanes per dispatch call (bound
 HOSTS_PER_DISPATCH = 20  # ready hosts looked at per call before answering "nothing now"
 DEAD_JOBS_PER_HOST = 10  # deleted jobs skipped at a lane's head per call
 DELAY_MEMORY_MS = 3_600_000  # an adapted delay is forgotten after an hour without a turn
-JOB_KEY_PREFIX = Job.redis_job_namespace_prefix
-QUEUE_KEY_PREFIX = "rq:queue:"
+JOB_KEY_PREFIX = RQ_JOB_PREFIX
+QUEUE_KEY_PREFIX = RQ_QUEUE_PREFIX
 
 _LUA_COMMON = """
 local function now_ms()

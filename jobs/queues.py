@@ -1,9 +1,11 @@
-"""Queue names, job ids and submission: one job per canonical URL, never two at once.
+"""Job ids and submission: one job per canonical URL, never two at once.
 
 submit() answers, for each routed URL, whether it was served from storage ("cached"),
 is already in flight ("queued"/"started"), or was enqueued now ("queued").
 submit_many() gives the same answers for a whole request in a few round trips: POST /parse
 of 100 new URLs took ~400 round trips one URL at a time (bench/api_bench.py).
+Both enqueue with RQ's own API (Queue.enqueue, Queue.enqueue_many): RQ writes its job
+hashes and queues; the service only chooses the job ids and watches them.
 """
 from __future__ import annotations
 
@@ -13,24 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.utils import now
+from rq.queue import EnqueueData
 
 import metrics
 from config import Settings
 from jobs.trust import JOB_FUNCTION, JsonJob, JsonQueue
-from sources import SOURCES, Route
+from sources import (  # noqa: F401 (queue names re-exported: their home is sources.py)
+    CALLBACK_QUEUE, MAINTENANCE_QUEUE, PAGE_QUEUE_NAMES, QUEUE_NAMES, Route,
+)
 from storage import Storage
 
-MAINTENANCE_QUEUE = "maintenance"  # the ticker: re-crawls and callback sweeps, each a few ms
-CALLBACK_QUEUE = "callbacks"
-# Workers take the quick ticker and callbacks first; page jobs then wait per host and are
-# given out by host turns (jobs/frontier.py).
-PAGE_QUEUE_NAMES = [source.queue for source in SOURCES.values()]  # their jobs wait per host (jobs/frontier.py)
-QUEUE_NAMES = [MAINTENANCE_QUEUE, CALLBACK_QUEUE] + PAGE_QUEUE_NAMES
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 # Seconds before the 1st, 2nd, 3rd retry when a job dies without saying why (its work-horse
 # was killed); a transient fetch error sets its own delay with backoff_seconds().
@@ -169,46 +168,28 @@ class Submitter:
             answers.append(Submission(route, job_id, answer))
         return answers
 
-    def _enqueue_all(self, pipe, submissions: list[Submission], lane: str) -> None:
-        """Write every new job on pipe (a MULTI): its hash, then one RPUSH per queue. The keys
-        and fields Queue.enqueue_many writes, without its second HSET of each job's status
-        and its RPUSH per job: a third of the commands, each of them costs CPU in redis-py."""
-        queues: dict[str, Queue] = {}
-        waiting: dict[str, list[str]] = {}
+    def _enqueue_all(self, pipe: Pipeline, submissions: list[Submission], lane: str) -> None:
+        """Enqueue every new job on pipe (a MULTI): RQ's enqueue_many, once per queue."""
+        by_queue: dict[str, list[EnqueueData]] = {}
         for submission in submissions:
-            name = submission.route.queue
-            if name not in queues:
-                queues[name] = make_queue(name, self.connection)
-            job = self._new_job(queues[name], submission, lane)
-            pipe.hset(job.key, mapping=job.to_dict())
-            waiting.setdefault(name, []).append(job.id)
-        for name, job_ids in waiting.items():
-            pipe.sadd(Queue.redis_queues_keys, queues[name].key)
-            pipe.rpush(queues[name].key, *job_ids)
-
-    def _new_job(self, queue: Queue, submission: Submission, lane: str) -> Job:
-        route = submission.route
-        job = queue.create_job(
-            JOB_FUNCTION, args=(route.canonical_url, route.source.name), job_id=submission.job_id,
-            description=route.canonical_url, timeout=self.settings.job_timeout, result_ttl=RESULT_TTL,
-            failure_ttl=FAILURE_TTL, retry=self._retry(), status=JobStatus.QUEUED, meta={"lane": lane},
-        )
-        job.enqueued_at = now()
-        return job
+            options = self._job_options(submission.route, submission.job_id, lane)
+            by_queue.setdefault(submission.route.queue, []).append(Queue.prepare_data(**options))
+        for name, datas in by_queue.items():
+            make_queue(name, self.connection).enqueue_many(datas, pipeline=pipe)
 
     def _enqueue(self, route: Route, job_id: str, lane: str) -> str:
-        queue = make_queue(route.queue, self.connection)
-        try:
-            queue.enqueue(
-                JOB_FUNCTION, route.canonical_url, route.source.name,
-                job_id=job_id, unique=True, description=route.canonical_url,
-                job_timeout=self.settings.job_timeout, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-                retry=self._retry(), meta={"lane": lane},
-            )
+        try:  # unique: RQ checks and writes the job in one Lua call
+            make_queue(route.queue, self.connection).enqueue_call(**self._job_options(route, job_id, lane), unique=True)
             metrics.job_enqueued(route, job_id)
         except DuplicateJobError:
             pass  # another request enqueued it a moment ago: it is in flight either way
         return "queued"
+
+    def _job_options(self, route: Route, job_id: str, lane: str) -> dict:
+        """A page job as RQ's Queue.enqueue_call and Queue.prepare_data take it."""
+        return {"func": JOB_FUNCTION, "args": (route.canonical_url, route.source.name), "job_id": job_id,
+                "description": route.canonical_url, "timeout": self.settings.job_timeout,
+                "result_ttl": RESULT_TTL, "failure_ttl": FAILURE_TTL, "retry": self._retry(), "meta": {"lane": lane}}
 
     def _retry(self) -> Retry | None:
         retries = self.settings.fetch_retries

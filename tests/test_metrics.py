@@ -7,6 +7,7 @@ counters are compared before and after; gauges are absolute.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -25,9 +26,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 import metrics
 import parsers
 from config import PROJECT_ROOT
-from jobs.queues import QUEUE_NAMES, make_queue
+from jobs.queues import make_queue
 from launch import free_port
 from server import create_app
+from sources import QUEUE_NAMES
 from storage import Storage, make_record
 from tests.support import job_runs, processes
 from tests.support.exposition import Samples, parse_exposition, value
@@ -104,6 +106,16 @@ def test_submissions_enqueues_and_queue_depth(client, redis_client):
                                               if name == "metaparse_queue_depth"}
     make_queue("goodreads", redis_client).empty()
     assert value(scrape(client), "metaparse_queue_depth", queue="goodreads") == 0
+
+
+def test_queue_names_come_from_the_ground_floor_not_from_jobs():
+    """Queue names live in sources.py: metrics and logs, below jobs/, never import jobs.queues
+    for them (that made the circle jobs.queues -> metrics -> jobs.queues), in a function or not."""
+    for module in ("metrics.py", "logs.py"):
+        nodes = list(ast.walk(ast.parse((PROJECT_ROOT / module).read_text())))
+        imported = {node.module for node in nodes if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+        assert "jobs.queues" not in imported, module
 
 
 def test_queue_depth_is_left_out_while_redis_is_away(base_env, tmp_path):

@@ -62,12 +62,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Settings
 from web.dashboard import routed_to_dashboard
 from errors import REDIS_UNAVAILABLE, error_body
+from keys import RATE_LIMITS
 
 log = logging.getLogger(__name__)
 
 BREAKER_SECONDS = 5.0  # how long limits are skipped after a Redis error
 STRATEGY = "sliding-window-counter"  # no double burst at a fixed window's edge; two counters per key
-KEY_PREFIX = "metaparse:limits"  # Redis keys of the counters
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 READ_METHODS = ("GET", "HEAD")
 EXEMPT_ENDPOINTS = frozenset({"api.healthz", "metrics"})
@@ -89,7 +89,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         ],
         strategy=STRATEGY,
         storage_uri="redis://",  # a placeholder: the client below is the one used
-        storage_options={"connection_pool": app.config["REDIS"].connection_pool, "key_prefix": KEY_PREFIX},
+        storage_options={"connection_pool": app.config["REDIS"].connection_pool, "key_prefix": RATE_LIMITS},
         swallow_errors=False,  # FailOpenLimiter decides what a Redis error means
     )
     limiter.request_filter(is_exempt)

@@ -7,11 +7,13 @@ from datetime import timedelta
 
 import pytest
 from redis.connection import AbstractConnection
+from rq import Queue, Retry
 from rq.job import Job, JobStatus
 
 import jobs.queues
 from config import load_settings
 from jobs.queues import Submitter, fetch_job, job_id_for, make_queue
+from jobs.trust import JOB_FUNCTION
 from sources import route
 from tests.support.job_runs import save_done_record
 
@@ -67,8 +69,8 @@ def test_spellings_of_one_page_make_one_answer_and_one_job(submitter, redis_clie
 
 
 def test_jobs_are_the_ones_submit_makes(submitter, redis_client):
-    """submit_many writes the job hashes itself (fewer commands than enqueue_many): every
-    field but the per-job ones must be what RQ's own enqueue writes."""
+    """submit() (Queue.enqueue_call, unique) and submit_many() (Queue.enqueue_many) make the same
+    job: every field but the per-job ones."""
     one, many = submitter.submit(route(BOOKS[0])), submitter.submit_many(routes(BOOKS[1:2]))[0]
     alone, batched = (redis_client.hgetall(Job.key_for(a.job_id)) for a in (one, many))
     per_job = {b"created_at", b"enqueued_at", b"data", b"description"}
@@ -79,6 +81,41 @@ def test_jobs_are_the_ones_submit_makes(submitter, redis_client):
     assert job.get_status() == JobStatus.QUEUED and job.retries_left == 2 and job.enqueued_at is not None
     assert queued_ids(redis_client) == [one.job_id, many.job_id]
     assert redis_client.smembers("rq:queues") == {b"rq:queue:goodreads"}
+
+
+def test_a_page_job_is_what_rqs_own_enqueue_writes(submitter, redis_client):
+    """The job hash, queue and queue set a submission leaves are RQ's own enqueue's for the same
+    call, but for the times: what the worker, the frontier, the dashboard and /jobs read."""
+    lane, job_id = "l" * 32, job_id_for(BOOKS[0])
+    assert submitter.submit_many(routes(BOOKS[:1]), lane=lane)[0].job_id == job_id
+    ours = redis_state(redis_client, job_id)
+    redis_client.flushdb()
+    make_queue("goodreads", redis_client).enqueue(
+        JOB_FUNCTION, BOOKS[0], "goodreads", job_id=job_id, description=BOOKS[0],
+        job_timeout=submitter.settings.job_timeout, result_ttl=86400, failure_ttl=7 * 86400,
+        retry=Retry(max=2, interval=[2, 10]), meta={"lane": lane})
+    assert ours == redis_state(redis_client, job_id)
+
+
+def redis_state(redis_client, job_id: str) -> tuple:
+    """A job's hash but for its times, its queue's list, the queue set, the job's TTL."""
+    job = {k: v for k, v in redis_client.hgetall(Job.key_for(job_id)).items() if k not in {b"created_at", b"enqueued_at"}}
+    return (job, redis_client.lrange("rq:queue:goodreads", 0, -1), redis_client.smembers("rq:queues"),
+            redis_client.ttl(Job.key_for(job_id)))
+
+
+def test_submit_many_enqueues_with_rqs_enqueue_many_in_its_transaction(submitter, monkeypatch):
+    calls, original = [], Queue.enqueue_many
+
+    def spied(queue, job_datas, pipeline=None, group_id=None):
+        calls.append((queue.name, [data.job_id for data in job_datas], pipeline.explicit_transaction))
+        return original(queue, job_datas, pipeline=pipeline, group_id=group_id)
+
+    monkeypatch.setattr(Queue, "enqueue_many", spied)
+    news = "https://www.bbc.com/news"
+    submitter.submit_many(routes([BOOKS[0], news, BOOKS[1]]))
+    assert calls == [("goodreads", [job_id_for(BOOKS[0]), job_id_for(BOOKS[1])], True),
+                     ("news", [job_id_for(news)], True)]
 
 
 def test_round_trips_do_not_grow_with_the_urls(submitter, monkeypatch):

@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 
 import jobs.context
 from web import dashboard
+import keys
 from web import ratelimit
 from config import load_settings
 from errors import ConfigError
@@ -74,7 +75,7 @@ def test_writes_over_the_limit_answer_429_json_with_retry_after(env, redis_clien
     assert error["code"] == "rate_limited" and "3 per 1 minute" in error["message"]
     assert 1 <= int(over.headers["Retry-After"]) <= 60
     assert client.post("/parseGoodreadsLinks", json=[BOOK]).status_code == 429  # one bucket for writes
-    assert redis_client.keys(f"{ratelimit.KEY_PREFIX}:*")  # counted in Redis
+    assert redis_client.keys(f"{keys.RATE_LIMITS}:*")  # counted in Redis
 
 
 def test_reads_and_writes_have_separate_buckets(env, redis_client):
@@ -125,7 +126,7 @@ def test_probes_scrapers_dashboard_and_static_files_are_not_limited(env, redis_c
 def test_rate_limits_false_turns_them_off(env, redis_client):
     client = client_for(env, RATE_LIMITS="false", RATE_LIMIT_WRITE="1/minute")
     assert {post_book(client).status_code for _ in range(3)} == {202}
-    assert not redis_client.keys(f"{ratelimit.KEY_PREFIX}:*")
+    assert not redis_client.keys(f"{keys.RATE_LIMITS}:*")
 
 
 def test_forwarded_for_counts_only_with_trusted_proxies(env, redis_client):

@@ -10,10 +10,11 @@ from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
 
 from config import load_settings
-from jobs.attempts import JobState, attempts_json, note_failure
+from jobs.attempts import JobState, attempts_json, job_states, note_failure
 from jobs import cancel as cancel_module
 from jobs.cancel import CANCELED_TTL, cancel_job, cancel_jobs, forget_old_cancels
 from jobs.queues import Submitter, job_id_for, make_queue
+from jobs.trust import JsonJob
 from sources import GOODREADS, route
 from storage import BATCH_INDEX, BATCH_TTL, Storage, batch_card_key, claim_key
 
@@ -130,3 +131,43 @@ def test_the_tick_drops_canceled_registry_entries_older_than_a_day(redis_client)
     redis_client.zadd(registry.key, {old: time.time() - CANCELED_TTL - 60})  # canceled a day and a minute ago
     assert forget_old_cancels(redis_client, time.time()) == 1
     assert registry.get_job_ids() == [recent]
+
+
+def test_a_job_deleted_while_it_is_looked_at_is_not_canceled(redis_client, monkeypatch):
+    """A new submission deletes a job that is not in flight: a cancel that fetched the job just
+    before reads, under WATCH, that it is gone (RQ's get_status raises then) and says so."""
+    job_id, fetch = submitted(redis_client, BOOK.format(6)), cancel_module.fetch_job
+
+    def fetch_then_delete(connection, wanted):
+        job = fetch(connection, wanted)
+        redis_client.delete(Job.key_for(wanted))
+        return job
+
+    monkeypatch.setattr(cancel_module, "fetch_job", fetch_then_delete)
+    outcome = cancel_job(redis_client, job_id)
+    assert outcome is not None and not outcome.canceled and outcome.status == "deleted"
+    assert not redis_client.exists(Job.key_for(job_id))  # not written again by the cancel
+
+
+def test_rq_scores_a_canceled_registry_entry_by_when_it_was_canceled(redis_client):
+    """forget_old_cancels trims RQ's canceled registry by score: RQ's own, the cancel time."""
+    job_id = submitted(redis_client, BOOK.format(7))
+    before = time.time()
+    assert cancel_job(redis_client, job_id).canceled
+    registry = CanceledJobRegistry(queue=make_queue(GOODREADS.queue, redis_client))
+    assert int(before) <= redis_client.zscore(registry.key, job_id) <= time.time() + 1
+
+
+def test_the_job_state_read_is_what_rqs_job_reads(redis_client):
+    """attempts reads three fields of RQ's job hash itself (one HMGET in GET /info's pipeline):
+    they must be the ones RQ's own Job gives its status, meta and retries_left from."""
+    job_id = submitted(redis_client, BOOK.format(8))
+    job = JsonJob.fetch(job_id, connection=redis_client)
+    note_failure(job, {"code": "fetch_transient", "message": "HTTP 503"}, 5)
+    job.retries_left = 1
+    job.set_status(JobStatus.SCHEDULED)
+    job.save()
+    [state] = job_states(redis_client, [job_id])
+    rqs = JsonJob.fetch(job_id, connection=redis_client)
+    assert (state.status, state.meta, state.retries_left) == (rqs.get_status(), rqs.get_meta(), rqs.retries_left)
+    assert state.retries_left == 1 and state.meta["attempts"] == 1 and state.status == JobStatus.SCHEDULED
