@@ -36,10 +36,8 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import IO, Any
 
-import rq
 from rq.exceptions import StopRequested
 
-from jobs.trust import JOB_FUNCTION, TICK_FUNCTION
 
 FORMATS = ("json", "text", "auto")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -55,6 +53,7 @@ ROUTINE = "_routine"  # a bound field (never printed: it starts with _) marking 
 # RQ's line for a job taken off a queue, logged before the job is ours to bind fields to:
 # its third argument is the job's description (the function and its arguments).
 _RQ_DEQUEUE_LINE = "Worker %s: %s: %s (%s)"
+_routine_functions: set[str] = set()  # job functions whose dequeue lines are upkeep (jobs/joblogs.py names them)
 
 _fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("metaparse_log_fields", default=None)
 
@@ -121,7 +120,13 @@ def is_routine(record: logging.LogRecord) -> bool:
         return True
     args = record.args if isinstance(record.args, tuple) else ()
     return (record.msg == _RQ_DEQUEUE_LINE and len(args) == 4
-            and _ANSI.sub("", str(args[2])).startswith(f"{TICK_FUNCTION}("))
+            and _ANSI.sub("", str(args[2])).partition("(")[0] in _routine_functions)
+
+
+def treat_as_routine(function_path: str) -> None:
+    """RQ's dequeue line of this job function is routine upkeep (it is logged before the job's
+    own lines can be marked by routine())."""
+    _routine_functions.add(function_path)
 
 
 def routine() -> contextlib.AbstractContextManager[None]:
@@ -260,44 +265,3 @@ def _route_rq_loggers_to_root() -> None:
         logger.propagate = True
 
 
-# ---- RQ workers whose own lines carry the job -------------------------------------------
-
-
-def job_fields(job: rq.job.Job) -> dict[str, Any]:
-    """job_id, and url for a fetch job (its first argument is the canonical URL)."""
-    fields: dict[str, Any] = {"job_id": job.id}
-    try:
-        function, args = job.func_name, job.args
-    except Exception:  # noqa: BLE001 (an undecodable job still gets its id)
-        return fields
-    if function == JOB_FUNCTION and args and isinstance(args[0], str):
-        fields["url"] = args[0]
-    return fields
-
-
-class JobLogMixin:
-    """Binds the job's fields around execute_job: in a forking worker the work-horse inherits them."""
-
-    def execute_job(self, job: rq.job.Job, queue: rq.Queue) -> Any:
-        with bound(**job_fields(job)), (routine() if is_routine_job(job) else contextlib.nullcontext()):
-            return super().execute_job(job, queue)  # type: ignore[misc]
-
-    def run_maintenance_tasks(self) -> None:
-        """Every few seconds, idle or not: its lines are routine."""
-        with routine():
-            super().run_maintenance_tasks()  # type: ignore[misc]
-
-
-def is_routine_job(job: rq.job.Job) -> bool:
-    try:
-        return job.func_name == TICK_FUNCTION
-    except Exception:  # noqa: BLE001 (an undecodable job is not routine: its lines stay)
-        return False
-
-
-class JobLogWorker(JobLogMixin, rq.Worker):
-    """rq.Worker (a work-horse forked per job) whose log lines about a job carry job_id and url."""
-
-
-class JobLogSimpleWorker(JobLogMixin, rq.SimpleWorker):
-    """rq.SimpleWorker (jobs run in-process: tests) whose log lines about a job carry job_id and url."""

@@ -52,13 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
-from redis.exceptions import RedisError
-from rq import Queue
+from flask import Flask, Response, g, request
 
 from errors import BlockedAddress, JobError
-from jobs import frontier
-from sources import PAGE_QUEUE_NAMES, QUEUE_NAMES, SOURCES
+from sources import PAGE_QUEUE_NAMES, SOURCES
 
 log = logging.getLogger("jobs.tasks")  # the job's events are logged as the task's
 web_log = logging.getLogger("web.api")  # the HTTP side's events are logged as its routes'
@@ -72,7 +69,6 @@ OTHER = "other"
 UNMATCHED_ROUTE = "unmatched"
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 QUEUES = frozenset(PAGE_QUEUE_NAMES)
-MAX_HOST_SERIES = 50  # hosts given their own metaparse_host_* series, the busiest first
 SOURCE_NAMES = frozenset(SOURCES)
 SUBMISSION_STATUSES = frozenset({"cached", "queued", "started"})
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -288,10 +284,9 @@ def error_codes() -> frozenset[str]:
 
 
 def init_app(app: Flask) -> None:
-    """Count and time every request, and serve GET /metrics."""
+    """Count and time every request (GET /metrics itself: web/scrape.py)."""
     app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)  # first, before any gate
     app.after_request(_count_request)
-    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
 
 
 @_harmless
@@ -321,27 +316,17 @@ def edge_refused(code: str) -> None:
     _metrics().edge_refusals.labels(code).inc()
 
 
-def metrics_view() -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-    registry = CollectorRegistry()
-    registry.register(_FilesCollector(multiprocess_dir()))
-    registry.register(QueueDepthCollector(current_app.config["REDIS"]))
-    registry.register(HostCollector(current_app.config["REDIS"], current_app.config["SETTINGS"].fetch_host_delay))
-    return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
-
-
 def serve_worker_metrics(port: int, bind: str) -> None:
     """A worker host's own GET /metrics (METRICS_PORT): the samples of this host's folder,
     served by a thread of the calling process (the pool, before it forks its workers)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
-    registry.register(_FilesCollector(multiprocess_dir()))
+    registry.register(FilesCollector(multiprocess_dir()))
     start_http_server(port, addr=bind, registry=registry)
 
 
-class _FilesCollector:
+class FilesCollector:
     """prometheus-client's MultiProcessCollector, reading under the folder's shared lock,
     after folding the files of dead processes."""
 
@@ -355,55 +340,6 @@ class _FilesCollector:
         _harmless(compact)(self.path)  # a bad file must not cost the whole scrape
         with _locked(self.path, fcntl.LOCK_SH):
             return list(MultiProcessCollector.merge([str(f) for f in self.path.glob("*.db")], accumulate=True))
-
-
-class QueueDepthCollector:
-    """metaparse_queue_depth{queue}: jobs waiting in each queue, read from Redis at scrape time."""
-
-    def __init__(self, connection: Any):
-        self.connection = connection
-
-    def collect(self) -> list:
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:  # RQ's own count, a round trip per queue: a few a scrape
-            counts = [Queue(name, connection=self.connection).count for name in QUEUE_NAMES]
-        except RedisError as exc:
-            web_log.warning("queue depth not read for /metrics: %s", exc)
-            return []
-        family = GaugeMetricFamily("metaparse_queue_depth", "Jobs waiting in each RQ queue (page jobs move on at"
-                                   " once to wait per host: metaparse_frontier_jobs).", labels=["queue"])
-        for name, count in zip(QUEUE_NAMES, counts):
-            family.add_metric([name], count)
-        return [family]
-
-
-class HostCollector:
-    """The frontier at scrape time: jobs waiting per host (the MAX_HOST_SERIES busiest: label
-    values stay bounded however many hosts there are) and those hosts' delays, plus the totals."""
-
-    def __init__(self, connection: Any, default_delay: float):
-        self.connection, self.default_delay = connection, default_delay
-
-    def collect(self) -> list:
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:
-            total, hosts, busiest = frontier.backlog_summary(self.connection, MAX_HOST_SERIES)
-            schedules = frontier.host_schedules(self.connection, [host for host, _ in busiest], self.default_delay)
-        except RedisError as exc:
-            web_log.warning("host backlog not read for /metrics: %s", exc)
-            return []
-        backlog = GaugeMetricFamily("metaparse_host_backlog", "Page jobs waiting for their host's turn, by host"
-                                    f" (the {MAX_HOST_SERIES} busiest hosts).", labels=["host"])
-        delay = GaugeMetricFamily("metaparse_host_delay_seconds", "Seconds between request starts to a host,"
-                                  " as adapted to its answers (the same hosts).", labels=["host"])
-        for host, count in busiest:
-            backlog.add_metric([host], count)
-            delay.add_metric([host], schedules[host].delay)
-        return [backlog, delay, GaugeMetricFamily("metaparse_frontier_jobs", "Page jobs waiting for a host's turn.",
-                                                  value=total),
-                GaugeMetricFamily("metaparse_frontier_hosts", "Hosts with page jobs waiting.", value=hosts)]
 
 
 # ---- submission (web) -----------------------------------------------------------------------
@@ -442,7 +378,7 @@ _run: contextvars.ContextVar[_JobRun | None] = contextvars.ContextVar("metaparse
 @_harmless
 def job_started(job: Any, source: str) -> None:
     """Start of fetch_and_parse. Its log lines carry job_id and url: the worker binds them
-    around the job (logs.JobLogMixin)."""
+    around the job (jobs/joblogs.py JobLogMixin)."""
     _run.set(_JobRun(_bounded(getattr(job, "origin", None), QUEUES), _bounded(source, SOURCE_NAMES)))
     log.info("job started", extra={"queue": job.origin, "source": source, "retries_left": job.retries_left})
     _fold_when_crowded()

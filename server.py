@@ -19,20 +19,19 @@ from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+import metrics
 import parsers
+from config import Settings, host_name, load_settings
+from errors import REDIS_UNAVAILABLE, ApiError, ParseError, body_too_large, error_body
+from jsontext import escape_lone_surrogates
+from web import cors, ratelimit, scrape
 from web.api import api
 from web.apidocs import apidocs
 from web.control import control
-from config import Settings, host_name, load_settings
 from web.dashboard import mount_dashboard
-from errors import REDIS_UNAVAILABLE, ApiError, ParseError, body_too_large, error_body
-from jsontext import escape_lone_surrogates
-import metrics
-from web import ratelimit
-from web.records import records
-from web import cors
-from web.seed import seed
 from web.page import webpage
+from web.records import records
+from web.seed import seed
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = "5"
@@ -59,6 +58,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     mount_dashboard(app, settings)
     register_error_handlers(app)
     metrics.init_app(app)
+    scrape.init_app(app)
     ratelimit.init_app(app, settings)  # per-client limits in Redis; TRUSTED_PROXIES
     cors.init_app(app, settings)  # after the limiter: its headers are there to expose
     app.before_request_funcs[None].insert(0, refuse_unknown_host)  # before every other hook, the gate's too

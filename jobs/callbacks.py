@@ -23,7 +23,7 @@ import time
 from redis import Redis
 from rq import Retry, get_current_job
 
-from batches import TERMINAL, batch_summary
+from jobs.batches import TERMINAL, batch_summary
 from config import Settings
 from jobs.context import process_context
 from jobs.queues import CALLBACK_QUEUE, make_queue

@@ -19,6 +19,7 @@ from rq.exceptions import StopRequested
 import logs
 from config import load_settings
 from errors import ConfigError
+from jobs import joblogs
 from jobs.queues import MAINTENANCE_QUEUE, Submitter, job_id_for, make_queue
 from jobs.trust import TICK_FUNCTION
 from sources import route
@@ -72,7 +73,7 @@ def title_parser(monkeypatch):
 
 
 def run_job(redis_client, worker_env) -> str:
-    return job_runs.run_job(redis_client, worker_env, worker_class=logs.JobLogSimpleWorker)
+    return job_runs.run_job(redis_client, worker_env, worker_class=joblogs.JobLogSimpleWorker)
 
 
 def check_shape(lines: list[dict]) -> None:
@@ -293,7 +294,7 @@ def test_a_tick_job_run_by_the_services_worker_class_logs_nothing_at_info(worker
     def tick_once() -> None:
         make_queue(MAINTENANCE_QUEUE, redis_client).enqueue(TICK_FUNCTION, job_id=f"tick-{uuid.uuid4().hex}",
                                                             result_ttl=0)
-        job_runs.work_burst(redis_client, logs.JobLogSimpleWorker)
+        job_runs.work_burst(redis_client, joblogs.JobLogSimpleWorker)
 
     def upkeep(lines: list[dict]) -> list[dict]:
         return [line for line in lines if line["logger"].startswith("rq.") and

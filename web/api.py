@@ -24,7 +24,7 @@ from guard import check_url_shape
 from jobs import callbacks, frontier, recrawl
 from jobs.attempts import JobState, attempts_json
 from jobs.ticker import ensure_ticking
-from batches import batch_summary, job_error, lookup, waiting_for_host
+from jobs.batches import batch_summary, job_error, lookup, waiting_for_host
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES, Submitter, fetch_job, make_queue
 from jobs.trust import JsonJob
 from web import journal

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from batches import record_json
+from jobs.batches import record_json
 import jsontext
 from sources import GENERIC, GOODREADS, NEWS
 

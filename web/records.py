@@ -12,7 +12,7 @@ from itertools import chain
 from flask import Blueprint, Response, jsonify, request
 
 from web.api import load_batch_or_404, page_size, read_since, redis
-from batches import record_json
+from jobs.batches import record_json
 from errors import ApiError
 from web.export import KINDS, LAYOUTS, csv_chunks, jsonl_chunks
 from record_index import Position, RecordIndex, Selection, decode_cursor, encode_cursor

@@ -33,7 +33,7 @@ import logs
 import metrics
 import parsers
 from config import Settings, load_settings_or_exit
-from jobs import tasks
+from jobs import joblogs, tasks
 from jobs.fetch import dispatch_policy
 from jobs.queues import PAGE_QUEUE_NAMES, QUEUE_NAMES
 from jobs.ticker import TICK_TIMEOUT, ensure_ticking
@@ -70,7 +70,7 @@ def preload_job_code() -> None:
 def build_pool(settings: Settings) -> WorkerPool:
     preload_job_code()
     return worker_pool(settings, QUEUE_NAMES,
-                       worker_class=logs.JobLogWorker,  # every line about a job carries job_id and url
+                       worker_class=joblogs.JobLogWorker,  # every line about a job carries job_id and url
                        dispatch=(dispatch_policy(settings), PAGE_QUEUE_NAMES),  # per-host turns
                        crash_handlers=CRASH_HANDLERS)
 

@@ -26,9 +26,9 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 import jobs.context
-import logs
 from config import MIB, load_settings
 from errors import ConfigError
+from jobs import joblogs
 from jobs.queues import JOB_FUNCTION, QUEUE_NAMES, job_id_for, make_queue
 from jobs.trust import JOB_FUNCTIONS, ServiceJob
 from jobs.worker.__main__ import CRASH_HANDLERS
@@ -77,7 +77,7 @@ def work_in_child(redis_url: str, setup: Callable[[], None] = lambda: None, **at
     setup()
     connection = Redis.from_url(redis_url)
     queues = [ClaimingQueue(name, connection=connection) for name in QUEUE_NAMES]
-    worker_class = crash_safe(logs.JobLogWorker, "inprocess", **attributes)
+    worker_class = crash_safe(joblogs.JobLogWorker, "inprocess", **attributes)
     worker_class(queues, connection=connection, serializer=JSONSerializer, queue_class=ClaimingQueue,
                  job_class=ThisModulesJobs).work(burst=True, logging_level="WARNING")
 
@@ -242,7 +242,7 @@ def test_the_worker_leaves_between_jobs_once_worn(redis_url, redis_client, limit
 
 
 def test_max_jobs_is_jittered_up_to_ten_percent(redis_client):
-    worker_class = crash_safe(logs.JobLogWorker, "inprocess", max_jobs=1000)
+    worker_class = crash_safe(joblogs.JobLogWorker, "inprocess", max_jobs=1000)
     limits = {worker_class(["goodreads"], connection=redis_client).job_limit for _ in range(30)}
     assert min(limits) >= 1000 and max(limits) <= 1100 and len(limits) > 1
 
@@ -287,7 +287,7 @@ def test_kill_horse_never_signals_the_process_group(redis_client, monkeypatch):
         raise AssertionError("killpg called")
 
     monkeypatch.setattr(os, "killpg", forbidden)
-    worker = crash_safe(logs.JobLogWorker, "inprocess")(["goodreads"], connection=redis_client)
+    worker = crash_safe(joblogs.JobLogWorker, "inprocess")(["goodreads"], connection=redis_client)
     worker._stopped_job_id = "x"
     worker.kill_horse()
     assert worker._stopped_job_id is None
@@ -311,11 +311,11 @@ def test_execution_settings():
 
 def test_the_pool_runs_the_worker_class_of_the_setting():
     inprocess = pool_worker_class(load_settings({"WORKER_MAX_JOBS": "7", "WORKER_MAX_RSS_MIB": "99"}),
-                                            logs.JobLogWorker)
-    assert issubclass(inprocess, InProcessWorker) and issubclass(inprocess, logs.JobLogWorker)
+                                            joblogs.JobLogWorker)
+    assert issubclass(inprocess, InProcessWorker) and issubclass(inprocess, joblogs.JobLogWorker)
     assert (inprocess.max_jobs, inprocess.max_rss_bytes) == (7, 99 * MIB)
     assert inprocess.execute_job.__qualname__ == "JobLogMixin.execute_job"  # the log fields are bound first
-    fork = pool_worker_class(load_settings({"WORKER_EXECUTION": "fork"}), logs.JobLogWorker)
+    fork = pool_worker_class(load_settings({"WORKER_EXECUTION": "fork"}), joblogs.JobLogWorker)
     assert issubclass(fork, CrashSafeWorker) and not issubclass(fork, InProcessWorker)
     assert crash_safe(Worker, "inprocess").__mro__[1] is InProcessWorker  # rq.Worker itself
     assert job_timeout(Job.create(quick_job, connection=Redis(), timeout=7)) == 7
