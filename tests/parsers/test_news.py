@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import urljoin
 
+import lxml.html
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,6 @@ from hypothesis import strategies as st
 import parsers
 from errors import ParseError
 from parsers import news, news_cards, tree
-from parsers.base import make_soup
 from parsers.encoding import decode_html
 from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys, assert_headline_item
@@ -731,7 +731,7 @@ def test_not_article_urls(url: str) -> None:
     "https://help.example.com/hc/en-us/articles/360002940991-Contact", "javascript:void(0)", "#top",
 ])
 def test_story_url_refuses_non_story_links(url: str) -> None:
-    link = make_soup(f'<a href="{url}">x</a>').a
+    link = lxml.html.fragment_fromstring(f'<a href="{url}">x</a>')
     assert news.story_url(link, SITE) is None
 
 
