@@ -77,6 +77,15 @@ def test_select_reads_classes_as_css_defines_them_and_skips_template_content() -
     assert css.matches(inside_template, ".a")  # matches() tests the element as it is
 
 
+def test_a_child_combinator_wants_a_parent_and_a_descendant_one_any_ancestor() -> None:
+    doc = tree.build_document("<div id='d'><span id='child'><span id='grandchild'></span></span></div>")
+    child, grandchild = doc.find_all(etree.XPath("//span"))
+    assert [css.matches(e, "div > span") for e in (child, grandchild)] == [True, False]
+    assert [css.matches(e, "div span") for e in (child, grandchild)] == [True, True]
+    assert css.select(doc, "div > span") == [child] and css.select(doc, "#d span") == [child, grandchild]
+    assert css.select_in(child, "div > span") == [] and css.select_in(child, "div span") == [grandchild]
+
+
 @pytest.mark.parametrize("selector", ["li + a", "h2 ~ p", "p:has(a)", "a::before"])
 def test_selectors_matches_cannot_test_are_refused_when_compiled(selector: str) -> None:
     with pytest.raises(SelectorError):

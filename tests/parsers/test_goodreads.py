@@ -332,6 +332,12 @@ def test_legacy_title_leaves_out_the_nested_series_link() -> None:
     assert data["series"] == {"name": "Tin Maps", "position": "4"}
 
 
+def test_legacy_title_is_the_heading_s_page_text_without_its_series_link_whatever_it_says() -> None:
+    html = edit(fixture("legacy"), "(Tin Maps #4)", "Tin Maps, book four")  # no "(Series #n)" suffix to cut
+    html = edit(html, "The Tin Cartographer", "The Tin <!-- draft --> Cartographer<script>var t = 1;</script>")
+    assert parse(html)["title"] == "The Tin Cartographer"
+
+
 def test_legacy_series_in_its_own_heading_2021_style() -> None:
     html = edit(fixture("legacy"), '<a class="greyText" href="/series/77-tin-maps">\n          (Tin Maps #4)\n</a>')
     series_heading = '<h2 id="bookSeries"><a class="greyText" href="/series/79-tin">(Tin Atlas #0.5)</a></h2>'

@@ -423,6 +423,19 @@ def test_a_label_at_the_start_is_never_dropped(shown: str, kicker: str | None, t
     assert (headline["kicker"], headline["title"]) == (kicker, title)
 
 
+def test_screen_reader_labels_and_timestamps_inside_a_headline_are_not_its_title() -> None:
+    link = ('<h2><a href="/2024/01/02/bridge-reopens">Harbour bridge reopens after repairs'
+            '<span class="visually-hidden"> (opens in a new window)</span><time>2 hours ago</time></a></h2>')
+    headline = news.parse(page(link), "https://example.com/")["headlines"][0]
+    assert (headline["kicker"], headline["title"]) == (None, "Harbour bridge reopens after repairs")
+
+
+@pytest.mark.parametrize("empty, read", [(news.TITLE_SCAN // 2 - 1, True), (news.TITLE_SCAN // 2, False)])
+def test_a_title_is_read_from_its_first_steps_entering_and_leaving_an_element_each_one(empty: int, read: bool) -> None:
+    heading = lxml.html.fragment_fromstring("<h3>" + "<i></i>" * empty + "Harbour bridge reopens after repairs</h3>")
+    assert news.headline_text(heading)[0] == ("Harbour bridge reopens after repairs" if read else None)
+
+
 def test_kicker_elements_inside_and_before_the_title_element() -> None:
     card = ('<article class="card"><span class="card__eyebrow">Climate</span>'
             '<h2><a href="/2024/01/02/glaciers-melt-faster"><span class="kicker">Exclusive</span> '
