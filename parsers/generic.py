@@ -447,7 +447,8 @@ class Page:
     def select(self, *selectors: str) -> Iterator[Element]:
         """Marked elements matching each selector in turn, at most MAX_MATCHES per selector."""
         for selector in selectors:
-            yield from islice((tag for tag in self.tree.marked if css.matches(tag, selector)), MAX_MATCHES)
+            compiled = css.compile_selector(selector)
+            yield from islice((tag for tag in self.tree.marked if compiled.matches(tag)), MAX_MATCHES)
 
     @cached_property
     def title_tag(self) -> str | None:

@@ -625,9 +625,10 @@ def _site_matches(doc: Document, rule: SiteRule) -> list[tuple[Element, bool]]:
     """(element, is a sub-link) for each match of the rule, in page order: one walk over the
     page for headlines and sub-links together; an element both select is a sub-link."""
     both, _, sublink_css = selectors_of(rule)
+    sublinks = css.compile_selector(sublink_css) if sublink_css else None
     found: list[tuple[Element, bool]] = []
     for match in islice(css.select(doc, both), MAX_ELEMENTS):
-        if sublink_css and css.matches(match, sublink_css):
+        if sublinks is not None and sublinks.matches(match):
             found.extend((link, True) for link in _sublinks_in(match))
         else:
             found.append((match, False))
@@ -660,7 +661,8 @@ def _site_candidate(match: Element, rule: SiteRule, page: Page, sublink: bool) -
 
 def _first_match(element: Element, selector: str) -> Element:
     """The first descendant matching selector among CARD_SCAN nodes, else element itself."""
-    found = (t for t in descendants(element, CARD_SCAN) if is_tag(t) and css.matches(t, selector))
+    compiled = css.compile_selector(selector)
+    found = (t for t in descendants(element, CARD_SCAN) if is_tag(t) and compiled.matches(t))
     return next(found, element)
 
 

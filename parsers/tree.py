@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
+from itertools import islice
 
 from lxml import etree
 
@@ -38,6 +39,7 @@ BASE_HREFS = etree.XPath("//base[@href]")
 BODIES = etree.XPath("//body")
 SCRIPTS = etree.XPath("//script[@type]")  # an untyped script is no JSON-LD
 ENTER, TEXT, LEAVE = "enter", "text", "leave"  # the steps of a Walk
+WALK_EVENTS = ("start", "end", "comment", "pi")  # what lxml's iterwalk reports to a Walk
 NO_TOKENS: frozenset[str] = frozenset()
 CAMEL_CASE = re.compile(r"([a-z])([A-Z])")
 NON_WORD = re.compile(r"[^a-z0-9]+")
@@ -179,7 +181,7 @@ class Walk:
 
     def __init__(self, element: Element) -> None:
         self.root = element
-        self._walker = etree.iterwalk(element, events=("start", "end", "comment", "pi"))
+        self._walker = None
         self._skipped = False
 
     def skip(self) -> None:
@@ -188,19 +190,28 @@ class Walk:
 
     def __iter__(self) -> Iterator[tuple[str, Node]]:
         root = self.root
-        for event, node in self._walker:
+        if root.text:
+            yield TEXT, root.text
+        if not len(root):  # most titles and labels: no iterwalk to set up
+            yield LEAVE, root
+            return
+        walker = self._walker = etree.iterwalk(root, events=WALK_EVENTS)
+        next(walker)  # the element's own start: no step of its own
+        for event, node in walker:
             if event == "start":
                 if node.tag == GONE:
                     continue  # cleared: nothing inside, and its tail comes with its "end"
-                if node is not root:
-                    self._skipped = False
-                    yield ENTER, node
-                if node.text and not self._skipped:
+                self._skipped = False
+                yield ENTER, node
+                if not self._skipped and node.text:
                     yield TEXT, node.text
             elif event == "end":
+                if node is root:
+                    yield LEAVE, node
+                    return
                 if node.tag != GONE:
                     yield LEAVE, node
-                if node.tail and node is not root:
+                if node.tail:
                     yield TEXT, node.tail
             else:  # a comment or processing instruction: a node, but its text is none of the page's
                 yield ENTER, node
@@ -210,14 +221,33 @@ class Walk:
 
 def descendants(element: Element, limit: int) -> Iterator[Node]:
     """element's first `limit` descendants in document order: elements, comments, runs of text."""
-    if limit <= 0:
+    return islice(_nodes(element), max(limit, 0))
+
+
+def _nodes(element: Element) -> Iterator[Node]:
+    """A Walk's steps without the leaving ones, written out: the parsers' most frequent walk
+    (a card's links, a link's headings), where a generator less is a tenth of its time."""
+    if element.text:
+        yield element.text
+    if not len(element):
         return
-    for step, node in Walk(element):
-        if step != LEAVE:
-            yield node
-            limit -= 1
-            if limit <= 0:
+    walker = etree.iterwalk(element, events=WALK_EVENTS)
+    next(walker)  # the element's own start
+    for event, node in walker:
+        if event == "start":
+            if node.tag != GONE:
+                yield node
+                if node.text:
+                    yield node.text
+        elif event == "end":
+            if node is element:
                 return
+            if node.tail:
+                yield node.tail
+        else:  # a comment or processing instruction
+            yield node
+            if node.tail:
+                yield node.tail
 
 
 def page_strings(element: Element, limit: int) -> Iterator[str]:
