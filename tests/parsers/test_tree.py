@@ -98,6 +98,7 @@ def test_removed_elements_leave_their_tail_apart_from_the_text_before() -> None:
     assert tree.page_text(paragraph, " ") == "one two  three"
     assert [e.tag for e in doc.elements()] == ["html", "body", "p", "b"]
     assert list(tree.descendants(paragraph, 10)) == ["one", "two ", paragraph[1], "three"]
+    assert list(tree.page_strings(paragraph, 10)) == ["one", "two ", "three"]
 
 
 def test_a_walk_skips_what_it_is_told_to_and_still_leaves_it() -> None:
@@ -110,6 +111,13 @@ def test_a_walk_skips_what_it_is_told_to_and_still_leaves_it() -> None:
             walk.skip()
     assert steps == [("text", "a"), ("enter", "span"), ("leave", "span"), ("text", "d"), ("enter", "comment"),
                      ("text", "e"), ("leave", "div")]
+
+
+def test_a_walk_leaves_the_element_last_even_when_it_has_no_children() -> None:
+    for html, tag in (("<p>only text</p>", "p"), ("<p>a<b>b</b></p>", "p")):
+        element = tree.build_document(html).find_all(etree.XPath(f"//{tag}"))[0]
+        assert list(tree.Walk(element))[-1] == (tree.LEAVE, element)
+        assert list(tree.Walk(element))[0] == (tree.TEXT, element.text)
 
 
 def test_a_huge_flat_element_is_walked_within_the_bound() -> None:
