@@ -107,11 +107,11 @@ def peak_kib(text: str, url: str) -> float:
 
 
 def goodreads_builds_tree(text: str, url: str) -> bool | None:
-    """For a Goodreads page, True when its parse built the page's tree (goodreads.Page.soup);
+    """For a Goodreads page, True when its parse built the page's tree (goodreads.Page.doc);
     None for the other parsers, which always read one."""
     if source_for_url(url).name != "goodreads":
         return None
-    with mock.patch.object(goodreads, "make_bounded_soup", wraps=goodreads.make_bounded_soup) as build:
+    with mock.patch.object(goodreads, "build_document", wraps=goodreads.build_document) as build:
         safe_parse(text, url)
     return build.called
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from errors import ParseError
-from parsers import generic, goodreads, news, tree
+from parsers import css, generic, goodreads, news
 from parsers.base import limit_html
 from parsers.encoding import decode_html
 from sources import source_for_url
@@ -35,7 +35,7 @@ def parse(html: str | bytes, url: str, content_type: str | None = None, source: 
     if isinstance(html, bytes):
         html = decode_html(html, content_type)
     # Size cap and no lone surrogates here; a parser that needs a tree builds it bounded
-    # (base.make_bounded_soup or tree.build_document), flattening nesting past 64 levels.
+    # (tree.build_document), flattening nesting past 64 levels.
     html = limit_html(html)
     parser = PARSERS[source or source_for_url(url).name]
     return parser(html, url, explain=True) if explain else parser(html, url)  # (html, url) is the contract
@@ -43,13 +43,11 @@ def parse(html: str | bytes, url: str, content_type: str | None = None, source: 
 
 def warm_up() -> None:
     """Compile now what the parsers would compile on first use, so a pool does it once and every
-    process it forks inherits it: each CSS selector run on the lxml tree (news site rules, generic
-    fallbacks), and with the first one soupsieve's own set-up, over 100 ms of a process's first page.
-
-    goodreads selects on bs4's tree through soupsieve's own cache: it shares that set-up.
+    process it forks inherits it: each CSS selector of the parsers (news site rules, generic
+    fallbacks, Goodreads' markup tables), translated by cssselect and compiled by lxml.
     """
-    for css in (*news.rule_selectors(), *generic.SELECTORS):
-        tree.compile_selector(css)
+    for selector in (*news.rule_selectors(), *generic.SELECTORS, *goodreads.selectors()):
+        css.compile_selector(selector)
 
 
 __all__ = ["PARSER_VERSION", "ParseError", "parse", "warm_up"]

@@ -1,5 +1,5 @@
-"""Helpers every parser shares: building the tree, structured data (with or without a tree),
-meta tags, text, URLs, and the bounds that keep untrusted pages cheap.
+"""Helpers every parser shares: structured data (with or without a tree), meta tags, text,
+URLs, caches, and the bounds that keep untrusted pages cheap (parsers/tree.py builds the tree).
 
 Pure functions only: no network, no Redis, no clock.
 """
@@ -8,22 +8,14 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache, wraps
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, XMLParsedAsHTMLWarning
-from bs4.builder._lxml import LXMLTreeBuilder
 from lxml import etree
 
-# lxml builds the tree faster than html.parser on large pages (measured in bench/).
-TREE_BUILDER = "lxml"
 WHITESPACE = re.compile(r"\s+")
-
-
-def make_soup(html: str) -> BeautifulSoup:
-    return BeautifulSoup(html, TREE_BUILDER)
 
 
 def clean_text(text: str | None) -> str | None:
@@ -32,10 +24,6 @@ def clean_text(text: str | None) -> str | None:
         return None
     text = WHITESPACE.sub(" ", text).strip()
     return text or None
-
-
-def node_text(node: Tag | None) -> str | None:
-    return clean_text(node.get_text(" ")) if node is not None else None
 
 
 def load_json(text: str | None) -> object | None:
@@ -49,18 +37,6 @@ def load_json(text: str | None) -> object | None:
 
 
 JSONLD_TYPE = re.compile(r"^\s*application/ld\+json", re.I)
-
-
-def jsonld_objects(soup: BeautifulSoup) -> Iterator[dict]:
-    """Every JSON-LD object on the page, flattening lists and @graph containers."""
-    yield from jsonld_in_scripts(soup.find_all("script", type=JSONLD_TYPE))
-
-
-def jsonld_in_scripts(scripts: Iterable[Tag]) -> Iterator[dict]:
-    """jsonld_objects for <script> tags already found (other scripts are skipped)."""
-    for script in scripts:
-        if JSONLD_TYPE.match(_attr_text(script, "type") or ""):
-            yield from _flatten_jsonld(load_json(script.string or script.get_text()))
 
 
 def _flatten_jsonld(value: object) -> Iterator[dict]:
@@ -77,10 +53,6 @@ def jsonld_types(obj: dict) -> set[str]:
     kinds = obj.get("@type")
     kinds = kinds if isinstance(kinds, list) else [kinds]
     return {k.split("/")[-1].lower() for k in kinds if isinstance(k, str)}
-
-
-def first_jsonld(soup: BeautifulSoup, *types: str) -> dict | None:
-    return first_of_types(jsonld_objects(soup), types)
 
 
 def first_of_types(objects: Iterable[dict], types: Iterable[str]) -> dict | None:
@@ -131,7 +103,6 @@ TEXT_END = {name: re.compile(rf"</{name}[{SPACE}/>]", re.I) for name in TEXT_ELE
 SCRIPT_TOKEN = re.compile(rf"<(?:!--|(?P<slash>/?)(?i:script)[{SPACE}/>])|-->")
 SCRIPT_END = re.compile(rf"</(?i:script)[{SPACE}/>]")
 END_TAG_REST = re.compile(ATTRIBUTES)
-ASCII_SPACES = " \t\n\f\r"
 
 
 def script_blocks(html: str) -> list[ScriptBlock]:
@@ -188,13 +159,8 @@ def _start_tag(html: str, pos: int) -> tuple[dict[str, str], int, bool] | None:
         if name not in seen:
             seen.add(name)
             value = next((v for v in part.group("dq", "sq", "uq") if v is not None), "")
-            attrs[_bs4_attribute_name(name)] = _as_tree_text(html_lib.unescape(value), collapse=False)
+            attrs[name] = _as_tree_text(html_lib.unescape(value))
     return None
-
-
-def _bs4_attribute_name(name: str) -> str:
-    """bs4 reads "{x}type" as a namespaced "type" (which then replaces an earlier type=)."""
-    return name.split("}", 1)[1] if name.startswith("{") and "}" in name else name
 
 
 def _end_tag_end(html: str, pos: int) -> int:
@@ -230,15 +196,12 @@ def _escaped_script_end(html: str, pos: int) -> tuple[int, int]:
     return len(html), len(html)  # an unterminated script runs to the end of the page
 
 
-def _as_tree_text(text: str, collapse: bool = True) -> str:
-    """Text as the tree holds it: HTML5 input preprocessing (CR LF as LF, NUL as U+FFFD), and
-    bs4's whitespace-only strings collapsed to "\n" or " " (collapse), for identical results."""
+def _as_tree_text(text: str) -> str:
+    """Text as the tree holds it: HTML5 input preprocessing (CR LF as LF, NUL as U+FFFD)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
-    if collapse and text and not text.strip(ASCII_SPACES):
-        return "\n" if "\n" in text else " "
     return text
 
 
@@ -247,17 +210,6 @@ def jsonld_in_blocks(blocks: Iterable[ScriptBlock]) -> Iterator[dict]:
     for block in blocks:
         if JSONLD_TYPE.match(block.attrs.get("type", "")):
             yield from _flatten_jsonld(load_json(block.text))
-
-
-def meta_content(soup: BeautifulSoup, *keys: str) -> str | None:
-    """The first non-empty <meta> content whose property, name or itemprop is one of keys."""
-    for key in keys:
-        for attr in ("property", "name", "itemprop"):
-            tag = soup.find("meta", attrs={attr: re.compile(rf"^{re.escape(key)}$", re.I)})
-            value = clean_text(tag.get("content")) if tag is not None else None
-            if value:
-                return value
-    return None
 
 
 def absolute_url(href: str | None, base: str) -> str | None:
@@ -290,17 +242,12 @@ def to_float(value: object) -> float | None:
 # Untrusted pages: bounded parse time, and no exception from odd text.
 # ---------------------------------------------------------------------------------------
 
-# bs4 warns when markup looks like XML or like a file name; parsers read whatever a server
-# sent as HTML on purpose, so those warnings are noise in logs and test output.
-warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
-warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)
-
-# bs4 builds a tree from wall-to-wall tags (<b>x</b><b>x</b>...) at about 0.5 MB a second;
-# the largest real page saved for the tests (a Washington Post front) is 2.0 million
+# The largest real page saved for the tests (a Washington Post front) is 2.0 million
 # characters. A page is parsed up to this length; its metadata sits in <head> anyway.
 MAX_PARSE_CHARS = 2_500_000
-# bs4 walks a node's ancestors for each child it adds, so parse time grows with depth x width:
-# 20,000 nested <div>s followed by 20,000 <br>s (200 kB) take 25 s. Real pages nest under 30.
+# The parsers climb from elements to their ancestors (is this text inside a <script>? which
+# card holds this heading?), so their time grows with depth x width: 20,000 nested <div>s
+# followed by 20,000 <br>s are 200 kB. Real pages nest under 30.
 MAX_DEPTH = 64
 SURROGATES = re.compile("[\ud800-\udfff]")
 VOID_ELEMENTS = frozenset(
@@ -313,22 +260,6 @@ SAFE_NAME = re.compile(r"^[^\s\"'<>/=]+$")
 # A flattened page can come out of the tree builder deeper than it went in (misnested
 # formatting tags are reopened); it is flattened once more, then built whatever its depth.
 FLATTEN_ROUNDS = 2
-
-
-def make_bounded_soup(html: str) -> BeautifulSoup:
-    """make_soup for pages from anywhere: bounded time and size, no error on lone surrogates.
-
-    The same tree as make_soup(bounded_html(html)), without bounded_html's separate lxml pass
-    (10 ms on a 1 MB page): the build itself stops the moment it nests past MAX_DEPTH, and
-    only then is the page flattened and built again.
-    """
-    html = limit_html(html)
-    for _ in range(FLATTEN_ROUNDS):
-        try:
-            return BeautifulSoup(html, builder=_DepthLimitedBuilder())
-        except _TooDeep:
-            html = _lxml_events(html, _Flattener(MAX_DEPTH))
-    return make_soup(html)
 
 
 def bounded_html(html: str) -> str:
@@ -347,7 +278,7 @@ def limit_html(html: str) -> str:
     """html cut to MAX_PARSE_CHARS, lone surrogates replaced: the cheap part of bounded_html.
 
     Enough for code that reads the text without building a tree (script_blocks); whoever
-    builds a tree goes through make_bounded_soup, which bounds the nesting too.
+    builds a tree goes through tree.build_document, which bounds the nesting too.
     """
     html = html[:MAX_PARSE_CHARS]
     if _has_surrogates(html):
@@ -367,36 +298,8 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
-class _TooDeep(Exception):
-    """Raised inside the tree build: the page nests past MAX_DEPTH."""
-
-
-class _DepthLimitedBuilder(LXMLTreeBuilder):
-    """bs4's lxml tree builder (TREE_BUILDER) that gives up as soon as nesting passes MAX_DEPTH.
-
-    It sees the same lxml start/end events as _DepthProbe, so it stops on exactly the pages
-    bounded_html flattens; lxml stops parsing when a target method raises.
-    """
-
-    depth = 0
-
-    def feed(self, markup: str) -> None:
-        self.depth = 0
-        super().feed(markup)
-
-    def start(self, tag: str, attrib: dict, nsmap: dict | None = None) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise _TooDeep
-        super().start(tag, attrib, {} if nsmap is None else nsmap)
-
-    def end(self, tag: str) -> None:
-        self.depth -= 1
-        super().end(tag)
-
-
 def _lxml_events(html: str, target: object) -> object:
-    """Run lxml's HTML parser (the one bs4 uses) over html with a parser target; its result."""
+    """Run lxml's HTML parser over html with a parser target (no tree built); the target's result."""
     parser = etree.HTMLParser(target=target, recover=True)
     try:
         parser.feed(html)
@@ -463,8 +366,8 @@ class _Flattener:
         return "".join(self.out)
 
 
-def meta_index(soup: BeautifulSoup) -> dict[str, list[str]]:
-    """Every non-empty <meta> value by lowercased key, in page order.
+def meta_index(metas: Iterable[etree._Element]) -> dict[str, list[str]]:
+    """Every non-empty value of the page's <meta> elements by lowercased key, in page order.
 
     Keys are the name, property or http-equiv attribute, and "itemprop:<name>" for microdata
     (kept apart so an itemprop="description" deep in a widget never passes for the page's).
@@ -472,12 +375,12 @@ def meta_index(soup: BeautifulSoup) -> dict[str, list[str]]:
     not collapsed (a URL split over two lines must stay recognisable as one).
     """
     index: dict[str, list[str]] = {}
-    for tag in soup.find_all("meta"):
-        value = (_attr_text(tag, "content") or _attr_text(tag, "value") or "").strip()
+    for tag in metas:
+        value = (tag.get("content") or tag.get("value") or "").strip()
         if not value:
             continue
-        keys = {(_attr_text(tag, attr) or "").strip().lower() for attr in ("property", "name", "http-equiv")}
-        itemprop = (_attr_text(tag, "itemprop") or "").strip().lower()
+        keys = {(tag.get(attr) or "").strip().lower() for attr in ("property", "name", "http-equiv")}
+        itemprop = (tag.get("itemprop") or "").strip().lower()
         if itemprop:
             keys.add("itemprop:" + itemprop)
         for key in keys - {""}:
@@ -485,9 +388,26 @@ def meta_index(soup: BeautifulSoup) -> dict[str, list[str]]:
     return index
 
 
-def _attr_text(tag: Tag, name: str) -> str | None:
-    """An attribute as one string (bs4 answers a list for multi-valued attributes like rel)."""
-    value = tag.get(name)
-    if isinstance(value, list):
-        return " ".join(value)
-    return value
+# ---------------------------------------------------------------------------------------
+# Caches for lookups the parsers repeat across a page and across pages.
+# ---------------------------------------------------------------------------------------
+
+CACHED_CHARS = 1024  # longest arguments (summed) whose results are cached
+
+
+def short_key_cache(maxsize: int, max_chars: int = CACHED_CHARS) -> Callable[[Callable], Callable]:
+    """lru_cache for calls on short strings (class lists, hrefs); calls on longer ones, which
+    only hostile markup makes, run uncached, so a worker's caches stay a few megabytes."""
+    def decorate(function: Callable) -> Callable:
+        cached = lru_cache(maxsize=maxsize)(function)
+
+        @wraps(function)
+        def call(*args: str | None) -> object:
+            size = 0
+            for arg in args:
+                if arg:
+                    size += len(arg)
+            return function(*args) if size > max_chars else cached(*args)
+        call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
+        return call
+    return decorate

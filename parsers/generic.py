@@ -41,9 +41,8 @@ Every field reads its candidates as (source, value) pairs, so the winner knows i
 Raises ParseError only when the input is not an HTML page at all: empty, binary, no tag,
 or neither a title nor any text.
 
-The tree is parsers/tree.py's: lxml's own, read the way bs4 reads the tree it builds
-from the same parser (text runs as nodes, class lists, script/style/template/ruby
-text apart, whitespace-only runs as bs4 keeps them), at a fraction of bs4's cost.
+The tree is lxml's (parsers/tree.py builds it bounded and says what page text is); the HTML
+fallbacks are CSS selectors compiled by cssselect (parsers/css.py).
 """
 from __future__ import annotations
 
@@ -59,10 +58,10 @@ from itertools import islice
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from bs4.builder import HTMLTreeBuilder
 from lxml import etree
 
 from errors import ParseError
+from parsers import css
 from parsers.base import (
     JSONLD_TYPE,
     ScriptBlock,
@@ -72,19 +71,7 @@ from parsers.base import (
     jsonld_types,
     meta_index,
 )
-from parsers.tree import (
-    GONE,
-    STRING_CONTAINERS,
-    Document,
-    Element,
-    attribute,
-    build_document,
-    compile_selector,
-    contents,
-    is_list_attribute,
-    is_tag,
-    remove,
-)
+from parsers.tree import BODIES, GONE, Document, Element, build_document, node_text, page_text, remove, text_length
 
 # ---------------------------------------------------------------------------------------
 # Where each field is looked for. Meta keys are matched lowercase against name, property
@@ -129,8 +116,9 @@ META_KEYS = {
     "type": ("og:type",),
     "language": ("og:locale", "content-language", "dc.language", "dcterms.language", "language"),
 }
-# HTML fallbacks, as CSS selectors. They run only on the elements one walk over the tree
-# marks (MARKED_*): soupsieve on every element of a 3 MB page would take seconds each.
+# HTML fallbacks, as CSS selectors. They are tried only on the elements one walk over the tree
+# marks (MARKED_*): a few dozen elements of a page, where each selector over the whole page
+# would walk all of its elements again.
 TITLE_SELECTORS = ("[itemprop=headline]",)  # microdata headline, before <title>
 H1_SELECTORS = ("article h1", "main h1", "[role=main] h1", "h1")
 PUBLISHED_SELECTORS = (
@@ -149,6 +137,7 @@ SELECTORS = TITLE_SELECTORS + H1_SELECTORS + PUBLISHED_SELECTORS + AUTHOR_SELECT
 MARKED_TAGS = frozenset({"h1", "time"})
 MARKED_ATTRS = frozenset({"itemprop", "datetime", "pubdate"})
 MARKED_RELS = frozenset({"author"})
+REL_TAGS = frozenset({"a", "area", "link"})  # the elements whose rel is a list of link types
 MARKED_CLASSES = frozenset({
     "byline__name", "author-name", "byline", "author", "entry-author", "post-author", "pubTime",
     "pubtime", "publish-date", "published", "post-date", "entry-date", "article-date",
@@ -264,6 +253,11 @@ TIMEZONES = {  # abbreviations with one meaning; "ET"/"IST" are ambiguous and le
 }
 YEARS = range(1900, 2201)  # outside this a "date" is a number that happens to fit the pattern
 
+# Elements read by name, over every top-level node of the page.
+HTML_ELEMENTS = etree.XPath("//html")
+PARAGRAPHS = etree.XPath("//p")
+METAS = etree.XPath("//meta")
+
 
 class Found(NamedTuple):
     """A field's value and the source that gave it ("meta: og:title"); None when no source did."""
@@ -295,7 +289,7 @@ def parse(html: str, url: str, explain: bool = False) -> dict:
     }
     # From here on the tree loses its boilerplate: every metadata lookup is done.
     content, content_source = main_content(page)
-    found["word_count"] = Found(count_words(get_text(content, " ")), content_source)
+    found["word_count"] = Found(count_words(page_text(content, " ")), content_source)
     if found["image"].value is None:
         found["image"] = first_content_image(page, content)
     if found["title"].value is None and found["word_count"].value == 0:
@@ -351,17 +345,12 @@ def index_tree(doc: Document) -> TreeIndex:
 def _is_marked(tag: Element) -> bool:
     if tag.tag in MARKED_TAGS or not MARKED_ATTRS.isdisjoint(tag.attrib):
         return True
-    rel, classes = _words(tag, "rel"), _words(tag, "class")
+    rel = tag.get("rel") if tag.tag in REL_TAGS else None
+    classes = tag.get("class")
     return bool(
-        (rel is not None and not MARKED_RELS.isdisjoint(rel))
-        or (classes is not None and not MARKED_CLASSES.isdisjoint(classes))
+        (rel is not None and not MARKED_RELS.isdisjoint(rel.split()))
+        or (classes is not None and not MARKED_CLASSES.isdisjoint(classes.split()))
     )
-
-
-def _words(tag: Element, name: str) -> list[str] | None:
-    """A list attribute's words (class; rel of links), as bs4 splits them; None for any other."""
-    value = tag.get(name)
-    return value.split() if value is not None and is_list_attribute(tag.tag, name) else None
 
 
 def _append_capped(found: list[Element], tag: Element) -> None:
@@ -379,19 +368,19 @@ class Page:
     tree: TreeIndex = field(init=False)
 
     def __post_init__(self) -> None:
-        self.meta = meta_index(MetaTags(self.doc))
+        self.meta = meta_index(self.doc.find_all(METAS))
         self.tree = index_tree(self.doc)
 
     @cached_property
     def base_url(self) -> str:
         """Where relative URLs point: <base href> (itself relative to the page) or the page URL."""
         base = next(iter(self.tree.named.get("base", [])), None)
-        return absolute_url(_attr(base, "href"), self.url) or self.url
+        return absolute_url(base.get("href") if base is not None else None, self.url) or self.url
 
     def tags(self, name: str, **attrs: str) -> Iterator[Element]:
         """The indexed <name> elements (see NAMED_TAGS) whose attributes contain attrs' values."""
         for tag in self.tree.named.get(name, []):
-            if all(value in (_attr(tag, key) or "").lower().split() for key, value in attrs.items()):
+            if all(value in (tag.get(key) or "").lower().split() for key, value in attrs.items()):
                 yield tag
 
     @cached_property
@@ -458,15 +447,15 @@ class Page:
     def select(self, *selectors: str) -> Iterator[Element]:
         """Marked elements matching each selector in turn, at most MAX_MATCHES per selector."""
         for selector in selectors:
-            compiled = compile_selector(selector)
-            yield from islice((tag for tag in self.tree.marked if compiled.match(tag)), MAX_MATCHES)
+            compiled = css.compile_selector(selector)
+            yield from islice((tag for tag in self.tree.marked if compiled.matches(tag)), MAX_MATCHES)
 
     @cached_property
     def title_tag(self) -> str | None:
         """The <title> text; a <title> inside inline SVG is an icon's label, not the page's."""
         for tag in self.tags("title"):
             if next(tag.iterancestors("svg"), None) is None:
-                return _text(get_text(tag, " "))
+                return _text(page_text(tag, " "))
         return None
 
     @cached_property
@@ -551,7 +540,7 @@ def _image_candidates(page: Page) -> Iterator[Sourced]:
     for key in JSONLD_KEYS["image"]:
         yield from ((source, _ld_url(page, value)) for source, value in page.jsonld_sourced(key))
     yield from page.meta_sourced(*META_KEYS["image"])
-    yield from (("html: <link rel=image_src>", _attr(tag, "href")) for tag in page.tags("link", rel="image_src"))
+    yield from (("html: <link rel=image_src>", tag.get("href")) for tag in page.tags("link", rel="image_src"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -705,7 +694,7 @@ def _published_candidates(page: Page) -> Iterator[Sourced]:
     yield from page.meta_sourced(*META_KEYS["published"])
     for selector in PUBLISHED_SELECTORS:
         for tag in page.select(selector):
-            yield f"html: {selector}", _attr(tag, "datetime") or _attr(tag, "content") or node_text(tag)
+            yield f"html: {selector}", tag.get("datetime") or tag.get("content") or node_text(tag)
     yield from page.meta_sourced(*META_KEYS["created"])
 
 
@@ -717,7 +706,7 @@ def find_canonical(page: Page) -> Found:
 
 
 def _canonical_candidates(page: Page) -> Iterator[Sourced]:
-    yield from (("html: <link rel=canonical>", _attr(tag, "href")) for tag in page.tags("link", rel="canonical"))
+    yield from (("html: <link rel=canonical>", tag.get("href")) for tag in page.tags("link", rel="canonical"))
     yield from page.meta_sourced(*META_KEYS["canonical"])
 
 
@@ -744,8 +733,8 @@ def find_language(page: Page) -> Found:
 def _language_candidates(page: Page) -> Iterator[Sourced]:
     html = next(iter(page.doc.find_all(HTML_ELEMENTS)), None)
     if html is not None:
-        yield "html: <html lang>", _attr(html, "lang")
-        yield "html: <html xml:lang>", _attr(html, "xml:lang")
+        yield "html: <html lang>", html.get("lang")
+        yield "html: <html xml:lang>", html.get("xml:lang")
     yield from page.meta_sourced(*META_KEYS["language"])
     yield from ((source, _ld_text(value)) for source, value in page.jsonld_sourced("inLanguage"))
 
@@ -784,8 +773,8 @@ def _removed(tag: Element, doc: Document) -> bool:
 def _paragraph_chars(tag: Element) -> int:
     paragraphs = list(tag.iterdescendants("p"))
     if not paragraphs:
-        return len(get_text(tag))
-    return sum(len(get_text(p)) for p in paragraphs)
+        return text_length(tag)
+    return sum(text_length(p) for p in paragraphs)
 
 
 def _main_paragraph_block(doc: Document) -> Element | None:
@@ -805,7 +794,7 @@ def _own_paragraph_chars(doc: Document) -> list[tuple[Element, int]]:
     for paragraph in doc.find_all(PARAGRAPHS):
         parent = paragraph.getparent()
         if parent is not None:
-            scores.setdefault(id(parent), [parent, 0])[1] += len(get_text(paragraph))
+            scores.setdefault(id(parent), [parent, 0])[1] += text_length(paragraph)
     return [(parent, chars) for parent, chars in scores.values()]
 
 
@@ -818,7 +807,7 @@ def first_content_image(page: Page, content: Element | Document) -> Found:
     for img in page.tags("img"):
         if _removed(img, page.doc) or _declared_size(img) < MIN_IMAGE_PIXELS or not _inside(img, content):
             continue
-        url = _url(page, _attr(img, "src") or _attr(img, "data-src"))
+        url = _url(page, img.get("src") or img.get("data-src"))
         if url:
             return Found(url, "html: <img> in the main text")
     return NOT_FOUND
@@ -832,7 +821,7 @@ def _declared_size(img: Element) -> int:
     """The smaller of the declared width and height; large when undeclared."""
     sizes = []
     for attr in ("width", "height"):
-        match = re.match(r"\s*(\d+)", _attr(img, attr) or "")
+        match = re.match(r"\s*(\d+)", img.get(attr) or "")
         if match:
             sizes.append(int(match.group(1)))
     return min(sizes, default=MIN_IMAGE_PIXELS)
@@ -902,7 +891,7 @@ def microdata_type(items: list[Element]) -> str | None:
     """The type of the page's main microdata item (itemscope itemtype="…/BlogPosting")."""
     found = []
     for tag in items:
-        types = {t.rstrip("/").split("/")[-1].lower() for t in (_attr(tag, "itemtype") or "").split()}
+        types = {t.rstrip("/").split("/")[-1].lower() for t in (tag.get("itemtype") or "").split()}
         rank = _content_rank(types)
         if rank is not None:
             found.append((rank, og_type_for_schema(types)))
@@ -915,8 +904,8 @@ def is_logo(h1: Element) -> bool:
     if in_chrome and next(h1.iterancestors("article", "main"), None) is None:
         return True
     for link in islice((a for a in h1.iterdescendants("a") if a.get("href") is not None), 3):
-        href = _attr(link, "href") or ""
-        if "logo" in (_attr(link, "class") or "") or urlsplit(href).path in ("", "/"):
+        href = link.get("href") or ""
+        if "logo" in (link.get("class") or "") or urlsplit(href).path in ("", "/"):
             return True
     return False
 
@@ -1111,62 +1100,3 @@ def _unique(values: Iterable[str | None]) -> list[str]:
             seen.add(value.casefold())
             unique.append(value)
     return unique
-
-
-def _attr(tag: Element | None, name: str) -> str | None:
-    """An attribute as one string, as bs4 joins multi-valued ones like rel/class."""
-    return attribute(tag, name) if tag is not None else None
-
-
-# ---------------------------------------------------------------------------------------
-# Text, as bs4's get_text() reads it.
-# ---------------------------------------------------------------------------------------
-HTML_ELEMENTS = etree.XPath("//html")
-BODIES = etree.XPath("//body")
-PARAGRAPHS = etree.XPath("//p")
-PRESERVE_WHITESPACE = frozenset(HTMLTreeBuilder.DEFAULT_PRESERVE_WHITESPACE_TAGS)  # pre, textarea
-ASCII_SPACES = " \n\t\f\r"  # a run of only these is one space or newline in bs4's tree
-
-
-class MetaTags:
-    """What base.meta_index asks of a soup, answered from the lxml tree."""
-
-    META = etree.XPath("//meta")
-
-    def __init__(self, doc: Document) -> None:
-        self.doc = doc
-
-    def find_all(self, name: str) -> list[Element]:
-        assert name == "meta"
-        return self.doc.find_all(self.META)
-
-
-def node_text(tag: Element | None) -> str | None:
-    return clean_text(get_text(tag, " ")) if tag is not None else None
-
-
-def get_text(node: Element | Document, separator: str = "") -> str:
-    """bs4's get_text(): the strings of the node's own kind (page text; a script's code...)."""
-    tops = [top for top in node.nodes if is_tag(top)] if isinstance(node, Document) else [node]
-    return separator.join(s for top in tops for s in _strings(top, isinstance(node, Document)))
-
-
-def _strings(element: Element, whole_page: bool) -> Iterator[str]:
-    """element's strings whose innermost script/style/template/rt/rp is the one get_text wants
-    (element itself if it is one, else none), each as bs4's tree holds it."""
-    wanted = None if whole_page or element.tag not in STRING_CONTAINERS else element.tag
-    inner = next((t.tag for t in (element, *element.iterancestors()) if t.tag in STRING_CONTAINERS), None)
-    keep = any(t.tag in PRESERVE_WHITESPACE for t in (element, *element.iterancestors()))
-    stack = [(contents(element), inner, keep)]
-    while stack:
-        children, inner, keep = stack[-1]
-        node = next(children, None)
-        if node is None:
-            stack.pop()
-        elif type(node) is str:
-            if inner == wanted:
-                yield node if keep or node.strip(ASCII_SPACES) else ("\n" if "\n" in node else " ")
-        elif is_tag(node):
-            tag = node.tag
-            container = tag if tag in STRING_CONTAINERS else inner
-            stack.append((contents(node), container, keep or tag in PRESERVE_WHITESPACE))

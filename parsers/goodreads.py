@@ -34,8 +34,9 @@ the other fields, to the next one (a field's sources, best first):
 Fast path: structured data first, the tree only where a field needs it. The JSON-LD and
 __NEXT_DATA__ <script>s are found by parsers.base.script_blocks, a scanner that follows the
 HTML tokenizer (comments, attribute values, <title>/<style>/... text, "</script" end tags) and
-finds the same scripts as the tree, at a few percent of its cost. The page's tree (bs4 over
-lxml, through make_bounded_soup, so bounded in depth) is built on the first markup lookup only.
+finds the same scripts as the tree, at a few percent of its cost. The page's tree (lxml's,
+through tree.build_document, so bounded in size and depth) is built on the first markup lookup
+only; its CSS selectors are compiled by cssselect (parsers/css.py).
 Markup sources are skipped for a field the Apollo state has the last word on: when the Book
 and its Work are in the state, a field whose key the Book (or Work) holds, even as null or [],
 is answered from the state, since Next.js rendered the markup from that same state
@@ -53,7 +54,7 @@ Conventions:
 - description is plain text: <br> becomes "\\n", paragraphs are separated by "\\n\\n".
 - librarian_note: the note Goodreads' librarians put before some descriptions, about the
   edition record ("Alternate cover edition of ASIN B004XISI4A", "Also published as: ..."):
-  the description's leading lines that open with a note phrasing (LIBRARIAN_NOTE), or a
+  the description's leading lines that open with a note phrasing (parsers/description.py), or a
   leading <b>/<i> that does, taken off the description (None when it was all note). Read
   from the description's text, so the same in every layout; the phrasings later in a
   blurb are the blurb's own.
@@ -80,9 +81,10 @@ from functools import cache, cached_property
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
-from bs4 import BeautifulSoup, Comment, Tag
+from lxml import etree
 
 from errors import ParseError
+from parsers import css
 from parsers.base import (
     ScriptBlock,
     absolute_url,
@@ -91,12 +93,22 @@ from parsers.base import (
     jsonld_in_blocks,
     limit_html,
     load_json,
-    make_bounded_soup,
-    make_soup,
-    node_text,
     script_blocks,
     to_float,
     to_int,
+)
+from parsers.description import element_text, html_text, split_librarian_note, tidy_lines
+from parsers.tree import (
+    ENTER,
+    STRING_CONTAINERS,
+    TEXT,
+    Document,
+    Element,
+    Walk,
+    build_document,
+    is_tag,
+    node_text,
+    text_length,
 )
 from sources import goodreads_book_url
 
@@ -299,31 +311,6 @@ DATE_DAY_FIRST = re.compile(
 DATE_NUMERIC = re.compile(r"\b(?P<year>\d{4})(?:-(?P<month>\d{1,2})(?:-(?P<day>\d{1,2}))?)?\b")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-# --- librarian's notes ---------------------------------------------------------------------
-# Goodreads' librarians put a note about the edition record before some descriptions
-# ("Alternate cover edition of ASIN B004XISI4A", "Also published as: ..."), on its own line or
-# in a leading <b>/<i>. It is not the book's blurb: a leading line that opens with one of these
-# phrasings goes to librarian_note. The same words further down are the blurb's own and stay.
-LIBRARIAN_NOTE_OPENINGS = (
-    r"librarian[’'`]?s?[’']?\s*note\b",  # Librarian's note: ...
-    r"note\s*:",  # Note: ...
-    r"(?:this\s+is\s+)?(?:an?\s+)?alternat(?:e|ive)\s+(?:cover\s+)?(?:edition|cover)\b",
-    r"see\s+(?:the\s+|an?\s+)?alternat(?:e|ive)\s+(?:cover\s+)?edition",  # See alternate cover edition here
-    r"(?-i:ACE)\s*(?:of|for|[:#-])",  # the librarians' abbreviation; "Ace" the word is not one
-    r"(?:also|previously|formerly)\s+(?:published\s+(?:as|under)|released\s+as|titled|known\s+as)\b",
-    r"(?:[\w-]+\s+){0,4}edition\s+(?:of|for)\s+(?:isbn|asin)\b",  # (This is a) Kindle edition of ASIN ...
-    r"edition\s+of\b",
-)
-LIBRARIAN_NOTE = re.compile(r"^[\W_]*(?:" + "|".join(LIBRARIAN_NOTE_OPENINGS) + ")", re.I)
-NOTE_MAX_CHARS = 300  # a note is a line or two; a longer opening paragraph is the blurb itself
-NOTE_EMPHASIS_TAGS = ("b", "i", "em", "strong")
-
-# Description HTML -> text: which tags end a line or a paragraph.
-BLOCK_TAGS = ("p", "div", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr")
-DROPPED_TAGS = ("script", "style", "template", "noscript", "button")
-INLINE_SPACE = re.compile(r"[^\S\n]+")
-TEXT_WHITESPACE = re.compile(r"\s+")
-EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
 
 
 # ============================================================================================
@@ -408,7 +395,7 @@ def _refuse_unreadable(page: Page) -> None:
 class Page:
     """One page, with the structured data found in it; its tree is built only when read.
 
-    The JSON-LD and __NEXT_DATA__ scripts are found by script_blocks, without a tree. soup,
+    The JSON-LD and __NEXT_DATA__ scripts are found by script_blocks, without a tree. doc,
     index, og_is_book, edition_rows and data_rows build the tree on first use: on a Next.js
     page whose Apollo state answers every field, nobody uses them.
     """
@@ -426,34 +413,34 @@ class Page:
         self.work: dict = _safe(_resolve, self.state, self.book.get(BOOK_WORK)) or {}
 
     @cached_property
-    def soup(self) -> BeautifulSoup:
+    def doc(self) -> Document:
         try:
-            return make_bounded_soup(self.html)
+            return build_document(self.html)
         except MemoryError:
             raise  # not the page's fault: the worker must see it (it fails the job and recycles)
         except Exception as exc:  # the tree builder gave up: parse() refuses the page
             self.tree_error = exc
-            return make_soup("")
+            return Document(None)
 
     @cached_property
     def index(self) -> ElementIndex:
-        return ElementIndex(self.soup)
+        return ElementIndex(self.doc)
 
     @cached_property
     def og_is_book(self) -> bool:
         return (_safe(self.meta, OG_TYPE) or "").lower() == OG_BOOK_TYPE
 
     @cached_property
-    def edition_rows(self) -> dict[str, Tag]:
+    def edition_rows(self) -> dict[str, Element]:
         return _safe(_edition_rows, self) or {}
 
     @cached_property
-    def data_rows(self) -> dict[str, Tag]:
+    def data_rows(self) -> dict[str, Element]:
         return _safe(_legacy_data_rows, self) or {}
 
     @property
     def tree_built(self) -> bool:
-        return "soup" in self.__dict__
+        return "doc" in self.__dict__
 
     def state_answers(self, field: str) -> bool:
         """True when the Apollo state has the last word on field, so its markup is not read.
@@ -498,7 +485,7 @@ class Page:
     def select_text(self, selectors: str | Iterable[str]) -> str | None:
         return node_text(self.select(selectors))
 
-    def select(self, selectors: str | Iterable[str]) -> Tag | None:
+    def select(self, selectors: str | Iterable[str]) -> Element | None:
         """The first node matching the first selector that matches anything."""
         for selector in [selectors] if isinstance(selectors, str) else selectors:
             nodes = self.index.select(selector)
@@ -506,7 +493,7 @@ class Page:
                 return nodes[0]
         return None
 
-    def select_all(self, selector: str) -> list[Tag]:
+    def select_all(self, selector: str) -> list[Element]:
         return self.index.select(selector)
 
     def meta(self, key: str) -> str | None:
@@ -543,35 +530,44 @@ def _holds(state: dict, value: object, path: tuple[str, ...]) -> bool:
 class ElementIndex:
     """Elements by id, class, data-testid, itemprop and a few tag names, gathered in one walk.
 
-    A page-wide soupsieve select walks every element, and a page needs about forty of them:
-    a minute on a 5 MB page of junk. Through the index, a select only looks inside the
-    elements its first compound names.
+    A page needs about forty selects, and each over the whole page walks every element again
+    (a millisecond on a legacy page, XPath or not; far more on a big page of junk). Through
+    the index, a select only looks inside the elements its first compound names.
     """
 
-    def __init__(self, soup: BeautifulSoup):
-        self.soup = soup
-        self.elements: dict[tuple[str, str], list[Tag]] = {}
-        self.tags: dict[str, list[Tag]] = {}
-        for tag in soup.find_all(True):
-            if tag.name in INDEXED_TAGS:
-                self.tags.setdefault(tag.name, []).append(tag)
+    def __init__(self, doc: Document):
+        self.doc = doc
+        self.elements: dict[tuple[str, str], list[Element]] = {}
+        self.tags: dict[str, list[Element]] = {}
+        for element in doc.elements():
+            if element.tag in INDEXED_TAGS:
+                self.tags.setdefault(element.tag, []).append(element)
             for attribute in INDEXED_ATTRIBUTES:
-                value = tag.attrs.get(attribute)
-                tokens = value if isinstance(value, list) else [value] if value else []  # class is a list
-                for token in tokens:
-                    self.elements.setdefault((attribute, token), []).append(tag)
+                value = element.get(attribute)
+                for token in (value.split() if attribute == "class" else [value]) if value else ():
+                    self.elements.setdefault((attribute, token), []).append(element)
 
-    def select(self, selector: str) -> list[Tag]:
-        """soup.select(selector), for a selector of descendant compounds."""
+    def select(self, selector: str) -> list[Element]:
+        """css.select(doc, selector), for a selector of descendant compounds."""
         compound, _, rest = selector.strip().partition(" ")
         key = _anchor_key(compound)
         if key is None:
-            return self.soup.select(selector)
-        found: list[Tag] = []
+            return css.select(self.doc, selector)
+        found: list[Element] = []
         for anchor in self.elements.get(key, []):
-            if anchor.css.match(compound):
-                found.extend(anchor.select(rest) if rest.strip() else [anchor])
-        return list({id(tag): tag for tag in found}.values())  # nested anchors find a node twice
+            if css.matches(anchor, compound):
+                found.extend(css.select_in(anchor, rest) if rest.strip() else [anchor])
+        return list(dict.fromkeys(found))  # nested anchors find a node twice
+
+
+def selectors() -> list[str]:
+    """Every CSS selector this parser compiles, for parsers.warm_up(): each selector of the
+    tables above, and the first compound and the rest of each one the index answers."""
+    tables = [*TESTID.values(), *LEGACY.values(), EDITION_DETAIL_LABELS]
+    whole = [css_text for entry in tables for css_text in ([entry] if isinstance(entry, str) else entry)]
+    indexed = [css_text for css_text in whole if "," not in css_text]  # a list is selected whole, in a scope
+    parts = [part for css_text in indexed for part in css_text.strip().partition(" ")[::2] if part.strip()]
+    return list(dict.fromkeys([*whole, *parts]))
 
 
 def _anchor_key(compound: str) -> tuple[str, str] | None:
@@ -594,7 +590,7 @@ def _load_page(html: object, url: object, explain: bool = False) -> Page:
 
 def _refuse_non_book(page: Page) -> None:
     """Soft 404s and sign-in walls come with HTTP 200; refuse them unless book data is present."""
-    has_book = bool(page.jsonld or page.book or page.select([TESTID["title"], LEGACY["title"]]))
+    has_book = bool(page.jsonld or page.book) or page.select([TESTID["title"], LEGACY["title"]]) is not None
     if has_book:
         return
     title = node_text(next(iter(page.index.tags.get("title", [])), None)) or ""
@@ -663,30 +659,34 @@ def _pick_book(state: dict, url_id: str | None) -> dict | None:
     return next((b for b in books if b.get(BOOK_TITLE)), None)
 
 
-def _edition_rows(page: Page) -> dict[str, Tag]:
+def _edition_rows(page: Page) -> dict[str, Element]:
     """The server-rendered "Book details" list: {label: <dd>}."""
-    rows: dict[str, Tag] = {}
+    rows: dict[str, Element] = {}
     for label in [dt for selector in EDITION_DETAIL_LABELS for dt in page.select_all(selector)]:
-        value = label.find_next_sibling("dd")
+        value = next(label.itersiblings("dd"), None)
         key = (node_text(label) or "").lower()
         if value is not None and key and key not in rows:
             rows[key] = value
     return rows
 
 
-def _legacy_data_rows(page: Page) -> dict[str, Tag]:
+def _legacy_data_rows(page: Page) -> dict[str, Element]:
     """The legacy #bookDataBox: {row title: row item}."""
-    rows: dict[str, Tag] = {}
+    rows: dict[str, Element] = {}
     for row in page.select_all(LEGACY["data_rows"]):
-        title, item = row.select_one(LEGACY["data_row_title"]), row.select_one(LEGACY["data_row_item"])
+        title, item = _select_one(row, LEGACY["data_row_title"]), _select_one(row, LEGACY["data_row_item"])
         key = (node_text(title) or "").lower()
         if item is not None and key and key not in rows:
             rows[key] = item
     return rows
 
 
-def _row_text(rows: dict[str, Tag], labels: Iterable[str]) -> str | None:
+def _row_text(rows: dict[str, Element], labels: Iterable[str]) -> str | None:
     return next((node_text(rows[label]) for label in labels if label in rows), None)
+
+
+def _select_one(scope: Element, selector: str) -> Element | None:
+    return next(iter(css.select_in(scope, selector)), None)
 
 
 # ============================================================================================
@@ -706,7 +706,7 @@ def _book_id(page: Page) -> str | None:
 
 def _canonical_href(page: Page) -> str | None:
     links = page.index.tags.get("link", [])
-    canonical = next((link for link in links if CANONICAL_LINK in (link.get("rel") or [])), None)
+    canonical = next((link for link in links if CANONICAL_LINK in (link.get("rel") or "").split()), None)
     return canonical.get("href") if canonical is not None else None
 
 
@@ -727,17 +727,23 @@ def _legacy_title(page: Page) -> str | None:
     heading = page.select(LEGACY["title"])
     if heading is None:
         return None
-    parts = [s for s in heading.find_all(string=True) if not _inside_series_link(s, heading)]
-    return _strip_series(clean_text(" ".join(parts)), None)
+    return _strip_series(clean_text(" ".join(_text_outside_series_links(heading))), None)
 
 
-def _inside_series_link(text: object, stop: Tag) -> bool:
-    for parent in text.parents:
-        if parent is stop:
-            return False
-        if parent.name == "a" and "/series/" in (parent.get("href") or ""):
-            return True
-    return False
+def _text_outside_series_links(heading: Element) -> list[str]:
+    """The heading's page text, without what a link to a series shows."""
+    runs = []
+    walk = Walk(heading)
+    for step, node in walk:
+        if step == TEXT:
+            runs.append(node)
+        elif step == ENTER and is_tag(node) and (node.tag in STRING_CONTAINERS or _is_series_link(node)):
+            walk.skip()
+    return runs
+
+
+def _is_series_link(element: Element) -> bool:
+    return element.tag == "a" and "/series/" in (element.get("href") or "")
 
 
 def _strip_series(title: str | None, series: dict | None) -> str | None:
@@ -779,7 +785,7 @@ def _apollo_series(page: Page) -> dict | None:
 
 def _legacy_data_series(page: Page) -> str | None:
     item = next((page.data_rows[k] for k in DATA_ROW_LABELS["series"] if k in page.data_rows), None)
-    link = item.find("a") if item is not None else None
+    link = next(item.iterdescendants("a"), None) if item is not None else None
     return node_text(link if link is not None else item)
 
 
@@ -825,27 +831,27 @@ def _apollo_authors(page: Page) -> list[str]:
 def _testid_authors(page: Page) -> list[str]:
     area = page.select(TESTID["contributor_lists"])
     names = []
-    for link in area.select(TESTID["contributor_link"]) if area is not None else []:
-        name = node_text(link.select_one(TESTID["contributor_name"]))
-        if name and _is_author_role(node_text(link.select_one(TESTID["contributor_role"]))):
+    for link in css.select_in(area, TESTID["contributor_link"]) if area is not None else []:
+        name = node_text(_select_one(link, TESTID["contributor_name"]))
+        if name and _is_author_role(node_text(_select_one(link, TESTID["contributor_role"]))):
             names.append(name)
     return _unique(names)
 
 
 def _legacy_authors(page: Page) -> list[str]:
     for selector in LEGACY["author_areas"]:
-        links = [a for area in page.select_all(selector) for a in area.select(LEGACY["author_link"])]
+        links = [a for area in page.select_all(selector) for a in css.select_in(area, LEGACY["author_link"])]
         names = [node_text(a) for a in links if _is_author_role(_legacy_role(a))]
         if names:
             return _unique([n for n in names if n])
     return []
 
 
-def _legacy_role(link: Tag) -> str | None:
+def _legacy_role(link: Element) -> str | None:
     """The "(Translator)" span that follows an author link, before the next author link."""
-    for sibling in link.find_next_siblings():
-        classes = sibling.get("class") or []
-        if sibling.name == "a" and LEGACY_AUTHOR_LINK_CLASS in classes:
+    for sibling in link.itersiblings(etree.Element):
+        classes = (sibling.get("class") or "").split()
+        if sibling.tag == "a" and LEGACY_AUTHOR_LINK_CLASS in classes:
             return None
         if LEGACY_ROLE_CLASS in classes:
             return node_text(sibling)
@@ -909,39 +915,13 @@ def _description(page: Page) -> str | None:
     return page.first(
         "description",
         (APOLLO_SOURCE["description"], lambda: _apollo_description(page)),
-        (TESTID_SOURCE["description"], markup(lambda: _node_to_text(page.select(TESTID["description"])))),
+        (TESTID_SOURCE["description"], markup(lambda: element_text(page.select(TESTID["description"])))),
         (LEGACY_SOURCE["description"], markup(lambda: _legacy_description(page))),
     )
 
 
 def _description_and_note(page: Page) -> tuple[str | None, str | None]:
-    return _split_librarian_note(_description(page))
-
-
-def _split_librarian_note(text: str | None) -> tuple[str | None, str | None]:
-    """(description, librarian_note): the leading note lines, if any, taken off the text."""
-    lines = text.split("\n") if text else []
-    count = _note_line_count(lines)
-    if not count:
-        return text, None
-    return _tidy_lines("\n".join(lines[count:])), _tidy_lines("\n".join(lines[:count]))
-
-
-def _note_line_count(lines: list[str]) -> int:
-    """How many leading lines are a librarian's note: lines that open with a note phrasing,
-    blank lines between them, and the line after one ending in ":" ("Also published as:")."""
-    count, continued = 0, False
-    for index, line in enumerate(lines):
-        if not line:
-            continue
-        if not (continued or _is_note_line(line)):
-            break
-        count, continued = index + 1, line.endswith(":")
-    return count
-
-
-def _is_note_line(line: str) -> bool:
-    return len(line) <= NOTE_MAX_CHARS and LIBRARIAN_NOTE.match(line) is not None
+    return split_librarian_note(_description(page))
 
 
 def _apollo_description(page: Page) -> str | None:
@@ -950,7 +930,7 @@ def _apollo_description(page: Page) -> str | None:
     for key in sorted(keys, key=lambda k: STRIPPED_ARGUMENT in k.replace(" ", "")):
         value = page.book.get(key)
         if isinstance(value, str) and value.strip():
-            return _tidy_lines(value) if STRIPPED_ARGUMENT in key.replace(" ", "") else _html_to_text(value)
+            return tidy_lines(value) if STRIPPED_ARGUMENT in key.replace(" ", "") else html_text(value)
     return None
 
 
@@ -959,8 +939,8 @@ def _legacy_description(page: Page) -> str | None:
     box = page.select(LEGACY["description"])
     if box is None:
         return None
-    spans = box.find_all("span") or [box]
-    return _node_to_text(max(spans, key=lambda span: len(span.get_text())))
+    spans = list(box.iterdescendants("span")) or [box]
+    return element_text(max(spans, key=text_length))
 
 
 def _isbns(page: Page) -> tuple[str | None, str | None]:
@@ -1129,7 +1109,7 @@ def _legacy_genres(page: Page) -> list[str]:
     """One genre per row; "Fantasy > Magic" rows link both, and the last link is the row's genre."""
     names = []
     for row in page.select_all(LEGACY["genre_rows"]):
-        links = row.select(LEGACY["genre_link"])
+        links = css.select_in(row, LEGACY["genre_link"])
         if links:
             names.append(node_text(links[-1]))
     return _unique(names)
@@ -1239,60 +1219,3 @@ def _format_date(year: int, month: int | None, day: str | None) -> str | None:
         return date(year, month, int(day)).isoformat() if day else f"{year:04d}-{month:02d}"
     except ValueError:
         return f"{year:04d}-{month:02d}"
-
-
-def _node_to_text(node: Tag | None) -> str | None:
-    # Converted from a fresh copy: the conversion rewrites the tree it works on.
-    return _html_to_text(str(node)) if node is not None else None
-
-
-def _html_to_text(html: str | None) -> str | None:
-    """Description HTML -> plain text: <br> ends a line, block elements end a paragraph."""
-    if not html:
-        return None
-    body = make_soup(html).body
-    if body is None:
-        return None
-    for node in body.find_all(DROPPED_TAGS):
-        node.decompose()
-    for text in body.find_all(string=True):
-        # Source line breaks are only spaces in HTML; the <br>s below are the real ones.
-        if isinstance(text, Comment):
-            text.extract()
-        else:
-            text.replace_with(TEXT_WHITESPACE.sub(" ", text))
-    _end_line_after_note(body)
-    for br in body.find_all("br"):
-        br.replace_with("\n")
-    for block in body.find_all(BLOCK_TAGS):
-        block.insert_before("\n\n")
-        block.insert_after("\n\n")
-    return _tidy_lines(body.get_text(""))
-
-
-def _end_line_after_note(body: Tag) -> None:
-    """A librarian's note in a leading <b>/<i> may run on into the blurb on the same line
-    ("<i>Alternate cover edition of ISBN ...</i> The war is over."): end the line after it.
-    A note ending in ":" ("<b>Also published as:</b> Title") goes on with its line."""
-    lead = _leading_emphasis(body)
-    text = lead.get_text().strip() if lead is not None else ""
-    if text and not text.endswith(":") and _is_note_line(text):
-        lead.insert_after("\n")
-
-
-def _leading_emphasis(body: Tag) -> Tag | None:
-    """The <b>/<i>/<em>/<strong> that opens the text (before any other text), if one does."""
-    for node in body.descendants:
-        if isinstance(node, Tag):
-            if node.name in NOTE_EMPHASIS_TAGS:
-                return node
-        elif not isinstance(node, Comment) and node.strip():
-            return None
-    return None
-
-
-def _tidy_lines(text: str) -> str | None:
-    """Spaces collapsed and trimmed per line, at most one blank line between paragraphs."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = [INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n")]
-    return EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() or None

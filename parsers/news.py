@@ -15,8 +15,8 @@ Three extractors, tried in turn:
 The site rules win when they find enough stories; otherwise (markup changed, unknown site)
 the extractor that finds the most stories wins.
 
-The tree is parsers/tree.py's: lxml's own, read the way bs4 reads the tree it builds from the
-same parser; CSS selectors are parsed by soupsieve and matched as soupsieve would match them.
+The tree is lxml's (parsers/tree.py builds it bounded); the site rules' CSS selectors are
+compiled by cssselect (parsers/css.py).
 
 Pure: no network, no clock. Raises ParseError when the page yields no headline at all, and
 never anything else: every tree walk below is bounded so hostile input ends in bounded time.
@@ -31,28 +31,27 @@ from itertools import count, islice
 from urllib.parse import urlsplit, urlunsplit
 
 from errors import ParseError
-from parsers.base import ScriptBlock, absolute_url, clean_text, jsonld_in_blocks, jsonld_types
+from parsers import css
+from parsers.base import ScriptBlock, absolute_url, clean_text, jsonld_in_blocks, jsonld_types, short_key_cache
 from parsers.news_cards import HEADLINE_TOKENS, CardFacts, is_kicker_tokens, read_card, section_of
 from parsers.tree import (
     BASE_HREFS,
+    LEAVE,
     SCRIPTS,
     STRING_CONTAINERS,
+    TEXT,
     Document,
-    DocumentNode,
     Element,
     Node,
+    Walk,
     ancestor,
     build_document,
     class_tokens,
-    compile_selector,
-    contents,
     descendants,
     in_string_container,
     is_tag,
     page_strings,
     remove,
-    select,
-    short_key_cache,
 )
 from sources import NEWS_HOSTS
 
@@ -626,11 +625,10 @@ def _site_matches(doc: Document, rule: SiteRule) -> list[tuple[Element, bool]]:
     """(element, is a sub-link) for each match of the rule, in page order: one walk over the
     page for headlines and sub-links together; an element both select is a sub-link."""
     both, _, sublink_css = selectors_of(rule)
-    sublinks = compile_selector(sublink_css) if sublink_css else None
-    cache: dict = {}
+    sublinks = css.compile_selector(sublink_css) if sublink_css else None
     found: list[tuple[Element, bool]] = []
-    for match in islice(select(doc, both), MAX_ELEMENTS):
-        if sublinks is not None and sublinks.admits(match) and sublinks.match(match, cache):
+    for match in islice(css.select(doc, both), MAX_ELEMENTS):
+        if sublinks is not None and sublinks.matches(match):
             found.extend((link, True) for link in _sublinks_in(match))
         else:
             found.append((match, False))
@@ -662,9 +660,9 @@ def _site_candidate(match: Element, rule: SiteRule, page: Page, sublink: bool) -
 
 
 def _first_match(element: Element, selector: str) -> Element:
-    """The first descendant matching selector, else element itself (bounded, unlike select_one)."""
-    compiled = compile_selector(selector)
-    found = (t for t in descendants(element, CARD_SCAN) if is_tag(t) and compiled.admits(t) and compiled.match(t))
+    """The first descendant matching selector among CARD_SCAN nodes, else element itself."""
+    compiled = css.compile_selector(selector)
+    found = (t for t in descendants(element, CARD_SCAN) if is_tag(t) and compiled.matches(t))
     return next(found, element)
 
 
@@ -853,9 +851,9 @@ def card_link(heading: Element) -> Element | None:
     nearest bare link before the heading opens the card (overlays come first); bare links after
     it count only when they all point to one URL.
     """
-    node: Element | DocumentNode | None = heading
+    node: Element | None = heading
     for _ in range(CARD_CLIMB):
-        node = _card_parent(node)
+        node = node.getparent()
         if node is None:
             return None
         around = _links_around(node, heading)
@@ -865,14 +863,6 @@ def card_link(heading: Element) -> Element | None:
         if before or after:
             return _bare_card_link(before, after)
     return None
-
-
-def _card_parent(node: Element | DocumentNode) -> Element | DocumentNode | None:
-    """node's parent; above a top-level element, the document itself (bs4 climbs there too)."""
-    if isinstance(node, DocumentNode):
-        return None
-    parent = node.getparent()
-    return DocumentNode(node) if parent is None else parent
 
 
 def _bare_card_link(before: list[Element], after: list[Element]) -> Element | None:
@@ -887,7 +877,7 @@ def _is_bare(link: Element) -> bool:
     return not headline_or_none(title_text(link), SITE_MIN_WORDS)
 
 
-def _links_around(container: Element | DocumentNode, heading: Element) -> tuple[list[Element], list[Element]] | None:
+def _links_around(container: Element, heading: Element) -> tuple[list[Element], list[Element]] | None:
     """Links of container before and after heading; None when heading is not reached."""
     before: list[Element] = []
     after: list[Element] = []
@@ -1071,28 +1061,36 @@ def _visible_strings(element: Element) -> Iterator[tuple[Element | None, str, bo
     """(top-level child of element, string, is a kicker) for each string a reader sees, noise
     skipped; a kicker-classed element before any title text comes whole, flagged.
 
-    Walks at most TITLE_SCAN nodes: a title is a few elements, and hostile nesting stays cheap.
+    Takes at most TITLE_SCAN steps (a node, or leaving an element read through): a title is a
+    few elements, and hostile nesting stays cheap.
     """
-    stack: list[tuple[Iterator[Node], Element | None, bool]] = [(contents(element), None, in_string_container(element))]
+    frames = [(element, None, in_string_container(element))]  # (element read through, its top-level child, hidden)
     shown = False
-    for _ in range(TITLE_SCAN):
-        if not stack:
+    steps = TITLE_SCAN
+    walk = Walk(element)
+    for step, node in walk:
+        if step == LEAVE and node is not frames[-1][0]:
+            continue  # an element passed over: its content was never read
+        if steps == 0:
             return
-        children, top, hidden = stack[-1]
-        node = next(children, None)
-        if node is None:
-            stack.pop()
-        elif type(node) is str:
+        steps -= 1
+        _, top, hidden = frames[-1]
+        if step == LEAVE:
+            frames.pop()
+        elif step == TEXT:
             if not hidden and node.strip():
                 shown = True
                 yield top, node, False
-        elif is_tag(node):
-            if node.tag == "br" and top is None:
-                yield node, "", False  # a line break between kicker and title
-            elif not is_noise(node):
-                hides = hidden or node.tag in STRING_CONTAINERS  # ruby text is no page text to bs4
-                stack.append((contents(node), node if top is None else top, hides))
-            elif not (shown or hidden) and is_kicker_element(node):
+        elif not is_tag(node):
+            continue  # a comment
+        elif node.tag == "br" and top is None:
+            walk.skip()
+            yield node, "", False  # a line break between kicker and title
+        elif not is_noise(node):
+            frames.append((node, node if top is None else top, hidden or node.tag in STRING_CONTAINERS))
+        else:
+            walk.skip()
+            if not (shown or hidden) and is_kicker_element(node):
                 kicker = clean_text(" ".join(page_strings(node, KICKER_SCAN)))
                 if kicker:
                     yield node, kicker, True

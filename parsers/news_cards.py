@@ -15,8 +15,8 @@ from urllib.parse import quote, urlsplit
 
 from lxml import etree
 
-from parsers.base import absolute_url, clean_text
-from parsers.tree import GONE, STRING_CONTAINERS, Element, class_tokens, contents, is_tag, short_key_cache
+from parsers.base import absolute_url, clean_text, short_key_cache
+from parsers.tree import GONE, LEAVE, STRING_CONTAINERS, TEXT, Element, Walk, class_tokens, is_tag
 
 CARD_ELEMENTS = 300  # elements of one card read (real cards hold under 100)
 TEXT_SCAN = 80  # nodes read for one element's text
@@ -175,19 +175,28 @@ def summary_text(element: Element, min_words: int) -> str | None:
 
 
 def shown_text(element: Element) -> str | None:
-    """The text a reader sees in element, without comment counts, bylines and timestamps."""
+    """The text a reader sees in element, without comment counts, bylines and timestamps.
+
+    Takes at most TEXT_SCAN steps (a node, or leaving an element read through)."""
     pieces: list[str] = []
-    stack = [contents(element)]
-    for _ in range(TEXT_SCAN):
-        node = next(stack[-1], None) if stack else None
-        if node is None:
-            if not stack:
-                break
-            stack.pop()
-        elif type(node) is str:
+    read_through = [element]
+    steps = TEXT_SCAN
+    walk = Walk(element)
+    for step, node in walk:
+        if step == LEAVE and node is not read_through[-1]:
+            continue  # furniture passed over
+        if steps == 0:
+            break
+        steps -= 1
+        if step == LEAVE:
+            read_through.pop()
+        elif step == TEXT:
             pieces.append(node)
-        elif is_tag(node) and not _is_furniture(node):
-            stack.append(contents(node))
+        elif is_tag(node):
+            if _is_furniture(node):
+                walk.skip()
+            else:
+                read_through.append(node)
     return clean_text(" ".join(pieces))
 
 

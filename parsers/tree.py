@@ -1,90 +1,81 @@
-"""lxml's own tree, read the way bs4 reads the tree it builds from the same parser.
+"""The page's tree, for every parser: lxml's HTML tree, built bounded, and the reading rules the
+parsers share.
 
-bs4's "lxml" builder drives lxml's HTML parser and copies what it reports into a tree of its
-own. The parsers here keep lxml's tree instead (the same elements, attributes and text) and
-read it as bs4 presents its copy: runs of text are nodes of their own (an element's text,
-then each child followed by its tail), class-like attributes are whitespace-split lists,
-text inside script, style, template, rt and rp is not page text, and a CSS selector, parsed
-by soupsieve, matches what soupsieve would match (a small matcher here walks soupsieve's
-compiled selector over lxml's elements). Why: building and walking lxml's tree costs 4-5x less than bs4's on
-real pages, for the same output (tests compare both trees node by node, on random markup
-and on the fixtures, and select() with soupsieve's select()).
+- build_document(html): libxml2's HTML parser (through lxml) over the page cut to
+  MAX_PARSE_CHARS, built again flattened when it nests past MAX_DEPTH.
+- Page text: the text of script, style, template, rt and rp is no page text (code, styles,
+  inert template content, ruby annotations); a run of only whitespace counts as one space or
+  line break, so indentation weighs nothing when text is measured (text_length), but inside
+  pre and textarea, where whitespace is content.
+- Walks: lxml keeps a run of text as an element's .text or .tail; the walks here (on lxml's
+  iterwalk) give each run a step of its own, in document order. Every walk that can meet a
+  hostile page takes a bound from its caller (descendants, page_strings, ancestor).
+- remove(element): out of the page, the text after it kept apart from the text before it.
+- class_tokens(element): the words of class and data-testid, the news parsers' vocabulary.
 
-Two things bs4's tree holds that lxml's does not: top-level text (the newline after
-</html>), which only a heading's card search climbing past <html> on a tiny page would
-count; and a node for a <!DOCTYPE> misplaced inside the page, where lxml reads the text on
-either side as one run. Neither shows on real pages.
-
-Every walk takes its bound from the caller (see descendants, page_strings, ancestor), so a
-hostile page ends in bounded time whatever the parser's policy is.
+CSS selectors are parsers/css.py's.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import lru_cache, wraps
+from functools import lru_cache
+from itertools import islice
 
-import soupsieve
-from bs4.builder import HTMLTreeBuilder
 from lxml import etree
 
-from parsers.base import FLATTEN_ROUNDS, MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, limit_html
-
-
-# --- Caches ------------------------------------------------------------------------------------
-
-
-CACHED_CHARS = 1024  # longest arguments (summed) whose results are cached
-
-
-def short_key_cache(maxsize: int, max_chars: int = CACHED_CHARS) -> Callable[[Callable], Callable]:
-    """lru_cache for calls on short strings (class lists, hrefs); calls on longer ones, which
-    only hostile markup makes, run uncached, so a worker's caches stay a few megabytes."""
-    def decorate(function: Callable) -> Callable:
-        cached = lru_cache(maxsize=maxsize)(function)
-
-        @wraps(function)
-        def call(*args: str | None) -> object:
-            size = 0
-            for arg in args:
-                if arg:
-                    size += len(arg)
-            return function(*args) if size > max_chars else cached(*args)
-        call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
-        return call
-    return decorate
-
-
-# --- The tree -------------------------------------------------------------------------------------
-# The bounded walks count the nodes bs4's walks counted, so a bound set on bs4's tree holds here.
+from parsers.base import FLATTEN_ROUNDS, MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, clean_text, limit_html
 
 Element = etree._Element
 Node = Element | str  # an element, comment or processing instruction; or a run of text
 
 GONE = "#removed"  # the tag of a removed element's placeholder: a name no HTML parser makes
-STRING_CONTAINERS = frozenset(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS)  # script, style, template, rt, rp
-LIST_ATTRIBUTES = HTMLTreeBuilder.DEFAULT_CDATA_LIST_ATTRIBUTES  # class, rel...: lists in bs4
+STRING_CONTAINERS = frozenset({"script", "style", "template", "rt", "rp"})  # their text is no page text
+PRESERVE_WHITESPACE = frozenset({"pre", "textarea"})  # whitespace is content there
+ASCII_SPACES = " \t\n\f\r"  # HTML's whitespace: a run of only these is one space or line break
 TOO_DEEP = etree.XPath(f"boolean({'/*' * (MAX_DEPTH + 1)})")
 LINKS = etree.XPath("//a[@href]")
 BASE_HREFS = etree.XPath("//base[@href]")
+BODIES = etree.XPath("//body")
 SCRIPTS = etree.XPath("//script[@type]")  # an untyped script is no JSON-LD
-ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+ENTER, TEXT, LEAVE = "enter", "text", "leave"  # the steps of a Walk
+WALK_EVENTS = ("start", "end", "comment", "pi")  # what lxml's iterwalk reports to a Walk
 NO_TOKENS: frozenset[str] = frozenset()
 CAMEL_CASE = re.compile(r"([a-z])([A-Z])")
 NON_WORD = re.compile(r"[^a-z0-9]+")
+CACHED_CHARS = 1024  # longest class and data-testid values (summed) whose tokens are cached
+
+
+def _any(axis: str, names: frozenset[str]) -> str:
+    """An XPath test: a node on axis has one of names. (One name test per name: libxml2 runs
+    them several times faster than one test of a name list, ancestor::*[self::a or self::b].)"""
+    return " or ".join(f"{axis}::{name}" for name in sorted(names))
+
+
+ALL_TEXT = etree.XPath(".//text()", smart_strings=False)
+PAGE_TEXT = etree.XPath(f".//text()[not({_any('ancestor', STRING_CONTAINERS)})]", smart_strings=False)
+HOLDS_HIDDEN = etree.XPath(f"boolean({_any('descendant', STRING_CONTAINERS)})")
+PRESERVED_TEXT = etree.XPath(
+    f".//text()[{_any('ancestor', PRESERVE_WHITESPACE)}][not({_any('ancestor', STRING_CONTAINERS)})]",
+    smart_strings=False,
+)
+HOLDS_PRESERVED = etree.XPath(
+    f"boolean({_any('ancestor-or-self', PRESERVE_WHITESPACE)} or {_any('descendant', PRESERVE_WHITESPACE)})")
+
+
+# --- The tree -------------------------------------------------------------------------------------
 
 
 class Document:
-    """A parsed page: its top-level nodes in order. Markup after </html> opens another <html>
-    (in bs4's tree as well), so there can be several."""
+    """A parsed page: its top-level nodes in order. libxml2 opens another <html> for markup
+    after </html>, so there can be several top-level elements; XPath over `tree` sees them all."""
 
     def __init__(self, root: Element | None) -> None:
         self.tree = root.getroottree() if root is not None else None
         self.nodes: list[Element] = top_level_nodes(root) if root is not None else []
 
     def elements(self) -> Iterator[Element]:
-        """Every element in document order, like bs4's find_all(True)."""
+        """Every element in document order (no comment, no removed element)."""
         for node in self.nodes:
             if isinstance(node.tag, str):
                 for element in node.iter(etree.Element):
@@ -100,8 +91,8 @@ class Document:
 
 
 def build_document(html: str) -> Document:
-    """The page's tree, bounded as base.make_bounded_soup bounds bs4's: cut to MAX_PARSE_CHARS,
-    and flattened (up to FLATTEN_ROUNDS times) when it nests past MAX_DEPTH."""
+    """The page's tree, bounded: cut to MAX_PARSE_CHARS, and flattened (up to FLATTEN_ROUNDS
+    times, by base.bounded_html) when it nests past MAX_DEPTH."""
     html = html[:MAX_PARSE_CHARS]
     for _ in range(FLATTEN_ROUNDS):
         root = _lxml_root(html)
@@ -111,12 +102,17 @@ def build_document(html: str) -> Document:
     return Document(_lxml_root(html))
 
 
-def _lxml_root(html: str) -> Element | None:
-    """The first top-level element (None when there is none) from the parser and options bs4's
-    lxml builder uses, fed the whole text at once as bs4 does; bs4 drops a byte-order mark first.
+def snippet_body(html: str) -> Element | None:
+    """The <body> of a snippet of HTML held in a page's data (a description in JSON), built as a
+    page is; None when the snippet puts nothing there."""
+    return next(iter(build_document(html).find_all(BODIES)), None)
 
-    The text goes in as UTF-8 bytes, which lxml parses in 60% of the time it takes over a str,
-    into the same tree (tests compare what the parsers read of it with bs4's tree).
+
+def _lxml_root(html: str) -> Element | None:
+    """The first top-level element (None when there is none), the whole text fed at once
+    without its byte-order mark.
+
+    The text goes in as UTF-8 bytes, which lxml parses in 60% of the time it takes over a str.
     """
     parser = etree.HTMLParser(  # collect_ids: no table of id attributes, which nothing here reads
         recover=True, huge_tree=False, default_doctype=False, encoding="utf-8", collect_ids=False,
@@ -125,7 +121,7 @@ def _lxml_root(html: str) -> Element | None:
         parser.feed(_utf8(html.removeprefix("\ufeff")))
         return parser.close()
     except etree.LxmlError:
-        return None  # nothing the parser could read: no story either
+        return None  # nothing the parser could read (an empty page, a lone comment)
 
 
 def _utf8(text: str) -> bytes:
@@ -143,95 +139,178 @@ def top_level_nodes(root: Element) -> list[Element]:
     return [first, *first.itersiblings()]
 
 
-class DocumentNode:
-    """The node above the top-level nodes (bs4's BeautifulSoup object), where a heading's card
-    search can climb on a small page: its children are the doctype and the top-level nodes."""
-
-    def __init__(self, top: Element) -> None:
-        self.top = top  # any top-level node
-
-    def contents(self) -> Iterator[Node]:
-        if self.top.getroottree().docinfo.doctype:
-            yield etree.Comment("doctype")  # one node to bs4 too, and neither a tag nor text
-        yield from top_level_nodes(self.top)
-
-
-def contents(element: Element | DocumentNode) -> Iterator[Node]:
-    """element's children as bs4 lists them: its text, then each child followed by its tail."""
-    if isinstance(element, DocumentNode):
-        yield from element.contents()
-        return
-    if element.text:
-        yield element.text
-    for child in element:
-        if child.tag != GONE:
-            yield child
-        if child.tail:
-            yield child.tail  # apart from the text before a removed element, as in bs4
-
-
-def descendants(element: Element | DocumentNode, limit: int) -> Iterator[Node]:
-    """element's first `limit` descendants in document order: elements, comments, runs of text."""
-    stack = [contents(element)]
-    while stack and limit > 0:
-        node = next(stack[-1], None)
-        if node is None:
-            stack.pop()
-            continue
-        limit -= 1
-        yield node
-        if is_tag(node):
-            stack.append(contents(node))
-
-
-def page_strings(element: Element, limit: int) -> Iterator[str]:
-    """The runs of page text among element's first `limit` descendants (bs4's NavigableStrings:
-    script, style, template and ruby text are strings of other classes there)."""
-    stack = [(contents(element), in_string_container(element))]
-    while stack and limit > 0:
-        children, hidden = stack[-1]
-        node = next(children, None)
-        if node is None:
-            stack.pop()
-            continue
-        limit -= 1
-        if type(node) is str:
-            if not hidden:
-                yield node
-        elif is_tag(node):
-            stack.append((contents(node), hidden or node.tag in STRING_CONTAINERS))
-
-
-def in_string_container(element: Element) -> bool:
-    """Inside script, style, template, rt or rp, whose text bs4 does not count as page text."""
-    return element.tag in STRING_CONTAINERS or next(element.iterancestors(*STRING_CONTAINERS), None) is not None
-
-
 def is_tag(node: Node) -> bool:
     """An element: not a run of text, a comment or a processing instruction."""
     return type(node) is not str and isinstance(node.tag, str)
 
 
 def remove(element: Element) -> None:
-    """Take element and its subtree out of the page, as bs4's decompose() does.
+    """Take element and its subtree out of the page.
 
-    An lxml element cannot go without the text that follows it (its tail), so an empty
-    placeholder stays behind: every walk here skips it, and no selector matches it.
+    An lxml element cannot go without the text that follows it (its tail), and joining that
+    text to the text before it would glue two words together: an empty placeholder stays
+    behind, which every walk here skips and no selector matches.
     """
     element.clear(keep_tail=True)
     element.tag = GONE
 
 
-def attribute(element: Element, name: str) -> str | None:
-    """An attribute as bs4 holds it: class and other list attributes joined by single spaces."""
-    value = element.get(name)
-    if value is not None and is_list_attribute(element.tag, name):
-        return " ".join(value.split())  # str.split() and bs4's \S+ agree on what is whitespace
-    return value
+def ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int) -> Element | None:
+    """The nearest ancestor (at most `levels` up) matching predicate."""
+    node = tag.getparent()
+    for _ in range(levels):
+        if node is None:
+            return None
+        if predicate(node):
+            return node
+        node = node.getparent()
+    return None
 
 
-def is_list_attribute(tag: str, name: str) -> bool:
-    return name in LIST_ATTRIBUTES["*"] or name in LIST_ATTRIBUTES.get(tag, ())
+# --- Walks ----------------------------------------------------------------------------------------
+
+
+class Walk:
+    """element's subtree in document order, on lxml's iterwalk, each run of text a step of its own:
+    (ENTER, element or comment) below element, (TEXT, run), (LEAVE, element) after an element's
+    content, element's own last. skip() right after an ENTER leaves that element's content out
+    (its LEAVE still comes). Removed elements are passed over, the text after them kept.
+
+    Unbounded: whoever walks a page from anywhere counts the steps it takes.
+    """
+
+    def __init__(self, element: Element) -> None:
+        self.root = element
+        self._walker = None
+        self._skipped = False
+
+    def skip(self) -> None:
+        self._skipped = True
+        self._walker.skip_subtree()
+
+    def __iter__(self) -> Iterator[tuple[str, Node]]:
+        root = self.root
+        if root.text:
+            yield TEXT, root.text
+        if not len(root):  # most titles and labels: no iterwalk to set up
+            yield LEAVE, root
+            return
+        walker = self._walker = etree.iterwalk(root, events=WALK_EVENTS)
+        next(walker)  # the element's own start: no step of its own
+        for event, node in walker:
+            if event == "start":
+                if node.tag == GONE:
+                    continue  # cleared: nothing inside, and its tail comes with its "end"
+                self._skipped = False
+                yield ENTER, node
+                if not self._skipped and node.text:
+                    yield TEXT, node.text
+            elif event == "end":
+                if node is root:
+                    yield LEAVE, node
+                    return
+                if node.tag != GONE:
+                    yield LEAVE, node
+                if node.tail:
+                    yield TEXT, node.tail
+            else:  # a comment or processing instruction: a node, but its text is none of the page's
+                yield ENTER, node
+                if node.tail:
+                    yield TEXT, node.tail
+
+
+def descendants(element: Element, limit: int) -> Iterator[Node]:
+    """element's first `limit` descendants in document order: elements, comments, runs of text."""
+    return islice(_nodes(element), max(limit, 0))
+
+
+def _nodes(element: Element) -> Iterator[Node]:
+    """A Walk's steps without the leaving ones, written out: the parsers' most frequent walk
+    (a card's links, a link's headings), where a generator less is a tenth of its time."""
+    if element.text:
+        yield element.text
+    if not len(element):
+        return
+    walker = etree.iterwalk(element, events=WALK_EVENTS)
+    next(walker)  # the element's own start
+    for event, node in walker:
+        if event == "start":
+            if node.tag != GONE:
+                yield node
+                if node.text:
+                    yield node.text
+        elif event == "end":
+            if node is element:
+                return
+            if node.tail:
+                yield node.tail
+        else:  # a comment or processing instruction
+            yield node
+            if node.tail:
+                yield node.tail
+
+
+def page_strings(element: Element, limit: int) -> Iterator[str]:
+    """The runs of page text among element's first `limit` descendants."""
+    hidden = 1 if in_string_container(element) else 0  # string containers open around the step
+    for step, node in Walk(element):
+        if step == LEAVE:
+            if node is not element and node.tag in STRING_CONTAINERS:
+                hidden -= 1
+            continue
+        if limit <= 0:
+            return
+        limit -= 1
+        if step == TEXT:
+            if not hidden:
+                yield node
+        elif node.tag in STRING_CONTAINERS:
+            hidden += 1
+
+
+def in_string_container(element: Element) -> bool:
+    """Inside script, style, template, rt or rp (or one of them), whose text is no page text."""
+    return element.tag in STRING_CONTAINERS or next(element.iterancestors(*STRING_CONTAINERS), None) is not None
+
+
+# --- Page text ------------------------------------------------------------------------------------
+
+
+def page_text(node: Element | Document, separator: str = "") -> str:
+    """The page text of an element (or of the whole page) in document order, its runs joined by
+    separator, a run of only whitespace as one line break (when it holds one) or one space.
+    Linear in the element's size: one XPath, no Python walk."""
+    tops = [top for top in node.nodes if is_tag(top)] if isinstance(node, Document) else [node]
+    return separator.join(_one_space(run) for top in tops for run in _page_runs(top))
+
+
+def node_text(element: Element | None) -> str | None:
+    """An element's page text, whitespace collapsed; None for no element or no text."""
+    return clean_text(page_text(element, " ")) if element is not None else None
+
+
+def text_length(element: Element) -> int:
+    """How much page text element holds: len(page_text(element)), but a run of only whitespace
+    inside <pre> or <textarea> counts whole, as it shows."""
+    length = len(page_text(element))
+    if HOLDS_PRESERVED(element) and not in_string_container(element):  # rarely: code blocks, forms
+        length += sum(len(run) - 1 for run in PRESERVED_TEXT(element) if not run.strip(ASCII_SPACES))
+    return length
+
+
+def _page_runs(element: Element) -> list[str]:
+    if in_string_container(element):
+        return []
+    return (PAGE_TEXT if HOLDS_HIDDEN(element) else ALL_TEXT)(element)  # most elements hold no script
+
+
+def _one_space(run: str) -> str:
+    if run.strip(ASCII_SPACES):
+        return run
+    return "\n" if "\n" in run else " "
+
+
+# --- Class words ----------------------------------------------------------------------------------
 
 
 def class_tokens(element: Element) -> frozenset[str]:
@@ -249,7 +328,7 @@ def class_tokens(element: Element) -> frozenset[str]:
 
 def _words(classes: str | None, test_id: str | None) -> frozenset[str]:
     tokens: set[str] = set()
-    for value in (" ".join(classes.split()) if classes else None, test_id):  # bs4's class list, rejoined
+    for value in (" ".join(classes.split()) if classes else None, test_id):  # the class list, single-spaced
         if value:
             tokens.update(NON_WORD.split(CAMEL_CASE.sub(r"\1 \2", value[:500]).lower()))  # kickerText
     tokens.discard("")
@@ -257,177 +336,3 @@ def _words(classes: str | None, test_id: str | None) -> frozenset[str]:
 
 
 _class_tokens = lru_cache(maxsize=4096)(_words)
-
-
-def ancestor(tag: Element, predicate: Callable[[Element], bool], levels: int) -> Element | None:
-    """The nearest ancestor (at most `levels` up) matching predicate: bounded, unlike find_parent."""
-    node = tag.getparent()
-    for _ in range(levels):
-        if node is None:
-            return None
-        if predicate(node):
-            return node
-        node = node.getparent()
-    return None
-
-
-# --- CSS selectors on the tree ----------------------------------------------------------------------
-# soupsieve parses a selector; the matcher below walks its compiled form over lxml's elements,
-# testing each part the way soupsieve tests bs4's tree (tests compare their verdicts). One walk over the elements picks the candidates: what the selectors' last
-# compounds anchor on (a tag name, a class, an attribute), cheaper than XPath attribute tests.
-# Supported: tag names, #id, .class, [attribute] tests and the descendant combinator; anything
-# else is refused when the selector is compiled.
-
-# Attributes the lxml tree fills with their own name when written bare (<script defer>); bs4
-# holds "" there, so a selector may test their presence but not their value.
-FILLED_ATTRIBUTES = {
-    "checked", "compact", "declare", "defer", "disabled", "ismap", "multiple", "nohref", "noresize",
-    "noshade", "nowrap", "readonly", "selected",
-}
-
-
-@dataclass(frozen=True)
-class Selector:
-    selectors: tuple  # soupsieve's compiled selectors, one per comma-separated part
-    tags: frozenset[str]  # an element may match when it has one of these tag names,
-    attributes: dict[str, re.Pattern | None]  # or one of these attributes whose value the pattern finds
-    everything: bool  # or in any case: a last compound with nothing to anchor on
-
-    def admits(self, element: Element) -> bool:
-        """A cheap necessary condition for a match."""
-        if self.everything or element.tag in self.tags:
-            return True
-        for name, pattern in self.attributes.items():
-            value = element.get(name)
-            if value is not None and (pattern is None or pattern.search(value)):
-                return True
-        return False
-
-    def match(self, element: Element, cache: dict | None = None) -> bool:
-        """soupsieve's match(); cache keeps ancestor verdicts across the elements of one walk."""
-        cache = {} if cache is None else cache
-        return element.tag != GONE and any(_matches(element, selector, cache) for selector in self.selectors)
-
-
-@lru_cache(maxsize=64)
-def compile_selector(css: str) -> Selector:
-    selectors = tuple(soupsieve.compile(css).selectors)
-    for selector in selectors:
-        _check_supported(selector)
-    anchors = [_anchor(selector) for selector in selectors]
-    attributes: dict[str, list[str | None]] = {}
-    for name, literal in (a for a in anchors if a is not None and a[0] != "tag"):
-        attributes.setdefault(name, []).append(literal)
-    tags = frozenset(literal for name, literal in filter(None, anchors) if name == "tag")
-    return Selector(selectors, tags, {n: _any_of(ls) for n, ls in attributes.items()}, None in anchors)
-
-
-def select(doc: Document, css: str) -> list[Element]:
-    """The elements css matches, in document order, as soupsieve's select() on bs4's tree."""
-    compiled = compile_selector(css)
-    cache: dict = {}
-    found = (e for e in doc.elements() if compiled.admits(e) and compiled.match(e, cache))
-    return [e for e in found if next(e.iterancestors("template"), None) is None]  # soupsieve never enters one
-
-
-def _check_supported(selector: object) -> None:
-    unsupported = (
-        selector.nth or selector.selectors or selector.contains or selector.lang or selector.flags
-        or (selector.tag is not None and selector.tag.prefix)
-        or any(a.prefix or (a.pattern and a.attribute.lower() in FILLED_ATTRIBUTES) for a in selector.attributes)
-        or (selector.relation and (len(selector.relation) != 1 or selector.relation[0].rel_type != " "))
-    )
-    if unsupported:
-        raise ValueError(f"selector not supported on the lxml tree: {selector}")
-    for outer in selector.relation:
-        _check_supported(outer)
-
-
-def _anchor(selector: object) -> tuple[str, str | None] | None:
-    """("tag", name) or (attribute, text its raw value must contain, or None): what every element
-    the selector matches has. Classes anchor best, then attribute texts, tag names, attributes."""
-    tests = [("class", c) for c in selector.classes]
-    tests += [(a.attribute.translate(ASCII_LOWER), _pattern_literal(a)) for a in selector.attributes if not a.inverse]
-    tests += [("id", i) for i in selector.ids]
-    if selector.tag is not None and selector.tag.name != "*":
-        tests.append(("tag", selector.tag.name.translate(ASCII_LOWER)))
-    ranked = sorted(tests, key=lambda test: (test[1] is None, test[0] == "tag", test[0] == "id"))
-    return ranked[0] if ranked else None
-
-
-def _pattern_literal(test: object) -> str | None:
-    """The text an =, ^=, $= or *= test's value contains, when the raw value must contain it too
-    (case-sensitive, no whitespace: bs4 rejoins class lists); None for other tests."""
-    if test.pattern is None or test.ignore_case:
-        return None
-    core = test.pattern.pattern.removeprefix("^").removesuffix(r"\Z")
-    literal = re.sub(r"\\(.)", r"\1", core, flags=re.DOTALL)
-    exact = literal and re.escape(literal) == core
-    return literal if exact and not any(c.isspace() for c in literal) else None
-
-
-def _any_of(literals: list[str | None]) -> re.Pattern | None:
-    return None if None in literals else re.compile("|".join(map(re.escape, literals)))
-
-
-def _matches(element: Element, selector: object, cache: dict) -> bool:
-    """soupsieve's verdict on one compiled selector for an element (see _check_supported)."""
-    tag = selector.tag
-    if tag is not None and tag.name != "*" and not _same_name(_ascii_lower(tag.name), element.tag):
-        return False
-    if any(element.get("id", "") != i for i in selector.ids):
-        return False
-    if selector.classes:
-        value = element.get("class") or ""
-        if any(c not in value for c in selector.classes):  # not even a substring: the cheap no
-            return False
-        if any(c not in value.split() for c in selector.classes):
-            return False
-    if not all(_attribute_matches(element, a) for a in selector.attributes):
-        return False
-    return not selector.relation or _ancestor_matches(element, selector.relation, cache)
-
-
-@short_key_cache(maxsize=256, max_chars=64)
-def _ascii_lower(name: str) -> str:
-    """soupsieve's case folding of names: ASCII letters only."""
-    return name.translate(ASCII_LOWER)
-
-
-def _same_name(lowered: str, tag: str) -> bool:
-    # The parser lower-cases tag names already: the plain comparison nearly always decides.
-    return tag == lowered or tag.translate(ASCII_LOWER) == lowered
-
-
-def _attribute_matches(element: Element, test: object) -> bool:
-    value = attribute(element, _ascii_lower(test.attribute))
-    if value is None:
-        return bool(test.inverse)
-    if test.pattern is None:
-        return True
-    if test.ignore_case:
-        value = value.translate(ASCII_LOWER)
-    return test.pattern.search(value) is not None
-
-
-def _ancestor_matches(element: Element, relation: object, cache: dict) -> bool:
-    """An ancestor below the nearest <template> (where soupsieve stops) matches the relation.
-
-    As soupsieve does, each element climbed through remembers the verdict for its own ancestors.
-    """
-    climbed = []
-    found = False
-    parent = element.getparent()
-    while parent is not None and parent.tag != "template":
-        key = (id(relation), parent)  # the element itself in the key keeps its proxy (and id) alive
-        if key in cache:
-            found = cache[key]
-            break
-        climbed.append(key)
-        if any(_matches(parent, selector, cache) for selector in relation):
-            found = True
-            break
-        parent = parent.getparent()
-    for key in climbed:
-        cache[key] = found
-    return found

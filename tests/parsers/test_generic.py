@@ -15,7 +15,6 @@ from pathlib import Path
 
 import lxml.html
 import pytest
-from bs4 import BeautifulSoup
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -815,12 +814,11 @@ def test_huge_fields_are_cut() -> None:
 
 
 def test_meta_index_reads_content_and_value_by_every_key() -> None:
-    soup = BeautifulSoup(
+    page = generic.build_document(
         '<meta property="OG:Title" content=" A  b "><meta name="x" value="v"><meta name="e" content="">'
-        '<meta itemprop="description" content="micro"><meta http-equiv="Content-Language" content="en">',
-        "lxml",
+        '<meta itemprop="description" content="micro"><meta http-equiv="Content-Language" content="en">'
     )
-    assert meta_index(soup) == {
+    assert meta_index(page.find_all(generic.METAS)) == {
         "og:title": ["A  b"], "x": ["v"], "itemprop:description": ["micro"], "content-language": ["en"],
     }
 
@@ -855,28 +853,6 @@ def test_real_page_word_counts(page: str, url: str, low: int, high: int) -> None
     data = parsers.parse(read_page(page), url)
     assert data["kind"] == "page"
     assert low <= data["word_count"] <= high
-
-
-# ---------------------------------------------------------------------------------------
-# Text read from the lxml tree as bs4's get_text() reads it from its own.
-# ---------------------------------------------------------------------------------------
-TEXT_PIECES = [
-    "<div>", "</div>", "<p>", "</p>", "<pre>", "</pre>", "<textarea>", "</textarea>", "<script>var a = 1;</script>",
-    "<style>p {}</style>", "<template><p>kept apart</p></template>", "<ruby>漢<rt>kan</rt><rp>(</rp></ruby>", "<rt>",
-    "</rt>", "<title>T</title>", "<!-- c -->", "<br>", " ", "\n  \n", "\t", "\u00a0", "words ", "more text", "</html>",
-    "<b>", "</b>", "&amp;", "<nav>menu</nav>",
-]
-
-
-@settings(max_examples=150, deadline=None, database=None)
-@given(html=st.lists(st.sampled_from(TEXT_PIECES), max_size=40).map("".join))
-def test_get_text_reads_what_bs4_reads(html: str) -> None:
-    soup, page = BeautifulSoup(html, "lxml"), generic.build_document(html)
-    tags, elements = soup.find_all(True), list(page.elements())
-    assert [generic.get_text(e) for e in elements] == [tag.get_text() for tag in tags]
-    assert [generic.get_text(e, " ") for e in elements] == [tag.get_text(" ") for tag in tags]
-    if tags:  # a page without an element has no lxml document; top-level whitespace is not kept
-        assert generic.get_text(page, " ").split() == soup.get_text(" ").split()
 
 
 @pytest.mark.parametrize("url", ["https://example.com/notes/a page with spaces",

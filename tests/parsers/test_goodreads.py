@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import parsers
 from errors import ParseError
-from parsers import goodreads
+from parsers import description, goodreads
 from tests.parsers.contract import assert_contract_keys
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "goodreads"
@@ -332,6 +332,12 @@ def test_legacy_title_leaves_out_the_nested_series_link() -> None:
     assert data["series"] == {"name": "Tin Maps", "position": "4"}
 
 
+def test_legacy_title_is_the_heading_s_page_text_without_its_series_link_whatever_it_says() -> None:
+    html = edit(fixture("legacy"), "(Tin Maps #4)", "Tin Maps, book four")  # no "(Series #n)" suffix to cut
+    html = edit(html, "The Tin Cartographer", "The Tin <!-- draft --> Cartographer<script>var t = 1;</script>")
+    assert parse(html)["title"] == "The Tin Cartographer"
+
+
 def test_legacy_series_in_its_own_heading_2021_style() -> None:
     html = edit(fixture("legacy"), '<a class="greyText" href="/series/77-tin-maps">\n          (Tin Maps #4)\n</a>')
     series_heading = '<h2 id="bookSeries"><a class="greyText" href="/series/79-tin">(Tin Atlas #0.5)</a></h2>'
@@ -545,7 +551,7 @@ def test_author_roles(role: str | None, is_author: bool) -> None:
     ("", None),
 ])
 def test_description_html_becomes_plain_text(html: str, text: str | None) -> None:
-    assert goodreads._html_to_text(html) == text
+    assert description.html_text(html) == text
 
 
 def test_placeholder_covers_are_not_covers() -> None:
@@ -623,13 +629,13 @@ def test_every_fixture_without_a_note_says_none() -> None:
     "Edition of 1923, with the original plates",
 ])
 def test_librarian_note_phrasings_open_a_note_line(note: str) -> None:
-    assert goodreads._split_librarian_note(f"{note}\n\nThe blurb.") == ("The blurb.", note)
+    assert description.split_librarian_note(f"{note}\n\nThe blurb.") == ("The blurb.", note)
 
 
 def test_note_paragraphs_one_after_another_are_one_note() -> None:
     text = "Alternate cover edition of ISBN 9780000000000\n\nSee alternate cover edition here.\n\nThe blurb."
     note = "Alternate cover edition of ISBN 9780000000000\n\nSee alternate cover edition here."
-    assert goodreads._split_librarian_note(text) == ("The blurb.", note)
+    assert description.split_librarian_note(text) == ("The blurb.", note)
 
 
 @pytest.mark.parametrize("text", [
@@ -642,7 +648,7 @@ def test_note_paragraphs_one_after_another_are_one_note() -> None:
     "Published as a serial in 1890, then as a book.",
 ])
 def test_text_that_does_not_open_with_a_note_phrasing_is_all_description(text: str) -> None:
-    assert goodreads._split_librarian_note(f"{text}\nMore.") == (f"{text}\nMore.", None)
+    assert description.split_librarian_note(f"{text}\nMore.") == (f"{text}\nMore.", None)
 
 
 # ---------------------------------------------------------------------------------------

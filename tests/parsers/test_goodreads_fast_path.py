@@ -2,7 +2,7 @@
 
 Every test compares against the full path, where each field reads all of its sources in
 order (Page.state_answers forced to False), and watches whether the page's tree is built
-(goodreads.make_bounded_soup called). Real saved pages are used when present.
+(goodreads.build_document called). Real saved pages are used when present.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def edit(html: str, old: str, new: str = "") -> str:
 @contextmanager
 def tree_builds() -> Iterator[mock.MagicMock]:
     """Counts the builds of a page's tree during the block."""
-    with mock.patch.object(goodreads, "make_bounded_soup", wraps=goodreads.make_bounded_soup) as build:
+    with mock.patch.object(goodreads, "build_document", wraps=goodreads.build_document) as build:
         yield build
 
 
@@ -126,7 +126,7 @@ def test_refused_pages_build_the_tree_to_look_for_error_markers() -> None:
 
 
 def test_a_tree_that_cannot_be_built_refuses_the_page_that_needs_it() -> None:
-    with mock.patch.object(goodreads, "make_bounded_soup", side_effect=ValueError("boom")):
+    with mock.patch.object(goodreads, "build_document", side_effect=ValueError("boom")):
         with pytest.raises(ParseError, match="unreadable page"):
             goodreads.parse(fixture("testid"), URL)
         assert goodreads.parse(fixture(), URL)["title"] == "The Copper Meridian"  # never needed it
@@ -177,6 +177,6 @@ def test_real_legacy_and_soft_404_pages_build_the_tree() -> None:
 def test_running_out_of_memory_reaches_the_worker_while_a_broken_tree_refuses_the_page(failure: type) -> None:
     """A MemoryError is the process's trouble, not the page's: the in-process worker must see
     it (it fails the job and recycles itself); any other tree failure is a ParseError."""
-    with mock.patch.object(goodreads, "make_bounded_soup", side_effect=failure("tree")):
+    with mock.patch.object(goodreads, "build_document", side_effect=failure("tree")):
         with pytest.raises(MemoryError if failure is MemoryError else ParseError):
             parsers.parse(fixture("legacy"), "https://www.goodreads.com/book/show/1")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import urljoin
 
+import lxml.html
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,6 @@ from hypothesis import strategies as st
 import parsers
 from errors import ParseError
 from parsers import news, news_cards, tree
-from parsers.base import make_soup
 from parsers.encoding import decode_html
 from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys, assert_headline_item
@@ -423,6 +423,19 @@ def test_a_label_at_the_start_is_never_dropped(shown: str, kicker: str | None, t
     assert (headline["kicker"], headline["title"]) == (kicker, title)
 
 
+def test_screen_reader_labels_and_timestamps_inside_a_headline_are_not_its_title() -> None:
+    link = ('<h2><a href="/2024/01/02/bridge-reopens">Harbour bridge reopens after repairs'
+            '<span class="visually-hidden"> (opens in a new window)</span><time>2 hours ago</time></a></h2>')
+    headline = news.parse(page(link), "https://example.com/")["headlines"][0]
+    assert (headline["kicker"], headline["title"]) == (None, "Harbour bridge reopens after repairs")
+
+
+@pytest.mark.parametrize("empty, read", [(news.TITLE_SCAN // 2 - 1, True), (news.TITLE_SCAN // 2, False)])
+def test_a_title_is_read_from_its_first_steps_entering_and_leaving_an_element_each_one(empty: int, read: bool) -> None:
+    heading = lxml.html.fragment_fromstring("<h3>" + "<i></i>" * empty + "Harbour bridge reopens after repairs</h3>")
+    assert news.headline_text(heading)[0] == ("Harbour bridge reopens after repairs" if read else None)
+
+
 def test_kicker_elements_inside_and_before_the_title_element() -> None:
     card = ('<article class="card"><span class="card__eyebrow">Climate</span>'
             '<h2><a href="/2024/01/02/glaciers-melt-faster"><span class="kicker">Exclusive</span> '
@@ -731,7 +744,7 @@ def test_not_article_urls(url: str) -> None:
     "https://help.example.com/hc/en-us/articles/360002940991-Contact", "javascript:void(0)", "#top",
 ])
 def test_story_url_refuses_non_story_links(url: str) -> None:
-    link = make_soup(f'<a href="{url}">x</a>').a
+    link = lxml.html.fragment_fromstring(f'<a href="{url}">x</a>')
     assert news.story_url(link, SITE) is None
 
 

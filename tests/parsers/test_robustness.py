@@ -17,14 +17,13 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from bs4 import BeautifulSoup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import parsers
 from errors import ParseError
 from parsers import base, tree
-from parsers.base import MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, limit_html, make_bounded_soup, make_soup
+from parsers.base import MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, limit_html
 from sources import source_for_url
 from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys
@@ -218,7 +217,7 @@ def deep_pages() -> dict[str, str]:
     return {
         "divs": HEAD + "<div>" * DEEP + "<p>bottom</p>" + "</div>" * DEEP + "<p>after</p>",
         "unclosed": HEAD + "<div><span>" * DEEP + "text",
-        # bs4 walks the ancestors for every child added: depth x width, unless bounded
+        # the parsers climb to the ancestors of what they read: depth x width, unless bounded
         "deep-then-wide": HEAD + "<div>" * DEEP + "a<br>" * 20_000,
         "tables": HEAD + "<table><tr><td>" * DEEP + "cell",
         "misnested": HEAD + "<b><i><p>" * DEEP + "x",
@@ -264,11 +263,10 @@ def test_bounded_html_flattens_deep_nesting_and_keeps_text_and_scripts() -> None
     script = '<script type="application/ld+json">{"a": "<b> & c"}</script>'
     deep = "<div>" * 1000 + "deep <i>text</i> &amp; more<script>x<y</script>" + "</div>" * 1000
     html = "<html><head>" + script + "</head><body>" + deep + "<p>after</p>"
-    soup = make_soup(bounded_html(html))
-    depth = max(len(list(tag.parents)) for tag in soup.find_all(True))
-    assert depth <= MAX_DEPTH
-    assert soup.find("script", type="application/ld+json").string == '{"a": "<b> & c"}'
-    text = soup.get_text(" ")
+    doc = tree.build_document(bounded_html(html))
+    assert lxml_levels(doc) <= MAX_DEPTH
+    assert [script.text for script in doc.find_all(tree.SCRIPTS)] == ['{"a": "<b> & c"}']
+    text = tree.page_text(doc, " ")
     assert "deep text & more" in " ".join(text.split())
     assert "after" in text
     assert "x<y" not in text  # a dropped script's code does not become page text
@@ -279,23 +277,24 @@ def test_bounded_html_cuts_huge_pages_and_replaces_lone_surrogates() -> None:
     assert "\ud800" not in bounded_html("<p>a\ud800b</p>")
 
 
-def test_make_bounded_soup_is_the_tree_of_bounded_html_without_its_extra_pass() -> None:
-    """The depth check rides on the tree build: same tree, and no separate lxml pass."""
-    pages = [*deep_pages().values(), "<html><head><title>T</title></head><body>" + "<div>" * 64 + "x"]
+def test_build_document_runs_no_extra_lxml_pass_on_a_page_within_the_depth() -> None:
+    """The depth check is one XPath on the tree built: only a page nested too deep is read
+    again (probed and flattened by base.bounded_html, then built once more)."""
+    pages = ["<html><head><title>T</title></head><body>" + "<div>" * 62 + "x"]
     pages += [path.read_text(encoding="utf-8", errors="replace") for path in HAND_MADE_PAGES]
-    for html in pages:
-        assert str(make_bounded_soup(html)) == str(make_soup(bounded_html(html)))
-    with mock.patch.object(base, "_DepthProbe", wraps=base._DepthProbe) as probe:
-        make_bounded_soup(pages[-1])
-        make_bounded_soup(deep_pages()["divs"])
-    assert not probe.called
+    with mock.patch.object(base, "_lxml_events", wraps=base._lxml_events) as lxml_pass:
+        for html in pages:
+            tree.build_document(html)
+        assert not lxml_pass.called
+        tree.build_document(deep_pages()["divs"])
+        assert lxml_pass.called
 
 
-def test_make_bounded_soup_flattens_only_past_max_depth() -> None:
+def test_build_document_flattens_only_past_max_depth() -> None:
     with mock.patch.object(base, "_Flattener", wraps=base._Flattener) as flattener:
-        make_bounded_soup("<html><body>" + "<div>" * (MAX_DEPTH - 2) + "x")  # html and body count
+        tree.build_document("<html><body>" + "<div>" * (MAX_DEPTH - 2) + "x")  # html and body count
         assert not flattener.called
-        make_bounded_soup("<html><body>" + "<div>" * (MAX_DEPTH - 1) + "x")
+        tree.build_document("<html><body>" + "<div>" * (MAX_DEPTH - 1) + "x")
         assert flattener.called
 
 
@@ -319,17 +318,12 @@ def lxml_levels(doc: tree.Document) -> int:
     return max(len(list(element.iterancestors())) + 1 for element in doc.elements())
 
 
-def soup_levels(soup: BeautifulSoup) -> int:
-    return max(len(list(tag.parents)) for tag in soup.find_all(True))  # the soup object is no level
-
-
 @pytest.mark.parametrize("levels", [README_MAX_DEPTH + 1, 10 * README_MAX_DEPTH])
-def test_both_trees_keep_64_levels_and_flatten_deeper_nesting_keeping_its_text(levels: int) -> None:
-    at_limit, deeper = nested_page(README_MAX_DEPTH), nested_page(levels)
-    assert lxml_levels(tree.build_document(at_limit)) == soup_levels(make_bounded_soup(at_limit)) == README_MAX_DEPTH
-    doc, soup = tree.build_document(deeper), make_bounded_soup(deeper)
-    assert lxml_levels(doc) == soup_levels(soup) == README_MAX_DEPTH
-    assert "deep text" in "".join(doc.nodes[0].itertext()) and "deep text" in soup.get_text()
+def test_the_tree_keeps_64_levels_and_flattens_deeper_nesting_keeping_its_text(levels: int) -> None:
+    assert lxml_levels(tree.build_document(nested_page(README_MAX_DEPTH))) == README_MAX_DEPTH
+    doc = tree.build_document(nested_page(levels))
+    assert lxml_levels(doc) == README_MAX_DEPTH
+    assert "deep text" in tree.page_text(doc)
 
 
 def test_limit_html_cuts_and_replaces_lone_surrogates_and_leaves_clean_text_alone() -> None:
