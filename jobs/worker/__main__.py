@@ -62,7 +62,7 @@ def preload_job_code() -> None:
     replaced when worn). Done once in the pool, every worker and horse inherits it. This
     also keeps the kill-and-retry cycles of crash recovery cheap."""
     try:
-        parsers.warm_up()  # every parser's CSS selectors, and soupsieve's tokenizer with them
+        parsers.warm_up()  # every parser's CSS selectors, compiled once before the pool forks
     except Exception:  # only an optimisation
         log.debug("could not warm the parsers up", exc_info=True)
 
