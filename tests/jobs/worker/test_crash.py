@@ -439,7 +439,9 @@ def test_kill_9_of_redis_while_accepting_1000_urls_loses_none(service_factory, t
         assert max(resubmitted, default=0) >= 1, "Redis lost no accepted URL: the journal was not exercised"
         assert accepted <= journaled
     else:
-        assert dropped > 0, "the crash lost no write: nothing was exercised"
+        # appendfsync always (the condition of WAITAOF): Redis answers a write once it is
+        # fsynced, so the cut drops at most a write in flight, never an answered one (dropped
+        # is usually 0). What this proves: the 202s came from WAITAOF, and none was lost.
         assert len(journaled) < len(accepted) / 2, "most requests fell back to the journal: WAITAOF was not exercised"
     assert lost == [], f"{len(lost)} accepted URLs have no record, e.g. {lost[:3]}\n{service.log_tail()}"
     assert unavailable, "no 503 while Redis was down"
