@@ -24,7 +24,7 @@ from itertools import islice
 
 from lxml import etree
 
-from parsers.base import FLATTEN_ROUNDS, MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, clean_text, limit_html
+from parsers.base import FLATTEN_ROUNDS, MAX_DEPTH, MAX_PARSE_CHARS, clean_text, flattened_html, limit_html
 
 Element = etree._Element
 Node = Element | str  # an element, comment or processing instruction; or a run of text
@@ -92,13 +92,13 @@ class Document:
 
 def build_document(html: str) -> Document:
     """The page's tree, bounded: cut to MAX_PARSE_CHARS, and flattened (up to FLATTEN_ROUNDS
-    times, by base.bounded_html) when it nests past MAX_DEPTH."""
+    times, by base.flattened_html) when it nests past MAX_DEPTH."""
     html = html[:MAX_PARSE_CHARS]
     for _ in range(FLATTEN_ROUNDS):
         root = _lxml_root(html)
         if root is None or not TOO_DEEP(root):
             return Document(root)
-        html = bounded_html(html)
+        html = flattened_html(html)
     return Document(_lxml_root(html))
 
 
