@@ -262,20 +262,14 @@ SAFE_NAME = re.compile(r"^[^\s\"'<>/=]+$")
 FLATTEN_ROUNDS = 2
 
 
-def bounded_html(html: str) -> str:
-    """html cut to MAX_PARSE_CHARS, lone surrogates replaced, nesting past MAX_DEPTH flattened.
-
-    Ordinary pages come back unchanged; only a page nested deeper than MAX_DEPTH is rewritten
-    (its deepest tags dropped, their text kept).
-    """
-    html = limit_html(html)
-    if _lxml_events(html, _DepthProbe()) > MAX_DEPTH:
-        html = _lxml_events(html, _Flattener(MAX_DEPTH))
-    return html
+def flattened_html(html: str) -> str:
+    """html written back without the tags nested past MAX_DEPTH (their text kept), for a page
+    already known to nest too deep (tree.build_document sees it on the tree it built)."""
+    return _lxml_events(limit_html(html), _Flattener(MAX_DEPTH))
 
 
 def limit_html(html: str) -> str:
-    """html cut to MAX_PARSE_CHARS, lone surrogates replaced: the cheap part of bounded_html.
+    """html cut to MAX_PARSE_CHARS, lone surrogates replaced.
 
     Enough for code that reads the text without building a tree (script_blocks); whoever
     builds a tree goes through tree.build_document, which bounds the nesting too.
@@ -306,23 +300,6 @@ def _lxml_events(html: str, target: object) -> object:
         return parser.close()
     except (etree.LxmlError, ValueError):
         return target.close()  # lxml gave up part-way: what the target saw so far
-
-
-class _DepthProbe:
-    """Parser target that answers the deepest element nesting, without building a tree."""
-
-    def __init__(self) -> None:
-        self.depth = self.deepest = 0
-
-    def start(self, tag: str, attrib: dict) -> None:
-        self.depth += 1
-        self.deepest = max(self.deepest, self.depth)
-
-    def end(self, tag: str) -> None:
-        self.depth -= 1
-
-    def close(self) -> int:
-        return self.deepest
 
 
 class _Flattener:

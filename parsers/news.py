@@ -158,7 +158,7 @@ CARD_SCAN = 200  # descendants scanned per card level, or for a heading inside a
 TITLE_DEPTH = 12  # ancestor levels of a title element recorded, to tell where its card ends
 SUBLINK_CLIMB = 6  # levels between a sub-link and the element it shares with its lead story
 SUBLINK_ITEM_CLIMB = 3  # levels from a sub-link's title up to its list item
-TITLE_SCAN = 200  # nodes walked to build one title
+TITLE_SCAN = 200  # steps taken to build one title (a node, or leaving an element read through)
 MAX_SUBLINKS = 20  # links read from one match of a rule's sub-link selector
 KICKER_SCAN = 20  # nodes read for a kicker element's text
 

@@ -19,7 +19,7 @@ from parsers.base import absolute_url, clean_text, short_key_cache
 from parsers.tree import GONE, LEAVE, STRING_CONTAINERS, TEXT, Element, Walk, class_tokens, is_tag
 
 CARD_ELEMENTS = 300  # elements of one card read (real cards hold under 100)
-TEXT_SCAN = 80  # nodes read for one element's text
+TEXT_SCAN = 80  # steps taken to read one element's text (a node, or leaving an element read through)
 MIN_SUMMARY_WORDS = 4  # a summary-classed element with fewer words is a label
 MIN_PARAGRAPH_WORDS = 6  # a plain <p> needs more to count as the card's summary
 MAX_SUMMARY_CHARS = 1_000  # longer text is a whole article or card, not a standfirst

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import parsers
 from errors import ParseError
 from parsers import base, tree
-from parsers.base import MAX_DEPTH, MAX_PARSE_CHARS, bounded_html, limit_html
+from parsers.base import MAX_DEPTH, MAX_PARSE_CHARS, flattened_html, limit_html
 from sources import source_for_url
 from tests.pages import manifest, read_page
 from tests.parsers.contract import assert_contract_keys
@@ -252,18 +252,13 @@ def test_5_mib_of_junk(url: str, kind: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# parsers.base.bounded_html, which keeps the generic parser's time bounded.
+# parsers.base.flattened_html, which tree.build_document runs on a page nested too deep.
 # ---------------------------------------------------------------------------------------
-def test_bounded_html_leaves_ordinary_pages_alone() -> None:
-    html = "<html><head><title>T</title></head><body>" + "<div>" * 30 + "<p>x</p>" + "</div>" * 30 + "</body></html>"
-    assert bounded_html(html) == html
-
-
-def test_bounded_html_flattens_deep_nesting_and_keeps_text_and_scripts() -> None:
+def test_flattened_html_keeps_the_text_and_scripts_of_deep_nesting() -> None:
     script = '<script type="application/ld+json">{"a": "<b> & c"}</script>'
     deep = "<div>" * 1000 + "deep <i>text</i> &amp; more<script>x<y</script>" + "</div>" * 1000
     html = "<html><head>" + script + "</head><body>" + deep + "<p>after</p>"
-    doc = tree.build_document(bounded_html(html))
+    doc = tree.build_document(flattened_html(html))
     assert lxml_levels(doc) <= MAX_DEPTH
     assert [script.text for script in doc.find_all(tree.SCRIPTS)] == ['{"a": "<b> & c"}']
     text = tree.page_text(doc, " ")
@@ -272,14 +267,14 @@ def test_bounded_html_flattens_deep_nesting_and_keeps_text_and_scripts() -> None
     assert "x<y" not in text  # a dropped script's code does not become page text
 
 
-def test_bounded_html_cuts_huge_pages_and_replaces_lone_surrogates() -> None:
-    assert len(bounded_html("<p>" + "x" * (MAX_PARSE_CHARS + 10))) <= MAX_PARSE_CHARS + 100
-    assert "\ud800" not in bounded_html("<p>a\ud800b</p>")
+def test_flattened_html_cuts_huge_pages_and_replaces_lone_surrogates() -> None:
+    assert len(flattened_html("<p>" + "x" * (MAX_PARSE_CHARS + 10))) <= MAX_PARSE_CHARS + 100
+    assert "\ud800" not in flattened_html("<p>a\ud800b</p>")
 
 
 def test_build_document_runs_no_extra_lxml_pass_on_a_page_within_the_depth() -> None:
     """The depth check is one XPath on the tree built: only a page nested too deep is read
-    again (probed and flattened by base.bounded_html, then built once more)."""
+    again (flattened by base.flattened_html, then built once more)."""
     pages = ["<html><head><title>T</title></head><body>" + "<div>" * 62 + "x"]
     pages += [path.read_text(encoding="utf-8", errors="replace") for path in HAND_MADE_PAGES]
     with mock.patch.object(base, "_lxml_events", wraps=base._lxml_events) as lxml_pass:
