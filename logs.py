@@ -13,8 +13,8 @@ RQ's INFO lines about the ticker's jobs (dequeued, "Job OK", result discarded) a
 workers' maintenance passes (cleaning registries) are lowered to DEBUG by RoutineFilter. A
 routine job's warnings and errors keep their level, and so do RQ's lines about page jobs.
 
-Jobs: while a job runs, every line carries its `job_id` and `url`: JobLogWorker /
-JobLogSimpleWorker (the pool runs the former) bind them around RQ's execute_job, so the
+Jobs: while a job runs, every line carries its `job_id` and `url`: jobs/joblogs.py's
+JobLogWorker / JobLogSimpleWorker (the pool runs the former) bind them around RQ's execute_job, so the
 job's own lines, every library line logged meanwhile, and RQ's own lines about the job (in
 the worker and in its forked work-horse: "Job OK", the result TTL, the traceback of a
 failure, a killed horse) carry them. RQ's "dequeued" line, logged before the job is known
@@ -263,5 +263,3 @@ def _route_rq_loggers_to_root() -> None:
             if isinstance(handler, ColorizingStreamHandler):
                 logger.removeHandler(handler)
         logger.propagate = True
-
-

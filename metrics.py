@@ -1,4 +1,4 @@
-"""Prometheus metrics (GET /metrics), and the hooks that record them and log the job's events.
+"""Prometheus metrics: the hooks that record them and log the job's events (GET /metrics: web/scrape.py).
 
 Every process writes its samples to files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's
 multiprocess mode): gunicorn's workers, and the RQ worker processes (or, with

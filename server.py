@@ -169,4 +169,3 @@ def parse_file(page: Path, url: str, content_type: str | None, explain: bool) ->
     except ParseError as exc:
         raise click.ClickException(f"not parsed: {exc}") from None
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-

@@ -1,1 +1,2 @@
-"""Background work: queue names and enqueueing, the job function, and safe fetching."""
+"""The worker side: submission and job state (shared with the web), the page job, safe
+fetching (fetch/) and the runtime that runs jobs (worker/, `python -m jobs.worker`)."""

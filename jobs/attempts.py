@@ -13,10 +13,10 @@ untrusted (Redis is a trust boundary): fields of the wrong type read as absent.
 
 Why an HMGET of RQ's hash and not RQ's Job.fetch_many: fetch_many reads the whole hash in a
 round trip of its own and restores every field (the call data decompressed and decoded).
-GET /info of a page that has a job took 29-46% more CPU with it (measured in process for
-issue #17: ~0.8-1.0 ms -> ~1.2-1.4 ms), and GET /batches reads up to 500 jobs at once.
+GET /info of a page that has a job took 29-46% more CPU with it (measured in process,
+side by side: ~0.8-1.0 ms -> ~1.2-1.4 ms), and GET /batches reads up to 500 jobs at once.
 Job.key_for names the hash; the three fields are the ones RQ's Job.restore reads its
-status, meta and retries_left from (tests/test_control_units.py compares with RQ's Job).
+status, meta and retries_left from (tests/web/test_control_units.py compares with RQ's Job).
 """
 from __future__ import annotations
 

@@ -175,8 +175,8 @@ class Submitter:
 
         Not Queue.enqueue_many, which writes each job's status twice and pushes each id alone:
         three commands a job where this takes one. With it, POST /parse of 100 new URLs took
-        +43-53% web CPU and answered 15-16% fewer requests a second (make bench, issue #17),
-        over the 10% the issue allows. tests/test_submit_many.py checks that what this writes
+        +43-53% web CPU and answered 15-16% fewer requests a second (make bench, measured
+        side by side). tests/jobs/test_submit_many.py checks that what this writes
         is, field for field, what RQ's own enqueue writes for the same jobs."""
         queues: dict[str, Queue] = {}
         waiting: dict[str, list[str]] = {}

@@ -206,7 +206,7 @@ def _as_tree_text(text: str) -> str:
 
 
 def jsonld_in_blocks(blocks: Iterable[ScriptBlock]) -> Iterator[dict]:
-    """jsonld_in_scripts for script_blocks(html): the same objects, without a tree."""
+    """The JSON-LD objects of script_blocks(html), read without a tree."""
     for block in blocks:
         if JSONLD_TYPE.match(block.attrs.get("type", "")):
             yield from _flatten_jsonld(load_json(block.text))

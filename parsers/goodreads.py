@@ -270,7 +270,7 @@ URL_DERIVED, NOTE_DERIVED = " (url built from book_id)", " (its leading libraria
 # [data-testid=x] or [itemprop=x]; other selectors fall back to a whole-tree select.
 INDEXED_ATTRIBUTES = ("id", "class", "data-testid", "itemprop")
 INDEXED_TAGS = ("meta", "link", "title")  # looked up by tag name
-META_KEY_ATTRIBUTES = ("property", "name", "itemprop")  # as parsers.base.meta_content reads them
+META_KEY_ATTRIBUTES = ("property", "name", "itemprop")  # as parsers.base.meta_index reads them
 ANCHOR_KEY = re.compile(
     r"#(?P<id>[\w-]+)|\.(?P<class>[\w-]+)|\[(?P<attr>data-testid|itemprop)=['\"]?(?P<value>[\w-]+)['\"]?\]")
 
@@ -496,7 +496,7 @@ class Page:
         return self.index.select(selector)
 
     def meta(self, key: str) -> str | None:
-        """parsers.base.meta_content over the indexed <meta> tags (it would walk the whole tree)."""
+        """A <meta> value by key, as parsers.base.meta_index reads them, over the indexed <meta> tags."""
         for attribute in META_KEY_ATTRIBUTES:
             for tag in self.index.tags.get("meta", []):
                 if str(tag.get(attribute) or "").lower() == key.lower() and clean_text(tag.get("content")):

@@ -36,8 +36,6 @@ def metrics_view() -> Response:
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
 
-
-
 class QueueDepthCollector:
     """metaparse_queue_depth{queue}: jobs waiting in each queue, read from Redis at scrape time."""
 

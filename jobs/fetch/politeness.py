@@ -364,4 +364,3 @@ def _redis_errors_are_transient() -> Iterator[None]:
         yield
     except RedisError as exc:
         raise TransientFetchError(f"per-host fetch limits unavailable (Redis): {exc}") from None
-

@@ -22,7 +22,7 @@ from rq.job import Job
 log = logging.getLogger(__name__)
 
 CrashHandler = Callable[[Job, str], None]  # (the job, why its last run died)
-ABANDONED = "the worker running this job died and no retries are left"
+ABANDONED = "the worker running this page died and no retries are left"  # the text records have always shown
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, as RQ may hash its handlers

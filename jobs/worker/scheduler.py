@@ -36,4 +36,3 @@ class CrashSafeScheduler(RQScheduler):
         until = time.monotonic() + seconds
         while not self._stop_requested and (left := until - time.monotonic()) > 0:
             time.sleep(min(left, SCHEDULER_NAP))
-

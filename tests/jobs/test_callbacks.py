@@ -161,7 +161,7 @@ def test_a_page_whose_last_run_died_calls_its_batch_back_as_failed(client, redis
     job = fetch_job(redis_client, job_id_for(BOOK))
     make_queue("goodreads", redis_client).remove(job)  # the job had started; its worker died
     job.set_status(JobStatus.STARTED)
-    record_crash(job, "the worker running this job died and no retries are left")
+    record_crash(job, "the worker running this page died and no retries are left")
     work(redis_client)
     [(_, body)] = site.posts["/done"]
     payload = json.loads(body)

@@ -658,7 +658,7 @@ def test_job_for_a_busy_host_is_retried_later(site, worker_env, redis_client):
 def test_host_busy_does_not_spend_the_jobs_retries():
     from types import SimpleNamespace
 
-    from jobs.tasks import will_retry
+    from jobs.retries import will_retry
 
     class FakeJob(SimpleNamespace):
         def save_meta(self) -> None:
