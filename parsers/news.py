@@ -1064,7 +1064,12 @@ def _visible_strings(element: Element) -> Iterator[tuple[Element | None, str, bo
     Takes at most TITLE_SCAN steps (a node, or leaving an element read through): a title is a
     few elements, and hostile nesting stays cheap.
     """
-    frames = [(element, None, in_string_container(element))]  # (element read through, its top-level child, hidden)
+    hidden = in_string_container(element)
+    if not len(element):  # a bare title, as most title elements are: its text, no walk to set up
+        if not hidden and element.text and element.text.strip():
+            yield None, element.text, False
+        return
+    frames = [(element, None, hidden)]  # (element read through, its top-level child, hidden)
     shown = False
     steps = TITLE_SCAN
     walk = Walk(element)
