@@ -51,8 +51,6 @@ DRAIN_PER_DISPATCH = 500  # inbox jobs moved into lanes per dispatch call (bound
 HOSTS_PER_DISPATCH = 20  # ready hosts looked at per call before answering "nothing now"
 DEAD_JOBS_PER_HOST = 10  # deleted jobs skipped at a lane's head per call
 DELAY_MEMORY_MS = 3_600_000  # an adapted delay is forgotten after an hour without a turn
-JOB_KEY_PREFIX = RQ_JOB_PREFIX
-QUEUE_KEY_PREFIX = RQ_QUEUE_PREFIX
 
 _LUA_COMMON = """
 local function now_ms()
@@ -103,8 +101,8 @@ def _lua(body: str) -> str:
     DEFAULT_PORTS (Lua has no imports: they are written in)."""
     names = {"PREFIX_LANE": FRONTIER_LANE, "PREFIX_LANES": FRONTIER_LANES, "PREFIX_BACKLOG": FRONTIER_BACKLOG,
              "PREFIX_READY": FRONTIER_READY, "PREFIX_NEXT": host_next_start_key(""), "PREFIX_SLOTS": host_slots_key(""),
-             "PREFIX_DELAY": host_delay_key(""), "PREFIX_ROBOTS": robots_key(""), "PREFIX_JOB": JOB_KEY_PREFIX,
-             "PREFIX_QUEUE": QUEUE_KEY_PREFIX}
+             "PREFIX_DELAY": host_delay_key(""), "PREFIX_ROBOTS": robots_key(""), "PREFIX_JOB": RQ_JOB_PREFIX,
+             "PREFIX_QUEUE": RQ_QUEUE_PREFIX}
     header = "".join(f"local {name} = '{value}'\n" for name, value in names.items())
     ports = ", ".join(f"{scheme} = {port}" for scheme, port in DEFAULT_PORTS.items())
     return header + f"local DEFAULT_PORTS = {{{ports}}}\n" + _LUA_COMMON + body

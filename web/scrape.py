@@ -7,7 +7,6 @@ is chosen when it is imported, which must come after metrics.setup_multiprocess_
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask, Response, current_app
@@ -15,10 +14,9 @@ from redis.exceptions import RedisError
 from rq import Queue
 
 from jobs import frontier
-from metrics import FilesCollector, multiprocess_dir
+from metrics import FilesCollector, multiprocess_dir, web_log
 from sources import QUEUE_NAMES
 
-log = logging.getLogger("web.api")  # the HTTP side's events, as metrics.web_log
 MAX_HOST_SERIES = 50  # hosts given their own metaparse_host_* series, the busiest first
 
 
@@ -48,7 +46,7 @@ class QueueDepthCollector:
         try:  # RQ's own count, a round trip per queue: a few a scrape
             counts = [Queue(name, connection=self.connection).count for name in QUEUE_NAMES]
         except RedisError as exc:
-            log.warning("queue depth not read for /metrics: %s", exc)
+            web_log.warning("queue depth not read for /metrics: %s", exc)
             return []
         family = GaugeMetricFamily("metaparse_queue_depth", "Jobs waiting in each RQ queue (page jobs move on at"
                                    " once to wait per host: metaparse_frontier_jobs).", labels=["queue"])
@@ -71,7 +69,7 @@ class HostCollector:
             total, hosts, busiest = frontier.backlog_summary(self.connection, MAX_HOST_SERIES)
             schedules = frontier.host_schedules(self.connection, [host for host, _ in busiest], self.default_delay)
         except RedisError as exc:
-            log.warning("host backlog not read for /metrics: %s", exc)
+            web_log.warning("host backlog not read for /metrics: %s", exc)
             return []
         backlog = GaugeMetricFamily("metaparse_host_backlog", "Page jobs waiting for their host's turn, by host"
                                     f" (the {MAX_HOST_SERIES} busiest hosts).", labels=["host"])
